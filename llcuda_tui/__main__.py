@@ -1,0 +1,3 @@
+from llcuda_tui.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""The product's core: usable without the TUI (no Textual or Rich imports here)."""

@@ -1,0 +1,34 @@
+"""Error types that the CLI and TUI turn into one clear line for the user."""
+
+from __future__ import annotations
+
+
+class LlcudaError(Exception):
+    """Base class: a failure with a message fit to show the user as is.
+
+    ``exit_code`` follows the CLI's convention: 2 for bad input, 1 for runtime failures.
+    """
+
+    exit_code = 1
+
+
+class UserInputError(LlcudaError):
+    """The user asked for something that cannot be done as asked (bad path, bad value)."""
+
+    exit_code = 2
+
+
+class ConfigError(UserInputError):
+    """The config file or an environment variable holds an invalid value."""
+
+
+class ModelNotFoundError(UserInputError):
+    """A model name or path resolves to nothing."""
+
+
+class ModelLoadError(UserInputError):
+    """A file exists but is not a loadable GGUF (missing, truncated, wrong magic, bad tensors)."""
+
+
+class EngineError(LlcudaError):
+    """llama.cpp failed at run time (decode error, out of memory, ...)."""
