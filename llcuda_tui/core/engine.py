@@ -1,0 +1,829 @@
+"""The in-process llama.cpp engine, on llama-cpp-python's low-level (ctypes) API.
+
+Why not ``Llama.create_completion``: it re-detokenises the whole reply for every token and
+applies sampling settings in Python; that costs 20-50 % of decode speed. Here each token costs
+one ``llama_decode``, one ``llama_sampler_sample`` (a C sampler chain; on the GPU when the
+model is fully offloaded), a cached piece lookup and an incremental UTF-8 decode.
+
+One engine thread owns the model and context: every llama.cpp call that touches them runs
+there. ``stream()`` yields chunks from it, ``submit()`` calls back on it (keep callbacks
+cheap: append to a buffer), and ``cancel()`` from any thread stops a generation within one
+token, or between prompt chunks during prefill.
+"""
+
+from __future__ import annotations
+
+import codecs
+import concurrent.futures
+import ctypes
+import queue
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from llcuda_tui.core.backend import capture_llama_log, list_devices
+from llcuda_tui.core.config import KV_TYPES, Settings, default_threads
+from llcuda_tui.core.errors import EngineError, ModelLoadError, UserInputError
+from llcuda_tui.core.sampling import SamplingParams, build_chain
+from llcuda_tui.core.templates import ChatTemplate, choose_template
+
+GGML_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8,
+              "iq4_nl": 20, "bf16": 30}  # fmt: skip
+PIECE_BUFFER_BYTES = 256
+"""Start size of the detokeniser's buffer; a longer piece is retried with its exact size."""
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """How to load a model."""
+
+    model_path: Path
+    n_gpu_layers: int = -1
+    """-1 = all layers on the GPU, 0 = CPU only, N = the first N layers."""
+    n_ctx: int = 4096
+    """0 = the model's training context."""
+    n_batch: int = 512
+    n_ubatch: int = 512
+    n_threads: int = 0
+    """0 = physical cores (capped at 8)."""
+    flash_attn: str = "auto"
+    """auto = on when layers are offloaded to a GPU."""
+    type_k: str = "f16"
+    type_v: str = "f16"
+    backend_sampling: str = "auto"
+    """auto = sample on the GPU when the whole model is offloaded; on; off."""
+    model_sha256: str | None = None
+    use_mmap: bool = True
+
+    @classmethod
+    def from_settings(cls, model_path: Path, settings: Settings, **overrides: Any) -> EngineConfig:
+        e = settings.engine
+        base = cls(
+            model_path=Path(model_path),
+            n_gpu_layers=e.n_gpu_layers,
+            n_ctx=e.n_ctx,
+            n_batch=e.n_batch,
+            n_ubatch=e.n_ubatch,
+            n_threads=e.n_threads,
+            flash_attn=e.flash_attn,
+            type_k=e.type_k,
+            type_v=e.type_v,
+        )
+        return replace(base, **{k: v for k, v in overrides.items() if v is not None})
+
+    def validate(self) -> None:
+        if self.n_gpu_layers < -1:
+            raise UserInputError("n_gpu_layers must be >= -1")
+        if self.n_ctx < 0 or self.n_batch < 1 or self.n_ubatch < 1:
+            raise UserInputError("n_ctx must be >= 0 and n_batch, n_ubatch >= 1")
+        if self.flash_attn not in ("auto", "on", "off"):
+            raise UserInputError("flash_attn must be auto, on or off")
+        if self.backend_sampling not in ("auto", "on", "off"):
+            raise UserInputError("backend_sampling must be auto, on or off")
+        for name in (self.type_k, self.type_v):
+            if name not in GGML_TYPES:
+                raise UserInputError(f"KV cache type '{name}' is not one of {', '.join(KV_TYPES)}")
+
+
+@dataclass(frozen=True)
+class LoadInfo:
+    """What loading actually did: the backend used, offload, timings, model facts."""
+
+    model_path: str
+    model_desc: str
+    architecture: str
+    n_params: int
+    model_size_bytes: int
+    n_layers: int
+    n_layers_offloaded: int
+    n_vocab: int
+    n_ctx_train: int
+    backend: str
+    """e.g. ``CUDA0 (NVIDIA H100 80GB HBM3)`` or ``CPU``."""
+    load_time_s: float
+    n_ctx: int
+    n_batch: int
+    n_ubatch: int
+    n_threads: int
+    flash_attn: bool
+    backend_sampling: bool
+    type_k: str
+    type_v: str
+    chat_template: str
+    """'gguf' (the model's own) or 'fallback:<arch>'."""
+    llama_cpp_python: str
+    n_gpu_layers: int
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """A raw ``prompt``, chat ``messages`` (rendered with the model's template), or prompt
+    ``tokens`` (ids, used as given)."""
+
+    prompt: str | None = None
+    messages: Sequence[Mapping[str, str]] | None = None
+    tokens: Sequence[int] | None = None
+    max_tokens: int = 256
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    stop: Sequence[str] = ()
+    ignore_eos: bool = False
+
+    def __post_init__(self) -> None:
+        if sum(x is not None for x in (self.prompt, self.messages, self.tokens)) != 1:
+            raise UserInputError("give exactly one of: a prompt, chat messages, prompt tokens")
+        if self.max_tokens < 1:
+            raise UserInputError("max_tokens must be >= 1")
+        if any(not s for s in self.stop):
+            raise UserInputError("stop strings must not be empty")
+
+
+@dataclass
+class RunRecord:
+    """What one generation did, for the user and the benchmark history."""
+
+    prompt_tokens: int
+    generated_tokens: int
+    ttft_s: float
+    """Request start to first generated token (tokenisation + prefill + first sample)."""
+    prefill_s: float
+    decode_s: float
+    """First token to last token."""
+    prefill_tokens_per_s: float
+    decode_tokens_per_s: float
+    """Tokens after the first / decode_s: one llama_decode each."""
+    total_s: float
+    stop_reason: str
+    """eos, stop (a stop string), length (max_tokens or context full), cancelled."""
+    model_sha256: str | None
+    backend: str
+    n_gpu_layers: int
+    n_ctx: int
+    token_times_s: list[float] = field(default_factory=list, repr=False)
+    """Time of each generated token, seconds since the request started."""
+
+    def to_dict(self, with_token_times: bool = False) -> dict[str, Any]:
+        d = asdict(self)
+        if not with_token_times:
+            d.pop("token_times_s")
+        return d
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Text produced by one token (may be empty mid UTF-8 sequence or while a stop string is
+    being matched); the last chunk of a generation carries the run record."""
+
+    text: str
+    record: RunRecord | None = None
+
+
+class GenerationHandle:
+    """A submitted generation: ``cancel()`` it, or wait for its ``result()``."""
+
+    def __init__(self, request: GenerationRequest) -> None:
+        self.request = request
+        self.cancel_event = threading.Event()
+        self.future: concurrent.futures.Future[RunRecord] = concurrent.futures.Future()
+
+    def cancel(self) -> None:
+        self.cancel_event.set()
+
+    def result(self, timeout: float | None = None) -> RunRecord:
+        return self.future.result(timeout)
+
+    def done(self) -> bool:
+        return self.future.done()
+
+
+class Engine:
+    """A loaded model. Create with :meth:`load`; free with :meth:`close` (or ``with``)."""
+
+    def __init__(self, config: EngineConfig) -> None:
+        self.config = config
+        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._current: GenerationHandle | None = None
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="llcuda-engine", daemon=True)
+        self.info: LoadInfo
+        self._model: Any = None
+        self._ctx: Any = None
+        self._vocab: Any = None
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    @classmethod
+    def load(
+        cls, config: EngineConfig, on_progress: Callable[[float], None] | None = None
+    ) -> Engine:
+        """Load ``config.model_path`` on a new engine thread; raise ModelLoadError if it can't."""
+        config.validate()
+        check_gguf_file(config.model_path)
+        engine = cls(config)
+        engine._thread.start()
+        try:
+            engine._call(lambda: engine._load(on_progress))
+        except BaseException:
+            engine._jobs.put(None)
+            engine._thread.join(timeout=30)
+            engine._closed = True
+            raise
+        return engine
+
+    def close(self) -> None:
+        """Free the context and model (and their GPU memory). Idempotent."""
+        if self._closed:
+            return
+        if self._current is not None:
+            self._current.cancel()
+        self._closed = True
+        self._jobs.put(None)
+        self._thread.join()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _run(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                self._free()
+                return
+            job()
+
+    def _call(self, fn: Callable[[], Any]) -> Any:
+        """Run ``fn`` on the engine thread and return its result (or raise its error)."""
+        if self._closed:
+            raise EngineError("the engine is closed")
+        fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+        def job() -> None:
+            try:
+                fut.set_result(fn())
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                fut.set_exception(exc)
+
+        self._jobs.put(job)
+        return fut.result()
+
+    # --- loading ------------------------------------------------------------------------------
+
+    def _load(self, on_progress: Callable[[float], None] | None) -> None:
+        import llama_cpp as L
+
+        log = capture_llama_log()
+        cfg = self.config
+        L.llama_backend_init()
+        mark = log.mark()
+        t0 = time.perf_counter()
+        mparams = L.llama_model_default_params()
+        mparams.n_gpu_layers = cfg.n_gpu_layers if cfg.n_gpu_layers >= 0 else 2**31 - 1
+        mparams.use_mmap = cfg.use_mmap
+        if on_progress is not None:
+
+            @L.llama_progress_callback
+            def _progress(fraction: float, _user: ctypes.c_void_p) -> bool:
+                on_progress(float(fraction))
+                return True
+
+            self._progress_ref = _progress
+            mparams.progress_callback = _progress
+        model = L.llama_model_load_from_file(str(cfg.model_path).encode(), mparams)
+        if not model:
+            reason = log.last_error(mark) or "llama.cpp could not load it"
+            raise ModelLoadError(f"cannot load {cfg.model_path}: {_tidy(reason)}")
+        self._model = model
+        self._vocab = L.llama_model_get_vocab(model)
+        n_layers = L.llama_model_n_layer(model)
+        offloaded = _offloaded_layers(log.since(mark), cfg.n_gpu_layers, n_layers)
+        gpus = [d for d in list_devices() if d.kind in ("GPU", "IGPU")]
+        on_gpu = bool(gpus) and offloaded > 0
+        full_offload = on_gpu and offloaded >= n_layers
+        flash = cfg.flash_attn == "on" or (cfg.flash_attn == "auto" and on_gpu)
+        self._backend_sampling = cfg.backend_sampling == "on" or (
+            cfg.backend_sampling == "auto" and full_offload
+        )
+        n_threads = cfg.n_threads or default_threads()
+
+        cparams = L.llama_context_default_params()
+        cparams.n_ctx = cfg.n_ctx
+        cparams.n_batch = cfg.n_batch
+        cparams.n_ubatch = min(cfg.n_ubatch, cfg.n_batch)
+        cparams.n_seq_max = 1
+        cparams.n_threads = n_threads
+        cparams.n_threads_batch = n_threads
+        cparams.flash_attn_type = 1 if flash else 0
+        cparams.type_k = GGML_TYPES[cfg.type_k]
+        cparams.type_v = GGML_TYPES[cfg.type_v]
+        cparams.no_perf = True
+        self._chain = None
+        self._chain_key: tuple | None = None
+        if self._backend_sampling:
+            # A backend sampler attached at creation is part of the graph from the start
+            # (attaching one later forces llama.cpp to re-reserve its compute graph).
+            self._chain = build_chain(
+                SamplingParams(temperature=0.0), L.llama_vocab_n_tokens(self._vocab)
+            )
+            self._chain_key = SamplingParams(temperature=0.0).key()
+            self._seq_cfg = (L.llama_sampler_seq_config * 1)()
+            self._seq_cfg[0].seq_id = 0
+            self._seq_cfg[0].sampler = ctypes.cast(self._chain, ctypes.c_void_p)
+            cparams.samplers = self._seq_cfg
+            cparams.n_samplers = 1
+        mark_ctx = log.mark()
+        ctx = L.llama_init_from_model(model, cparams)
+        if not ctx:
+            reason = log.last_error(mark_ctx) or "out of memory?"
+            raise ModelLoadError(f"cannot create a context for {cfg.model_path}: {_tidy(reason)}")
+        self._ctx = ctx
+        self._prepare_hot_path()
+        arch = self._meta("general.architecture") or "?"
+        self.template = choose_template(
+            self._model_template(), arch, self._token_text(L.llama_vocab_bos(self._vocab)),
+            self._token_text(L.llama_vocab_eos(self._vocab)),
+        )  # fmt: skip
+        if on_gpu:
+            backend = ", ".join(f"{g.name} ({g.description})" for g in gpus)
+        else:
+            backend = "CPU"
+        desc = ctypes.create_string_buffer(256)
+        L.llama_model_desc(model, desc, 256)
+        self.info = LoadInfo(
+            model_path=str(cfg.model_path),
+            model_desc=desc.value.decode(errors="replace"),
+            architecture=arch,
+            n_params=int(L.llama_model_n_params(model)),
+            model_size_bytes=int(L.llama_model_size(model)),
+            n_layers=n_layers,
+            n_layers_offloaded=offloaded if on_gpu else 0,
+            n_vocab=self._n_vocab,
+            n_ctx_train=L.llama_model_n_ctx_train(model),
+            backend=backend,
+            load_time_s=time.perf_counter() - t0,
+            n_ctx=L.llama_n_ctx(ctx),
+            n_batch=L.llama_n_batch(ctx),
+            n_ubatch=L.llama_n_ubatch(ctx),
+            n_threads=n_threads,
+            flash_attn=flash,
+            backend_sampling=self._backend_sampling,
+            type_k=cfg.type_k,
+            type_v=cfg.type_v,
+            chat_template=self.template.origin,
+            llama_cpp_python=L.__version__,
+            n_gpu_layers=cfg.n_gpu_layers,
+        )
+
+    def _prepare_hot_path(self) -> None:
+        import llama_cpp as L
+
+        self._n_vocab = L.llama_vocab_n_tokens(self._vocab)
+        self._one = (ctypes.c_int32 * 1)()
+        self._batch_one = L.llama_batch_get_one(self._one, 1)
+        self._pieces: dict[int, bytes] = {}
+        self._piece_buf = ctypes.create_string_buffer(PIECE_BUFFER_BYTES)
+        self._mem = L.llama_get_memory(self._ctx)
+
+    def _free(self) -> None:
+        import llama_cpp as L
+
+        if self._ctx:
+            L.llama_free(self._ctx)
+            self._ctx = None
+        if self._chain:
+            L.llama_sampler_free(self._chain)
+            self._chain = None
+        if self._model:
+            L.llama_model_free(self._model)
+            self._model = None
+
+    def _meta(self, key: str) -> str | None:
+        import llama_cpp as L
+
+        buf = ctypes.create_string_buffer(256)
+        n = L.llama_model_meta_val_str(self._model, key.encode(), buf, 256)
+        return buf.value.decode(errors="replace") if n >= 0 else None
+
+    def _model_template(self) -> str | None:
+        import llama_cpp as L
+
+        raw = L.llama_model_chat_template(self._model, None)
+        return raw.decode("utf-8", errors="replace") if raw else None
+
+    def _token_text(self, token: int) -> str:
+        import llama_cpp as L
+
+        if token < 0:
+            return ""
+        raw = L.llama_vocab_get_text(self._vocab, token)
+        return raw.decode("utf-8", errors="replace") if raw else ""
+
+    # --- tokens -------------------------------------------------------------------------------
+
+    def tokenize(
+        self, text: str, add_special: bool = True, parse_special: bool = True
+    ) -> list[int]:
+        """Token ids for ``text`` exactly as generation sees them (thread-safe, read-only)."""
+        import llama_cpp as L
+
+        self._check_open()
+        data = text.encode("utf-8")
+        n_max = len(data) + 8
+        arr = (ctypes.c_int32 * n_max)()
+        n = L.llama_tokenize(self._vocab, data, len(data), arr, n_max, add_special, parse_special)
+        if n < 0:
+            arr = (ctypes.c_int32 * -n)()
+            n = L.llama_tokenize(self._vocab, data, len(data), arr, -n, add_special, parse_special)
+        if n < 0:
+            raise EngineError("tokenisation failed")
+        return list(arr[:n])
+
+    def token_piece(self, token: int) -> bytes:
+        """The bytes of one token (cached). Pieces of any length come out whole: llama.cpp
+        reports the needed size when the buffer is short and we retry with exactly that."""
+        piece = self._pieces.get(token)
+        if piece is not None:
+            return piece
+        import llama_cpp as L
+
+        buf = self._piece_buf
+        n = L.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, False)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = L.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, False)
+        piece = buf.raw[: max(n, 0)]
+        self._pieces[token] = piece
+        return piece
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        return b"".join(self.token_piece(t) for t in tokens).decode("utf-8", errors="replace")
+
+    def prompt_tokens(self, request: GenerationRequest) -> list[int]:
+        """The exact prompt tokens generation will decode for ``request``."""
+        if request.tokens is not None:
+            bad = [t for t in request.tokens if not 0 <= t < self._n_vocab]
+            if bad:
+                raise UserInputError(f"token id {bad[0]} is outside the vocabulary")
+            return list(request.tokens)
+        if request.messages is not None:
+            text = self.template.render(request.messages, add_generation_prompt=True)
+            bos = self.template.bos_token
+            has_bos = bool(bos) and text.startswith(bos)
+            return self.tokenize(text, add_special=not has_bos, parse_special=True)
+        return self.tokenize(request.prompt or "", add_special=True, parse_special=True)
+
+    def count_tokens(self, request: GenerationRequest) -> int:
+        return len(self.prompt_tokens(request))
+
+    # --- generation ---------------------------------------------------------------------------
+
+    def submit(
+        self,
+        request: GenerationRequest,
+        on_chunk: Callable[[Chunk], None],
+        on_error: Callable[[BaseException], None] | None = None,
+    ) -> GenerationHandle:
+        """Queue a generation; ``on_chunk`` is called on the engine thread for each token."""
+        self._check_open()
+        handle = GenerationHandle(request)
+
+        def job() -> None:
+            self._current = handle
+            try:
+                record = self._generate(request, on_chunk, handle.cancel_event)
+                handle.future.set_result(record)
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                handle.future.set_exception(exc)
+                if on_error is not None:
+                    on_error(exc)
+            finally:
+                self._current = None
+
+        self._jobs.put(job)
+        return handle
+
+    def stream(self, request: GenerationRequest) -> Iterator[Chunk]:
+        """Chunks as they are generated; the last carries the RunRecord. Closing the iterator
+        early cancels the generation."""
+        q: queue.SimpleQueue[Chunk | BaseException] = queue.SimpleQueue()
+        handle = self.submit(request, q.put, q.put)
+        finished = False
+        try:
+            while True:
+                item = q.get()
+                if isinstance(item, BaseException):
+                    finished = True
+                    raise item
+                if item.record is not None:
+                    finished = True
+                yield item
+                if finished:
+                    return
+        finally:
+            if not finished:
+                handle.cancel()
+
+    def generate(self, request: GenerationRequest) -> tuple[str, RunRecord]:
+        """The whole reply and its record (blocks; no per-token wake-ups of the caller)."""
+        parts: list[str] = []
+        handle = self.submit(request, lambda chunk: parts.append(chunk.text))
+        try:
+            record = handle.result()
+        except BaseException:
+            handle.cancel()
+            raise
+        return "".join(parts), record
+
+    def cancel(self) -> None:
+        """Stop the running generation (if any) within one token."""
+        current = self._current
+        if current is not None:
+            current.cancel()
+
+    def _sampler_for(self, params: SamplingParams) -> Any:
+        import llama_cpp as L
+
+        key = params.key()
+        if self._chain is not None and key == self._chain_key and params.seed >= 0:
+            L.llama_sampler_reset(self._chain)
+            return self._chain
+        if self._chain is not None and key == self._chain_key and params.greedy:
+            L.llama_sampler_reset(self._chain)
+            return self._chain
+        chain = build_chain(params, self._n_vocab)
+        if self._backend_sampling and not L.llama_set_sampler(self._ctx, 0, chain):
+            # not offloadable: sample on the CPU from now on
+            self._backend_sampling = False
+        old, self._chain, self._chain_key = self._chain, chain, key
+        if old is not None:
+            L.llama_sampler_free(old)
+        return chain
+
+    def _generate(
+        self, req: GenerationRequest, emit: Callable[[Chunk], None], cancel: threading.Event
+    ) -> RunRecord:
+        import llama_cpp as L
+
+        t0 = time.perf_counter()
+        tokens = self.prompt_tokens(req)
+        n_prompt = len(tokens)
+        n_ctx = self.info.n_ctx
+        if n_prompt == 0:
+            raise UserInputError("the prompt is empty")
+        if n_prompt >= n_ctx:
+            raise UserInputError(
+                f"the prompt has {n_prompt} tokens but the context holds {n_ctx}: "
+                "shorten it or load the model with a larger --ctx"
+            )
+        budget = min(req.max_tokens, n_ctx - n_prompt)
+        chain = self._sampler_for(req.sampling)
+        if req.sampling.repeat_penalty != 1.0:
+            last_n = req.sampling.repeat_last_n
+            window = tokens if last_n < 0 else tokens[len(tokens) - last_n :] if last_n else []
+            for t in window:  # the penalty covers the prompt too, as in llama.cpp's tools
+                L.llama_sampler_accept(chain, t)
+        L.llama_memory_clear(self._mem, True)
+
+        ctx, decode, sample = self._ctx, L.llama_decode, L.llama_sampler_sample
+        is_eog, vocab = L.llama_vocab_is_eog, self._vocab
+        record_base = dict(
+            prompt_tokens=n_prompt, model_sha256=self.config.model_sha256,
+            backend=self.info.backend, n_gpu_layers=self.config.n_gpu_layers, n_ctx=n_ctx,
+        )  # fmt: skip
+
+        # prefill in n_batch chunks; a cancel takes effect between chunks
+        arr = (ctypes.c_int32 * n_prompt)(*tokens)
+        n_batch = self.info.n_batch
+        t_prefill = time.perf_counter()
+        for start in range(0, n_prompt, n_batch):
+            if cancel.is_set():
+                return self._finish(emit, "", "cancelled", t0, t_prefill, None, [], record_base)
+            n = min(n_batch, n_prompt - start)
+            ptr = ctypes.cast(ctypes.addressof(arr) + start * 4, L.llama_token_p)
+            batch = L.llama_batch_get_one(ptr, n)
+            _check_decode(decode(ctx, batch))
+        token = sample(chain, ctx, -1)
+        t_first = time.perf_counter()
+
+        utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        stops = _StopMatcher(req.stop)
+        times: list[float] = []
+        piece_of, one, batch_one = self.token_piece, self._one, self._batch_one
+        ignore_eos, perf = req.ignore_eos, time.perf_counter
+        stop_reason = "length"
+        while True:
+            if not ignore_eos and is_eog(vocab, token):
+                stop_reason = "eos"
+                break
+            times.append(perf() - t0)
+            text = utf8.decode(piece_of(token))
+            if text:
+                text, hit = stops.feed(text)
+                if hit:
+                    stop_reason = "stop"
+                    if text:
+                        emit(Chunk(text))
+                    break
+            emit(Chunk(text))
+            if len(times) >= budget:
+                break
+            if cancel.is_set():
+                stop_reason = "cancelled"
+                break
+            one[0] = token
+            _check_decode(decode(ctx, batch_one))
+            token = sample(chain, ctx, -1)
+        tail = ""
+        if stop_reason != "stop":
+            tail, _ = stops.feed(utf8.decode(b"", final=True))
+            tail += stops.flush()
+        return self._finish(emit, tail, stop_reason, t0, t_prefill, t_first, times, record_base)
+
+    def _finish(
+        self,
+        emit: Callable[[Chunk], None],
+        tail: str,
+        stop_reason: str,
+        t0: float,
+        t_prefill: float,
+        t_first: float | None,
+        times: list[float],
+        base: dict[str, Any],
+    ) -> RunRecord:
+        t_end = time.perf_counter()
+        n_gen = len(times)
+        prefill_s = (t_first - t_prefill) if t_first is not None else t_end - t_prefill
+        decode_s = (t0 + times[-1]) - (t0 + times[0]) if n_gen > 1 else 0.0
+        record = RunRecord(
+            generated_tokens=n_gen,
+            ttft_s=times[0] if times else (t_end - t0),
+            prefill_s=prefill_s,
+            decode_s=decode_s,
+            prefill_tokens_per_s=base["prompt_tokens"] / prefill_s if prefill_s > 0 else 0.0,
+            decode_tokens_per_s=(n_gen - 1) / decode_s if decode_s > 0 else 0.0,
+            total_s=t_end - t0,
+            stop_reason=stop_reason,
+            token_times_s=times,
+            **base,
+        )
+        emit(Chunk(tail, record))
+        return record
+
+    # --- llama-bench primitives ---------------------------------------------------------------
+
+    def bench_prompt(self, n_prompt: int, n_batch: int | None = None) -> float:
+        """Seconds to decode ``n_prompt`` random tokens in ``n_batch`` chunks (llama-bench pp)."""
+        return float(self._call(lambda: self._bench_prompt(n_prompt, n_batch or self.info.n_batch)))
+
+    def bench_gen(self, n_gen: int) -> float:
+        """Seconds to decode ``n_gen`` random tokens one at a time (llama-bench tg)."""
+        return float(self._call(lambda: self._bench_gen(n_gen)))
+
+    def _bench_prompt(self, n_prompt: int, n_batch: int) -> float:
+        import random
+
+        import llama_cpp as L
+
+        L.llama_memory_clear(self._mem, True)
+        bos = L.llama_vocab_bos(self._vocab) if L.llama_vocab_get_add_bos(self._vocab) else -1
+        t0 = time.perf_counter()
+        done = 0
+        while done < n_prompt:
+            n = min(n_batch, n_prompt - done)
+            toks = [random.randrange(self._n_vocab) for _ in range(n)]
+            if done == 0 and bos >= 0:
+                toks[0] = bos
+            arr = (ctypes.c_int32 * n)(*toks)
+            _check_decode(L.llama_decode(self._ctx, L.llama_batch_get_one(arr, n)))
+            done += n
+        L.llama_synchronize(self._ctx)
+        return time.perf_counter() - t0
+
+    def _bench_gen(self, n_gen: int) -> float:
+        import random
+
+        import llama_cpp as L
+
+        L.llama_memory_clear(self._mem, True)
+        add_bos = L.llama_vocab_get_add_bos(self._vocab)
+        token = L.llama_vocab_bos(self._vocab) if add_bos else random.randrange(self._n_vocab)
+        ctx, decode, one, batch = self._ctx, L.llama_decode, self._one, self._batch_one
+        t0 = time.perf_counter()
+        for _ in range(n_gen):
+            one[0] = token
+            _check_decode(decode(ctx, batch))
+            L.llama_synchronize(ctx)
+            token = random.randrange(self._n_vocab)
+        return time.perf_counter() - t0
+
+    # --- helpers ------------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed or self._model is None:
+            raise EngineError("the engine is closed")
+
+    @property
+    def model_ptr(self) -> Any:
+        """The llama_model pointer (use only on the engine thread, via ``run_on_engine``)."""
+        return self._model
+
+    @property
+    def ctx_ptr(self) -> Any:
+        return self._ctx
+
+    def run_on_engine(self, fn: Callable[[], Any]) -> Any:
+        """Run ``fn`` on the engine thread (for code that needs the raw context)."""
+        return self._call(fn)
+
+
+class _StopMatcher:
+    """Finds stop strings across token boundaries, holding back only a possible prefix.
+
+    Work per token is bounded by the longest stop string, so the cost stays flat however
+    long the reply grows.
+    """
+
+    def __init__(self, stops: Sequence[str]) -> None:
+        self.stops = [s for s in stops if s]
+        self.hold = ""
+
+    def feed(self, text: str) -> tuple[str, bool]:
+        """Text safe to emit now, and whether a stop string was hit (text is cut before it)."""
+        if not self.stops:
+            return text, False
+        buf = self.hold + text
+        cut = min((i for i in (buf.find(s) for s in self.stops) if i >= 0), default=-1)
+        if cut >= 0:
+            self.hold = ""
+            return buf[:cut], True
+        keep = 0
+        for s in self.stops:
+            for k in range(min(len(s) - 1, len(buf)), 0, -1):
+                if buf.endswith(s[:k]):
+                    keep = max(keep, k)
+                    break
+        self.hold = buf[len(buf) - keep :] if keep else ""
+        return buf[: len(buf) - keep], False
+
+    def flush(self) -> str:
+        out, self.hold = self.hold, ""
+        return out
+
+
+def _check_decode(rc: int) -> None:
+    if rc == 0:
+        return
+    if rc == 1:
+        raise EngineError("llama_decode: no KV cache slot (context full)")
+    if rc == 2:
+        raise EngineError("llama_decode was aborted")
+    raise EngineError(f"llama_decode failed with code {rc}")
+
+
+_OFFLOAD_RE = re.compile(r"offloaded (\d+)/(\d+) layers to GPU")
+
+
+def _offloaded_layers(lines: list[tuple[str, str]], requested: int, n_layers: int) -> int:
+    """Layers llama.cpp put on the GPU, from its load log (it reports layers + output)."""
+    for _level, line in reversed(lines):
+        m = _OFFLOAD_RE.search(line)
+        if m:
+            return min(int(m.group(1)), n_layers)
+    return 0
+
+
+def _tidy(reason: str) -> str:
+    reason = re.sub(r"^\w+: ", "", reason.strip())
+    return reason.rstrip(".")
+
+
+GGUF_MAGIC = b"GGUF"
+
+
+def check_gguf_file(path: Path) -> None:
+    """Refuse a missing, empty, non-GGUF or obviously truncated file with one clear line."""
+    p = Path(path)
+    if not p.exists():
+        raise ModelLoadError(f"model file not found: {p}")
+    if not p.is_file():
+        raise ModelLoadError(f"not a file: {p}")
+    try:
+        size = p.stat().st_size
+        with open(p, "rb") as fh:
+            head = fh.read(8)
+    except OSError as exc:
+        raise ModelLoadError(f"cannot read {p}: {exc.strerror}") from None
+    if size == 0:
+        raise ModelLoadError(f"{p} is empty (0 bytes), not a GGUF model")
+    if head[:4] != GGUF_MAGIC:
+        raise ModelLoadError(f"{p} is not a GGUF file (it starts with {head[:4]!r}, not b'GGUF')")
+    if size < 24:
+        raise ModelLoadError(f"{p} is truncated ({size} bytes)")
+    version = int.from_bytes(head[4:8], "little")
+    if version not in (2, 3):
+        raise ModelLoadError(f"{p} has unsupported GGUF version {version}")

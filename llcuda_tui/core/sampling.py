@@ -1,0 +1,98 @@
+"""Sampling parameters and the llama.cpp sampler chain built from them (all in C)."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from llcuda_tui.core.errors import UserInputError
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Per-request sampling. ``temperature == 0`` means greedy."""
+
+    temperature: float = 0.8
+    top_k: int = 40
+    top_p: float = 0.95
+    min_p: float = 0.05
+    repeat_penalty: float = 1.0
+    repeat_last_n: int = 64
+    seed: int = -1
+    """-1: a fresh random seed for each generation."""
+    logit_bias: dict[int, float] = field(default_factory=dict)
+    """Token id -> added logit (applied in C by llama.cpp's logit-bias sampler)."""
+
+    def __post_init__(self) -> None:
+        problems = [
+            (self.temperature < 0, "temperature must be >= 0"),
+            (self.top_k < 0, "top-k must be >= 0"),
+            (not 0 <= self.top_p <= 1, "top-p must be in [0, 1]"),
+            (not 0 <= self.min_p <= 1, "min-p must be in [0, 1]"),
+            (self.repeat_penalty <= 0, "repeat penalty must be > 0"),
+            (self.repeat_last_n < -1, "repeat-last-n must be >= -1"),
+            (self.seed < -1 or self.seed >= 2**32, "seed must be -1 or in [0, 2^32)"),
+        ]
+        for bad, message in problems:
+            if bad:
+                raise UserInputError(message)
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0
+
+    def key(self) -> tuple:
+        """Identity of the chain this builds (a chain can be reused for the same key)."""
+        return (
+            self.temperature,
+            self.top_k,
+            self.top_p,
+            self.min_p,
+            self.repeat_penalty,
+            self.repeat_last_n,
+            self.seed,
+            tuple(sorted(self.logit_bias.items())),
+        )
+
+
+def build_chain(params: SamplingParams, n_vocab: int):  # -> llama_sampler_p
+    """A llama.cpp sampler chain in the order llama.cpp's own tools use.
+
+    Every sampler here has a backend implementation, so the chain can also run on the GPU.
+    """
+    import ctypes
+
+    import llama_cpp as L
+
+    chain = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
+    add = L.llama_sampler_chain_add
+    if params.logit_bias:
+        n = len(params.logit_bias)
+        arr = (L.llama_logit_bias * n)()
+        for i, (tok, bias) in enumerate(params.logit_bias.items()):
+            if not 0 <= tok < n_vocab:
+                L.llama_sampler_free(chain)
+                raise UserInputError(f"logit bias names token {tok}, outside the vocabulary")
+            arr[i].token, arr[i].bias = tok, bias
+        add(
+            chain,
+            L.llama_sampler_init_logit_bias(
+                n_vocab, n, ctypes.cast(arr, ctypes.POINTER(L.llama_logit_bias))
+            ),
+        )
+    if params.repeat_penalty != 1.0:
+        last_n = params.repeat_last_n
+        add(chain, L.llama_sampler_init_penalties(n_vocab, last_n, params.repeat_penalty, 0.0, 0.0))
+    if params.greedy:
+        add(chain, L.llama_sampler_init_greedy())
+        return chain
+    if params.top_k > 0:
+        add(chain, L.llama_sampler_init_top_k(params.top_k))
+    if params.top_p < 1.0:
+        add(chain, L.llama_sampler_init_top_p(params.top_p, 1))
+    if params.min_p > 0.0:
+        add(chain, L.llama_sampler_init_min_p(params.min_p, 1))
+    add(chain, L.llama_sampler_init_temp(params.temperature))
+    seed = params.seed if params.seed >= 0 else random.getrandbits(32)
+    add(chain, L.llama_sampler_init_dist(seed))
+    return chain

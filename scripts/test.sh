@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh clone too: sets up .venv first (scripts/setup.sh, which
+# reuses a cached llama-cpp-python wheel when one matches), then lint, then pytest.
+# GPU tests (-m gpu) skip themselves without a GPU; run them on the GPU machine.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+LLCUDA_EXTRAS="${LLCUDA_EXTRAS-test,dev}" bash scripts/setup.sh
+.venv/bin/ruff check llcuda_tui tests bench
+.venv/bin/ruff format --check llcuda_tui tests bench
+set +e
+.venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+rc=$?
+set -e
+# pytest exits 5 when it collected nothing: that is a broken suite, not a pass
+[ "$rc" -eq 5 ] && { echo "test: no tests ran" >&2; exit 1; }
+exit "$rc"

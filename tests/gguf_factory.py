@@ -1,0 +1,94 @@
+"""Tiny random-weight GGUF models for fast tests, written with the `gguf` package.
+
+The vocabulary is SentencePiece-style (unk, bos, eos, 256 byte tokens, then pieces) and holds
+``LONG_PIECE``: a 60-byte piece of multi-byte UTF-8, longer than the 32 bytes that
+llama-cpp-python's own ``detokenize`` silently drops.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+LONG_PIECE = "\u2581" + "żółć-ünï" * 5  # ▁ + 5 x 8 chars, 13 bytes each = 68 bytes
+WORDS = ["\u2581hello", "\u2581world", "\u2581the", "\u2581a", "\u2581cat", "\u2581dog", ".", ","]
+N_VOCAB = 512
+
+
+def vocab() -> tuple[list[str], list[int]]:
+    tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{i:02X}>" for i in range(256)]
+    types = [2, 3, 3] + [6] * 256
+    tokens += [*WORDS, LONG_PIECE]
+    types += [1] * (len(WORDS) + 1)
+    fill = N_VOCAB - len(tokens)
+    tokens += [f"\u2581w{i}" for i in range(fill)]
+    types += [1] * fill
+    return tokens, types
+
+
+def long_piece_id() -> int:
+    return vocab()[0].index(LONG_PIECE)
+
+
+def write_tiny_llama(
+    path: Path,
+    n_embd: int = 64,
+    n_layer: int = 2,
+    n_head: int = 4,
+    n_head_kv: int = 2,
+    n_ff: int = 128,
+    context_length: int = 2048,
+    chat_template: str | None = None,
+    seed: int = 0,
+) -> Path:
+    import gguf
+
+    tokens, types = vocab()
+    n_vocab = len(tokens)
+    head_dim = n_embd // n_head
+    rng = np.random.default_rng(seed)
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_name("tiny-test-llama")
+    w.add_context_length(context_length)
+    w.add_embedding_length(n_embd)
+    w.add_block_count(n_layer)
+    w.add_feed_forward_length(n_ff)
+    w.add_head_count(n_head)
+    w.add_head_count_kv(n_head_kv)
+    w.add_rope_dimension_count(head_dim)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_file_type(gguf.LlamaFileType.ALL_F32)
+    w.add_tokenizer_model("llama")
+    w.add_token_list(tokens)
+    w.add_token_scores([-float(i) for i in range(n_vocab)])
+    w.add_token_types(types)
+    w.add_bos_token_id(1)
+    w.add_eos_token_id(2)
+    w.add_unk_token_id(0)
+    if chat_template is not None:
+        w.add_chat_template(chat_template)
+
+    def rand(*shape: int) -> np.ndarray:
+        return (rng.standard_normal(shape) * 0.5).astype(np.float32)
+
+    ones = np.ones(n_embd, dtype=np.float32)
+    w.add_tensor("token_embd.weight", rand(n_vocab, n_embd))
+    w.add_tensor("output_norm.weight", ones)
+    w.add_tensor("output.weight", rand(n_vocab, n_embd))
+    for i in range(n_layer):
+        p = f"blk.{i}."
+        w.add_tensor(p + "attn_norm.weight", ones)
+        w.add_tensor(p + "attn_q.weight", rand(n_head * head_dim, n_embd))
+        w.add_tensor(p + "attn_k.weight", rand(n_head_kv * head_dim, n_embd))
+        w.add_tensor(p + "attn_v.weight", rand(n_head_kv * head_dim, n_embd))
+        w.add_tensor(p + "attn_output.weight", rand(n_embd, n_head * head_dim))
+        w.add_tensor(p + "ffn_norm.weight", ones)
+        w.add_tensor(p + "ffn_gate.weight", rand(n_ff, n_embd))
+        w.add_tensor(p + "ffn_up.weight", rand(n_ff, n_embd))
+        w.add_tensor(p + "ffn_down.weight", rand(n_embd, n_ff))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
