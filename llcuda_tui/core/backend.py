@@ -185,8 +185,9 @@ class LlamaLog:
             first = self.total - len(lines)
         return lines[max(0, mark - first) :]
 
-    def last_error(self, after: int = 0) -> str | None:
-        for level, line in reversed(self.since(after)):
+    def first_error(self, after: int = 0) -> str | None:
+        """The first error logged after ``after``: the cause, before the follow-on errors."""
+        for level, line in self.since(after):
             if level == "ERROR" and line.strip():
                 return line.strip()
         return None

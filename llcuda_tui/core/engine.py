@@ -158,6 +158,8 @@ class RunRecord:
     total_s: float
     stop_reason: str
     """eos, stop (a stop string), length (max_tokens or context full), cancelled."""
+    prompt_tokens_evaluated: int
+    """Prompt tokens actually decoded (fewer than prompt_tokens when cancelled mid-prefill)."""
     model_sha256: str | None
     backend: str
     n_gpu_layers: int
@@ -212,6 +214,9 @@ class Engine:
         self._model: Any = None
         self._ctx: Any = None
         self._vocab: Any = None
+        self._chain: Any = None
+        self._chain_key: tuple | None = None
+        self._backend_sampling = False
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -283,7 +288,7 @@ class Engine:
         mark = log.mark()
         t0 = time.perf_counter()
         mparams = L.llama_model_default_params()
-        mparams.n_gpu_layers = cfg.n_gpu_layers if cfg.n_gpu_layers >= 0 else 2**31 - 1
+        mparams.n_gpu_layers = cfg.n_gpu_layers  # negative = all layers (llama.h)
         mparams.use_mmap = cfg.use_mmap
         if on_progress is not None:
 
@@ -296,8 +301,10 @@ class Engine:
             mparams.progress_callback = _progress
         model = L.llama_model_load_from_file(str(cfg.model_path).encode(), mparams)
         if not model:
-            reason = log.last_error(mark) or "llama.cpp could not load it"
-            raise ModelLoadError(f"cannot load {cfg.model_path}: {_tidy(reason)}")
+            reason = log.first_error(mark) or "llama.cpp could not load it"
+            raise ModelLoadError(
+                f"cannot load {cfg.model_path}: {_tidy(reason)} (truncated or corrupt GGUF?)"
+            )
         self._model = model
         self._vocab = L.llama_model_get_vocab(model)
         n_layers = L.llama_model_n_layer(model)
@@ -322,8 +329,6 @@ class Engine:
         cparams.type_k = GGML_TYPES[cfg.type_k]
         cparams.type_v = GGML_TYPES[cfg.type_v]
         cparams.no_perf = True
-        self._chain = None
-        self._chain_key: tuple | None = None
         if self._backend_sampling:
             # A backend sampler attached at creation is part of the graph from the start
             # (attaching one later forces llama.cpp to re-reserve its compute graph).
@@ -339,7 +344,7 @@ class Engine:
         mark_ctx = log.mark()
         ctx = L.llama_init_from_model(model, cparams)
         if not ctx:
-            reason = log.last_error(mark_ctx) or "out of memory?"
+            reason = log.first_error(mark_ctx) or "out of memory?"
             raise ModelLoadError(f"cannot create a context for {cfg.model_path}: {_tidy(reason)}")
         self._ctx = ctx
         self._prepare_hot_path()
@@ -602,6 +607,7 @@ class Engine:
         t_prefill = time.perf_counter()
         for start in range(0, n_prompt, n_batch):
             if cancel.is_set():
+                record_base["prompt_tokens_evaluated"] = start
                 return self._finish(emit, "", "cancelled", t0, t_prefill, None, [], record_base)
             n = min(n_batch, n_prompt - start)
             ptr = ctypes.cast(ctypes.addressof(arr) + start * 4, L.llama_token_p)
@@ -609,6 +615,7 @@ class Engine:
             _check_decode(decode(ctx, batch))
         token = sample(chain, ctx, -1)
         t_first = time.perf_counter()
+        record_base["prompt_tokens_evaluated"] = n_prompt
 
         utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
         stops = _StopMatcher(req.stop)

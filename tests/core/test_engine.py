@@ -143,17 +143,17 @@ def test_cancel_stops_within_one_token(tiny: Engine) -> None:
 def test_cancel_between_prompt_chunks(gemma_path: Path, cpu_threads: int) -> None:
     cfg = EngineConfig(gemma_path, n_ctx=4096, n_batch=64, n_ubatch=64, n_threads=cpu_threads)
     with Engine.load(cfg) as eng:
-        prompt = " ".join(str(i) for i in range(1500))  # ~3000 tokens = ~47 chunks
+        prompt = " ".join(str(i) for i in range(500))  # ~1900 tokens = ~30 chunks
         req = GenerationRequest(prompt=prompt, max_tokens=4, sampling=GREEDY)
         handle = eng.submit(req, lambda c: None)
         time.sleep(0.3)
-        t_cancel = time.perf_counter()
         eng.cancel()
-        rec = handle.result(30)
-        waited = time.perf_counter() - t_cancel
+        rec = handle.result(60)
     assert rec.stop_reason == "cancelled"
     assert rec.generated_tokens == 0
-    assert waited < rec.prefill_s  # stopped mid-prefill, not after it
+    # stopped between chunks, mid-prefill: a whole number of 64-token chunks, not all of them
+    assert 0 < rec.prompt_tokens_evaluated < rec.prompt_tokens
+    assert rec.prompt_tokens_evaluated % 64 == 0
 
 
 def test_stream_early_close_cancels(tiny: Engine) -> None:
@@ -162,8 +162,9 @@ def test_stream_early_close_cancels(tiny: Engine) -> None:
     next(it)
     it.close()
     # the engine is free again: the next generation runs to completion
-    text, rec = tiny.generate(GenerationRequest(prompt="hello", max_tokens=3, sampling=GREEDY,
-                                                ignore_eos=True))
+    text, rec = tiny.generate(
+        GenerationRequest(prompt="hello", max_tokens=3, sampling=GREEDY, ignore_eos=True)
+    )
     assert rec.generated_tokens == 3
 
 
@@ -171,7 +172,9 @@ def test_gemma_template_fallback(gemma: Engine) -> None:
     assert gemma.info.chat_template == "fallback:gemma3"
     msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
     rendered = gemma.template.render(msgs)
-    assert rendered == "<bos><start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\n"
+    assert (
+        rendered == "<bos><start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\n"
+    )
     req = GenerationRequest(messages=msgs, max_tokens=1, sampling=GREEDY)
     toks = gemma.prompt_tokens(req)
     assert toks.count(2) == 1 and toks[0] == 2  # exactly one BOS, at the start
@@ -230,8 +233,12 @@ def test_close_frees_and_refuses_further_use(tiny_gguf: Path) -> None:
         eng.generate(GenerationRequest(prompt="x", max_tokens=1))
     # loading again after close works (memory was released, not leaked into a dead engine)
     with Engine.load(EngineConfig(tiny_gguf, n_ctx=256)) as again:
-        assert again.generate(GenerationRequest(prompt="x", max_tokens=2, sampling=GREEDY,
-                                                ignore_eos=True))[1].generated_tokens == 2
+        assert (
+            again.generate(
+                GenerationRequest(prompt="x", max_tokens=2, sampling=GREEDY, ignore_eos=True)
+            )[1].generated_tokens
+            == 2
+        )
 
 
 def test_bad_request_values() -> None:

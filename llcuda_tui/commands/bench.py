@@ -1,0 +1,683 @@
+"""`llcuda bench`: llama-bench-compatible throughput, latency/concurrency, energy, perplexity.
+
+  llcuda bench -m MODEL [-p 512] [-n 128] [-r 5] [-ngl -1] [-b 2048] [-ub 512] [--ctx 0]
+               [-fa auto] [-ctk f16] [-ctv f16] [-t 0] [-o md|csv|json|jsonl]
+  llcuda bench --models A,B,C --ppl              quantisation ablation: speed + perplexity
+  llcuda bench -m MODEL --latency --iters 20 --warmup 2 [-n 128] [--concurrency N]
+  llcuda bench history | compare RUN_A RUN_B | show RUN
+
+List values take commas and llama-bench's ranges: ``-p 128,512``, ``-p 128-1024*2``,
+``-ngl 0-32+8``. Every run is saved in the results store (``bench.sqlite`` in the data dir).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import re
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from llcuda_tui.core.bench import BenchProgress, BenchSpec, ModelRef, run_bench
+from llcuda_tui.core.bench_compare import compare_runs
+from llcuda_tui.core.bench_latency import LatencySpec, default_prompts, run_latency
+from llcuda_tui.core.bench_store import BenchStore, StoredRun
+from llcuda_tui.core.config import KV_TYPES, Settings
+from llcuda_tui.core.errors import UserInputError
+
+FORMATS = ("md", "csv", "json", "jsonl")
+_RANGE = re.compile(r"^(-?\d+)(?:-(\d+)(?:([+*])(\d+))?)?$")
+
+
+# --- argument types -----------------------------------------------------------------------------
+
+
+def int_list(text: str) -> tuple[int, ...]:
+    """``512``, ``128,512``, ``128-1024*2``, ``0-32+8`` (llama-bench's syntax) as ints."""
+    out: list[int] = []
+    for part in text.split(","):
+        m = _RANGE.match(part.strip())
+        if not m:
+            raise argparse.ArgumentTypeError(
+                f"'{text}' is not a number list (e.g. 128,512 or 128-1024*2)"
+            )
+        first = int(m.group(1))
+        last = int(m.group(2)) if m.group(2) else first
+        op, step = m.group(3) or "+", int(m.group(4) or 1)
+        if last < first:
+            raise argparse.ArgumentTypeError(f"bad range '{part}': end is before start")
+        value = first
+        while value <= last:
+            out.append(value)
+            nxt = value + step if op == "+" else value * step
+            if nxt <= value:
+                raise argparse.ArgumentTypeError(f"bad range '{part}': it does not advance")
+            value = nxt
+            if len(out) > 1000:
+                raise argparse.ArgumentTypeError(f"range '{part}' is too long")
+    return tuple(out)
+
+
+def fa_list(text: str) -> tuple[str, ...]:
+    names = {"on": "on", "1": "on", "off": "off", "0": "off", "auto": "auto", "-1": "auto"}
+    out = []
+    for part in text.split(","):
+        value = names.get(part.strip().lower())
+        if value is None:
+            raise argparse.ArgumentTypeError(
+                f"flash attention must be on, off or auto (got '{part}')"
+            )
+        out.append(value)
+    return tuple(out)
+
+
+def kv_list(text: str) -> tuple[str, ...]:
+    out = []
+    for part in text.split(","):
+        value = part.strip().lower()
+        if value not in KV_TYPES:
+            raise argparse.ArgumentTypeError(
+                f"KV cache type '{part}' is not one of {', '.join(KV_TYPES)}"
+            )
+        out.append(value)
+    return tuple(out)
+
+
+def str_list(text: str) -> tuple[str, ...]:
+    return tuple(p.strip() for p in text.split(",") if p.strip())
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"'{text}' must be at least 1")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"'{text}' must be >= 0")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"'{text}' must be >= 0")
+    return value
+
+
+# --- parser ---
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="benchmark models: throughput (llama-bench compatible), latency, energy, perplexity",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    m = p.add_argument_group("models and tests")
+    m.add_argument(
+        "-m",
+        "--model",
+        action="append",
+        default=[],
+        metavar="MODEL",
+        help="GGUF path, store name or starter name (repeatable, or A,B,C)",
+    )
+    m.add_argument(
+        "--models",
+        type=str_list,
+        metavar="A,B,C",
+        help="several models on the same tests (adds perplexity: see --ppl)",
+    )
+    m.add_argument(
+        "-p",
+        "--n-prompt",
+        type=int_list,
+        default=(512,),
+        metavar="N",
+        help="prompt tokens: a ppN test each (default 512; 0 = none)",
+    )
+    m.add_argument(
+        "-n",
+        "--n-gen",
+        type=int_list,
+        default=(128,),
+        metavar="N",
+        help="generated tokens: a tgN test each (default 128; 0 = none)",
+    )
+    m.add_argument(
+        "-r",
+        "--repetitions",
+        type=positive_int,
+        default=5,
+        metavar="N",
+        help="repetitions of each test (default 5)",
+    )
+    m.add_argument("--no-warmup", action="store_true", help="skip the warm-up run of each test")
+    e = p.add_argument_group("engine settings (comma lists sweep)")
+    e.add_argument(
+        "-ngl",
+        "--ngl",
+        "--n-gpu-layers",
+        dest="ngl",
+        type=int_list,
+        default=(-1,),
+        metavar="N",
+        help="GPU layers (-1 = all, default)",
+    )
+    e.add_argument(
+        "-b",
+        "--batch-size",
+        dest="batch",
+        type=int_list,
+        default=(2048,),
+        metavar="N",
+        help="logical batch size (default 2048)",
+    )
+    e.add_argument(
+        "-ub",
+        "--ubatch",
+        "--ubatch-size",
+        dest="ubatch",
+        type=int_list,
+        default=(512,),
+        metavar="N",
+        help="physical batch size (default 512)",
+    )
+    e.add_argument(
+        "--ctx",
+        type=int_list,
+        default=(0,),
+        metavar="N",
+        help="context length (default 0: what the test needs, as llama-bench)",
+    )
+    e.add_argument(
+        "-fa",
+        "--fa",
+        "--flash-attn",
+        dest="fa",
+        type=fa_list,
+        default=("auto",),
+        metavar="on|off|auto",
+        help="flash attention (default auto)",
+    )
+    e.add_argument(
+        "-ctk",
+        "--ctk",
+        "--cache-type-k",
+        dest="ctk",
+        type=kv_list,
+        default=("f16",),
+        metavar="TYPE",
+        help="K cache type (default f16)",
+    )
+    e.add_argument(
+        "-ctv",
+        "--ctv",
+        "--cache-type-v",
+        dest="ctv",
+        type=kv_list,
+        default=("f16",),
+        metavar="TYPE",
+        help="V cache type (default f16)",
+    )
+    e.add_argument(
+        "-t",
+        "--threads",
+        type=int_list,
+        default=(0,),
+        metavar="N",
+        help="CPU threads (0 = physical cores, at most 8)",
+    )
+    q = p.add_argument_group("perplexity")
+    q.add_argument("--ppl", action="store_true", help="also measure perplexity (on with --models)")
+    q.add_argument("--no-ppl", action="store_true", help="no perplexity, even with --models")
+    q.add_argument(
+        "--ppl-ctx",
+        type=positive_int,
+        default=512,
+        metavar="N",
+        help="perplexity chunk length in tokens (default 512)",
+    )
+    q.add_argument(
+        "--ppl-chunks",
+        type=positive_int,
+        default=4,
+        metavar="N",
+        help="chunks to score at most (default 4)",
+    )
+    q.add_argument(
+        "--ppl-file",
+        type=Path,
+        metavar="FILE",
+        help="text to score (default: the public-domain text shipped with llcuda)",
+    )
+    lat = p.add_argument_group("latency and concurrency (real prompts, real generation path)")
+    lat.add_argument(
+        "--latency", action="store_true", help="TTFT / ITL / TPOT / E2E with mean, p50, p95, p99"
+    )
+    lat.add_argument(
+        "--iters", type=positive_int, default=10, metavar="N", help="measured requests (default 10)"
+    )
+    lat.add_argument(
+        "--warmup",
+        type=non_negative_int,
+        default=1,
+        metavar="W",
+        help="warm-up requests per stream (default 1)",
+    )
+    lat.add_argument(
+        "--concurrency",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="concurrent streams, one engine each (implies --latency)",
+    )
+    lat.add_argument(
+        "--prompt-file",
+        type=Path,
+        metavar="FILE",
+        help="prompts, one per line (default: passages of the shipped text)",
+    )
+    g = p.add_argument_group("GPU")
+    g.add_argument(
+        "--energy-window",
+        type=non_negative_float,
+        default=1.0,
+        metavar="S",
+        help="shortest energy window per test; short tests repeat untimed to reach "
+        "it (default 1.0 s; 0 = timed repetitions only)",
+    )
+    g.add_argument(
+        "--no-telemetry", action="store_true", help="no NVML: no energy, clocks or throttle checks"
+    )
+    g.add_argument("--no-bandwidth", action="store_true", help="skip the efficiency gauge")
+    g.add_argument(
+        "--measure-bandwidth",
+        action="store_true",
+        help="measure memory bandwidth again (otherwise once per GPU)",
+    )
+    o = p.add_argument_group("output")
+    o.add_argument(
+        "-o", "--output", choices=FORMATS, default="md", help="stdout format (default md)"
+    )
+    o.add_argument("--progress", action="store_true", help="progress on stderr (default: on a TTY)")
+    p.set_defaults(func=run)
+
+    bsub = p.add_subparsers(dest="bench_command", metavar="ACTION")
+    h = bsub.add_parser("history", help="list stored runs, newest first")
+    h.add_argument("--limit", type=positive_int, default=20, metavar="N")
+    h.add_argument("--json", action="store_true")
+    h.set_defaults(func=run_history)
+    c = bsub.add_parser("compare", help="compare two runs: ratio B/A per metric")
+    c.add_argument("run_a", metavar="RUN_A", help="run id, 'last', or -K (K-th latest)")
+    c.add_argument("run_b", metavar="RUN_B")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=run_compare)
+    s = bsub.add_parser("show", help="print a stored run")
+    s.add_argument("run", metavar="RUN")
+    s.add_argument("-o", "--output", choices=FORMATS, default="md")
+    s.set_defaults(func=run_show)
+
+
+# --- running ---
+
+
+def _models(args: argparse.Namespace, settings: Settings) -> tuple[ModelRef, ...]:
+    from llcuda_tui.core.models import resolve_model
+
+    specs = [s for item in args.model for s in str_list(item)] + list(args.models or ())
+    refs = []
+    for spec in dict.fromkeys(specs):
+        resolved = resolve_model(spec, settings.paths)
+        refs.append(ModelRef(resolved.path, resolved.name, resolved.sha256))
+    if not refs:
+        raise UserInputError("no model given (-m MODEL or --models A,B,C)")
+    return tuple(refs)
+
+
+def _command_line() -> str:
+    return " ".join(["llcuda", *sys.argv[1:]])
+
+
+def _read_text(path: Path, what: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserInputError(f"cannot read {what} {path}: {exc}") from None
+
+
+@contextmanager
+def _cancel_on_ctrl_c() -> Iterator[threading.Event]:
+    """First Ctrl-C: stop after the current repetition and keep what was measured."""
+    cancel = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield cancel
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        if cancel.is_set():
+            raise KeyboardInterrupt
+        cancel.set()
+        print("llcuda: stopping after this step (Ctrl-C again to abort)", file=sys.stderr)
+
+    old = signal.signal(signal.SIGINT, handler)
+    try:
+        yield cancel
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+def _progress_printer(args: argparse.Namespace) -> Callable[[BenchProgress], None] | None:
+    if not (args.progress or sys.stderr.isatty()):
+        return None
+
+    def show(p: BenchProgress) -> None:
+        print(f"[{p.done}/{p.total}] {p.message}", file=sys.stderr, flush=True)
+
+    return show
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    models = _models(args, settings)
+    settings.ensure_dirs()
+    if args.latency or args.concurrency > 1:
+        return _run_latency(args, settings, models)
+    ppl = (args.ppl or len(models) > 1) and not args.no_ppl
+    spec = BenchSpec(
+        models=models,
+        n_prompt=args.n_prompt,
+        n_gen=args.n_gen,
+        repetitions=args.repetitions,
+        n_gpu_layers=args.ngl,
+        n_batch=args.batch,
+        n_ubatch=args.ubatch,
+        n_ctx=args.ctx,
+        flash_attn=args.fa,
+        type_k=args.ctk,
+        type_v=args.ctv,
+        n_threads=args.threads,
+        warmup=not args.no_warmup,
+        energy_min_window_s=args.energy_window,
+        telemetry=not args.no_telemetry,
+        bandwidth=not args.no_bandwidth,
+        remeasure_bandwidth=args.measure_bandwidth,
+        perplexity=ppl,
+        ppl_ctx=args.ppl_ctx,
+        ppl_chunks=args.ppl_chunks,
+        ppl_text=_read_text(args.ppl_file, "perplexity text") if args.ppl_file else None,
+        ppl_text_name=args.ppl_file.name if args.ppl_file else "perplexity.txt",
+        command=_command_line(),
+    )
+    spec.validate()
+    with BenchStore.open(settings.paths) as store, _cancel_on_ctrl_c() as cancel:
+        result = run_bench(spec, _progress_printer(args), cancel, store=store)
+    print(render_run(result, args.output), end="")
+    print(f"llcuda: saved as run {result.run_id} in {store.path}", file=sys.stderr)
+    return 0
+
+
+def _run_latency(args: argparse.Namespace, settings: Settings, models: tuple[ModelRef, ...]) -> int:
+    if len(models) != 1:
+        raise UserInputError("latency mode takes one model")
+    if args.prompt_file:
+        lines = _read_text(args.prompt_file, "prompt file").splitlines()
+        prompts = tuple(line for line in lines if line.strip())
+        if not prompts:
+            raise UserInputError(f"{args.prompt_file} has no prompts (one per line)")
+    else:
+        prompts = default_prompts()
+    single = {
+        "ngl": args.ngl, "batch": args.batch, "ubatch": args.ubatch, "fa": args.fa,
+        "ctk": args.ctk, "ctv": args.ctv, "threads": args.threads, "n_gen": args.n_gen,
+    }  # fmt: skip
+    for name, values in single.items():
+        if len(values) != 1:
+            raise UserInputError(f"latency mode takes one value for {name}, not a list")
+    spec = LatencySpec(
+        model=models[0],
+        prompts=prompts,
+        iters=args.iters,
+        warmup=args.warmup,
+        max_tokens=args.n_gen[0],
+        concurrency=args.concurrency,
+        n_gpu_layers=args.ngl[0],
+        n_ctx=args.ctx[0] or 4096,
+        n_batch=args.batch[0],
+        n_ubatch=args.ubatch[0],
+        flash_attn=args.fa[0],
+        type_k=args.ctk[0],
+        type_v=args.ctv[0],
+        n_threads=args.threads[0],
+        command=_command_line(),
+    )
+    spec.validate()
+    with BenchStore.open(settings.paths) as store, _cancel_on_ctrl_c() as cancel:
+        result = run_latency(spec, _progress_printer(args), cancel, store=store)
+    print(render_run(result, args.output), end="")
+    print(f"llcuda: saved as run {result.run_id} in {store.path}", file=sys.stderr)
+    return 0
+
+
+def run_history(args: argparse.Namespace, settings: Settings) -> int:
+    with BenchStore.open(settings.paths) as store:
+        runs = store.list_runs(args.limit)
+    if args.json:
+        print(json.dumps([r.to_dict() for r in runs], indent=2))
+        return 0
+    if not runs:
+        print("no benchmark runs yet (llcuda bench -m MODEL)")
+        return 0
+    rows = [[str(r.run_id), r.created_at, r.mode, r.status, _short_models(r.models), r.summary]
+            for r in runs]  # fmt: skip
+    print(md_table(["run", "when", "mode", "status", "models", "summary"], rows), end="")
+    return 0
+
+
+def run_compare(args: argparse.Namespace, settings: Settings) -> int:
+    with BenchStore.open(settings.paths) as store:
+        a, b = store.get_run(args.run_a), store.get_run(args.run_b)
+    rows = compare_runs(a, b)
+    if args.json:
+        print(json.dumps({"run_a": a.run_id, "run_b": b.run_id, "metrics": rows}, indent=2))
+        return 0
+    if not rows:
+        print(f"runs {a.run_id} and {b.run_id} have no metric in common")
+        return 0
+    table = [[r["test"], r["metric"], _num(r["a"]), _num(r["b"]), _ratio(r["ratio"])] for r in rows]
+    print(f"A = run {a.run_id} ({a.created_at}), B = run {b.run_id} ({b.created_at})")
+    print(md_table(["test", "metric", "A", "B", "B/A"], table), end="")
+    return 0
+
+
+def run_show(args: argparse.Namespace, settings: Settings) -> int:
+    with BenchStore.open(settings.paths) as store:
+        stored = store.get_run(args.run)
+    print(render_run(stored, args.output), end="")
+    return 0
+
+
+# --- rendering ---
+
+
+def render_run(run: StoredRun, fmt: str) -> str:
+    """The run in ``fmt``: md (tables), csv, json (llama-bench: a list of rows), jsonl."""
+    if run.latency is not None:
+        return _render_latency(run, fmt)
+    rows = run.results or run.perplexity  # a perplexity-only run has no throughput rows
+    if fmt == "json":
+        return json.dumps(rows, indent=2) + "\n"
+    if fmt == "jsonl":
+        return "".join(json.dumps(r) + "\n" for r in rows)
+    if fmt == "csv":
+        return _csv(rows)
+    return _md_throughput(run)
+
+
+def _render_latency(run: StoredRun, fmt: str) -> str:
+    lat = dict(run.latency or {}, run_id=run.run_id)
+    if fmt == "json":
+        return json.dumps(lat, indent=2) + "\n"
+    if fmt == "jsonl":
+        return json.dumps(lat) + "\n"
+    if fmt == "csv":
+        return _csv([_flatten(lat)])
+    head = (
+        f"{run.mode}: {lat.get('model_name')} on {lat.get('backend')}, "
+        f"{lat.get('concurrency')} stream(s), {lat.get('completed')} requests, "
+        f"{lat.get('max_tokens')} tokens each\n\n"
+    )
+    rows = []
+    for name in ("ttft_ms", "tpot_ms", "itl_ms", "e2e_ms"):
+        s = lat.get(name) or {}
+        rows.append([name.replace("_ms", "").upper() + " (ms)", str(s.get("n", 0))]
+                    + [_num(s.get(k)) for k in ("mean", "p50", "p95", "p99")])  # fmt: skip
+    table = md_table(["metric", "n", "mean", "p50", "p95", "p99"], rows)
+    tail = [
+        f"\nrequest throughput: {_num(lat.get('request_throughput_per_s'))} req/s",
+        f"output throughput:  {_num(lat.get('output_throughput_tokens_per_s'))} tokens/s",
+        f"total throughput:   {_num(lat.get('total_token_throughput_per_s'))} tokens/s",
+    ]
+    if lat.get("window_j_per_token") is not None:
+        tail.append(
+            f"energy:             {_num(lat['window_j_per_token'])} J per output token "
+            f"({lat.get('window_energy_samples')} sample(s))"
+        )
+    return head + table + "\n".join(tail) + "\n"
+
+
+def _md_throughput(run: StoredRun) -> str:
+    rows = run.results
+    if not rows:
+        return _md_perplexity(run.perplexity) if run.perplexity else "no results\n"
+    swept = {
+        key
+        for key in ("n_batch", "n_ubatch", "type_k", "type_v", "n_threads", "n_ctx")
+        if len({str(r.get(key)) for r in rows}) > 1
+    }
+    headers = ["model", "size", "params", "backend", "ngl", "fa", *sorted(swept), "test", "t/s",
+               "J/tok", "eff", "ppl", "flags"]  # fmt: skip
+    table = []
+    for r in rows:
+        table.append([
+            str(r.get("model_type") or r.get("model_name")),
+            _size(r.get("model_size")),
+            _params(r.get("model_n_params")),
+            str(r.get("backends")),
+            str(r.get("n_gpu_layers")),
+            "1" if r.get("flash_attn") else "0",
+            *[str(r.get(k)) for k in sorted(swept)],
+            str(r.get("test")),
+            f"{_num(r.get('avg_ts'))} ± {_num(r.get('stddev_ts'))}",
+            _energy(r),
+            _pct(r.get("bandwidth_efficiency")),
+            _num(r.get("perplexity")),
+            ",".join(r.get("validity_flags") or []) or "ok",
+        ])  # fmt: skip
+    env = run.env
+    foot = (
+        f"\nbuild: {env.get('build_commit') or '?'} (llama-cpp-python "
+        f"{env.get('llama_cpp_python') or '?'}), {env.get('gpu_info') or env.get('cpu_info')}"
+    )
+    if env.get("driver_version"):
+        foot += f", driver {env['driver_version']}"
+    return md_table(headers, table) + foot + "\n"
+
+
+def _md_perplexity(ppl: list[dict[str, Any]]) -> str:
+    rows = [[str(p.get("model_name")), _num(p.get("perplexity")), str(p.get("n_ctx")),
+             str(p.get("n_chunks")), str(p.get("n_tokens_scored")), str(p.get("text_name"))]
+            for p in ppl]  # fmt: skip
+    return md_table(["model", "ppl", "ctx", "chunks", "tokens scored", "text"], rows)
+
+
+def md_table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+              for i, h in enumerate(headers)]  # fmt: skip
+
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
+
+    sep = "| " + " | ".join("-" * w for w in widths) + " |"
+    return "\n".join([line(headers), sep, *(line(r) for r in rows)]) + "\n"
+
+
+def _csv(rows: list[dict[str, Any]]) -> str:
+    fields = list(dict.fromkeys(k for r in rows for k in r))
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: json.dumps(v) if isinstance(v, list | dict) else v for k, v in r.items()})
+    return buf.getvalue()
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _num(v: Any) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, bool | int):
+        return str(v)
+    if abs(v) >= 100:
+        return f"{v:.2f}"
+    return f"{v:.4g}" if abs(v) < 1 else f"{v:.3f}"
+
+
+def _ratio(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.3f}x"
+
+
+def _pct(v: float | None) -> str:
+    return "n/a" if v is None else f"{v * 100:.0f} %"
+
+
+def _energy(r: dict[str, Any]) -> str:
+    j = r.get("j_per_token")
+    if j is None:
+        return "n/a"
+    return f"{j:.4g} ({r.get('energy_samples')})"
+
+
+def _size(n: int | None) -> str:
+    if not n:
+        return "n/a"
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.2f} MiB"
+
+
+def _params(n: int | None) -> str:
+    if not n:
+        return "n/a"
+    return f"{n / 1e9:.2f} B" if n >= 1e9 else f"{n / 1e6:.2f} M"
+
+
+def _short_models(models: str) -> str:
+    return ", ".join(Path(m).name for m in models.split(",") if m)

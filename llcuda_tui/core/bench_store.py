@@ -1,0 +1,320 @@
+"""The benchmark results store: every run in one SQLite file under the data dir.
+
+A run (one ``llcuda bench`` invocation) and all its rows are written in one transaction, so
+the store never holds half a run. Measured memory bandwidth is kept per GPU UUID, so it is
+measured once per GPU.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llcuda_tui.core.config import Paths
+from llcuda_tui.core.errors import LlcudaError, UserInputError
+
+SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    created_at TEXT NOT NULL,
+    mode TEXT NOT NULL,
+    status TEXT NOT NULL,
+    models TEXT NOT NULL,
+    summary TEXT NOT NULL,
+    command TEXT,
+    env_json TEXT NOT NULL,
+    spec_json TEXT NOT NULL,
+    latency_json TEXT,
+    perplexity_json TEXT
+);
+CREATE TABLE IF NOT EXISTS results (
+    run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    seq INTEGER NOT NULL,
+    test TEXT NOT NULL,
+    model_filename TEXT,
+    avg_ts REAL,
+    row_json TEXT NOT NULL,
+    PRIMARY KEY (run_id, seq)
+);
+CREATE TABLE IF NOT EXISTS bandwidth (
+    gpu_uuid TEXT PRIMARY KEY,
+    gpu_name TEXT,
+    bytes_per_s REAL NOT NULL,
+    measured_at TEXT NOT NULL,
+    detail_json TEXT NOT NULL
+);
+"""
+
+
+class StoreError(LlcudaError):
+    """The results store cannot be read or written."""
+
+
+@dataclass
+class StoredRun:
+    """A benchmark run as stored (rows are plain dicts with llama-bench's field names)."""
+
+    mode: str
+    env: dict[str, Any]
+    spec: dict[str, Any]
+    results: list[dict[str, Any]] = field(default_factory=list)
+    latency: dict[str, Any] | None = None
+    perplexity: list[dict[str, Any]] = field(default_factory=list)
+    status: str = "complete"
+    command: str | None = None
+    run_id: int | None = None
+    created_at: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+
+    @property
+    def models(self) -> list[str]:
+        names = [r.get("model_filename") for r in self.results]
+        names += [p.get("model_filename") for p in self.perplexity]
+        if self.latency:
+            names.append(self.latency.get("model_filename"))
+        return list(dict.fromkeys(n for n in names if n))
+
+    def summary(self) -> str:
+        """One line: the headline numbers."""
+        parts = []
+        for r in self.results:
+            ts = r.get("avg_ts")
+            if ts is not None:
+                parts.append(f"{r.get('test')} {ts:.1f} t/s")
+        if self.latency:
+            ttft = (self.latency.get("ttft_ms") or {}).get("p50")
+            out = self.latency.get("output_throughput_tokens_per_s")
+            if ttft is not None:
+                parts.append(f"ttft p50 {ttft:.1f} ms")
+            if out is not None:
+                parts.append(f"{out:.1f} out t/s")
+        for p in self.perplexity:
+            if p.get("perplexity") is not None:
+                parts.append(f"ppl {p['perplexity']:.3f}")
+        return ", ".join(parts[:6]) or "-"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "created_at": self.created_at,
+            "mode": self.mode,
+            "status": self.status,
+            "command": self.command,
+            "env": self.env,
+            "spec": self.spec,
+            "results": self.results,
+            "latency": self.latency,
+            "perplexity": self.perplexity,
+        }
+
+
+@dataclass(frozen=True)
+class RunListing:
+    run_id: int
+    created_at: str
+    mode: str
+    status: str
+    models: str
+    summary: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "created_at": self.created_at,
+            "mode": self.mode,
+            "status": self.status,
+            "models": self.models,
+            "summary": self.summary,
+        }
+
+
+def store_path(paths: Paths) -> Path:
+    return paths.data_dir / "bench.sqlite"
+
+
+class BenchStore:
+    """Runs, their rows and measured bandwidths in SQLite (open, use, ``close``)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, timeout=10)
+            self._db.execute("PRAGMA foreign_keys = ON")
+            self._migrate()
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(f"cannot open the results store {self.path}: {exc}") from None
+
+    @classmethod
+    def open(cls, paths: Paths) -> BenchStore:
+        return cls(store_path(paths))
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> BenchStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _migrate(self) -> None:
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"the results store {self.path} was written by a newer llcuda-tui "
+                f"(schema {version} > {SCHEMA_VERSION})"
+            )
+        with self._db:
+            self._db.executescript(_SCHEMA)
+            self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    @contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise StoreError(f"results store {self.path}: cannot {what}: {exc}") from None
+
+    # --- runs ---------------------------------------------------------------------------------
+    def save_run(self, run: StoredRun) -> int:
+        """Store ``run`` and its rows in one transaction; sets and returns ``run.run_id``."""
+        with self._errors("save the run"), self._db:
+            cur = self._db.execute(
+                "INSERT INTO runs (created_at, mode, status, models, summary, command,"
+                " env_json, spec_json, latency_json, perplexity_json)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    run.created_at,
+                    run.mode,
+                    run.status,
+                    ",".join(run.models),
+                    run.summary(),
+                    run.command,
+                    _dumps(run.env),
+                    _dumps(run.spec),
+                    _dumps(run.latency) if run.latency is not None else None,
+                    _dumps(run.perplexity),
+                ),
+            )
+            run_id = int(cur.lastrowid or 0)
+            for seq, row in enumerate(run.results):
+                row["run_id"] = run_id
+                self._db.execute(
+                    "INSERT INTO results (run_id, seq, test, model_filename, avg_ts, row_json)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        run_id,
+                        seq,
+                        str(row.get("test", "")),
+                        row.get("model_filename"),
+                        row.get("avg_ts"),
+                        _dumps(row),
+                    ),
+                )
+        run.run_id = run_id
+        return run_id
+
+    def resolve(self, ref: str | int) -> int:
+        """A run id from ``12``, ``last``/``latest``, or ``-K`` (the K-th latest run)."""
+        text = str(ref).strip().lower()
+        with self._errors("read runs"):
+            if text in ("last", "latest"):
+                text = "-1"
+            try:
+                number = int(text)
+            except ValueError:
+                raise UserInputError(
+                    f"bad run id '{ref}' (a number from 'llcuda bench history', 'last' or -K)"
+                ) from None
+            if number < 0:
+                row = self._db.execute(
+                    "SELECT id FROM runs ORDER BY id DESC LIMIT 1 OFFSET ?", (-number - 1,)
+                ).fetchone()
+            else:
+                row = self._db.execute("SELECT id FROM runs WHERE id = ?", (number,)).fetchone()
+        if row is None:
+            raise UserInputError(f"no benchmark run '{ref}' in {self.path}")
+        return int(row[0])
+
+    def get_run(self, ref: str | int) -> StoredRun:
+        run_id = self.resolve(ref)
+        with self._errors("read the run"):
+            r = self._db.execute(
+                "SELECT created_at, mode, status, command, env_json, spec_json, latency_json,"
+                " perplexity_json FROM runs WHERE id = ?",
+                (run_id,),
+            ).fetchone()
+            rows = self._db.execute(
+                "SELECT row_json FROM results WHERE run_id = ? ORDER BY seq", (run_id,)
+            ).fetchall()
+        created_at, mode, status, command, env, spec, latency, ppl = r
+        return StoredRun(
+            mode=mode,
+            env=json.loads(env),
+            spec=json.loads(spec),
+            results=[json.loads(x[0]) for x in rows],
+            latency=json.loads(latency) if latency else None,
+            perplexity=json.loads(ppl) if ppl else [],
+            status=status,
+            command=command,
+            run_id=run_id,
+            created_at=created_at,
+        )
+
+    def list_runs(self, limit: int = 20) -> list[RunListing]:
+        """The latest ``limit`` runs, newest first."""
+        with self._errors("read runs"):
+            rows = self._db.execute(
+                "SELECT id, created_at, mode, status, models, summary FROM runs"
+                " ORDER BY id DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [RunListing(*r) for r in rows]
+
+    # --- bandwidth ------------------------------------------------------------------------------
+    def bandwidth(self, gpu_uuid: str) -> dict[str, Any] | None:
+        """The stored bandwidth measurement of GPU ``gpu_uuid``, if any."""
+        with self._errors("read bandwidth"):
+            row = self._db.execute(
+                "SELECT gpu_name, bytes_per_s, measured_at, detail_json FROM bandwidth"
+                " WHERE gpu_uuid = ?",
+                (gpu_uuid,),
+            ).fetchone()
+        if row is None:
+            return None
+        name, bps, at, detail = row
+        return {
+            "gpu_uuid": gpu_uuid,
+            "gpu_name": name,
+            "bytes_per_s": bps,
+            "measured_at": at,
+            **json.loads(detail),
+        }
+
+    def save_bandwidth(
+        self, gpu_uuid: str, gpu_name: str | None, bytes_per_s: float, detail: dict[str, Any]
+    ) -> None:
+        with self._errors("save bandwidth"), self._db:
+            self._db.execute(
+                "INSERT OR REPLACE INTO bandwidth"
+                " (gpu_uuid, gpu_name, bytes_per_s, measured_at, detail_json)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (
+                    gpu_uuid,
+                    gpu_name,
+                    bytes_per_s,
+                    time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                    _dumps(detail),
+                ),
+            )
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), default=str)
