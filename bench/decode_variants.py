@@ -17,8 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from llcuda_tui.core.engine import Engine, EngineConfig, GenerationRequest  # noqa: E402
-from llcuda_tui.core.sampling import SamplingParams  # noqa: E402
+from llcuda_tui.core.engine import Engine, EngineConfig, GenerationRequest
+from llcuda_tui.core.sampling import SamplingParams
 
 
 def tg_at_depth(eng: Engine, depth: int, n_gen: int) -> float:

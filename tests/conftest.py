@@ -66,6 +66,16 @@ def smollm_path(starter_paths: Paths) -> Path:
 
 
 @pytest.fixture(scope="session")
+def gpu_model() -> Path:
+    """A real-size GGUF on the GPU machine (the starter packages are too big to carry there):
+    LLCUDA_TEST_GPU_MODEL, else the device recipe's synthetic small262k model."""
+    path = Path(os.environ.get("LLCUDA_TEST_GPU_MODEL", "/root/models/small262k-q4km.gguf"))
+    if not path.is_file():
+        pytest.skip(f"no GPU test model at {path} (set LLCUDA_TEST_GPU_MODEL)")
+    return path
+
+
+@pytest.fixture(scope="session")
 def tiny_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-layer llama-architecture model with random weights and a known vocabulary."""
     from tests.gguf_factory import write_tiny_llama

@@ -1,29 +1,461 @@
-"""`llcuda models ...`: the starter models (the model store adds its commands here)."""
+"""`llcuda models ...`: the model store (pull, import, list, verify, clean up) and starters."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 from llcuda_tui.core.config import Settings
-from llcuda_tui.core.starter import STARTERS, starter_path
+from llcuda_tui.core.store import ModelEntry, Report, Store, fmt_bytes
+
+Handler = Callable[[argparse.Namespace, Settings], int]
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    models = sub.add_parser("models", help="manage models")
+    models = sub.add_parser("models", help="manage models", description=__doc__)
     msub = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
-    p = msub.add_parser("starter", help="make the starter models available by name (no network)")
-    p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(func=run_starter)
+
+    def cmd(name: str, func: Handler, help: str, json_flag: bool = True) -> argparse.ArgumentParser:
+        p = msub.add_parser(name, help=help, description=help)
+        if json_flag:
+            p.add_argument("--json", action="store_true", help="print JSON")
+        p.set_defaults(func=func)
+        return p
+
+    p = cmd("files", run_files, "list a Hugging Face repo's GGUF models (quant, size, sha256)")
+    p.add_argument("repo", help="owner/name")
+    p.add_argument("--revision", help="branch, tag or commit (default: main)")
+
+    p = cmd("pull", run_pull, "download a model from Hugging Face (resumes, verifies sha256)")
+    p.add_argument("repo", help="owner/name")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--file", help="GGUF path in the repo (any shard of a split model)")
+    which.add_argument("--quant", help="quant type, e.g. Q4_K_M")
+    p.add_argument("--revision", help="branch, tag or commit (default: main)")
+    p.add_argument("--name", help="also name the model this (a short alias)")
+
+    p = cmd("import", run_import, "add a local GGUF (hardlinked; copied across filesystems)")
+    p.add_argument("path", type=Path, help="the GGUF file (or any shard of a split model)")
+    p.add_argument("--name", help="name in the store (default: the file name)")
+
+    p = cmd("adopt", run_adopt, "bring GGUFs from the Hugging Face cache in by hardlink")
+    p.add_argument(
+        "--hf-cache",
+        nargs="?",
+        const="",
+        required=True,
+        metavar="DIR",
+        help="the HF cache (default: HF_HUB_CACHE or ~/.cache/huggingface/hub)",
+    )
+    p.add_argument("--dry-run", action="store_true", help="only say what would be adopted")
+
+    p = cmd("show", run_show, "a model's metadata and whether it fits this machine")
+    p.add_argument("name")
+    p.add_argument("--ctx", type=int, help="context length for the fit estimate (default: config)")
+    p.add_argument("--ngl", type=int, help="GPU layers for the fit estimate (default: config)")
+    p.add_argument("--kv-type", help="KV cache type for the fit estimate (default: config)")
+
+    cmd("ls", run_ls, "list stored models")
+
+    p = cmd("rm", run_rm, "remove a name (and the model with its last name)")
+    p.add_argument("name")
+    p.add_argument("--dry-run", action="store_true", help="only say what would be removed")
+    p.add_argument("--force", action="store_true", help="remove even when pinned or in use")
+
+    for action, func in (("pin", run_pin), ("unpin", run_unpin)):
+        p = cmd(action, func, f"{action} a model (pinned models are never evicted)")
+        p.add_argument("name")
+
+    p = cmd("gc", run_gc, "delete unreferenced blobs and stale partial downloads; apply the cap")
+    p.add_argument("--dry-run", action="store_true", help="only say what would be deleted")
+    p.add_argument(
+        "--grace",
+        type=float,
+        default=3600.0,
+        metavar="SECONDS",
+        help="keep unreferenced files younger than this (default 3600)",
+    )
+    p.add_argument("--partials", action="store_true", help="also delete resumable downloads")
+
+    cmd("du", run_du, "disk use of the store")
+
+    p = cmd("verify", run_verify, "re-hash stored files (all, or one model's)")
+    p.add_argument("name", nargs="?")
+
+    p = cmd("repair", run_repair, "re-fetch missing or quarantined files, re-create views")
+    p.add_argument("--dry-run", action="store_true", help="only say what would be done")
+
+    cmd("reindex", run_reindex, "rebuild the SQLite index from the store's files")
+    cmd("starter", run_starter, "make the starter models store entries (no network)")
+
+
+# --- output helpers --------------------------------------------------------------------------
+
+
+class ProgressBar:
+    """Progress on stderr: a redrawn bar on a terminal, a line per quarter otherwise."""
+
+    def __init__(self, label: str = "") -> None:
+        self.label = label
+        self.tty = sys.stderr.isatty()
+        self.started = time.monotonic()
+        self.last_draw = 0.0
+        self.last_quarter = -1
+        self.last_done = 0
+        self.last_total = 0
+
+    def __call__(self, done: int, total: int) -> None:
+        if done < self.last_done or total != self.last_total:
+            self.started, self.last_quarter = time.monotonic(), -1
+        self.last_done, self.last_total = done, total
+        now = time.monotonic()
+        frac = done / total if total else 1.0
+        if self.tty:
+            if now - self.last_draw < 0.1 and done < total:
+                return
+            self.last_draw = now
+            rate = done / max(now - self.started, 1e-6)
+            bar = "#" * int(frac * 30)
+            sys.stderr.write(
+                f"\r{self.label[:32]:32} [{bar:30}] {frac:4.0%} {fmt_bytes(done)} "
+                f"{fmt_bytes(rate)}/s "
+            )
+            if done >= total:
+                sys.stderr.write("\n")
+            sys.stderr.flush()
+            return
+        quarter = int(frac * 4)
+        if quarter > self.last_quarter:
+            self.last_quarter = quarter
+            print(f"{self.label}: {frac:.0%} of {fmt_bytes(total)}", file=sys.stderr)
+
+    def relabel(self, label: str) -> None:
+        self.label = label
+        self.started = time.monotonic()
+        self.last_quarter = -1
+
+
+def _status(message: str) -> None:
+    print(f"llcuda: {message}", file=sys.stderr)
+
+
+def _print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=2))
+
+
+def _ago(ts: float | None) -> str:
+    if ts is None:
+        return "never"
+    seconds = max(0.0, time.time() - ts)
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f} {unit} ago"
+    return "just now"
+
+
+def _store(settings: Settings) -> Store:
+    return Store.from_settings(settings)
+
+
+def _report(report: Report, as_json: bool, dry_run: bool = False) -> int:
+    if as_json:
+        _print_json(report.to_json() | {"dry_run": dry_run})
+    else:
+        prefix = "would " if dry_run else ""
+        for action in report.actions:
+            print(f"{prefix}{action}")
+        for problem in report.problems:
+            print(f"problem: {problem}")
+        if report.freed_bytes:
+            print(f"{'would free' if dry_run else 'freed'} {fmt_bytes(report.freed_bytes)}")
+    return 0 if report.ok else 1
+
+
+def _entry_line(e: ModelEntry) -> str:
+    return (
+        f"{e.name:44} {e.manifest.quant or '-':8} {fmt_bytes(e.manifest.size):>11} "
+        f"{_ago(e.state.last_used):>12} {'pinned' if e.state.pinned else '':6} {e.sha256[:12]}"
+    )
+
+
+# --- commands --------------------------------------------------------------------------------
+
+
+def run_files(args: argparse.Namespace, settings: Settings) -> int:
+    from llcuda_tui.core import hub
+
+    commit = hub.resolve_commit(args.repo, args.revision)
+    listing = hub.list_models(args.repo, commit)
+    rows = [
+        {
+            "quant": m.quant,
+            "size": m.size,
+            "complete": m.complete,
+            "files": [{"path": f.path, "size": f.size, "sha256": f.sha256} for f in m.files],
+        }
+        for m in listing.models
+    ]
+    if args.json:
+        _print_json({"repo": args.repo, "commit": commit, "models": rows,
+                     "rejected": list(listing.rejected)})  # fmt: skip
+        return 0
+    print(f"{args.repo} @ {commit[:12]}")
+    for m in listing.models:
+        shards = f" ({len(m.files)} shards)" if len(m.files) > 1 else ""
+        missing = "  INCOMPLETE" if not m.complete else ""
+        sha = (m.first.sha256 or "-")[:12]
+        print(f"  {m.quant:10} {fmt_bytes(m.size):>11}  {sha}  {m.first.path}{shards}{missing}")
+    for path in listing.rejected:
+        print(f"  rejected (unsafe name): {path}")
+    return 0
+
+
+def run_pull(args: argparse.Namespace, settings: Settings) -> int:
+    from llcuda_tui.core import storepull
+
+    store = _store(settings)
+    bar = ProgressBar(args.repo)
+
+    def status(message: str) -> None:
+        if message.startswith("downloading "):
+            bar.relabel(message.split(" ")[1].rpartition("/")[2])
+        _status(message)
+
+    result = storepull.pull(
+        store, args.repo, file=args.file, quant=args.quant, revision=args.revision,
+        name=args.name, on_progress=bar, on_status=status,
+    )  # fmt: skip
+    e = result.entry
+    if args.json:
+        _print_json(e.to_json() | {"downloaded_bytes": result.downloaded_bytes,
+                                   "up_to_date": result.up_to_date,
+                                   "evicted": list(result.evicted)})  # fmt: skip
+        return 0
+    how = (
+        "already in the store"
+        if result.up_to_date
+        else f"{fmt_bytes(result.downloaded_bytes)} downloaded"
+    )
+    print(f"{e.name}  {e.manifest.quant}  {fmt_bytes(e.manifest.size)}  ({how})")
+    for name in result.evicted:
+        print(f"evicted {name} (store.max_size)")
+    return 0
+
+
+def run_import(args: argparse.Namespace, settings: Settings) -> int:
+    store = _store(settings)
+    entry = store.import_path(args.path, name=args.name, on_progress=ProgressBar(args.path.name))
+    if args.json:
+        _print_json(entry.to_json())
+    else:
+        print(
+            f"{entry.name}  {entry.manifest.quant}  {fmt_bytes(entry.manifest.size)}  "
+            f"{entry.sha256[:12]}"
+        )
+    return 0
+
+
+def run_adopt(args: argparse.Namespace, settings: Settings) -> int:
+    from llcuda_tui.core import storepull
+
+    cache = Path(args.hf_cache).expanduser() if args.hf_cache else None
+    results = storepull.adopt_hf_cache(
+        _store(settings), cache, dry_run=args.dry_run, on_progress=ProgressBar("hashing")
+    )
+    if args.json:
+        _print_json(results)
+    else:
+        for r in results:
+            print(f"{r['name']:50} {fmt_bytes(r['size']):>11}  {r['status']}")
+        if not results:
+            print("no GGUF files in the Hugging Face cache")
+    return 0
+
+
+def run_show(args: argparse.Namespace, settings: Settings) -> int:
+    from llcuda_tui.core.fit import FitRequest, fit
+
+    entry = _store(settings).entry(args.name)
+    summary = entry.manifest.summary
+    e = settings.engine
+    request = FitRequest(
+        n_ctx=args.ctx if args.ctx is not None else e.n_ctx,
+        n_gpu_layers=args.ngl if args.ngl is not None else e.n_gpu_layers,
+        type_k=args.kv_type or e.type_k,
+        type_v=args.kv_type or e.type_v,
+        n_ubatch=e.n_ubatch,
+        flash_attn=e.flash_attn != "off",
+    )
+    result = fit(summary, request) if summary else None
+    if args.json:
+        _print_json(entry.to_json() | {"fit": result.to_json() if result else None})
+        return 0
+    g = entry.manifest.gguf
+    print(f"{entry.name}  ({', '.join(entry.aliases)})" if entry.aliases else entry.name)
+    rows = [
+        ("arch", g.get("arch")),
+        ("parameters", f"{g.get('parameter_count', 0) / 1e9:.2f} B"),
+        ("quant", g.get("quant")),
+        ("context length", g.get("context_length")),
+        ("layers", g.get("n_layer")),
+        ("heads (kv)", f"{g.get('n_head')} ({g.get('n_head_kv')})"),
+        ("vocab", g.get("n_vocab")),
+        ("chat template", "yes" if g.get("has_chat_template") else "no"),
+        ("size", fmt_bytes(entry.manifest.size)),
+        ("sha256", entry.sha256),
+        ("source", _source_text(entry.manifest.source)),
+        ("files", ", ".join(f.path for f in entry.manifest.files)),
+        ("path", entry.path),
+        ("pinned", "yes" if entry.state.pinned else "no"),
+        ("last used", _ago(entry.state.last_used)),
+    ]
+    for key, value in rows:
+        print(f"  {key:15} {value}")
+    if result is not None:
+        print(f"  {'fit':15} {result.describe()} (n_ctx {request.n_ctx}, KV {request.type_k})")
+    return 0
+
+
+def _source_text(source: dict[str, Any]) -> str:
+    if source.get("kind") == "hf":
+        return (
+            f"hf {source.get('repo')}@{str(source.get('commit'))[:12]} ({source.get('revision')})"
+        )
+    if source.get("kind") == "starter":
+        return f"starter package {source.get('package')}"
+    return f"import {source.get('path')}"
+
+
+def run_ls(args: argparse.Namespace, settings: Settings) -> int:
+    entries = _store(settings).entries()
+    if args.json:
+        _print_json([e.to_json() for e in entries])
+        return 0
+    if not entries:
+        print("the store is empty (llcuda models pull REPO, import PATH, or starter)")
+        return 0
+    print(f"{'NAME':44} {'QUANT':8} {'SIZE':>11} {'LAST USED':>12} {'':6} SHA256")
+    for e in entries:
+        print(_entry_line(e))
+    return 0
+
+
+def run_rm(args: argparse.Namespace, settings: Settings) -> int:
+    report = _store(settings).remove(args.name, dry_run=args.dry_run, force=args.force)
+    return _report(report, args.json, args.dry_run)
+
+
+def run_pin(args: argparse.Namespace, settings: Settings) -> int:
+    return _set_pin(args, settings, True)
+
+
+def run_unpin(args: argparse.Namespace, settings: Settings) -> int:
+    return _set_pin(args, settings, False)
+
+
+def _set_pin(args: argparse.Namespace, settings: Settings, pinned: bool) -> int:
+    entry = _store(settings).set_pinned(args.name, pinned)
+    if args.json:
+        _print_json(entry.to_json())
+    else:
+        print(f"{entry.name} {'pinned' if pinned else 'unpinned'}")
+    return 0
+
+
+def run_gc(args: argparse.Namespace, settings: Settings) -> int:
+    from llcuda_tui.core import storemaint
+
+    store = _store(settings)
+    report = storemaint.gc(store, grace_s=args.grace, dry_run=args.dry_run, partials=args.partials)
+    for name in store.enforce_cap(dry_run=args.dry_run) if store.exists() else []:
+        report.actions.append(f"evict {name} (store.max_size)")
+    return _report(report, args.json, args.dry_run)
+
+
+def run_du(args: argparse.Namespace, settings: Settings) -> int:
+    from llcuda_tui.core import storemaint
+
+    usage = storemaint.du(_store(settings))
+    if args.json:
+        _print_json(usage)
+        return 0
+    for m in usage["models"]:
+        shared = f" ({fmt_bytes(m['shared_bytes'])} shared)" if m["shared_bytes"] else ""
+        print(f"{fmt_bytes(m['bytes']):>11}  {', '.join(m['names'])}{shared}")
+    cap = fmt_bytes(usage["max_size"]) if usage.get("max_size") else "none"
+    print(f"{fmt_bytes(usage['live_bytes']):>11}  total in models (cap: {cap})")
+    for key, label in (("unreferenced_bytes", "unreferenced (llcuda models gc)"),
+                       ("partial_bytes", "partial downloads and temp files"),
+                       ("quarantine_bytes", "quarantined")):  # fmt: skip
+        if usage.get(key):
+            print(f"{fmt_bytes(usage[key]):>11}  {label}")
+    if "free_bytes" in usage:
+        print(f"{fmt_bytes(usage['free_bytes']):>11}  free on the disk")
+    return 0
+
+
+def run_verify(args: argparse.Namespace, settings: Settings) -> int:
+    from llcuda_tui.core import storemaint
+
+    bar = ProgressBar("verify")
+    report = storemaint.verify(
+        _store(settings), args.name, on_progress=bar, on_file=lambda name, _size: bar.relabel(name)
+    )
+    if args.json:
+        _print_json(report.to_json())
+    else:
+        for problem in report.problems:
+            print(f"problem: {problem}")
+        state = "ok" if report.ok else f"{len(report.problems)} problem(s)"
+        print(f"verified {report.checked_files} file(s): {state}")
+    return 0 if report.ok else 1
+
+
+def run_repair(args: argparse.Namespace, settings: Settings) -> int:
+    from llcuda_tui.core import storemaint
+
+    report = storemaint.repair(
+        _store(settings), dry_run=args.dry_run, on_progress=ProgressBar("repair"), on_status=_status
+    )
+    if not report.actions and not report.problems and not args.json:
+        print("nothing to repair")
+        return 0
+    return _report(report, args.json, args.dry_run)
+
+
+def run_reindex(args: argparse.Namespace, settings: Settings) -> int:
+    counts = _store(settings).reindex()
+    if args.json:
+        _print_json(counts)
+    else:
+        print(
+            f"indexed {counts['names']} names, {counts['manifests']} manifests, "
+            f"{counts['blobs']} blobs"
+        )
+    return 0
 
 
 def run_starter(args: argparse.Namespace, settings: Settings) -> int:
-    rows = []
-    for name, model in STARTERS.items():
-        path = starter_path(name, settings.paths)
-        rows.append({"name": name, "path": str(path), "description": model.description})
+    from llcuda_tui.core import storepull
+    from llcuda_tui.core.starter import STARTERS
+
+    entries = storepull.import_starters(_store(settings), on_progress=ProgressBar("starter"))
+    rows = [
+        {
+            "name": e.name,
+            "path": str(e.path),
+            "sha256": e.sha256,
+            "description": STARTERS[e.name].description,
+        }
+        for e in entries
+    ]
     if args.json:
-        print(json.dumps(rows, indent=2))
+        _print_json(rows)
     else:
         for r in rows:
             print(f"{r['name']:24} {r['path']}")

@@ -21,8 +21,8 @@ ROOT = Path(__file__).resolve().parents[2]
 BENCH_MODEL = Path(os.environ.get("LLCUDA_BENCH_MODEL", "/root/models/8b-q4km.gguf"))
 
 
-def test_gpu_rows_carry_energy_validity_and_efficiency(gemma_path: Path, tmp_path: Path) -> None:
-    spec = BenchSpec(models=(ModelRef(gemma_path, "gemma"),), n_prompt=(512,), n_gen=(128,),
+def test_gpu_rows_carry_energy_validity_and_efficiency(gpu_model: Path, tmp_path: Path) -> None:
+    spec = BenchSpec(models=(ModelRef(gpu_model, "gpu-model"),), n_prompt=(512,), n_gen=(128,),
                      repetitions=3)  # fmt: skip
     with BenchStore(tmp_path / "b.sqlite") as store:
         run = run_bench(spec, store=store)
@@ -57,8 +57,8 @@ def test_cudart_bandwidth_and_device_mapping() -> None:
     assert bus in [cudart.normalize_bus_id(g.pci_bus_id or "") for g in s.gpus]
 
 
-def test_gpu_latency_reports_energy_per_token(gemma_path: Path) -> None:
-    spec = LatencySpec(ModelRef(gemma_path, "gemma"), default_prompts(4), iters=4, warmup=1,
+def test_gpu_latency_reports_energy_per_token(gpu_model: Path) -> None:
+    spec = LatencySpec(ModelRef(gpu_model, "gpu-model"), default_prompts(4), iters=4, warmup=1,
                        max_tokens=64)  # fmt: skip
     lat = run_latency(spec).latency
     assert lat is not None and lat["completed"] == 4

@@ -6,7 +6,6 @@ recipe's synthetic small262k model) for the memory test.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -63,10 +62,8 @@ def test_backend_sampling_seeded_is_deterministic(tiny_gguf: Path) -> None:
         assert run(eng, 1234) != run(eng, 4321)
 
 
-def test_close_releases_gpu_memory() -> None:
-    model = os.environ.get("LLCUDA_TEST_GPU_MODEL")
-    if not model:
-        pytest.skip("set LLCUDA_TEST_GPU_MODEL to a GGUF of a few hundred MiB")
+def test_close_releases_gpu_memory(gpu_model: Path) -> None:
+    model = str(gpu_model)
     before = _free_vram()
     eng = Engine.load(EngineConfig(Path(model), n_ctx=8192))
     loaded = _free_vram()

@@ -290,11 +290,11 @@ def test_real_snapshot_has_energy_clocks_and_reasons() -> None:
 
 
 @pytest.mark.gpu
-def test_real_energy_counter_advances_under_load(gemma_path: Path) -> None:
+def test_real_energy_counter_advances_under_load(gpu_model: Path) -> None:
     from llcuda_tui.core.engine import Engine, EngineConfig
 
     sampler = GpuSampler(processes=True)
-    with Engine.load(EngineConfig(gemma_path, backend_sampling="off")) as eng:
+    with Engine.load(EngineConfig(gpu_model, backend_sampling="off")) as eng:
         before = sampler.quick([0]).gpus[0].energy_mj
         t0 = time.monotonic()
         while time.monotonic() - t0 < 1.0:

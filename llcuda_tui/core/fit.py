@@ -1,0 +1,287 @@
+"""Will a model fit? Weights + KV cache + compute buffer against free VRAM (NVML) or RAM.
+
+The arithmetic follows how llama.cpp (0.3.36's vendored build) places a model: with
+``n_gpu_layers = k`` the output layer and the last ``k - 1`` repeating layers go to the GPU;
+``token_embd`` stays in host memory; each offloaded layer's KV cache lives on the GPU; the
+context is padded to 256 cells; sliding-window layers keep a smaller cache unless
+``swa_full`` (llama.cpp's default). The compute buffer is an estimate of llama.cpp's
+worst-case prompt graph. Measured on an H100 against llama.cpp's CUDA0 buffers (synthetic
+425M, 1B and 8B Q4_K_M models; n_ctx 4k to 32k; flash attention on and off; f16 and q8_0 KV;
+full and partial offload; 21 configurations): weights and KV cache within 0.1 %, compute
+buffer within -7 %..+3 %, the device total within 3.5 %. The host-side compute buffer is a
+rougher guess (within about 50 %; it is tens of MiB).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from llcuda_tui.core.gguf import GgufSummary
+
+MIB = 1 << 20
+CUDA_RESERVE = 512 * MIB
+"""Device memory the CUDA context and allocator slack take outside llama.cpp's buffers."""
+KV_PAD = 256
+
+
+@dataclass(frozen=True)
+class FitRequest:
+    """How the model would be loaded."""
+
+    n_ctx: int = 4096
+    """0 = the model's training context."""
+    n_gpu_layers: int = -1
+    """-1 = all (and the output layer), 0 = CPU only."""
+    type_k: str = "f16"
+    type_v: str = "f16"
+    n_ubatch: int = 512
+    n_seq: int = 1
+    """Sequences sharing the context (the KV cache is n_ctx cells in total either way)."""
+    flash_attn: bool = True
+    swa_full: bool = True
+
+
+@dataclass(frozen=True)
+class MemoryNeeds:
+    """Bytes llama.cpp would allocate, split by where they live."""
+
+    n_ctx: int
+    gpu_layers: int
+    output_on_gpu: bool
+    weights_gpu: int
+    weights_host: int
+    kv_gpu: int
+    kv_host: int
+    compute_gpu: int
+    compute_host: int
+
+    @property
+    def gpu_total(self) -> int:
+        return self.weights_gpu + self.kv_gpu + self.compute_gpu
+
+    @property
+    def host_total(self) -> int:
+        return self.weights_host + self.kv_host + self.compute_host
+
+    @property
+    def total(self) -> int:
+        return self.gpu_total + self.host_total
+
+
+@dataclass(frozen=True)
+class DeviceMemory:
+    kind: str
+    """'cuda' or 'ram'."""
+    name: str
+    free_bytes: int
+    total_bytes: int
+
+
+@dataclass(frozen=True)
+class FitResult:
+    verdict: str
+    """'fits', 'partial' (only some layers fit on the GPU) or 'wont_fit'."""
+    n_gpu_layers: int
+    """The ``n_gpu_layers`` to load with (llama.cpp's count: the output layer is one)."""
+    needs: MemoryNeeds
+    device: DeviceMemory
+    n_layer: int = 0
+
+    def describe(self) -> str:
+        """One line: the verdict and the numbers behind it."""
+        free = _gib(self.device.free_bytes)
+        n = self.needs
+        if self.device.kind != "cuda":
+            if self.verdict == "fits":
+                return f"fits in RAM: needs {_gib(n.total)}, {free} available"
+            return f"won't fit: needs {_gib(n.total)} of RAM, {free} available"
+        on = f"on {self.device.name}"
+        if self.verdict == "fits":
+            return f"fits {on}: needs {_gib(n.gpu_total)} of VRAM, {free} free"
+        if self.verdict == "partial":
+            return (
+                f"partial offload {on}: {n.gpu_layers} of {self.n_layer} layers "
+                f"(--ngl {self.n_gpu_layers}), {_gib(n.gpu_total)} VRAM + "
+                f"{_gib(n.host_total)} RAM; {free} free"
+            )
+        return f"won't fit {on}: not even the output layer fits in {free} free"
+
+    def to_json(self) -> dict[str, Any]:
+        needs = asdict(self.needs) | {
+            "gpu_total": self.needs.gpu_total,
+            "host_total": self.needs.host_total,
+        }
+        return {
+            "verdict": self.verdict,
+            "n_gpu_layers": self.n_gpu_layers,
+            "description": self.describe(),
+            "needs": needs,
+            "device": asdict(self.device),
+        }
+
+
+def _gib(n: int) -> str:
+    return f"{n / (1 << 30):.2f} GiB"
+
+
+def kv_type_bytes(type_name: str, n_elements: int) -> int:
+    """Bytes of ``n_elements`` values stored as ggml type ``type_name`` (f16, q8_0, ...)."""
+    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+
+    block, size = GGML_QUANT_SIZES[GGMLQuantizationType[type_name.upper()]]
+    return (n_elements + block - 1) // block * size
+
+
+def kv_cells(s: GgufSummary, req: FitRequest) -> int:
+    n_ctx = req.n_ctx or s.context_length or 4096
+    return -(-n_ctx // KV_PAD) * KV_PAD
+
+
+def kv_bytes_per_layer(s: GgufSummary, req: FitRequest) -> list[int]:
+    """KV cache bytes of each layer at the request's context and cache types."""
+    cells = kv_cells(s, req)
+    swa_cells = cells
+    if s.swa_layers and not req.swa_full:
+        swa_cells = min(cells, -(-(s.sliding_window * req.n_seq + req.n_ubatch) // KV_PAD) * KV_PAD)
+    out = []
+    for il in range(s.n_layer):
+        heads = s.n_head_kv_layers[il] if s.n_head_kv_layers else s.n_head_kv
+        n = swa_cells if il in s.swa_layers else cells
+        k = kv_type_bytes(req.type_k, s.head_dim_k * heads) * n
+        v = kv_type_bytes(req.type_v, s.head_dim_v * heads) * n
+        out.append(k + v)
+    return out
+
+
+def compute_bytes(s: GgufSummary, req: FitRequest) -> int:
+    """Worst-case compute buffer of a prompt batch (``n_ubatch`` tokens, logits included).
+
+    The larger of: the output (``n_vocab`` logits per token) and a layer's peak (the FFN's
+    intermediates, or without flash attention the f32 KQ matrix over the whole cache), plus
+    a few hidden-state tensors. Checked against llama.cpp's reserved buffers on CPU and CUDA.
+    """
+    f32 = 4
+    tokens = req.n_ubatch
+    hidden = tokens * max(s.n_embd, s.n_head * s.head_dim_k) * f32
+    ffn = 3 * tokens * s.n_ff * f32
+    if req.flash_attn:
+        attn = 2 * tokens * s.n_head * s.head_dim_v * f32
+    else:
+        attn = kv_cells(s, req) * tokens * s.n_head * f32
+    layer_peak = max(ffn, attn) + 4 * hidden
+    logits = tokens * s.n_vocab * f32 + 2 * hidden
+    return max(layer_peak, logits)
+
+
+def host_inputs_bytes(s: GgufSummary, req: FitRequest) -> int:
+    """Host compute buffer when the GPU does the work: embeddings of the batch, the KQ mask."""
+    tokens = req.n_ubatch
+    return 2 * tokens * s.n_embd * 4 + 3 * kv_cells(s, req) * tokens + 4 * MIB
+
+
+def estimate(s: GgufSummary, req: FitRequest) -> MemoryNeeds:
+    """Bytes on the GPU and in host memory for loading ``s`` as ``req`` says.
+
+    llama.cpp counts the output layer as one of ``n_gpu_layers``: with ``k`` the output and
+    the last ``k - 1`` repeating layers go to the GPU; ``token_embd`` always stays on the host.
+    With any layer offloaded, the big matmuls of host layers run on the GPU too, so the GPU
+    holds the whole compute buffer and the host only the batch's inputs.
+    """
+    n_layer = s.n_layer
+    ngl = n_layer + 1 if req.n_gpu_layers < 0 else min(req.n_gpu_layers, n_layer + 1)
+    first_gpu = n_layer + 1 - ngl
+    on_gpu = [il >= first_gpu for il in range(n_layer)]
+    output_on_gpu = ngl > 0
+    layers = list(s.layer_bytes) or [0] * n_layer
+    kv = kv_bytes_per_layer(s, req)
+    weights_gpu = sum(b for b, g in zip(layers, on_gpu, strict=False) if g)
+    weights_host = sum(layers) - weights_gpu + s.embd_bytes + s.other_bytes
+    if output_on_gpu:
+        weights_gpu += s.output_bytes
+    elif not s.output_tied:
+        weights_host += s.output_bytes
+    kv_gpu = sum(b for b, g in zip(kv, on_gpu, strict=False) if g)
+    compute = compute_bytes(s, req)
+    return MemoryNeeds(
+        n_ctx=kv_cells(s, req),
+        gpu_layers=sum(on_gpu),
+        output_on_gpu=output_on_gpu,
+        weights_gpu=weights_gpu,
+        weights_host=weights_host,
+        kv_gpu=kv_gpu,
+        kv_host=sum(kv) - kv_gpu,
+        compute_gpu=compute if output_on_gpu else 0,
+        compute_host=host_inputs_bytes(s, req) if output_on_gpu else compute,
+    )
+
+
+def fit(s: GgufSummary, req: FitRequest, device: DeviceMemory | None = None) -> FitResult:
+    """Fits, partial offload of N layers, or won't fit, against ``device`` (detected if None)."""
+    device = device or detect_device()
+    if device.kind != "cuda" or req.n_gpu_layers == 0:
+        needs = estimate(s, replace(req, n_gpu_layers=0))
+        verdict = "fits" if needs.total <= device.free_bytes else "wont_fit"
+        return FitResult(verdict, 0, needs, device, s.n_layer)
+    budget = device.free_bytes - CUDA_RESERVE
+    ngl = s.n_layer + 1 if req.n_gpu_layers < 0 else min(req.n_gpu_layers, s.n_layer + 1)
+    needs = estimate(s, req)
+    if needs.gpu_total <= budget:
+        return FitResult("fits", ngl, needs, device, s.n_layer)
+    for k in range(ngl - 1, 0, -1):
+        partial = estimate(s, replace(req, n_gpu_layers=k))
+        if partial.gpu_total <= budget:
+            return FitResult("partial", k, partial, device, s.n_layer)
+    return FitResult("wont_fit", 0, needs, device, s.n_layer)
+
+
+def detect_device() -> DeviceMemory:
+    """Free memory of the first NVIDIA GPU (NVML), else of the host's RAM."""
+    gpu = _nvml_device()
+    return gpu if gpu is not None else ram_device()
+
+
+def _nvml_device() -> DeviceMemory | None:
+    try:
+        import pynvml
+    except ImportError:
+        return None
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError:
+        return None
+    try:
+        index = _visible_index()
+        handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+        info = pynvml.nvmlDeviceGetMemoryInfo(handle)
+        name = pynvml.nvmlDeviceGetName(handle)
+        name = name.decode() if isinstance(name, bytes) else str(name)
+        return DeviceMemory("cuda", f"cuda:{index} {name}", int(info.free), int(info.total))
+    except pynvml.NVMLError:
+        return None
+    finally:
+        pynvml.nvmlShutdown()
+
+
+def _visible_index() -> int:
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0].strip()
+    return int(visible) if visible.isdigit() else 0
+
+
+def ram_device() -> DeviceMemory:
+    """Available host memory (MemAvailable on Linux)."""
+    free = total = 0
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                if key == "MemAvailable":
+                    free = int(value.split()[0]) * 1024
+                elif key == "MemTotal":
+                    total = int(value.split()[0]) * 1024
+    except OSError:
+        page = os.sysconf("SC_PAGE_SIZE")
+        free = os.sysconf("SC_AVPHYS_PAGES") * page
+        total = os.sysconf("SC_PHYS_PAGES") * page
+    return DeviceMemory("ram", "RAM", free, total)

@@ -1,0 +1,338 @@
+"""GGUF metadata through the ``gguf`` package's GGUFReader (no parser of our own).
+
+:func:`read_summary` gives what the store shows and what the fit estimate needs: architecture,
+parameter count, quant type, context length, layers, heads, vocabulary size, whether a chat
+template is present, and the bytes of the weights per layer.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from llcuda_tui.core.errors import ModelLoadError
+
+GGUF_MAGIC = b"GGUF"
+SPLIT_RE = re.compile(r"^(?P<prefix>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$", re.IGNORECASE)
+_QUANT_TOKEN = re.compile(
+    r"^(?:I?Q[1-8](?:_[0-9A-Z]+)*|BF16|F16|F32|FP16|FP32|TQ[12]_0|MXFP4(?:_MOE)?|NVFP4)$",
+    re.IGNORECASE,
+)
+_BLOCK_RE = re.compile(r"^blk\.(\d+)\.")
+SWA_PATTERNS = {
+    "gemma2": (2, False),
+    "gemma3": (6, False),
+    "gemma3n": (5, False),
+    "gemma-embedding": (6, False),
+    "cohere2": (4, False),
+    "llama4": (4, False),
+    "exaone4": (4, False),
+    "olmo2": (4, False),
+    "gpt-oss": (2, False),
+}
+"""llama.cpp's built-in sliding-window layer patterns (n, dense_first) per architecture, used
+when the GGUF has a sliding window but no ``attention.sliding_window_pattern``."""
+
+
+@dataclass(frozen=True)
+class GgufSummary:
+    """What a GGUF model is, read from its header (all shards of a split model)."""
+
+    arch: str
+    name: str = ""
+    quant: str = ""
+    file_type: int | None = None
+    parameter_count: int = 0
+    context_length: int = 0
+    n_layer: int = 0
+    n_embd: int = 0
+    n_ff: int = 0
+    n_head: int = 0
+    n_head_kv: int = 0
+    head_dim_k: int = 0
+    head_dim_v: int = 0
+    n_vocab: int = 0
+    sliding_window: int = 0
+    has_chat_template: bool = False
+    split_count: int = 1
+    tensor_bytes: int = 0
+    embd_bytes: int = 0
+    """token_embd.weight: llama.cpp keeps it in host memory."""
+    output_bytes: int = 0
+    """output.weight, or a copy of token_embd when the embeddings are tied."""
+    output_tied: bool = False
+    layer_bytes: tuple[int, ...] = field(default_factory=tuple)
+    n_head_kv_layers: tuple[int, ...] = field(default_factory=tuple)
+    """Per-layer KV heads when the model varies them (empty otherwise)."""
+    swa_layers: tuple[int, ...] = field(default_factory=tuple)
+    """Layers that use the sliding window (their KV cache can be smaller)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["layer_bytes"] = list(self.layer_bytes)
+        d["n_head_kv_layers"] = list(self.n_head_kv_layers)
+        d["swa_layers"] = list(self.swa_layers)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> GgufSummary:
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in d.items() if k in known}
+        for key in ("layer_bytes", "n_head_kv_layers", "swa_layers"):
+            values[key] = tuple(values.get(key) or ())
+        return cls(**values)
+
+    @property
+    def other_bytes(self) -> int:
+        """Weights outside the layers, the embeddings and the output (norms, rope tables)."""
+        tied = self.output_bytes if self.output_tied else 0
+        return max(
+            0,
+            self.tensor_bytes + tied - self.embd_bytes - self.output_bytes - sum(self.layer_bytes),
+        )
+
+
+def has_gguf_magic(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(4) == GGUF_MAGIC
+    except OSError:
+        return False
+
+
+def quant_from_filename(filename: str) -> str | None:
+    """The quant type named in a GGUF file name (``...-Q4_K_M.gguf`` -> ``Q4_K_M``)."""
+    stem = Path(filename).name
+    m = SPLIT_RE.match(stem)
+    if m:
+        stem = m.group("prefix")
+    elif stem.lower().endswith(".gguf"):
+        stem = stem[: -len(".gguf")]
+    found = [t for t in re.split(r"[-.]", stem) if _QUANT_TOKEN.match(t)]
+    return found[-1].upper() if found else None
+
+
+def split_info(filename: str) -> tuple[str, int, int] | None:
+    """(prefix, shard number, shard count) of a ``-0000N-of-0000M.gguf`` name, else None."""
+    m = SPLIT_RE.match(Path(filename).name)
+    if m is None:
+        return None
+    return m.group("prefix"), int(m.group("no")), int(m.group("count"))
+
+
+def read_summary(shards: Sequence[Path]) -> GgufSummary:
+    """Summary of a model given its file, or all of its shards in order."""
+    if not shards:
+        raise ModelLoadError("no GGUF file given")
+    readers = [_open(p) for p in shards]
+    meta = _metadata(readers[0])
+    arch = str(meta.get("general.architecture") or "")
+    if not arch:
+        raise ModelLoadError(f"{shards[0]} has no general.architecture: not a model GGUF")
+    tensors = [t for r in readers for t in r.tensors]
+    weights = _weight_layout(tensors, _int(meta, f"{arch}.block_count"))
+    return _summary(arch, meta, weights, len(shards), _vocab_size(readers[0], arch, meta))
+
+
+def _summary(
+    arch: str, meta: dict[str, Any], weights: dict[str, Any], split_count: int, n_vocab: int
+) -> GgufSummary:
+    n_embd = _int(meta, f"{arch}.embedding_length")
+    n_head = _int(meta, f"{arch}.attention.head_count")
+    kv = meta.get(f"{arch}.attention.head_count_kv")
+    kv_layers = tuple(int(x) for x in kv) if isinstance(kv, list) else ()
+    n_head_kv = max(kv_layers) if kv_layers else int(kv if kv is not None else n_head)
+    default_head_dim = n_embd // n_head if n_head else 0
+    file_type = meta.get("general.file_type")
+    n_layer = _int(meta, f"{arch}.block_count")
+    window = _int(meta, f"{arch}.attention.sliding_window")
+    return GgufSummary(
+        arch=arch,
+        name=str(meta.get("general.name") or ""),
+        quant=_file_type_name(file_type) or weights["dominant_type"],
+        file_type=int(file_type) if file_type is not None else None,
+        parameter_count=weights["params"],
+        context_length=_int(meta, f"{arch}.context_length"),
+        n_layer=n_layer,
+        n_embd=n_embd,
+        n_ff=_first_int(meta.get(f"{arch}.feed_forward_length")),
+        n_head=n_head,
+        n_head_kv=n_head_kv,
+        head_dim_k=_int(meta, f"{arch}.attention.key_length") or default_head_dim,
+        head_dim_v=_int(meta, f"{arch}.attention.value_length") or default_head_dim,
+        n_vocab=n_vocab,
+        sliding_window=window,
+        has_chat_template="tokenizer.chat_template" in meta,
+        split_count=split_count,
+        tensor_bytes=weights["bytes"],
+        embd_bytes=weights["embd"],
+        output_bytes=weights["output"],
+        output_tied=weights["tied"],
+        layer_bytes=tuple(weights["layers"]),
+        n_head_kv_layers=kv_layers if len(set(kv_layers)) > 1 else (),
+        swa_layers=_swa_layers(arch, meta, n_layer) if window else (),
+    )
+
+
+def _swa_layers(arch: str, meta: dict[str, Any], n_layer: int) -> tuple[int, ...]:
+    pattern = meta.get(f"{arch}.attention.sliding_window_pattern")
+    if isinstance(pattern, list):
+        return tuple(i for i, is_swa in enumerate(pattern[:n_layer]) if is_swa)
+    n, dense_first = SWA_PATTERNS.get(arch, (0, False))
+    if isinstance(pattern, int):
+        n = pattern
+    if n == 0 and arch not in SWA_PATTERNS and pattern is None:
+        return ()
+    if dense_first:
+        return tuple(i for i in range(n_layer) if n == 0 or i % n != 0)
+    return tuple(i for i in range(n_layer) if n == 0 or i % n < n - 1)
+
+
+def _open(path: Path) -> Any:
+    try:
+        try:
+            return _reader_class()(path)
+        except (AttributeError, TypeError, NotImplementedError):
+            # the speed-up leans on a GGUFReader internal: if a gguf release changes it,
+            # read the slow, plain way rather than fail
+            from gguf import GGUFReader
+
+            return GGUFReader(path)
+    except FileNotFoundError:
+        raise ModelLoadError(f"model file not found: {path}") from None
+    except (ValueError, KeyError, IndexError, OSError, struct.error) as exc:
+        raise ModelLoadError(f"{path} is not a readable GGUF file: {exc}") from None
+
+
+_READER: Any = None
+
+
+def _reader_class() -> Any:
+    """GGUFReader, sped up for large arrays.
+
+    GGUFReader splits every array element into its own numpy view: a 262k-token vocabulary
+    takes ~20 s. The subclass reads a numeric array as one view and steps over a long string
+    array without splitting it (the store only needs its length). Same fields otherwise.
+    """
+    global _READER
+    if _READER is None:
+        _READER = _make_reader_class()
+    return _READER
+
+
+def _make_reader_class() -> Any:
+    import numpy as np
+    from gguf import GGUFReader, GGUFValueType
+
+    class SummaryReader(GGUFReader):  # type: ignore[misc]
+        def _get_field_parts(self, orig_offs: int, raw_type: int) -> Any:
+            if raw_type != GGUFValueType.ARRAY:
+                return super()._get_field_parts(orig_offs, raw_type)
+            raw_itype = self._get(orig_offs, np.uint32)
+            alen = self._get(orig_offs + 4, np.uint64)
+            itype, count, offs = GGUFValueType(int(raw_itype[0])), int(alen[0]), orig_offs + 12
+            types = [GGUFValueType.ARRAY, itype]
+            nptype = self.gguf_scalar_to_np.get(itype)
+            if nptype is not None:
+                values = self._get(offs, nptype, count)
+                return 12 + int(values.nbytes), [raw_itype, alen, values], [2], types
+            if itype == GGUFValueType.STRING and count > 256:
+                end = _skip_strings(self.data, offs, count, self.byte_order != "I")
+                blob = self._get(offs, np.uint8, end - offs)
+                return end - orig_offs, [raw_itype, alen, blob], [], types
+            return super()._get_field_parts(orig_offs, raw_type)
+
+    return SummaryReader
+
+
+def _skip_strings(data: Any, offs: int, count: int, swapped: bool) -> int:
+    """Offset just past ``count`` length-prefixed GGUF strings starting at ``offs``."""
+    unpack = struct.Struct(">Q" if swapped else "<Q").unpack_from
+    view = memoryview(data)
+    for _ in range(count):
+        (length,) = unpack(view, offs)
+        offs += 8 + length
+    return offs
+
+
+def _metadata(reader: Any) -> dict[str, Any]:
+    """Scalar and short-array metadata values; long arrays as their length."""
+    from gguf import GGUFValueType
+
+    meta: dict[str, Any] = {}
+    for key, fld in reader.fields.items():
+        if not fld.types:
+            continue
+        if fld.types[0] == GGUFValueType.ARRAY:
+            count = int(fld.parts[4][0])
+            meta[key] = fld.contents() if count <= 256 else count
+        elif key == "tokenizer.chat_template":
+            meta[key] = True
+        else:
+            meta[key] = fld.contents()
+    return meta
+
+
+def _vocab_size(reader: Any, arch: str, meta: dict[str, Any]) -> int:
+    explicit = meta.get(f"{arch}.vocab_size")
+    if explicit:
+        return int(explicit)
+    tokens = reader.fields.get("tokenizer.ggml.tokens")
+    return int(tokens.parts[4][0]) if tokens is not None else 0
+
+
+def _weight_layout(tensors: Sequence[Any], n_layer: int) -> dict[str, Any]:
+    layers = [0] * n_layer
+    total = embd = output = params = 0
+    by_type: dict[str, int] = {}
+    for t in tensors:
+        size, name = int(t.n_bytes), str(t.name)
+        total += size
+        params += int(t.n_elements)
+        if len(t.shape) >= 2:
+            by_type[t.tensor_type.name] = by_type.get(t.tensor_type.name, 0) + size
+        m = _BLOCK_RE.match(name)
+        if m and int(m.group(1)) < n_layer:
+            layers[int(m.group(1))] += size
+        elif name == "token_embd.weight":
+            embd = size
+        elif name == "output.weight":
+            output = size
+    tied = output == 0 and embd > 0
+    return {
+        "bytes": total,
+        "params": params,
+        "embd": embd,
+        "output": embd if tied else output,
+        "tied": tied,
+        "layers": layers,
+        "dominant_type": max(by_type, key=lambda k: by_type[k]) if by_type else "",
+    }
+
+
+def _file_type_name(file_type: Any) -> str:
+    if file_type is None:
+        return ""
+    from gguf import LlamaFileType
+
+    try:
+        name = LlamaFileType(int(file_type)).name
+    except ValueError:
+        return ""
+    if name == "GUESSED":
+        return ""
+    return name.removeprefix("MOSTLY_").removeprefix("ALL_")
+
+
+def _int(meta: dict[str, Any], key: str) -> int:
+    return _first_int(meta.get(key))
+
+
+def _first_int(value: Any) -> int:
+    if isinstance(value, list):
+        return int(max(value)) if value else 0
+    return int(value) if value is not None else 0

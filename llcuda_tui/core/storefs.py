@@ -1,0 +1,211 @@
+"""File primitives of the model store: errors, atomic writes, hashing, locks.
+
+Every byte the store writes goes through :func:`write_all`, the one seam a test may swap
+(to inject ``ENOSPC``); nothing else in the store writes file contents directly.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from llcuda_tui.core.errors import LlcudaError, UserInputError
+
+CHUNK = 1 << 20
+Progress = Callable[[int, int], None]
+"""``on_progress(done_bytes, total_bytes)``."""
+
+
+class StoreError(LlcudaError):
+    """The model store cannot do what was asked (runtime failure)."""
+
+
+class StoreFullError(StoreError):
+    """Not enough disk space, or the store's size cap cannot be met."""
+
+
+class IntegrityError(StoreError):
+    """Content does not match its sha256 or size."""
+
+
+class UnsafeNameError(UserInputError):
+    """A file or model name that would escape the store."""
+
+
+def write_all(fd: int, data: bytes | memoryview) -> None:
+    """Write all of ``data`` to ``fd`` (the store's only write call; tests swap it)."""
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def is_disk_full(exc: OSError) -> bool:
+    return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename or link inside ``path`` durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def unique_suffix() -> str:
+    return f"{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def atomic_write(path: Path, data: bytes, tmp_dir: Path, mode: int = 0o644) -> None:
+    """Write ``data`` to ``path`` so that readers see the old or the new file, never a part."""
+    tmp = tmp_dir / f"w-{unique_suffix()}.tmp"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            write_all(fd, data)
+            os.fsync(fd)
+            os.fchmod(fd, mode)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise os_error(exc, f"cannot write {path}") from None
+
+
+def atomic_write_json(path: Path, obj: Any, tmp_dir: Path, mode: int = 0o644) -> None:
+    atomic_write(path, canonical_json(obj), tmp_dir, mode)
+
+
+def canonical_json(obj: Any) -> bytes:
+    """The one byte encoding of ``obj`` that manifests are hashed over."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def read_json(path: Path) -> Any:
+    with open(path, "rb") as fh:
+        return json.loads(fh.read())
+
+
+def os_error(exc: OSError, what: str) -> StoreError:
+    """A store error (one line) for an OSError while doing ``what``."""
+    if is_disk_full(exc):
+        return StoreFullError(f"disk full: {what}; free some space and retry")
+    return StoreError(f"{what}: {exc.strerror or exc}")
+
+
+def hash_file(
+    path: Path,
+    on_progress: Progress | None = None,
+    limit: int | None = None,
+    hasher: Any = None,
+) -> Any:
+    """sha256 (or ``hasher``) over ``path``'s first ``limit`` bytes (all when None)."""
+    h = hasher if hasher is not None else hashlib.sha256()
+    total = limit if limit is not None else path.stat().st_size
+    done = 0
+    with open(path, "rb", buffering=0) as fh:
+        buf = bytearray(CHUNK)
+        view = memoryview(buf)
+        while done < total:
+            n = fh.readinto(view[: min(CHUNK, total - done)])
+            if not n:
+                break
+            h.update(view[:n])
+            done += n
+            if on_progress is not None:
+                on_progress(done, total)
+    return h
+
+
+def sha256_file(path: Path, on_progress: Progress | None = None) -> str:
+    return str(hash_file(path, on_progress).hexdigest())
+
+
+def same_filesystem(a: Path, b: Path) -> bool:
+    return a.stat().st_dev == b.stat().st_dev
+
+
+def link_or_copy(
+    src: Path, dst_tmp: Path, on_progress: Progress | None = None
+) -> tuple[bool, str | None]:
+    """Hardlink ``src`` to ``dst_tmp``, or copy it when they are on different filesystems.
+
+    Returns (linked, sha256): a copy is hashed while it is written (sha256 set); a link is
+    not (None) and must be hashed by the caller.
+    """
+    try:
+        os.link(src, dst_tmp)
+        return True, None
+    except OSError as exc:
+        if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+            raise os_error(exc, f"cannot link {src}") from None
+    return False, copy_hashing(src, dst_tmp, on_progress)
+
+
+def copy_hashing(src: Path, dst: Path, on_progress: Progress | None = None) -> str:
+    """Copy ``src`` to a new file ``dst`` (fsynced), returning the sha256 of what was copied."""
+    h = hashlib.sha256()
+    total = src.stat().st_size
+    done = 0
+    try:
+        fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            with open(src, "rb", buffering=0) as fh:
+                while chunk := fh.read(CHUNK):
+                    write_all(fd, chunk)
+                    h.update(chunk)
+                    done += len(chunk)
+                    if on_progress is not None:
+                        on_progress(done, total)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        dst.unlink(missing_ok=True)
+        raise os_error(exc, f"cannot copy {src}") from None
+    return h.hexdigest()
+
+
+@contextmanager
+def file_lock(path: Path, timeout: float = -1) -> Iterator[None]:
+    """An exclusive inter-process lock on ``path`` (filelock; released if the process dies)."""
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(str(path), timeout=timeout, thread_local=False)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise StoreError(f"{path.name} is locked by another llcuda process; try again") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def try_lock(path: Path) -> Any:
+    """The acquired lock on ``path``, or None when another process holds it."""
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(str(path), timeout=0, thread_local=False)
+    try:
+        lock.acquire()
+    except Timeout:
+        return None
+    return lock
+
+
+def age_s(path: Path, now: float | None = None) -> float:
+    """Seconds since ``path`` last changed (status change: covers links and renames)."""
+    st = path.lstat()
+    return (now or time.time()) - max(st.st_mtime, st.st_ctime)

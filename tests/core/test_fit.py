@@ -1,0 +1,171 @@
+"""The fit estimate: its arithmetic, its verdicts, and what llama.cpp really allocates.
+
+NVML cannot run here (no GPU), so verdicts are checked against a stated ``DeviceMemory``. On
+the CPU the KV cache and compute buffer are compared with llama.cpp's own log; the GPU test
+(``-m gpu``) compares everything llama.cpp allocates on CUDA0 with the estimate (within 10 %).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from llcuda_tui.core.fit import (
+    DeviceMemory,
+    FitRequest,
+    estimate,
+    fit,
+    kv_bytes_per_layer,
+    ram_device,
+)
+from llcuda_tui.core.gguf import GgufSummary, read_summary
+from tests.core.hubserver import write_gguf
+
+MIB = 1 << 20
+GIB = 1 << 30
+HAVE_LLAMA = importlib.util.find_spec("llama_cpp") is not None
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> GgufSummary:
+    path = write_gguf(tmp_path_factory.mktemp("fit") / "fit.gguf", n_embd=128, n_layer=4)[0]
+    return read_summary([path])
+
+
+def test_kv_cache_matches_llama_cpp_arithmetic(smollm_path: Path, gemma_path: Path) -> None:
+    smollm = read_summary([smollm_path])
+    # llama.cpp: "llama_kv_cache: size = 90.00 MiB (4096 cells, 30 layers)" for f16 K and V
+    assert sum(kv_bytes_per_layer(smollm, FitRequest(n_ctx=4096))) == 90 * MIB
+    assert sum(kv_bytes_per_layer(smollm, FitRequest(n_ctx=4000))) == 90 * MIB  # padded to 256
+    q8 = FitRequest(n_ctx=4096, type_k="q8_0", type_v="q8_0")
+    assert sum(kv_bytes_per_layer(smollm, q8)) == 90 * MIB * 34 // 64  # 34 bytes per 32 values
+    gemma = read_summary([gemma_path])
+    # 3 global layers + 15 sliding-window layers, full size by default (llama.cpp's swa_full)
+    assert sum(kv_bytes_per_layer(gemma, FitRequest(n_ctx=4096))) == 72 * MIB
+    # without swa_full a sliding-window layer keeps pad(512 + n_ubatch, 256) = 1024 cells: 1 MiB
+    small_swa = FitRequest(n_ctx=4096, swa_full=False)
+    assert sum(kv_bytes_per_layer(gemma, small_swa)) == (12 + 15) * MIB
+
+
+def test_placement_follows_n_gpu_layers(tiny: GgufSummary) -> None:
+    full = estimate(tiny, FitRequest(n_ctx=2048, n_gpu_layers=-1))
+    assert full.output_on_gpu and full.gpu_layers == 4 and full.kv_host == 0
+    assert full.weights_host == tiny.embd_bytes + tiny.other_bytes  # token_embd stays on the host
+    assert estimate(tiny, FitRequest(n_ctx=2048, n_gpu_layers=5)) == full  # 4 layers + output
+    # llama.cpp counts the output layer as one of n_gpu_layers: 4 = output + 3 layers
+    four = estimate(tiny, FitRequest(n_ctx=2048, n_gpu_layers=4))
+    assert four.output_on_gpu and four.gpu_layers == 3
+    assert four.weights_gpu == full.weights_gpu - tiny.layer_bytes[0]
+    three = estimate(tiny, FitRequest(n_ctx=2048, n_gpu_layers=3))
+    assert three.kv_gpu == three.kv_host == full.kv_gpu // 2
+    assert three.compute_gpu == full.compute_gpu  # host layers' matmuls run on the GPU too
+    cpu = estimate(tiny, FitRequest(n_ctx=2048, n_gpu_layers=0))
+    assert cpu.gpu_total == 0 and cpu.weights_host == tiny.tensor_bytes
+    assert cpu.compute_host == full.compute_gpu
+
+
+def test_verdicts(tiny: GgufSummary) -> None:
+    req = FitRequest(n_ctx=2048)
+    need = estimate(tiny, req).gpu_total
+    big = DeviceMemory("cuda", "cuda:0 test", need + GIB, 80 * GIB)
+    result = fit(tiny, req, big)
+    assert result.verdict == "fits" and result.n_gpu_layers == 5
+    short = need + 512 * MIB - tiny.layer_bytes[0] // 2  # one layer too few fits
+    partial = fit(tiny, req, DeviceMemory("cuda", "cuda:0 test", short, GIB))
+    assert partial.verdict == "partial" and partial.n_gpu_layers == 4
+    assert partial.needs.gpu_layers == 3 and partial.needs.gpu_total <= short - 512 * MIB
+    assert "3 of 4 layers (--ngl 4)" in partial.describe()
+    assert fit(tiny, req, DeviceMemory("cuda", "x", 100, GIB)).verdict == "wont_fit"
+    assert fit(tiny, req, DeviceMemory("ram", "RAM", 10 * GIB, 16 * GIB)).verdict == "fits"
+    assert fit(tiny, req, DeviceMemory("ram", "RAM", 1000, 16 * GIB)).verdict == "wont_fit"
+
+
+def test_ram_device_reads_the_host() -> None:
+    ram = ram_device()
+    assert ram.kind == "ram" and 0 < ram.free_bytes <= ram.total_bytes
+
+
+def _llama_log(path: Path, n_ctx: int, n_gpu_layers: int, swa_full: bool = True) -> str:
+    code = (
+        "import sys, llama_cpp\n"
+        "llama_cpp.Llama(sys.argv[1], n_ctx=int(sys.argv[2]), n_gpu_layers=int(sys.argv[3]),"
+        " n_batch=512, n_ubatch=512, swa_full=sys.argv[4] == '1', verbose=True)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(path), str(n_ctx), str(n_gpu_layers),
+         "1" if swa_full else "0"],
+        capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stderr
+
+
+def _buffers(log: str, device: str, kind: str) -> int:
+    """Sum of llama.cpp's ``<device> <kind> buffer size = X MiB`` lines, in bytes."""
+    pattern = rf"\b{re.escape(device)}\s+{kind} buffer size =\s+([\d.]+) MiB"
+    return int(sum(float(m) for m in re.findall(pattern, log)) * MIB)
+
+
+def _flash_attn(log: str) -> bool:
+    m = re.search(r"flash_attn\s+= (\w+)", log)
+    return bool(m and m.group(1) in ("enabled", "1", "true"))
+
+
+@pytest.mark.skipif(not HAVE_LLAMA, reason="llama-cpp-python is not installed")
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("which, swa_full", [("smollm", True), ("gemma", True), ("gemma", False)])
+def test_cpu_kv_and_compute_match_llama_cpp(
+    which: str, swa_full: bool, smollm_path: Path, gemma_path: Path
+) -> None:
+    path = smollm_path if which == "smollm" else gemma_path
+    log = _llama_log(path, 2048, 0, swa_full)
+    s = read_summary([path])
+    req = FitRequest(n_ctx=2048, n_gpu_layers=0, flash_attn=_flash_attn(log), swa_full=swa_full)
+    needs = estimate(s, req)
+    kv = _buffers(log, "CPU", "KV")
+    assert kv and abs(needs.kv_host - kv) <= 0.01 * kv
+    compute = _buffers(log, "CPU", "compute")
+    assert compute and abs(needs.compute_host - compute) <= 0.10 * compute
+
+
+FIXTURE_MODELS = {"gpu": "gpu_model", "smollm": "smollm_path", "gemma": "gemma_path"}
+
+
+def _gpu_models() -> list[str]:
+    """The GPU machine's test model, the starters when installed, LLCUDA_FIT_MODELS (a:b:c)."""
+    extra = [p for p in os.environ.get("LLCUDA_FIT_MODELS", "").split(":") if p]
+    return [*FIXTURE_MODELS, *extra]
+
+
+@pytest.mark.gpu
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("model", _gpu_models())
+@pytest.mark.parametrize("n_ctx", [4096, 32768])
+def test_gpu_allocation_within_ten_percent(
+    model: str, n_ctx: int, request: pytest.FixtureRequest
+) -> None:
+    if model in FIXTURE_MODELS:
+        try:
+            path = request.getfixturevalue(FIXTURE_MODELS[model])
+        except Exception as exc:  # starter packages are not carried to the GPU machine
+            pytest.skip(f"model {model} unavailable: {exc}")
+    else:
+        path = Path(model)
+    log = _llama_log(path, n_ctx, -1)
+    s = read_summary([path])
+    needs = estimate(s, FitRequest(n_ctx=n_ctx, n_gpu_layers=-1, flash_attn=_flash_attn(log)))
+    parts = {kind: _buffers(log, "CUDA0", kind) for kind in ("model", "KV", "compute")}
+    allocated = sum(parts.values())
+    assert allocated > 0, log[-3000:]
+    detail = (
+        f"{path.name} n_ctx={n_ctx}: llama.cpp {parts}, estimate weights={needs.weights_gpu} "
+        f"kv={needs.kv_gpu} compute={needs.compute_gpu}"
+    )
+    print(detail)
+    assert abs(needs.gpu_total - allocated) <= 0.10 * allocated, detail
