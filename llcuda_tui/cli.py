@@ -41,7 +41,7 @@ def _optional_commands() -> list:
     import importlib
 
     found = []
-    for name in ("gpu", "bench", "tui"):
+    for name in ("gpu", "bench", "tui", "serve"):
         try:
             found.append(importlib.import_module(f"llcuda_tui.commands.{name}"))
         except ModuleNotFoundError as exc:
@@ -78,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # the reader went away (llcuda ... | head): not an error worth a message
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
-    except Exception as exc:  # noqa: BLE001 - last line of defence: one line, no traceback
+    except Exception as exc:
         if os.environ.get("LLCUDA_DEBUG"):
             raise
         print(f"llcuda: error: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)

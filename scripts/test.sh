@@ -8,6 +8,7 @@ cd "$root"
 LLCUDA_EXTRAS="${LLCUDA_EXTRAS-test,dev}" bash scripts/setup.sh
 .venv/bin/ruff check llcuda_tui tests bench
 .venv/bin/ruff format --check llcuda_tui tests bench
+.venv/bin/python -m mypy   # llcuda_tui/core (pyproject.toml)
 set +e
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
 rc=$?

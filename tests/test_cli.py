@@ -37,7 +37,9 @@ def test_version_names_the_backend() -> None:
 
 
 def test_bare_llcuda_exits_cleanly_without_a_terminal() -> None:
-    proc = subprocess.run([LLCUDA], capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    proc = subprocess.run(
+        [LLCUDA], capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL
+    )
     assert proc.returncode == 0
     assert "Traceback" not in proc.stderr
 
@@ -58,8 +60,17 @@ def test_infer_smollm_chat_json(smollm_path: Path) -> None:
     out = json.loads(proc.stdout)
     assert "hello" in out["text"].lower()
     rec = out["record"]
-    for key in ("prompt_tokens", "generated_tokens", "ttft_s", "prefill_tokens_per_s",
-                "decode_tokens_per_s", "stop_reason", "backend", "n_gpu_layers", "n_ctx"):
+    for key in (
+        "prompt_tokens",
+        "generated_tokens",
+        "ttft_s",
+        "prefill_tokens_per_s",
+        "decode_tokens_per_s",
+        "stop_reason",
+        "backend",
+        "n_gpu_layers",
+        "n_ctx",
+    ):
         assert key in rec
     assert rec["stop_reason"] == "eos"
 

@@ -29,7 +29,7 @@ from llcuda_tui.core.backend import capture_llama_log, list_devices
 from llcuda_tui.core.config import KV_TYPES, Settings, default_threads
 from llcuda_tui.core.errors import EngineError, ModelLoadError, UserInputError
 from llcuda_tui.core.sampling import SamplingParams, build_chain
-from llcuda_tui.core.templates import ChatTemplate, choose_template
+from llcuda_tui.core.templates import choose_template
 
 GGML_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8,
               "iq4_nl": 20, "bf16": 30}  # fmt: skip
@@ -271,7 +271,7 @@ class Engine:
         def job() -> None:
             try:
                 fut.set_result(fn())
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            except BaseException as exc:
                 fut.set_exception(exc)
 
         self._jobs.put(job)
@@ -353,10 +353,7 @@ class Engine:
             self._model_template(), arch, self._token_text(L.llama_vocab_bos(self._vocab)),
             self._token_text(L.llama_vocab_eos(self._vocab)),
         )  # fmt: skip
-        if on_gpu:
-            backend = ", ".join(f"{g.name} ({g.description})" for g in gpus)
-        else:
-            backend = "CPU"
+        backend = ", ".join(f"{g.name} ({g.description})" for g in gpus) if on_gpu else "CPU"
         desc = ctypes.create_string_buffer(256)
         L.llama_model_desc(model, desc, 256)
         self.info = LoadInfo(
@@ -502,7 +499,7 @@ class Engine:
             try:
                 record = self._generate(request, on_chunk, handle.cancel_event)
                 handle.future.set_result(record)
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            except BaseException as exc:
                 handle.future.set_exception(exc)
                 if on_error is not None:
                     on_error(exc)

@@ -73,7 +73,7 @@ def build_chain(params: SamplingParams, n_vocab: int):  # -> llama_sampler_p
             if not 0 <= tok < n_vocab:
                 L.llama_sampler_free(chain)
                 raise UserInputError(f"logit bias names token {tok}, outside the vocabulary")
-            arr[i].token, arr[i].bias = tok, bias
+            arr[i] = L.llama_logit_bias(tok, bias)
         add(
             chain,
             L.llama_sampler_init_logit_bias(

@@ -162,7 +162,7 @@ def test_stream_early_close_cancels(tiny: Engine) -> None:
     next(it)
     it.close()
     # the engine is free again: the next generation runs to completion
-    text, rec = tiny.generate(
+    _, rec = tiny.generate(
         GenerationRequest(prompt="hello", max_tokens=3, sampling=GREEDY, ignore_eos=True)
     )
     assert rec.generated_tokens == 3
