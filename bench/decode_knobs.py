@@ -44,8 +44,28 @@ def with_params(model_changes: dict, context_changes: dict) -> None:
 
 def anchor(model: str, tg: int) -> float:
     exe = shutil.which("llama-bench") or sys.exit("llama-bench not on PATH")
-    out = subprocess.run([exe, "-m", model, "-p", "0", "-n", str(tg), "-r", "3", "-ngl", "99",
-                          "-fa", "1", "-o", "json"], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [
+            exe,
+            "-m",
+            model,
+            "-p",
+            "0",
+            "-n",
+            str(tg),
+            "-r",
+            "3",
+            "-ngl",
+            "99",
+            "-fa",
+            "1",
+            "-o",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return float(json.loads(out.stdout)[0]["avg_ts"])
 
 
