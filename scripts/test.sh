@@ -5,7 +5,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-LLCUDA_EXTRAS="${LLCUDA_EXTRAS-test,dev}" bash scripts/setup.sh
+LLCUDA_EXTRAS="${LLCUDA_EXTRAS-test,dev,mpi}" bash scripts/setup.sh
 .venv/bin/ruff check llcuda_tui tests bench
 .venv/bin/ruff format --check llcuda_tui tests bench
 .venv/bin/python -m mypy   # llcuda_tui/core (pyproject.toml)

@@ -1,0 +1,134 @@
+"""`llcuda serve`: run a model as an OpenAI-compatible worker that other machines can use.
+
+Concurrent requests are batched on the GPU (up to --parallel sequences in one llama_decode).
+Binds 127.0.0.1 by default; any other address needs --api-key-file. Stop with SIGTERM or
+Ctrl-C: in-flight requests get --shutdown-grace seconds to finish, then are cancelled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from llcuda_tui.core.config import Settings
+from llcuda_tui.core.errors import UserInputError
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="serve a model over HTTP (OpenAI API)", description=__doc__)
+    p.add_argument("-m", "--model", required=True, help="GGUF path, store name or starter name")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8090, help="TCP port (default 8090; 0 = any)")
+    p.add_argument("--api-key-file", help="file holding the API key clients must send")
+    p.add_argument("--tls-cert", help="TLS certificate (PEM); needs --tls-key")
+    p.add_argument("--tls-key", help="TLS private key (PEM)")
+    p.add_argument("--parallel", type=int, default=4, help="sequences decoded together (4)")
+    p.add_argument("--ctx", type=int, help="context per sequence in tokens (default: config)")
+    p.add_argument("--ngl", type=int, help="GPU layers: -1 all, 0 none")
+    p.add_argument("--batch", type=int, help="most tokens in one llama_decode")
+    p.add_argument("--threads", type=int, help="CPU threads")
+    p.add_argument("--fa", choices=["auto", "on", "off"], help="flash attention")
+    p.add_argument(
+        "--backend-sampling",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="sample on the GPU (auto: when the whole model is offloaded)",
+    )
+    p.add_argument("--max-tokens-limit", type=int, help="largest max_tokens (default: --ctx)")
+    p.add_argument("--max-body-bytes", type=int, default=8 * 2**20, help="request size limit")
+    p.add_argument(
+        "--shutdown-grace", type=float, default=10.0, help="seconds in-flight requests may run on"
+    )
+    p.add_argument("--name", help="model name shown to clients (default: the model's)")
+    p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    from llcuda_tui.core.engine import EngineConfig, check_gguf_file
+    from llcuda_tui.core.models import resolve_model
+    from llcuda_tui.core.worker.server import Listen, WorkerConfig, is_loopback, serve
+
+    _check_numbers(args)
+    api_key = read_api_key(args.api_key_file) if args.api_key_file else None
+    if api_key is None and not is_loopback(args.host):
+        raise UserInputError(
+            f"refusing to listen on {args.host} without --api-key-file "
+            "(anyone who can reach it could use the worker)"
+        )
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise UserInputError("--tls-cert and --tls-key go together")
+    for name in ("tls_cert", "tls_key"):
+        value = getattr(args, name)
+        if value and not Path(value).is_file():
+            raise UserInputError(f"--{name.replace('_', '-')}: no such file: {value}")
+    model = resolve_model(args.model, settings.paths)
+    check_gguf_file(model.path)
+    engine = EngineConfig.from_settings(
+        model.path,
+        settings,
+        n_gpu_layers=args.ngl,
+        n_ctx=args.ctx,
+        n_batch=args.batch,
+        n_threads=args.threads,
+        flash_attn=args.fa,
+        backend_sampling=args.backend_sampling,
+        model_sha256=model.sha256,
+    )
+    engine.validate()
+    config = WorkerConfig(
+        engine=engine,
+        model_name=args.name or model.name,
+        parallel=args.parallel,
+        api_key=api_key,
+        max_body_bytes=args.max_body_bytes,
+        max_tokens=args.max_tokens_limit,
+        sampling=settings.sampling,
+        shutdown_grace_s=args.shutdown_grace,
+        paths=settings.paths,
+    )
+    listen = Listen(args.host, args.port, args.tls_cert, args.tls_key, args.log_level)
+
+    def ready(url: str) -> None:
+        print(f"llcuda serve: ready on {url} ({config.model_name}, {args.parallel} slots)")
+        sys.stdout.flush()
+
+    print(f"llcuda serve: loading {model.path}", flush=True)
+    code = serve(config, listen, on_ready=ready)
+    print("llcuda serve: stopped", flush=True)
+    return code
+
+
+def read_api_key(path: str) -> str:
+    """The key in ``path`` (first line, stripped); one clear line if unusable."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UserInputError(f"cannot read --api-key-file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise UserInputError(f"--api-key-file {path} is not UTF-8 text") from None
+    key = text.strip().splitlines()[0].strip() if text.strip() else ""
+    if not key:
+        raise UserInputError(f"--api-key-file {path} is empty")
+    if len(key) < 8:
+        raise UserInputError(f"the API key in {path} is too short (8 characters at least)")
+    return key
+
+
+def _check_numbers(args: argparse.Namespace) -> None:
+    from llcuda_tui.core.worker.batch import MAX_PARALLEL
+
+    checks = [
+        (0 <= args.port <= 65535, "--port must be in [0, 65535]"),
+        (1 <= args.parallel <= MAX_PARALLEL, f"--parallel must be in [1, {MAX_PARALLEL}]"),
+        (args.ctx is None or args.ctx >= 0, "--ctx must be >= 0"),
+        (args.batch is None or args.batch >= 1, "--batch must be >= 1"),
+        (args.threads is None or args.threads >= 0, "--threads must be >= 0"),
+        (args.max_tokens_limit is None or args.max_tokens_limit >= 1, "--max-tokens-limit >= 1"),
+        (args.max_body_bytes >= 1024, "--max-body-bytes must be >= 1024"),
+        (args.shutdown_grace >= 0, "--shutdown-grace must be >= 0"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise UserInputError(message)

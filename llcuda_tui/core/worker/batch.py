@@ -1,0 +1,649 @@
+"""Continuous batching on llama.cpp: many generations share one context and one ``llama_decode``.
+
+:class:`BatchEngine` owns a context with ``n_seq_max = parallel`` and a unified KV cache, and
+one engine thread that runs a slot loop like ``llama-server``'s. Each step builds ONE
+``llama_batch`` holding one token for every sequence that is decoding plus prompt chunks of
+sequences still in prefill (up to ``n_batch`` tokens), asking for logits only where a token is
+to be sampled; it calls ``llama_decode`` once, then samples each of those sequences with its own
+sampler chain (``llama_sampler_sample(chain, ctx, i)``). A sequence that ends, is cancelled or
+whose client went away is removed from the KV cache (``llama_memory_seq_rm``) at once and its
+slot is free for the next request in the queue.
+
+The model, its tokeniser and chat template come from an in-process :class:`Engine` loaded with a
+tiny context (so prompts tokenise exactly as in-process, and greedy text matches); the batched
+context is a second context on the same model, used only by this engine thread.
+
+Each sequence may use ``n_ctx`` positions (``LoadInfo.n_ctx``); the KV cache holds
+``n_ctx * parallel`` cells, so sequences never run out of cells because of each other.
+"""
+
+from __future__ import annotations
+
+import codecs
+import concurrent.futures
+import contextlib
+import ctypes
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from llcuda_tui.core.config import default_threads
+from llcuda_tui.core.engine import (
+    GGML_TYPES,
+    Chunk,
+    Engine,
+    EngineConfig,
+    GenerationHandle,
+    GenerationRequest,
+    LoadInfo,
+    RunRecord,
+    _StopMatcher,
+    check_gguf_file,
+)
+from llcuda_tui.core.errors import EngineError, UserInputError
+from llcuda_tui.core.sampling import SamplingParams, build_chain
+
+MAX_PARALLEL = 256
+TOKENIZER_CTX = 256
+"""Context of the in-process engine kept for tokenising (its own KV cache is never used)."""
+
+
+@dataclass(frozen=True)
+class BatchStats:
+    """A cheap snapshot of the slot loop (read from any thread; values may be one step old)."""
+
+    slots: int
+    active: int
+    """Sequences holding a slot (prefilling or decoding)."""
+    queued: int
+    """Requests waiting for a free slot."""
+    kv_cells_used: int
+    kv_cells_total: int
+    steps: int
+    """llama_decode calls so far."""
+    generated_tokens: int
+    prompt_tokens: int
+
+    @property
+    def kv_usage(self) -> float:
+        return self.kv_cells_used / self.kv_cells_total if self.kv_cells_total else 0.0
+
+
+@dataclass
+class _Seq:
+    """One generation: its request, its slot (KV sequence id) and its decoding state."""
+
+    handle: GenerationHandle
+    on_chunk: Callable[[Chunk], None]
+    on_error: Callable[[BaseException], None] | None
+    tokens: list[int]
+    budget: int
+    t0: float
+    chain: Any = None
+    slot: int = -1
+    n_fed: int = 0
+    """Prompt tokens already decoded (or placed in the current batch)."""
+    n_past: int = 0
+    """Positions this sequence holds in the KV cache."""
+    token: int = -1
+    """The last sampled token: fed in the next step."""
+    out: int = -1
+    """Index in the current batch whose logits are sampled, or -1."""
+    t_prefill: float = 0.0
+    t_first: float | None = None
+    times: list[float] = field(default_factory=list)
+    utf8: Any = None
+    stops: _StopMatcher | None = None
+
+
+class BatchEngine:
+    """A model serving up to ``parallel`` generations at once. Create with :meth:`load`.
+
+    The generation API is the :class:`Engine`'s: ``submit``, ``stream`` (the last chunk carries
+    the :class:`RunRecord`), ``generate``, ``cancel`` (here: every generation), ``close``.
+    ``submit`` tokenises on the calling thread, so a bad request raises at once.
+    """
+
+    def __init__(self, tokenizer: Engine, config: EngineConfig, parallel: int) -> None:
+        self.config = config
+        self.parallel = parallel
+        self._tok = tokenizer
+        self._incoming: queue.SimpleQueue[_Seq | None] = queue.SimpleQueue()
+        self._pending: deque[_Seq] = deque()
+        self._active: list[_Seq] = []
+        self._free_slots: list[int] = list(range(parallel - 1, -1, -1))
+        self._closed = False
+        self._thread = threading.Thread(target=self._main, name="llcuda-batch", daemon=True)
+        self._ready: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._ctx: Any = None
+        self._mem: Any = None
+        self._batch: Any = None
+        self._slot_chains: list[Any] = []
+        self._slot_keys: list[tuple | None] = []
+        self._backend_sampling = False
+        self._steps = 0
+        self._generated = 0
+        self._prompted = 0
+        self.info: LoadInfo
+        self.n_ctx_total = 0
+        self.on_step: Callable[[], None] | None = None
+        """Called on the engine thread after each step has handed its tokens out: a consumer
+        that buffers chunks can wake its readers once per step here instead of per token."""
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    @classmethod
+    def load(
+        cls,
+        config: EngineConfig,
+        parallel: int = 4,
+        on_progress: Callable[[float], None] | None = None,
+    ) -> BatchEngine:
+        """Load ``config.model_path`` for ``parallel`` concurrent sequences of ``config.n_ctx``
+        tokens each; raise ModelLoadError (bad file) or UserInputError (bad settings)."""
+        config.validate()
+        if not 1 <= parallel <= MAX_PARALLEL:
+            raise UserInputError(f"parallel must be in [1, {MAX_PARALLEL}]")
+        check_gguf_file(config.model_path)
+        tok_config = replace(
+            config, n_ctx=TOKENIZER_CTX, n_batch=32, n_ubatch=32, backend_sampling="off"
+        )
+        tokenizer = Engine.load(tok_config, on_progress)
+        engine = cls(tokenizer, config, parallel)
+        engine._thread.start()
+        try:
+            engine._ready.result()
+        except BaseException:
+            engine._closed = True
+            engine._thread.join(timeout=30)
+            tokenizer.close()
+            raise
+        return engine
+
+    def close(self) -> None:
+        """Cancel every generation, then free the context and the model. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._incoming.put(None)
+        self._thread.join()
+        self._tok.close()
+
+    def __enter__(self) -> BatchEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- tokens and templates (the in-process engine's, so prompts match exactly) -------------
+
+    @property
+    def template(self) -> Any:
+        return self._tok.template
+
+    def tokenize(
+        self, text: str, add_special: bool = True, parse_special: bool = True
+    ) -> list[int]:
+        return self._tok.tokenize(text, add_special, parse_special)
+
+    def prompt_tokens(self, request: GenerationRequest) -> list[int]:
+        return self._tok.prompt_tokens(request)
+
+    def count_tokens(self, request: GenerationRequest) -> int:
+        return len(self.prompt_tokens(request))
+
+    # --- generation ---------------------------------------------------------------------------
+
+    def submit(
+        self,
+        request: GenerationRequest,
+        on_chunk: Callable[[Chunk], None],
+        on_error: Callable[[BaseException], None] | None = None,
+    ) -> GenerationHandle:
+        """Queue a generation; ``on_chunk`` is called on the engine thread for each token.
+
+        Raises UserInputError at once for an empty or too long prompt or a bad logit bias.
+        """
+        if self._closed:
+            raise EngineError("the engine is closed")
+        t0 = time.perf_counter()
+        tokens = self.prompt_tokens(request)
+        n_ctx = self.info.n_ctx
+        if not tokens:
+            raise UserInputError("the prompt is empty")
+        if len(tokens) >= n_ctx:
+            raise UserInputError(
+                f"the prompt has {len(tokens)} tokens but a sequence holds {n_ctx}: "
+                "shorten it or start the worker with a larger --ctx"
+            )
+        bad = [t for t in request.sampling.logit_bias if not 0 <= t < self.info.n_vocab]
+        if bad:
+            raise UserInputError(f"logit bias names token {bad[0]}, outside the vocabulary")
+        chain = None
+        if not self._backend_sampling:
+            chain = build_chain(request.sampling, self.info.n_vocab)  # checks the logit bias
+        handle = GenerationHandle(request)
+        seq = _Seq(
+            handle,
+            on_chunk,
+            on_error,
+            tokens,
+            min(request.max_tokens, n_ctx - len(tokens)),
+            t0,
+            chain,
+        )
+        self._incoming.put(seq)
+        return handle
+
+    def stream(self, request: GenerationRequest) -> Iterator[Chunk]:
+        """Chunks as they are generated; the last carries the RunRecord. Closing the iterator
+        early cancels the generation."""
+        q: queue.SimpleQueue[Chunk | BaseException] = queue.SimpleQueue()
+        handle = self.submit(request, q.put, q.put)
+        finished = False
+        try:
+            while True:
+                item = q.get()
+                if isinstance(item, BaseException):
+                    finished = True
+                    raise item
+                if item.record is not None:
+                    finished = True
+                yield item
+                if finished:
+                    return
+        finally:
+            if not finished:
+                handle.cancel()
+
+    def generate(self, request: GenerationRequest) -> tuple[str, RunRecord]:
+        """The whole reply and its record (blocks)."""
+        parts: list[str] = []
+        handle = self.submit(request, lambda chunk: parts.append(chunk.text))
+        try:
+            record = handle.result()
+        except BaseException:
+            handle.cancel()
+            raise
+        return "".join(parts), record
+
+    def cancel(self) -> None:
+        """Stop every queued and running generation (each ends with stop reason 'cancelled')."""
+        for seq in [*self._active, *self._pending]:
+            seq.handle.cancel()
+        self._incoming.put(_WAKE)
+
+    def stats(self) -> BatchStats:
+        active = list(self._active)
+        return BatchStats(
+            slots=self.parallel,
+            active=len(active),
+            queued=self._incoming.qsize() + len(self._pending),
+            kv_cells_used=sum(s.n_past for s in active),
+            kv_cells_total=self.n_ctx_total,
+            steps=self._steps,
+            generated_tokens=self._generated,
+            prompt_tokens=self._prompted,
+        )
+
+    # --- the engine thread --------------------------------------------------------------------
+
+    def _main(self) -> None:
+        try:
+            self._setup()
+        except BaseException as exc:  # handed to load()
+            self._free()
+            self._ready.set_exception(exc)
+            return
+        self._ready.set_result(None)
+        try:
+            self._loop()
+        finally:
+            self._refuse_late_requests()
+            self._free()
+
+    def _refuse_late_requests(self) -> None:
+        """Fail requests that slipped in while close() ran, so no caller waits forever."""
+        while True:
+            try:
+                item = self._incoming.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(item, _Seq):
+                self._fail(item, EngineError("the engine is closed"))
+
+    def _setup(self) -> None:
+        import llama_cpp as L
+
+        from llcuda_tui.core.backend import capture_llama_log
+
+        cfg, tok = self.config, self._tok.info
+        t0 = time.perf_counter()
+        n_ctx_seq = cfg.n_ctx or tok.n_ctx_train
+        n_batch = max(cfg.n_batch, self.parallel)
+        n_threads = cfg.n_threads or default_threads()
+        full_offload = tok.n_layers_offloaded >= tok.n_layers > 0
+        self._backend_sampling = cfg.backend_sampling == "on" or (
+            cfg.backend_sampling == "auto" and full_offload
+        )
+        cparams = L.llama_context_default_params()
+        cparams.n_ctx = n_ctx_seq * self.parallel
+        cparams.n_batch = n_batch
+        cparams.n_ubatch = min(cfg.n_ubatch, n_batch)
+        cparams.n_seq_max = self.parallel
+        cparams.kv_unified = True
+        cparams.n_threads = n_threads
+        cparams.n_threads_batch = n_threads
+        cparams.flash_attn_type = 1 if tok.flash_attn else 0
+        cparams.type_k = GGML_TYPES[cfg.type_k]
+        cparams.type_v = GGML_TYPES[cfg.type_v]
+        cparams.no_perf = True
+        n_vocab = tok.n_vocab
+        if self._backend_sampling:
+            # attached at creation: part of the graph from the start (see Engine._load)
+            greedy = SamplingParams(temperature=0.0)
+            self._slot_chains = [build_chain(greedy, n_vocab) for _ in range(self.parallel)]
+            self._slot_keys = [_chain_key(greedy)] * self.parallel
+            self._seq_cfg = (L.llama_sampler_seq_config * self.parallel)()
+            for i, chain in enumerate(self._slot_chains):
+                self._seq_cfg[i].seq_id = i
+                self._seq_cfg[i].sampler = ctypes.cast(chain, ctypes.c_void_p)
+            cparams.samplers = self._seq_cfg
+            cparams.n_samplers = self.parallel
+        log = capture_llama_log()
+        mark = log.mark()
+        ctx = L.llama_init_from_model(self._tok.model_ptr, cparams)
+        if not ctx:
+            reason = log.first_error(mark) or "out of memory?"
+            raise EngineError(
+                f"cannot create a context of {n_ctx_seq} x {self.parallel} tokens for "
+                f"{cfg.model_path}: {reason.strip()}"
+            )
+        self._ctx = ctx
+        self._mem = L.llama_get_memory(ctx)
+        self._vocab = L.llama_model_get_vocab(self._tok.model_ptr)
+        self._eog: dict[int, bool] = {}
+        self.n_ctx_total = int(L.llama_n_ctx(ctx))
+        self._n_batch = int(L.llama_n_batch(ctx))
+        self._batch = L.llama_batch_init(self._n_batch, 0, 1)
+        b = self._batch
+        self._b_token, self._b_pos, self._b_logits = b.token, b.pos, b.logits
+        self._b_seq = [b.seq_id[i] for i in range(self._n_batch)]
+        for i in range(self._n_batch):
+            b.n_seq_id[i] = 1
+        self.info = replace(
+            tok,
+            load_time_s=tok.load_time_s + time.perf_counter() - t0,
+            n_ctx=n_ctx_seq,
+            n_batch=self._n_batch,
+            n_ubatch=int(L.llama_n_ubatch(ctx)),
+            n_threads=n_threads,
+            backend_sampling=self._backend_sampling,
+        )
+
+    def _free(self) -> None:
+        import llama_cpp as L
+
+        if self._batch is not None:
+            L.llama_batch_free(self._batch)
+            self._batch = None
+        if self._ctx:
+            L.llama_free(self._ctx)
+            self._ctx = None
+        for chain in self._slot_chains:
+            L.llama_sampler_free(chain)
+        self._slot_chains = []
+
+    def _loop(self) -> None:
+        closing = False
+        while True:
+            idle = not self._active and not self._pending and not closing
+            closing = self._take_incoming(block=idle) or closing
+            if closing:
+                for seq in [*self._active, *self._pending]:
+                    seq.handle.cancel()
+            self._drop_cancelled_pending()
+            self._admit()
+            if self._active:
+                self._step()
+            self._after_step()
+            if closing and not self._active:
+                return
+
+    def _after_step(self) -> None:
+        if self.on_step is not None:
+            with contextlib.suppress(Exception):  # a consumer's problem must not stop the loop
+                self.on_step()
+
+    def _take_incoming(self, block: bool) -> bool:
+        """Move new requests to the queue; True when close() was called."""
+        closing = False
+        try:
+            item = self._incoming.get() if block else self._incoming.get_nowait()
+            while True:
+                if item is None:
+                    closing = True
+                elif item is not _WAKE:
+                    self._pending.append(item)
+                item = self._incoming.get_nowait()
+        except queue.Empty:
+            pass
+        return closing
+
+    def _drop_cancelled_pending(self) -> None:
+        if not any(s.handle.cancel_event.is_set() for s in self._pending):
+            return
+        keep: deque[_Seq] = deque()
+        for seq in self._pending:
+            if seq.handle.cancel_event.is_set():
+                seq.t_prefill = time.perf_counter()
+                self._finish(seq, "cancelled")
+            else:
+                keep.append(seq)
+        self._pending = keep
+
+    def _admit(self) -> None:
+        while self._pending and self._free_slots:
+            seq = self._pending.popleft()
+            seq.slot = self._free_slots.pop()
+            try:
+                self._attach_sampler(seq)
+            except BaseException as exc:  # this request fails, the loop goes on
+                self._fail(seq, exc)
+                continue
+            seq.t_prefill = time.perf_counter()
+            seq.utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+            seq.stops = _StopMatcher(seq.handle.request.stop)
+            self._active.append(seq)
+
+    def _attach_sampler(self, seq: _Seq) -> None:
+        """Give ``seq`` its sampler chain: its own on the CPU, or its slot's backend chain."""
+        import llama_cpp as L
+
+        params = seq.handle.request.sampling
+        if self._backend_sampling:
+            slot, key = seq.slot, _chain_key(params)
+            if self._slot_keys[slot] == key and (params.greedy or params.seed >= 0):
+                L.llama_sampler_reset(self._slot_chains[slot])
+            else:
+                chain = build_chain(params, self.info.n_vocab)
+                if not L.llama_set_sampler(self._ctx, slot, chain):
+                    L.llama_sampler_free(chain)
+                    raise EngineError("this sampler chain cannot run on the GPU")
+                L.llama_sampler_free(self._slot_chains[slot])
+                self._slot_chains[slot], self._slot_keys[slot] = chain, key
+            seq.chain = self._slot_chains[slot]
+        if params.repeat_penalty != 1.0:
+            last_n, tokens = params.repeat_last_n, seq.tokens
+            window = tokens if last_n < 0 else tokens[len(tokens) - last_n :] if last_n else []
+            for t in window:  # the penalty covers the prompt too, as in the Engine
+                L.llama_sampler_accept(seq.chain, t)
+
+    def _step(self) -> None:
+        """One llama_decode over every active sequence, then one sample for each that needs it."""
+        import llama_cpp as L
+
+        token, pos, logits, seq_rows = self._b_token, self._b_pos, self._b_logits, self._b_seq
+        n, room = 0, self._n_batch
+        in_batch: list[_Seq] = []
+        for seq in list(self._active):
+            if seq.handle.cancel_event.is_set():
+                self._finish(seq, "cancelled")
+                continue
+            if seq.t_first is None:
+                continue
+            token[n], pos[n], logits[n] = seq.token, seq.n_past, 1
+            seq_rows[n][0] = seq.slot
+            seq.out, seq.n_past = n, seq.n_past + 1
+            n += 1
+            in_batch.append(seq)
+        for seq in self._active:
+            if seq.t_first is not None or n >= room:
+                continue
+            start = seq.n_fed
+            k = min(room - n, len(seq.tokens) - start)
+            slot, toks = seq.slot, seq.tokens
+            for j in range(k):
+                token[n + j], pos[n + j], logits[n + j] = toks[start + j], start + j, 0
+                seq_rows[n + j][0] = slot
+            n += k
+            seq.n_fed = seq.n_past = start + k
+            self._prompted += k
+            if seq.n_fed == len(toks):
+                logits[n - 1] = 1
+                seq.out = n - 1
+            else:
+                seq.out = -1
+            in_batch.append(seq)
+        if n == 0:
+            return
+        self._batch.n_tokens = n
+        rc = L.llama_decode(self._ctx, self._batch)
+        self._steps += 1
+        if rc != 0:
+            error = _decode_error(rc)
+            for seq in in_batch:
+                self._fail(seq, error)
+            return
+        # sample everything first, then hand tokens out: the ctypes calls (which let other
+        # threads take the GIL) stay out of the stretch where consumers are being woken
+        sample, ctx = L.llama_sampler_sample, self._ctx
+        sampled = [(seq, sample(seq.chain, ctx, seq.out)) for seq in in_batch if seq.out >= 0]
+        for seq, tok in sampled:
+            try:
+                self._on_token(seq, tok)
+            except BaseException as exc:  # a failing callback ends its request
+                self._fail(seq, exc)
+
+    def _on_token(self, seq: _Seq, tok: int) -> None:
+        """Handle a sampled token exactly as Engine._generate does."""
+        import llama_cpp as L
+
+        now = time.perf_counter()
+        if seq.t_first is None:
+            seq.t_first = now
+        req = seq.handle.request
+        eog = self._eog.get(tok)
+        if eog is None:
+            eog = self._eog[tok] = bool(L.llama_vocab_is_eog(self._vocab, tok))
+        if eog and not req.ignore_eos:
+            self._finish(seq, "eos")
+            return
+        seq.times.append(now - seq.t0)
+        self._generated += 1
+        text = seq.utf8.decode(self._tok.token_piece(tok))
+        assert seq.stops is not None
+        if text:
+            text, hit = seq.stops.feed(text)
+            if hit:
+                if text:
+                    seq.on_chunk(Chunk(text))
+                self._finish(seq, "stop")
+                return
+        seq.on_chunk(Chunk(text))
+        if len(seq.times) >= seq.budget:
+            self._finish(seq, "length")
+            return
+        seq.token = tok
+
+    def _release(self, seq: _Seq) -> None:
+        """Free the sequence's KV cells and slot now."""
+        import llama_cpp as L
+
+        if not self._backend_sampling and seq.chain is not None:
+            L.llama_sampler_free(seq.chain)
+        seq.chain = None
+        if seq.slot < 0:
+            return
+        L.llama_memory_seq_rm(self._mem, seq.slot, -1, -1)
+        if seq in self._active:
+            self._active.remove(seq)
+        self._free_slots.append(seq.slot)
+        seq.slot, seq.n_past = -1, 0
+
+    def _finish(self, seq: _Seq, stop_reason: str) -> None:
+        n_evaluated = seq.n_fed
+        self._release(seq)
+        tail = ""
+        if stop_reason != "stop" and seq.utf8 is not None and seq.stops is not None:
+            tail, _ = seq.stops.feed(seq.utf8.decode(b"", final=True))
+            tail += seq.stops.flush()
+        cfg, info = self.config, self.info
+        base: dict[str, Any] = dict(
+            prompt_tokens=len(seq.tokens),
+            model_sha256=cfg.model_sha256,
+            backend=info.backend,
+            n_gpu_layers=cfg.n_gpu_layers,
+            n_ctx=info.n_ctx,
+            prompt_tokens_evaluated=n_evaluated,
+        )
+        try:
+            record = self._tok._finish(
+                seq.on_chunk, tail, stop_reason, seq.t0, seq.t_prefill, seq.t_first, seq.times, base
+            )
+        except BaseException as exc:  # the callback failed on the last chunk
+            self._settle(seq, exc)
+            return
+        if not seq.handle.future.done():
+            seq.handle.future.set_result(record)
+
+    def _fail(self, seq: _Seq, exc: BaseException) -> None:
+        self._release(seq)
+        if seq.on_error is not None:
+            with contextlib.suppress(Exception):  # nothing left to tell
+                seq.on_error(exc)
+        self._settle(seq, exc)
+
+    @staticmethod
+    def _settle(seq: _Seq, exc: BaseException) -> None:
+        if not seq.handle.future.done():
+            seq.handle.future.set_exception(exc)
+
+
+_WAKE: Any = object()
+"""Put on the incoming queue to wake an idle loop (after cancel())."""
+
+
+def _chain_key(params: SamplingParams) -> tuple:
+    """What a chain built from ``params`` depends on (a greedy chain ignores temperature and
+    seed), so a slot's GPU chain is swapped (a graph re-reservation) only when it must be."""
+    if params.greedy:
+        return (
+            "greedy",
+            params.repeat_penalty,
+            params.repeat_last_n,
+            tuple(sorted(params.logit_bias.items())),
+        )
+    return params.key()
+
+
+def _decode_error(rc: int) -> EngineError:
+    if rc == 1:
+        return EngineError("llama_decode: no KV cache slot (context full)")
+    if rc == 2:
+        return EngineError("llama_decode was aborted")
+    return EngineError(f"llama_decode failed with code {rc}")

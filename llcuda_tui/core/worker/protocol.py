@@ -1,0 +1,464 @@
+"""The worker's wire format, shared by the server and the client: OpenAI-shaped requests and
+responses, server-sent events, and our extensions.
+
+Extensions to the OpenAI shapes (ignored by OpenAI clients): requests may carry ``top_k``,
+``min_p``, ``repeat_penalty``, ``repeat_last_n`` and ``ignore_eos`` (as ``llama-server``
+accepts them); the last chunk of a stream and a whole response carry ``"llcuda": {"record":
+RunRecord}``. A stream sends one event per generated token (its text may be empty mid UTF-8
+sequence or while a stop string is being matched) and a comment line (``: ping``) every
+:data:`HEARTBEAT_S` seconds while nothing else is sent, so a client notices a dead worker fast.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import secrets
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from llcuda_tui.core.config import SamplingDefaults
+from llcuda_tui.core.engine import GenerationRequest, RunRecord
+from llcuda_tui.core.errors import UserInputError
+from llcuda_tui.core.sampling import SamplingParams
+
+EXT_PREFIX = "/llcuda/v1"
+HEARTBEAT_S = 0.5
+HEARTBEAT = b": ping\n\n"
+DONE = b"data: [DONE]\n\n"
+MAX_STOP_STRINGS = 16
+MAX_STOP_CHARS = 512
+FINISH_REASONS = {"eos": "stop", "stop": "stop", "length": "length", "cancelled": "length"}
+"""Our stop reasons as OpenAI finish reasons (a request the server cancelled ends 'length')."""
+
+
+class RequestError(UserInputError):
+    """A request the server refuses with a 4xx and an OpenAI-style error body."""
+
+    def __init__(self, message: str, status: int = 400, param: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.param = param
+
+
+def error_body(message: str, status: int, param: str | None = None) -> dict[str, Any]:
+    """``{"error": {...}}`` as the OpenAI API shapes it."""
+    kind = {
+        401: "authentication_error",
+        404: "not_found_error",
+        413: "invalid_request_error",
+        503: "unavailable_error",
+    }.get(status, "invalid_request_error" if status < 500 else "server_error")
+    return {"error": {"message": message, "type": kind, "param": param, "code": status}}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may ask of the worker."""
+
+    max_tokens: int
+    """Largest ``max_tokens`` accepted (a larger one is a 400, not silently clipped)."""
+    default_max_tokens: int
+    """Used when a request names no ``max_tokens``."""
+
+
+@dataclass(frozen=True)
+class ParsedRequest:
+    """A validated OpenAI request: the engine's request plus how to answer it."""
+
+    request: GenerationRequest
+    stream: bool
+    include_usage: bool
+    model: str | None
+
+
+# --- parsing requests (server side) -----------------------------------------------------------
+
+
+def parse_body(raw: bytes) -> dict[str, Any]:
+    """The JSON object in ``raw``, or a RequestError saying why not."""
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RequestError(f"the request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise RequestError("the request body must be a JSON object")
+    return body
+
+
+def parse_chat(
+    body: Mapping[str, Any], defaults: SamplingDefaults, limits: Limits
+) -> ParsedRequest:
+    """A ``/v1/chat/completions`` body."""
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise RequestError("'messages' must be a non-empty list", param="messages")
+    parsed = [_message(m, i) for i, m in enumerate(messages)]
+    return _parsed(body, defaults, limits, messages=parsed)
+
+
+def parse_completion(
+    body: Mapping[str, Any], defaults: SamplingDefaults, limits: Limits
+) -> ParsedRequest:
+    """A ``/v1/completions`` body: ``prompt`` is a string or a list of token ids (or a list
+    holding exactly one of those)."""
+    prompt = body.get("prompt")
+    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str | list):
+        prompt = prompt[0]
+    if isinstance(prompt, str):
+        return _parsed(body, defaults, limits, prompt=prompt)
+    if isinstance(prompt, list) and prompt and all(_is_int(t) for t in prompt):
+        return _parsed(body, defaults, limits, tokens=[int(t) for t in prompt])
+    raise RequestError(
+        "'prompt' must be a string or a non-empty list of token ids (one prompt per request)",
+        param="prompt",
+    )
+
+
+def _parsed(
+    body: Mapping[str, Any], defaults: SamplingDefaults, limits: Limits, **prompt: Any
+) -> ParsedRequest:
+    _refuse_unsupported(body)
+    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+    if max_tokens is None:
+        max_tokens = min(defaults.max_tokens, limits.default_max_tokens, limits.max_tokens)
+    elif not _is_int(max_tokens) or max_tokens < 1:
+        raise RequestError("'max_tokens' must be a positive integer", param="max_tokens")
+    elif max_tokens > limits.max_tokens:
+        raise RequestError(
+            f"'max_tokens' is {max_tokens}, more than this worker allows ({limits.max_tokens})",
+            param="max_tokens",
+        )
+    stream = _bool(body, "stream", False)
+    options = body.get("stream_options") or {}
+    if not isinstance(options, dict):
+        raise RequestError("'stream_options' must be an object", param="stream_options")
+    model = body.get("model")
+    request = GenerationRequest(
+        max_tokens=int(max_tokens),
+        sampling=sampling_from_body(body, defaults),
+        stop=_stops(body.get("stop")),
+        ignore_eos=_bool(body, "ignore_eos", False),
+        **prompt,
+    )
+    return ParsedRequest(
+        request=request,
+        stream=stream,
+        include_usage=bool(options.get("include_usage", False)),
+        model=model if isinstance(model, str) else None,
+    )
+
+
+def sampling_from_body(body: Mapping[str, Any], defaults: SamplingDefaults) -> SamplingParams:
+    """Sampling settings named in ``body``, the worker's defaults for the rest."""
+    seed = body.get("seed")
+    if seed is None:
+        seed = defaults.seed
+    elif not _is_int(seed) or not -1 <= seed < 2**32:
+        raise RequestError("'seed' must be an integer in [-1, 2^32)", param="seed")
+    try:
+        return SamplingParams(
+            temperature=_num(body, "temperature", defaults.temperature),
+            top_k=int(_num(body, "top_k", defaults.top_k, integer=True)),
+            top_p=_num(body, "top_p", defaults.top_p),
+            min_p=_num(body, "min_p", defaults.min_p),
+            repeat_penalty=_num(body, "repeat_penalty", defaults.repeat_penalty),
+            repeat_last_n=int(_num(body, "repeat_last_n", defaults.repeat_last_n, integer=True)),
+            seed=int(seed),
+            logit_bias=_logit_bias(body.get("logit_bias")),
+        )
+    except RequestError:
+        raise
+    except UserInputError as exc:
+        raise RequestError(str(exc)) from None
+
+
+def _refuse_unsupported(body: Mapping[str, Any]) -> None:
+    n = body.get("n", 1)
+    if n != 1:
+        raise RequestError("only n = 1 is supported", param="n")
+    if body.get("logprobs") not in (None, False, 0):
+        raise RequestError("logprobs are not supported", param="logprobs")
+    if body.get("tools"):
+        raise RequestError("tools are not supported by this worker", param="tools")
+    for key in ("frequency_penalty", "presence_penalty"):
+        value = body.get(key)
+        if value not in (None, 0, 0.0):
+            raise RequestError(f"'{key}' is not supported (use repeat_penalty)", param=key)
+
+
+def _message(m: Any, i: int) -> dict[str, str]:
+    if not isinstance(m, dict):
+        raise RequestError(f"messages[{i}] must be an object", param="messages")
+    role, content = m.get("role"), m.get("content")
+    if role not in ("system", "user", "assistant", "tool", "developer"):
+        raise RequestError(f"messages[{i}] has a bad role: {role!r}", param="messages")
+    if role == "developer":
+        role = "system"
+    if content is None:
+        content = ""
+    if isinstance(content, list):
+        parts = []
+        for part in content:
+            if not isinstance(part, dict) or part.get("type") != "text":
+                message = f"messages[{i}]: only text content is supported"
+                raise RequestError(message, param="messages")
+            parts.append(str(part.get("text", "")))
+        content = "".join(parts)
+    if not isinstance(content, str):
+        raise RequestError(f"messages[{i}].content must be a string", param="messages")
+    return {"role": role, "content": content}
+
+
+def _stops(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    stops = [value] if isinstance(value, str) else value
+    if (
+        not isinstance(stops, list)
+        or len(stops) > MAX_STOP_STRINGS
+        or not all(isinstance(s, str) and 0 < len(s) <= MAX_STOP_CHARS for s in stops)
+    ):
+        raise RequestError(
+            f"'stop' must be a non-empty string or a list of at most {MAX_STOP_STRINGS} of them",
+            param="stop",
+        )
+    return tuple(stops)
+
+
+def _logit_bias(value: Any) -> dict[int, float]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise RequestError("'logit_bias' must map token ids to numbers", param="logit_bias")
+    out: dict[int, float] = {}
+    for key, bias in value.items():
+        try:
+            token = int(key)
+        except (TypeError, ValueError):
+            message = f"logit_bias key {key!r} is not a token id"
+            raise RequestError(message, param="logit_bias") from None
+        if not _is_num(bias):
+            raise RequestError(f"logit_bias for {key} must be a number", param="logit_bias")
+        out[token] = float(bias)
+    return out
+
+
+def _num(body: Mapping[str, Any], key: str, default: float, integer: bool = False) -> float:
+    value = body.get(key)
+    if value is None:
+        return default
+    if not (_is_int(value) if integer else _is_num(value)):
+        kind = "an integer" if integer else "a number"
+        raise RequestError(f"'{key}' must be {kind}", param=key)
+    return value
+
+
+def _bool(body: Mapping[str, Any], key: str, default: bool) -> bool:
+    value = body.get(key, default)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise RequestError(f"'{key}' must be true or false", param=key)
+    return value
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_num(value: Any) -> bool:
+    return (isinstance(value, int | float) and not isinstance(value, bool)) and math.isfinite(value)
+
+
+# --- shaping responses (server side) ----------------------------------------------------------
+
+
+def new_id(kind: str) -> str:
+    return f"{kind}-{secrets.token_hex(12)}"
+
+
+def usage(record: RunRecord) -> dict[str, int]:
+    return {
+        "prompt_tokens": record.prompt_tokens,
+        "completion_tokens": record.generated_tokens,
+        "total_tokens": record.prompt_tokens + record.generated_tokens,
+    }
+
+
+class StreamShaper:
+    """Server-sent events of one streamed request, in the chat or the completion shape."""
+
+    def __init__(self, chat: bool, model: str, include_usage: bool) -> None:
+        self.chat = chat
+        self.id = new_id("chatcmpl" if chat else "cmpl")
+        self.created = int(time.time())
+        self.model = model
+        self.include_usage = include_usage
+        obj = "chat.completion.chunk" if chat else "text_completion"
+        head = {"id": self.id, "object": obj, "created": self.created, "model": model}
+        self._head = _dumps(head)[:-1]
+        if chat:
+            self._token = (
+                "data: " + self._head + ',"choices":[{"index":0,"delta":{"content":',
+                '},"logprobs":null,"finish_reason":null}]}\n\n',
+            )
+        else:
+            self._token = (
+                "data: " + self._head + ',"choices":[{"index":0,"text":',
+                ',"logprobs":null,"finish_reason":null}]}\n\n',
+            )
+
+    def opening(self) -> bytes:
+        """The first event (chat: the assistant role), sent before any token."""
+        if not self.chat:
+            return b""
+        delta = {"role": "assistant", "content": ""}
+        return self._event([{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}])
+
+    def token(self, text: str) -> bytes:
+        """One generated token's text (possibly empty)."""
+        return (self._token[0] + _dumps(text) + self._token[1]).encode()
+
+    def closing(self, tail: str, record: RunRecord) -> bytes:
+        """The final event(s): leftover text, the finish reason, our record, usage, [DONE]."""
+        reason = FINISH_REASONS.get(record.stop_reason, "stop")
+        if self.chat:
+            choice = {
+                "index": 0,
+                "delta": {"content": tail} if tail else {},
+                "logprobs": None,
+                "finish_reason": reason,
+            }
+        else:
+            choice = {"index": 0, "text": tail, "logprobs": None, "finish_reason": reason}
+        out = self._event([choice], llcuda={"record": record.to_dict()})
+        if self.include_usage:
+            out += self._event([], usage=usage(record))
+        return out + DONE
+
+    def error(self, message: str, status: int) -> bytes:
+        """An error that happened after the stream started (the status line is already sent)."""
+        return ("data: " + _dumps(error_body(message, status)) + "\n\n").encode() + DONE
+
+    def _event(self, choices: list[dict[str, Any]], **extra: Any) -> bytes:
+        body = _dumps({"choices": choices, **extra})
+        return ("data: " + self._head + "," + body[1:] + "\n\n").encode()
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def whole_response(chat: bool, model: str, text: str, record: RunRecord) -> dict[str, Any]:
+    """A non-streamed reply."""
+    reason = FINISH_REASONS.get(record.stop_reason, "stop")
+    if chat:
+        choice: dict[str, Any] = {
+            "index": 0,
+            "message": {"role": "assistant", "content": text},
+            "logprobs": None,
+            "finish_reason": reason,
+        }
+    else:
+        choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": reason}
+    return {
+        "id": new_id("chatcmpl" if chat else "cmpl"),
+        "object": "chat.completion" if chat else "text_completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [choice],
+        "usage": usage(record),
+        "llcuda": {"record": record.to_dict()},
+    }
+
+
+# --- building requests and reading streams (client side) --------------------------------------
+
+
+def request_payload(request: GenerationRequest, model: str | None) -> tuple[str, dict[str, Any]]:
+    """(path, JSON body) of a streamed request for ``request`` (chat when it has messages)."""
+    s = request.sampling
+    body: dict[str, Any] = {
+        "model": model or "default",
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "max_tokens": request.max_tokens,
+        "temperature": s.temperature,
+        "top_k": s.top_k,
+        "top_p": s.top_p,
+        "min_p": s.min_p,
+        "repeat_penalty": s.repeat_penalty,
+        "repeat_last_n": s.repeat_last_n,
+        "seed": s.seed,
+    }
+    if s.logit_bias:
+        body["logit_bias"] = {str(k): v for k, v in s.logit_bias.items()}
+    if request.stop:
+        body["stop"] = list(request.stop)
+    if request.ignore_eos:
+        body["ignore_eos"] = True
+    if request.messages is not None:
+        body["messages"] = [dict(m) for m in request.messages]
+        return "/v1/chat/completions", body
+    body["prompt"] = list(request.tokens) if request.tokens is not None else request.prompt
+    return "/v1/completions", body
+
+
+def iter_events(lines: Iterable[str]) -> Iterator[dict[str, Any] | None]:
+    """Parsed ``data:`` events of a stream; ``None`` for a heartbeat; stops at ``[DONE]``."""
+    for line in lines:
+        if not line:
+            continue
+        if line.startswith(":"):
+            yield None
+            continue
+        if not line.startswith("data:"):
+            continue
+        data = line[5:].strip()
+        if data == "[DONE]":
+            return
+        try:
+            event = json.loads(data)
+        except json.JSONDecodeError:
+            raise UserInputError(f"the server sent a non-JSON event: {data[:80]}") from None
+        if isinstance(event, dict):
+            yield event
+
+
+def event_text(event: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """(text, finish_reason) of one chunk event (chat or completion shape); text is None for
+    events that carry no token (the role event, the usage event)."""
+    choices = event.get("choices") or []
+    if not choices:
+        return None, None
+    choice = choices[0]
+    reason = choice.get("finish_reason")
+    if "delta" in choice:
+        delta = choice.get("delta") or {}
+        if "content" not in delta or (delta.get("role") and not delta.get("content")):
+            return (None if reason is None else ""), reason
+        return delta.get("content") or "", reason
+    return choice.get("text") or "", reason
+
+
+def record_from_dict(d: Mapping[str, Any]) -> RunRecord:
+    """A RunRecord sent by a worker (unknown keys are ignored, missing ones zero)."""
+    known = {f.name: f for f in fields(RunRecord)}
+    values: dict[str, Any] = {}
+    for name, f in known.items():
+        if name in d:
+            values[name] = d[name]
+        elif f.type in ("int", int):
+            values[name] = 0
+        elif f.type in ("float", float):
+            values[name] = 0.0
+        elif name == "token_times_s":
+            values[name] = []
+        elif name == "stop_reason":
+            values[name] = "stop"
+        else:
+            values[name] = None if "None" in str(f.type) else ""
+    return RunRecord(**values)

@@ -1,0 +1,188 @@
+"""The batched engine on real models (CPU): same text as in-process, one decode for many
+sequences, slots freed at once, bad requests refused at submit."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from llcuda_tui.core.engine import Chunk, Engine, EngineConfig, GenerationRequest
+from llcuda_tui.core.errors import UserInputError
+from llcuda_tui.core.sampling import SamplingParams
+from llcuda_tui.core.worker.batch import BatchEngine
+
+GREEDY = SamplingParams(temperature=0.0)
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture(scope="module")
+def tiny_cfg(tiny_gguf: Path) -> EngineConfig:
+    return EngineConfig(tiny_gguf, n_ctx=512, n_threads=1)
+
+
+@pytest.fixture(scope="module")
+def batch(tiny_cfg: EngineConfig) -> Iterator[BatchEngine]:
+    with BatchEngine.load(tiny_cfg, parallel=3) as eng:
+        yield eng
+
+
+@pytest.fixture(scope="module")
+def solo(tiny_cfg: EngineConfig) -> Iterator[Engine]:
+    with Engine.load(tiny_cfg) as eng:
+        yield eng
+
+
+def _req(prompt: str, n: int = 24, **kw: object) -> GenerationRequest:
+    return GenerationRequest(prompt=prompt, max_tokens=n, sampling=GREEDY, **kw)  # type: ignore[arg-type]
+
+
+def test_load_reports_slots_and_per_sequence_context(batch: BatchEngine) -> None:
+    assert batch.parallel == 3
+    assert batch.info.n_ctx == 512
+    assert batch.n_ctx_total >= 512 * 3
+    assert batch.info.backend == "CPU" and not batch.info.backend_sampling
+    assert batch.stats().active == 0 and batch.stats().kv_cells_used == 0
+
+
+def test_greedy_equals_in_process_alone_and_together(batch: BatchEngine, solo: Engine) -> None:
+    prompts = ["hello world", "the cat", "a dog . the world , hello"]
+    expected = [solo.generate(_req(p)) for p in prompts]
+    for p, (text, rec) in zip(prompts, expected, strict=True):
+        got, got_rec = batch.generate(_req(p))
+        assert got == text
+        assert got_rec.generated_tokens == rec.generated_tokens
+        assert got_rec.stop_reason == rec.stop_reason
+        assert got_rec.prompt_tokens == rec.prompt_tokens
+    steps = batch.stats().steps
+    outs: list[tuple[str, object]] = [("", None)] * 3
+    threads = [
+        threading.Thread(target=lambda i=i: outs.__setitem__(i, batch.generate(_req(prompts[i]))))
+        for i in range(3)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [o[0] for o in outs] == [e[0] for e in expected]
+    # three sequences of 24 tokens shared their decode steps
+    assert batch.stats().steps - steps < 2 * 24
+
+
+def test_stop_strings_and_eos_as_in_process(batch: BatchEngine, solo: Engine) -> None:
+    base, _ = solo.generate(_req("hello world", 40))
+    stop = base[10:14]
+    req = _req("hello world", 40, stop=[stop])
+    text, rec = solo.generate(req)
+    got, got_rec = batch.generate(req)
+    assert (
+        (got, got_rec.stop_reason) == (text, rec.stop_reason) == (base[: base.index(stop)], "stop")
+    )
+
+
+def test_length_is_capped_by_the_sequence_context(batch: BatchEngine) -> None:
+    req = GenerationRequest(prompt="hello", max_tokens=100_000, sampling=GREEDY, ignore_eos=True)
+    _, rec = batch.generate(req)
+    assert rec.stop_reason == "length"
+    assert rec.prompt_tokens + rec.generated_tokens == batch.info.n_ctx
+    assert batch.stats().kv_cells_used == 0
+
+
+def test_more_requests_than_slots_queue_and_all_finish(batch: BatchEngine) -> None:
+    active_seen = []
+    handles = [batch.submit(_req(f"hello w{i}", 16), lambda c: None) for i in range(8)]
+    while not all(h.done() for h in handles):
+        s = batch.stats()
+        active_seen.append(s.active)
+        time.sleep(0.001)
+    assert all(h.result().generated_tokens == 16 for h in handles)
+    assert max(active_seen) <= 3
+
+
+def test_cancel_frees_the_slot_at_once(batch: BatchEngine) -> None:
+    long = GenerationRequest(prompt="hello", max_tokens=400, sampling=GREEDY, ignore_eos=True)
+    started = threading.Event()
+    handles = [
+        batch.submit(long, lambda c: started.set()),
+        batch.submit(long, lambda c: None),
+        batch.submit(long, lambda c: None),
+        batch.submit(long, lambda c: None),  # queued: all three slots are busy
+    ]
+    assert started.wait(10)
+    for h in handles:
+        h.cancel()
+    records = [h.result(10) for h in handles]
+    assert {r.stop_reason for r in records} == {"cancelled"}
+    assert all(r.generated_tokens < 400 for r in records)
+    assert records[3].prompt_tokens_evaluated == 0 or records[3].generated_tokens < 400
+    s = batch.stats()
+    assert (s.active, s.queued, s.kv_cells_used) == (0, 0, 0)
+    _, rec = batch.generate(_req("hello world", 4))
+    assert rec.generated_tokens == 4
+
+
+def test_stream_closed_early_cancels(batch: BatchEngine) -> None:
+    long = GenerationRequest(prompt="hello", max_tokens=400, sampling=GREEDY, ignore_eos=True)
+    stream = batch.stream(long)
+    next(stream)
+    stream.close()
+    deadline = time.monotonic() + 5
+    while batch.stats().active and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert batch.stats().active == 0
+
+
+def test_bad_requests_are_refused_at_submit(batch: BatchEngine) -> None:
+    with pytest.raises(UserInputError, match="600 tokens"):
+        batch.submit(GenerationRequest(tokens=[5] * 600, max_tokens=4), lambda c: None)
+    with pytest.raises(UserInputError, match="outside the vocabulary"):
+        bias = SamplingParams(logit_bias={10**6: 1.0})
+        batch.submit(GenerationRequest(prompt="x", sampling=bias), lambda c: None)
+    with pytest.raises(UserInputError, match="outside the vocabulary"):
+        batch.submit(GenerationRequest(tokens=[10**6]), lambda c: None)
+
+
+def test_a_failing_callback_fails_only_its_request(batch: BatchEngine) -> None:
+    def boom(chunk: Chunk) -> None:
+        raise RuntimeError("consumer broke")
+
+    errors: list[BaseException] = []
+    bad = batch.submit(_req("hello", 50), boom, errors.append)
+    good = batch.submit(_req("hello", 50), lambda c: None)
+    with pytest.raises(RuntimeError, match="consumer broke"):
+        bad.result(10)
+    assert good.result(10).generated_tokens == 50
+    assert len(errors) == 1
+    assert batch.stats().active == 0
+
+
+def test_sampled_requests_run_side_by_side(batch: BatchEngine) -> None:
+    seeded = SamplingParams(temperature=0.9, seed=42, repeat_penalty=1.1)
+    req = GenerationRequest(prompt="the cat", max_tokens=20, sampling=seeded)
+    a = batch.submit(req, lambda c: None)
+    b = batch.submit(_req("the dog", 20), lambda c: None)
+    c = batch.submit(req, lambda c: None)
+    assert a.result(10).generated_tokens == c.result(10).generated_tokens
+    assert b.result(10).stop_reason in ("length", "eos")
+    assert batch.generate(req)[0] == batch.generate(req)[0]  # same seed, same text
+
+
+def test_close_cancels_what_runs(tiny_cfg: EngineConfig) -> None:
+    eng = BatchEngine.load(tiny_cfg, parallel=1)
+    long = GenerationRequest(prompt="hello", max_tokens=400, sampling=GREEDY, ignore_eos=True)
+    started = threading.Event()
+    running = eng.submit(long, lambda c: started.set())
+    queued = eng.submit(long, lambda c: None)
+    assert started.wait(10)
+    eng.close()
+    assert running.result(1).stop_reason == "cancelled"
+    assert queued.result(1).stop_reason == "cancelled"
+    eng.close()  # idempotent
+
+
+def test_bad_parallel_is_refused(tiny_cfg: EngineConfig) -> None:
+    with pytest.raises(UserInputError, match="parallel"):
+        BatchEngine.load(tiny_cfg, parallel=0)
