@@ -328,3 +328,24 @@ def test_real_nvml_record_and_replay(tmp_path: Path) -> None:
     again = [replay.sample() for _ in range(3)]
     for a, b in zip(seen, again, strict=True):
         assert a.gpus == b.gpus
+
+
+RECORDED = DATA / "nvml_trace_h100_recorded.json"
+"""Recorded from the real NVML on the H100 machine (test_real_nvml_record_and_replay,
+2026-11-22, driver 580.159.04); the other traces are written in the recorder's format."""
+
+
+def test_recorded_h100_trace_replays_to_real_values() -> None:
+    _, samples = _run_trace(RECORDED)
+    assert len(samples) == 3 and all(s.state == "ok" for s in samples)
+    for s in samples:
+        g = s.gpus[0]
+        assert g.name == "NVIDIA H100 80GB HBM3" and g.uuid and g.uuid.startswith("GPU-")
+        assert g.memory_total_bytes and g.memory_total_bytes > 79 * GIB
+        assert g.power_limit_w == pytest.approx(700.0)
+        assert g.sm_clock_mhz and g.sm_clock_mhz > 0
+        assert g.temperature_c is not None and 10 < g.temperature_c < 100
+    energies = [s.gpus[0].energy_mj for s in samples]
+    assert all(e is not None for e in energies)
+    assert energies == sorted(energies)  # the counter only grows
+    assert samples[0].driver_version == "580.159.04"
