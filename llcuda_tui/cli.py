@@ -41,7 +41,7 @@ def _optional_commands() -> list:
     import importlib
 
     found = []
-    for name in ("gpu", "bench", "tui", "serve"):
+    for name in ("gpu", "bench", "tui", "serve", "batch"):
         try:
             found.append(importlib.import_module(f"llcuda_tui.commands.{name}"))
         except ModuleNotFoundError as exc:

@@ -6,6 +6,10 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 LLCUDA_EXTRAS="${LLCUDA_EXTRAS-test,dev,mpi}" bash scripts/setup.sh
+# tmux drives the installed `llcuda` in a real terminal (tests/tui/test_tmux.py)
+if ! command -v tmux >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  { apt-get update -qq && apt-get install -y -qq tmux; } >/dev/null 2>&1 || echo "test: could not install tmux" >&2
+fi
 .venv/bin/ruff check llcuda_tui tests bench
 .venv/bin/ruff format --check llcuda_tui tests bench
 .venv/bin/python -m mypy   # llcuda_tui/core (pyproject.toml)

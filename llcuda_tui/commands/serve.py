@@ -13,6 +13,7 @@ from pathlib import Path
 
 from llcuda_tui.core.config import Settings
 from llcuda_tui.core.errors import UserInputError
+from llcuda_tui.core.mpi.serve import add_pool_arguments, options_from_args, serve_pool
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -42,6 +43,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--name", help="model name shown to clients (default: the model's)")
     p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    add_pool_arguments(p)  # --mpi, --gpus-per-rank, --no-root-engine (core/mpi/serve.py)
     p.set_defaults(func=run)
 
 
@@ -94,6 +96,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         print(f"llcuda serve: ready on {url} ({config.model_name}, {args.parallel} slots)")
         sys.stdout.flush()
 
+    if args.mpi:  # every rank of an mpiexec job: rank 0 serves, all ranks generate
+        return serve_pool(config, listen, ready, options_from_args(args))
     print(f"llcuda serve: loading {model.path}", flush=True)
     code = serve(config, listen, on_ready=ready)
     print("llcuda serve: stopped", flush=True)

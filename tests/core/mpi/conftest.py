@@ -1,0 +1,70 @@
+"""MPI test helpers: ``mpiexec`` (the Open MPI wheel's, in the venv's bin, or one on PATH) and
+a runner that bounds every job with a timeout, so a deadlock fails the test instead of hanging."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from llcuda_tui.core.mpi.launch import find_mpiexec, mpiexec_command, mpiexec_env
+
+REPO = Path(__file__).resolve().parents[3]
+MPI_TIMEOUT_S = 45.0
+
+
+@dataclass
+class Done:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture(scope="session")
+def mpiexec() -> Path:
+    exe = find_mpiexec()
+    if exe is None:
+        pytest.skip("no mpiexec: install the 'mpi' extra (mpi4py, openmpi)")
+    try:
+        import mpi4py  # noqa: F401
+    except ImportError:
+        pytest.skip("mpi4py is not installed: install the 'mpi' extra")
+    return exe
+
+
+def run_mpi(
+    mpiexec: Path, n: int, argv: list[str], env: dict[str, str] | None = None,
+    timeout_s: float = MPI_TIMEOUT_S,
+) -> Done:  # fmt: skip
+    """``mpiexec -n N python argv...`` in the repo; fails the test on timeout."""
+    full_env = mpiexec_env({**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
+    cmd = mpiexec_command(n, [sys.executable, *argv], mpiexec)
+    try:
+        proc = subprocess.run(
+            cmd, cwd=REPO, env=full_env, capture_output=True, text=True, timeout=timeout_s
+        )
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"mpiexec -n {n} did not finish in {timeout_s} s (deadlock?): {exc.stderr}")
+    return Done(proc.returncode, proc.stdout, proc.stderr)
+
+
+def write_prompts(path: Path, n: int, max_tokens: int = 6) -> Path:
+    with open(path, "w", encoding="utf-8") as fh:
+        for i in range(n):
+            line: dict[str, Any] = {
+                "id": f"q{i}",
+                "prompt": f"item {i} says",
+                "max_tokens": max_tokens,
+            }
+            fh.write(json.dumps(line) + "\n")
+    return path
+
+
+def read_results(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
