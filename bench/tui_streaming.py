@@ -1,0 +1,189 @@
+"""What streaming into the TUI costs: decode t/s headless vs. through the running app.
+
+Same process, same loaded engine, same greedy request (so the same tokens): rounds
+alternate between the headless engine (``Engine.generate``: no per-token wake-ups) and the
+Chat screen driven by a Pilot session (type the prompt, press Enter, wait for the reply; the
+app's own 15 Hz drain timer and Markdown rendering run as they do for a user). Decode t/s
+comes from each generation's RunRecord. Prints both medians and the cost in percent.
+
+    .venv/bin/python bench/tui_streaming.py                       # smollm2-135m, CPU
+    .venv/bin/python bench/tui_streaming.py -m gemma-3-270m --ngl -1 --rounds 7
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+PROMPTS = {
+    "prose": "Write a long, detailed story about a lighthouse keeper and a storm.",
+    "markdown": (
+        "Explain Python list comprehensions with a Markdown heading, a bulleted list, "
+        "a table and three code blocks."
+    ),
+}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("-m", "--model", default="smollm2-135m-instruct")
+    p.add_argument("-n", "--tokens", type=int, default=384, help="max tokens per reply")
+    p.add_argument("--rounds", type=int, default=5, help="generations per path and prompt")
+    p.add_argument("--ngl", type=int, default=0, help="GPU layers (default 0: CPU)")
+    p.add_argument("--ctx", type=int, default=2048)
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0 = default)")
+    p.add_argument("--prompts", default="prose,markdown", help="which prompts: prose,markdown")
+    return p.parse_args(argv)
+
+
+def request_for(prompt: str, tokens: int) -> Any:
+    from llcuda_tui.core.engine import GenerationRequest
+    from llcuda_tui.core.sampling import SamplingParams
+
+    return GenerationRequest(
+        messages=[{"role": "user", "content": prompt}],
+        max_tokens=tokens,
+        sampling=SamplingParams(temperature=0.0),
+    )
+
+
+async def tui_round(pilot: Any, app: Any, prompt: str) -> tuple[Any, float]:
+    """One generation through the Chat screen: its RunRecord, and the UI thread's CPU share
+    (of one core) while the reply streamed."""
+    from textual.widgets import Input
+
+    screen = app.screen
+    screen.action_new_conversation()
+    await pilot.pause()
+    screen.conversation = screen.new_conversation()
+    screen.conversation = app.conversations.update(
+        screen.conversation.id, settings=app.bench_settings
+    )
+    screen.query_one("#prompt", Input).value = prompt
+    await pilot.press("enter")
+    deadline = time.monotonic() + 600
+    while screen.reply is None and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    cpu0, wall0 = time.thread_time(), time.perf_counter()  # this thread runs the app
+    while (screen.reply is not None or screen.sending) and time.monotonic() < deadline:
+        await asyncio.sleep(0.25)  # plain sleeps: the Pilot's own waits would add UI work
+    ui_share = (time.thread_time() - cpu0) / max(1e-9, time.perf_counter() - wall0)
+    await pilot.pause(0.2)
+    return screen.last_record, ui_share
+
+
+async def run_tui_rounds(app: Any, jobs: list[tuple[str, str]], headless: Any) -> dict:
+    """Per round: headless, TUI, headless again. The TUI run is compared with the mean of the
+    two around it; the two headless runs (A/A) show how much the machine drifts by itself."""
+    results: dict[str, dict[str, list[Any]]] = {}
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause(0.5)
+        for name, prompt in jobs:
+            r = results.setdefault(name, {"headless": [], "tui": [], "control": [], "ui": []})
+            r["headless"].append(headless(prompt))
+            record, ui_share = await tui_round(pilot, app, prompt)
+            r["tui"].append(record)
+            r["ui"].append(ui_share)
+            r["control"].append(headless(prompt))
+    return results
+
+
+def report(results: dict[str, dict[str, list[Any]]]) -> float:
+    """Print the table; the worst TUI cost in percent."""
+    print(
+        "| prompt | tokens | headless t/s | TUI t/s | TUI cost | A/A (headless vs headless) "
+        "| UI thread CPU while streaming |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    worst = 0.0
+    for name, r in results.items():
+        h, c = (
+            [x.decode_tokens_per_s for x in r["headless"]],
+            [x.decode_tokens_per_s for x in r["control"]],
+        )
+        t = [x.decode_tokens_per_s for x in r["tui"]]
+        cost = statistics.median(
+            (1 - b / ((a + z) / 2)) * 100 for a, b, z in zip(h, t, c, strict=True)
+        )
+        control = statistics.median((1 - z / a) * 100 for a, z in zip(h, c, strict=True))
+        tokens = statistics.median(x.generated_tokens for x in r["tui"])
+        ui = statistics.median(r["ui"]) * 100
+        worst = max(worst, cost)
+        base, tui = statistics.median(h + c), statistics.median(t)
+        print(
+            f"| {name} | {tokens:.0f} | {base:.1f} | {tui:.1f} | {cost:+.2f} % "
+            f"| {control:+.2f} % | {ui:.1f} % of a core |"
+        )
+        rounds = ", ".join(f"{a:.1f}/{b:.1f}/{z:.1f}" for a, b, z in zip(h, t, c, strict=True))
+        print(f"#   {name} rounds (headless/TUI/headless): {rounds}")
+    return worst
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    home = tempfile.mkdtemp(prefix="llcuda-bench-")
+    os.environ.setdefault("LLCUDA_HOME", home)
+    from llcuda_tui.app import LlcudaApp
+    from llcuda_tui.core.catalog import ModelChoice, file_sha256
+    from llcuda_tui.core.config import Settings
+    from llcuda_tui.core.conversations import ChatSettings
+    from llcuda_tui.core.engine import Engine, EngineConfig
+    from llcuda_tui.core.models import resolve_model
+
+    settings = Settings.load()
+    model = resolve_model(args.model, settings.paths)
+    sha = model.sha256 or file_sha256(model.path)
+    config = EngineConfig.from_settings(
+        model.path,
+        settings,
+        n_gpu_layers=args.ngl,
+        n_ctx=args.ctx,
+        n_threads=args.threads or None,
+        model_sha256=sha,
+    )
+    engine = Engine.load(config)
+    choice = ModelChoice(model.name, model.path, sha, "?", model.path.stat().st_size, "file")
+    prompts = [p.strip() for p in args.prompts.split(",") if p.strip()]
+
+    def headless(prompt: str) -> Any:
+        _, record = engine.generate(request_for(prompt, args.tokens))
+        return record
+
+    for p in prompts:  # warm-up (page cache, piece cache, allocator)
+        headless(PROMPTS[p])
+    app = LlcudaApp(settings, engine=engine, engine_choice=choice, autoload=False)
+    app.bench_settings = ChatSettings(temperature=0.0, max_tokens=args.tokens)  # type: ignore[attr-defined]
+    jobs = [(p, PROMPTS[p]) for _ in range(args.rounds) for p in prompts]
+    try:
+        results = asyncio.run(run_tui_rounds(app, jobs, headless))
+    finally:
+        engine.close()
+
+    print(
+        f"# TUI streaming cost: {model.name}, {engine.info.backend}, ngl {args.ngl}, "
+        f"{engine.info.n_threads} engine threads, {args.rounds} rounds x {args.tokens} tokens"
+    )
+    print(
+        f"# {platform.node()}, {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}, {time.strftime('%Y-%m-%d %H:%M')}"
+    )
+    if any(x is None for r in results.values() for x in r["tui"]):
+        print("a TUI round produced no record", file=sys.stderr)
+        return 1
+    worst = report(results)
+    print(f"worst cost: {worst:+.2f} % (goal < 2 %)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

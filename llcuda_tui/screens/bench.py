@@ -1,0 +1,468 @@
+"""Benchmark: pick a model and parameters (pp/tg, sweep, latency), run with progress and
+live plots (t/s per repetition, GPU power and SM clock), results with mean ± sd and
+percentiles and validity flags, history with compare, export (md, csv, json).
+
+The benchmark itself is core's ``run_bench`` / ``run_latency`` in a thread worker; this screen
+polls its progress at 4 Hz.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import (
+    Button,
+    DataTable,
+    Footer,
+    Input,
+    Label,
+    ProgressBar,
+    Select,
+    Static,
+    TabbedContent,
+    TabPane,
+)
+
+from llcuda_tui.core.errors import LlcudaError, UserInputError
+from llcuda_tui.core.stats import percentile
+from llcuda_tui.messages import BenchDone, ChoicesReady
+from llcuda_tui.widgets import MetricPlot
+
+POLL_S = 0.25
+MODES = (("pp/tg", "throughput"), ("sweep", "sweep"), ("latency", "latency"))
+FORMATS = (("Markdown", "md"), ("CSV", "csv"), ("JSON", "json"))
+# core's progress lines end with "<rep>/<reps> <tokens/s> t/s" (throughput) or
+# "request n/N: ttft <ms> ms" (latency)
+_REP_RATE = re.compile(r"(\d+)/(\d+) ([0-9.]+) t/s$")
+_TTFT = re.compile(r"request \d+/\d+: ttft ([0-9.]+) ms")
+
+
+class BenchProgressHolder:
+    """Written by the benchmark thread, read by the UI timer."""
+
+    def __init__(self) -> None:
+        self.done = 0
+        self.total = 0
+        self.message = ""
+        self.values: list[float] = []
+        self.unit = "t/s"
+
+    def set(self, p: Any) -> None:
+        self.done, self.total, self.message = p.done, p.total, p.message
+        m = _REP_RATE.search(p.message)
+        if m:
+            self.values.append(float(m.group(3)))
+            return
+        m = _TTFT.search(p.message)
+        if m:
+            self.unit = "ms TTFT"
+            self.values.append(float(m.group(1)))
+
+
+class BenchScreen(Screen[None]):
+    DEFAULT_CSS = """
+    BenchScreen #bench-pick, BenchScreen #bench-form { height: 3; }
+    BenchScreen #bench-form Label { padding: 1 0 0 1; color: $text-muted; }
+    BenchScreen #bench-model { width: 1fr; }
+    BenchScreen #bench-mode { width: 18; }
+    BenchScreen #bench-form Input { width: 1fr; }
+    BenchScreen #bench-status { height: auto; padding: 0 1; }
+    BenchScreen #bench-plots { height: auto; padding: 0 1; }
+    BenchScreen TabbedContent { height: 1fr; }
+    BenchScreen DataTable { height: 1fr; }
+    BenchScreen #export-bar { height: 3; }
+    BenchScreen #export-format { width: 20; }
+    """
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("ctrl+r", "run", "Run"),
+        Binding("escape", "stop", "Stop"),
+        Binding("space", "mark", "Mark for compare"),
+        Binding("c", "compare", "Compare"),
+        Binding("ctrl+s", "export", "Export"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.choices: dict[str, Any] = {}
+        self.progress = BenchProgressHolder()
+        self.cancel_event: threading.Event | None = None
+        self.started_at = 0.0
+        self.marked: list[int] = []
+        self.shown_run: Any = None
+
+    @property
+    def llcuda(self) -> Any:
+        return self.app
+
+    def compose(self) -> ComposeResult:
+        b = self.llcuda.settings.engine
+        with Horizontal(id="bench-pick"):
+            yield Select([], prompt="model", id="bench-model")
+            yield Select(MODES, value="throughput", allow_blank=False, id="bench-mode")
+            yield Button("Run", id="run-bench", variant="primary")
+            yield Button("Stop", id="stop-bench")
+        with Horizontal(id="bench-form"):
+            yield Label("pp (prompt tokens)")
+            yield Input("512", id="n-prompt")
+            yield Label("tg (generated)")
+            yield Input("128", id="n-gen")
+            yield Label("reps")
+            yield Input("5", id="reps")
+            yield Label("ngl")
+            yield Input(str(b.n_gpu_layers), id="bench-ngl")
+            yield Label("batch")
+            yield Input("2048", id="bench-batch")
+        yield ProgressBar(total=1, id="bench-progress")
+        yield Static("", id="bench-status", markup=False)
+        with Vertical(id="bench-plots"):
+            yield MetricPlot("per rep", id="rep-plot")
+            yield MetricPlot("GPU power", id="power-plot")
+            yield MetricPlot("GPU SM clock", id="clock-plot")
+        with TabbedContent(initial="tab-results"):
+            with TabPane("Results", id="tab-results"):
+                yield DataTable(id="results", cursor_type="row")
+            with TabPane("History", id="tab-history"):
+                yield DataTable(id="history", cursor_type="row")
+            with TabPane("Compare", id="tab-compare"):
+                yield DataTable(id="compare", cursor_type="row")
+        with Horizontal(id="export-bar"):
+            yield Select(FORMATS, value="md", allow_blank=False, id="export-format")
+            yield Button("Export", id="export")
+            yield Static("", id="export-status", classes="hint", markup=False)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#history", DataTable).add_columns(
+            "sel", "run", "date", "mode", "status", "models", "summary"
+        )
+        self.query_one("#compare", DataTable).add_columns("test", "metric", "A", "B", "B/A")
+        self.poll_timer = self.set_interval(POLL_S, self.poll, pause=True)
+        self.set_status("pick a model and parameters, then Run (Ctrl+R)")
+        self.list_models()
+        self.show_history()
+        self.show_gpu_plots()
+
+    def set_status(self, text: str) -> None:
+        self.query_one("#bench-status", Static).update(text)
+
+    # --- models ---------------------------------------------------------------------------------
+
+    @work(thread=True, exclusive=True, group="bench-models", exit_on_error=False)
+    def list_models(self) -> None:
+        from llcuda_tui.core.catalog import model_choices
+
+        try:
+            choices = model_choices(self.llcuda.settings.paths)
+        except LlcudaError:
+            choices = []
+        self.post_message(ChoicesReady(choices, {}))
+
+    @on(ChoicesReady)
+    def show_choices(self, message: ChoicesReady) -> None:
+        from llcuda_tui.core.catalog import default_choice, fmt_size
+
+        self.choices = {c.name: c for c in message.choices}
+        select = self.query_one("#bench-model", Select)
+        select.set_options(
+            (f"{c.name}  {c.quant}  {fmt_size(c.size_bytes)}", c.name) for c in message.choices
+        )
+        default = default_choice(message.choices)
+        if default is not None:
+            select.value = default.name
+        else:
+            self.set_status("no models to benchmark: pull or import one on the Models screen (F2)")
+
+    # --- running --------------------------------------------------------------------------------
+
+    def build_spec(self) -> tuple[str, Any]:
+        from llcuda_tui.commands.bench import int_list
+        from llcuda_tui.core.bench import BenchSpec, ModelRef
+        from llcuda_tui.core.bench_latency import LatencySpec, default_prompts
+
+        name = self.query_one("#bench-model", Select).value
+        if not isinstance(name, str) or name not in self.choices:
+            raise UserInputError("pick a model first")
+        c = self.choices[name]
+        model = ModelRef(c.path, c.name, c.sha256)
+        mode = str(self.query_one("#bench-mode", Select).value)
+
+        def ints(field_id: str, what: str) -> tuple[int, ...]:
+            text = self.query_one(f"#{field_id}", Input).value
+            try:
+                return int_list(text)
+            except Exception as exc:  # argparse's type errors
+                raise UserInputError(f"{what}: {exc}") from None
+
+        n_prompt, n_gen = ints("n-prompt", "pp"), ints("n-gen", "tg")
+        reps, ngl, batch = (
+            ints("reps", "reps"),
+            ints("bench-ngl", "ngl"),
+            ints("bench-batch", "batch"),
+        )
+        if mode != "sweep" and any(len(v) > 1 for v in (ngl, batch)):
+            raise UserInputError("lists of ngl or batch values need the sweep mode")
+        if mode == "latency":
+            spec = LatencySpec(
+                model=model,
+                prompts=default_prompts(),
+                iters=reps[0],
+                max_tokens=max(n_gen[0], 1),
+                n_gpu_layers=ngl[0],
+                command="llcuda tui (latency)",
+            )
+            spec.validate()
+            return mode, spec
+        spec = BenchSpec(
+            models=(model,),
+            n_prompt=n_prompt,
+            n_gen=n_gen,
+            repetitions=reps[0],
+            n_gpu_layers=ngl,
+            n_batch=batch,
+            command=f"llcuda tui ({mode})",
+        )
+        spec.validate()
+        return mode, spec
+
+    @on(Button.Pressed, "#stop-bench")
+    def stop_pressed(self) -> None:
+        self.action_stop()
+
+    @on(Button.Pressed, "#run-bench")
+    def action_run(self) -> None:
+        if self.cancel_event is not None:
+            self.notify("a benchmark is running (Esc stops it)", severity="warning")
+            return
+        try:
+            mode, spec = self.build_spec()
+        except LlcudaError as exc:
+            self.notify(str(exc), severity="error")
+            self.set_status(f"cannot run: {exc}")
+            return
+        self.progress = BenchProgressHolder()
+        self.cancel_event = threading.Event()
+        self.started_at = time.monotonic()
+        bar = self.query_one("#bench-progress", ProgressBar)
+        bar.update(total=None, progress=0)
+        bar.add_class("-visible")
+        self.set_status(f"starting the {mode} benchmark…")
+        self.poll_timer.resume()
+        self.run_benchmark(mode, spec, self.progress, self.cancel_event)
+
+    @work(thread=True, exclusive=True, group="bench", exit_on_error=False)
+    def run_benchmark(
+        self, mode: str, spec: Any, progress: BenchProgressHolder, cancel: threading.Event
+    ) -> None:
+        from llcuda_tui.core.bench import run_bench
+        from llcuda_tui.core.bench_latency import run_latency
+        from llcuda_tui.core.bench_store import BenchStore
+
+        try:
+            with BenchStore.open(self.llcuda.settings.paths) as store:
+                if mode == "latency":
+                    run = run_latency(spec, progress.set, cancel, store=store)
+                else:
+                    run = run_bench(spec, progress.set, cancel, store=store)
+        except LlcudaError as exc:
+            self.post_message(BenchDone(error=str(exc)))
+            return
+        self.post_message(BenchDone(run=run))
+
+    def action_stop(self) -> None:
+        if self.cancel_event is not None:
+            self.cancel_event.set()
+            self.set_status("stopping after this repetition…")
+
+    def poll(self) -> None:
+        p = self.progress
+        if p.total:
+            self.query_one("#bench-progress", ProgressBar).update(total=p.total, progress=p.done)
+        elapsed = time.monotonic() - self.started_at
+        self.set_status(f"{p.done}/{p.total or '?'} · {elapsed:.0f} s · {p.message} (Esc stops)")
+        last = f"{p.values[-1]:.1f} {p.unit}" if p.values else "n/a"
+        self.query_one("#rep-plot", MetricPlot).show(p.values, last)
+        self.show_gpu_plots()
+
+    def show_gpu_plots(self) -> None:
+        sampler = self.llcuda.gpu_sampler
+        samples = [s for s in sampler.samples() if s.ok and s.gpus]
+        if not samples:
+            latest = sampler.latest
+            why = "no GPU" if latest is None or not latest.ok else "no GPU samples yet"
+            for plot_id in ("#power-plot", "#clock-plot"):
+                self.query_one(plot_id, MetricPlot).show([], why)
+            return
+        recent = samples[-120:]
+        power = [s.gpus[0].power_w or 0.0 for s in recent]
+        clock = [float(s.gpus[0].sm_clock_mhz or 0) for s in recent]
+        self.query_one("#power-plot", MetricPlot).show(power, f"{power[-1]:.0f} W")
+        self.query_one("#clock-plot", MetricPlot).show(clock, f"{clock[-1]:.0f} MHz")
+
+    @on(BenchDone)
+    def bench_done(self, message: BenchDone) -> None:
+        self.poll()
+        self.poll_timer.pause()
+        self.cancel_event = None
+        self.query_one("#bench-progress", ProgressBar).remove_class("-visible")
+        if message.error is not None:
+            self.set_status(f"benchmark stopped: {message.error}")
+            self.notify(message.error, severity="error", timeout=10)
+        else:
+            run = message.run
+            self.set_status(f"run {run.run_id} done: {run.summary()}")
+            self.show_run(run)
+        self.show_history()
+
+    # --- results, history, compare, export ------------------------------------------------------
+
+    def show_run(self, run: Any) -> None:
+        self.shown_run = run
+        table = self.query_one("#results", DataTable)
+        table.clear(columns=True)
+        if run.latency is not None:
+            lat = run.latency
+            table.add_columns("metric", "n", "mean", "p50", "p95", "p99")
+            for key in ("ttft_ms", "tpot_ms", "itl_ms", "e2e_ms"):
+                s = lat.get(key) or {}
+                table.add_row(
+                    key.replace("_ms", " (ms)"),
+                    str(s.get("n", 0)),
+                    *(_num(s.get(k)) for k in ("mean", "p50", "p95", "p99")),
+                )
+            out = lat.get("output_throughput_tokens_per_s")
+            table.add_row("output t/s", "", _num(out), "", "", "")
+            return
+        table.add_columns(
+            "model", "test", "ngl", "batch", "t/s (mean ± sd)", "p50", "p95", "J/token", "validity"
+        )
+        for r in run.results:
+            samples = r.get("samples_ts") or []
+            table.add_row(
+                str(r.get("model_name")),
+                str(r.get("test")),
+                str(r.get("n_gpu_layers")),
+                str(r.get("n_batch")),
+                f"{_num(r.get('avg_ts'))} ± {_num(r.get('stddev_ts'))}",
+                _num(percentile(samples, 50)),
+                _num(percentile(samples, 95)),
+                _num(r.get("j_per_token")),
+                ",".join(r.get("validity_flags") or []) or "ok",
+            )
+
+    def show_history(self) -> None:
+        from llcuda_tui.core.bench_store import BenchStore
+
+        table = self.query_one("#history", DataTable)
+        table.clear()
+        try:
+            with BenchStore.open(self.llcuda.settings.paths) as store:
+                runs = store.list_runs(50)
+        except LlcudaError as exc:
+            self.query_one("#export-status", Static).update(f"history unavailable: {exc}")
+            return
+        for r in runs:
+            models = ", ".join(Path(m).name for m in r.models.split(",") if m)
+            table.add_row(
+                "●" if r.run_id in self.marked else "",
+                str(r.run_id),
+                r.created_at[:16],
+                r.mode,
+                r.status,
+                models,
+                r.summary,
+                key=str(r.run_id),
+            )
+
+    def history_cursor_run(self) -> int | None:
+        table = self.query_one("#history", DataTable)
+        if table.row_count == 0:
+            return None
+        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key
+        return int(str(key.value))
+
+    def load_run(self, run_id: int) -> Any:
+        from llcuda_tui.core.bench_store import BenchStore
+
+        with BenchStore.open(self.llcuda.settings.paths) as store:
+            return store.get_run(run_id)
+
+    @on(DataTable.RowSelected, "#history")
+    def history_selected(self) -> None:
+        run_id = self.history_cursor_run()
+        if run_id is not None:
+            self.show_run(self.load_run(run_id))
+            self.query_one(TabbedContent).active = "tab-results"
+
+    def action_mark(self) -> None:
+        run_id = self.history_cursor_run()
+        if run_id is None:
+            return
+        if run_id in self.marked:
+            self.marked.remove(run_id)
+        else:
+            self.marked = [*self.marked[-1:], run_id]
+        self.show_history()
+        self.notify(f"marked for compare: {', '.join(map(str, self.marked)) or 'none'}")
+
+    def action_compare(self) -> None:
+        from llcuda_tui.core.bench_compare import compare_runs
+
+        if len(self.marked) != 2:
+            self.notify(
+                "mark two runs in the History tab (space), then compare (c)", severity="warning"
+            )
+            return
+        a, b = (self.load_run(i) for i in self.marked)
+        table = self.query_one("#compare", DataTable)
+        table.clear()
+        for row in compare_runs(a, b):
+            ratio = row["ratio"]
+            table.add_row(
+                row["test"],
+                row["metric"],
+                _num(row["a"]),
+                _num(row["b"]),
+                "n/a" if ratio is None else f"{ratio:.3f}x",
+            )
+        self.query_one(TabbedContent).active = "tab-compare"
+        self.query_one("#export-status", Static).update(f"A = run {a.run_id}, B = run {b.run_id}")
+
+    @on(Button.Pressed, "#export")
+    def action_export(self) -> None:
+        from llcuda_tui.commands.bench import render_run
+
+        run = self.shown_run
+        if run is None:
+            self.notify("run a benchmark or pick one from the history first", severity="warning")
+            return
+        fmt = str(self.query_one("#export-format", Select).value)
+        directory = self.llcuda.settings.paths.data_dir / "exports"
+        path = directory / f"bench-run-{run.run_id}.{fmt}"
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            path.write_text(render_run(run, fmt), encoding="utf-8")
+        except OSError as exc:
+            self.notify(f"cannot export: {exc}", severity="error")
+            return
+        self.query_one("#export-status", Static).update(f"exported to {path}")
+        self.notify(f"exported to {path}")
+
+
+def _num(v: Any) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, bool | int):
+        return str(v)
+    v = float(v)
+    if abs(v) >= 100:
+        return f"{v:.1f}"
+    return f"{v:.3g}" if abs(v) < 1 else f"{v:.2f}"

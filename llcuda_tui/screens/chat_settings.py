@@ -1,0 +1,90 @@
+"""The conversation settings dialog: system prompt (from a preset or typed) and sampling."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from typing import ClassVar
+
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Grid, Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label, Select, Static, TextArea
+
+from llcuda_tui.core.conversations import ChatSettings
+from llcuda_tui.core.errors import LlcudaError
+
+FIELD_LABELS = {
+    "temperature": "temperature (0 = greedy)",
+    "top_k": "top-k",
+    "top_p": "top-p",
+    "min_p": "min-p",
+    "repeat_penalty": "repeat penalty",
+    "repeat_last_n": "repeat last n",
+    "seed": "seed (-1 random)",
+    "max_tokens": "max tokens (reply budget)",
+}
+
+Result = tuple[str, ChatSettings]
+
+
+class ChatSettingsDialog(ModalScreen[Result | None]):
+    """Edit one conversation's system prompt and sampling; Ctrl+S saves, Esc cancels."""
+
+    DEFAULT_CSS = """
+    ChatSettingsDialog { align: center middle; }
+    ChatSettingsDialog > Vertical {
+        width: 90; height: auto; max-height: 95%; padding: 1 2;
+        border: thick $primary; background: $surface;
+    }
+    ChatSettingsDialog TextArea { height: 6; }
+    ChatSettingsDialog Grid { grid-size: 4; grid-columns: 1fr 12 1fr 12; height: auto; }
+    ChatSettingsDialog Grid Label { padding: 1 1 0 0; }
+    ChatSettingsDialog #error { color: $error; height: auto; }
+    ChatSettingsDialog .buttons { height: auto; align-horizontal: right; margin-top: 1; }
+    ChatSettingsDialog Button { margin-left: 1; }
+    """
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "dismiss(None)", "Cancel"),
+        Binding("ctrl+s", "save", "Save"),
+    ]
+
+    def __init__(self, system_prompt: str, settings: ChatSettings, presets: dict[str, str]):
+        super().__init__()
+        self.system_prompt = system_prompt
+        self.settings = settings
+        self.presets = presets
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label("System prompt preset")
+            yield Select([(n, n) for n in self.presets], prompt="(custom)", id="preset")
+            yield TextArea(self.system_prompt, id="system")
+            yield Label("Sampling (this conversation)")
+            with Grid():
+                for f in fields(ChatSettings):
+                    yield Label(FIELD_LABELS.get(f.name, f.name))
+                    yield Input(str(getattr(self.settings, f.name)), id=f"f-{f.name}")
+            yield Static("", id="error")
+            with Horizontal(classes="buttons"):
+                yield Button("Cancel", id="cancel")
+                yield Button("Save", id="save", variant="primary")
+
+    def on_select_changed(self, event: Select.Changed) -> None:
+        if isinstance(event.value, str) and event.value in self.presets:
+            self.query_one("#system", TextArea).text = self.presets[event.value]
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "save":
+            self.action_save()
+        else:
+            self.dismiss(None)
+
+    def action_save(self) -> None:
+        values = {f.name: self.query_one(f"#f-{f.name}", Input).value for f in fields(ChatSettings)}
+        try:
+            settings = ChatSettings.from_dict(values, self.settings)
+        except LlcudaError as exc:
+            self.query_one("#error", Static).update(str(exc))
+            return
+        self.dismiss((self.query_one("#system", TextArea).text, settings))

@@ -1,0 +1,434 @@
+"""Models: the store's table and a detail pane (GGUF metadata, fit on this machine), and
+Hugging Face (list a repo's GGUFs, pull with progress, speed and ETA, cancel, resume).
+
+Every store call runs in a thread worker; results come back as messages.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Button, DataTable, Footer, Input, ProgressBar, Static
+from textual.worker import Worker, WorkerState
+
+from llcuda_tui.core.catalog import (
+    PullCancelled,
+    PullJob,
+    choice_from_entry,
+    fit_badge,
+    fmt_ago,
+    fmt_size,
+    list_repo,
+    partial_bytes,
+)
+from llcuda_tui.core.errors import LlcudaError
+from llcuda_tui.messages import HubListed, StoreActionDone, StoreListed, WorkFailed
+from llcuda_tui.screens.dialogs import ConfirmDialog, TextPromptDialog
+
+PULL_POLL_S = 0.25
+
+
+class ModelsScreen(Screen[None]):
+    CSS_PATH = "models.tcss"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("p", "toggle_pin", "Pin/unpin"),
+        Binding("v", "verify", "Verify"),
+        Binding("delete", "delete_model", "Delete"),
+        Binding("i", "import_file", "Import"),
+        Binding("h", "focus_hub", "HF repo"),
+        Binding("r", "refresh", "Refresh", show=False),
+        Binding("escape", "cancel_pull", "Cancel"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entries: dict[str, Any] = {}
+        self.badges: dict[str, Any] = {}
+        self.listing: Any = None
+        self.pull_job: PullJob | None = None
+
+    @property
+    def llcuda(self) -> Any:
+        return self.app
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="models-top"):
+            with Vertical(id="store-pane"):
+                yield Static("Model store", classes="section-title")
+                yield DataTable(id="store-table", cursor_type="row", zebra_stripes=True)
+                yield Static("", id="du-line", classes="hint", markup=False)
+            with VerticalScroll(id="detail-pane"):
+                yield Static("", id="detail", markup=False)
+        with Vertical(id="hub-pane"):
+            yield Static("Hugging Face", classes="section-title")
+            with Horizontal(id="hub-bar"):
+                yield Input(placeholder="owner/repo (a GGUF repository)", id="repo")
+                yield Button("List files", id="list-files")
+            yield DataTable(id="hub-table", cursor_type="row")
+            yield ProgressBar(total=100, id="pull-progress")
+            yield Static("", id="pull-status", classes="hint", markup=False)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#store-table", DataTable).add_columns(
+            "name", "quant", "size", "last used", "pinned", "fit"
+        )
+        self.query_one("#hub-table", DataTable).add_columns(
+            "quant", "size", "file", "shards", "state"
+        )
+        self.pull_timer = self.set_interval(PULL_POLL_S, self.pull_tick, pause=True)
+        self.action_refresh()
+
+    def store(self) -> Any:
+        from llcuda_tui.core.store import Store
+
+        return Store.from_settings(self.llcuda.settings)
+
+    # --- the store ------------------------------------------------------------------------------
+
+    def action_refresh(self) -> None:
+        self.list_store()
+
+    @work(thread=True, exclusive=True, group="store-list", exit_on_error=False)
+    def list_store(self) -> None:
+        from llcuda_tui.core import storemaint
+
+        app = self.llcuda
+        e = app.settings.engine
+        try:
+            store = self.store()
+            entries = store.entries() if store.exists() else []
+            usage = storemaint.du(store)
+        except LlcudaError as exc:
+            self.post_message(WorkFailed("store", str(exc)))
+            return
+        badges = {
+            x.name: fit_badge(
+                choice_from_entry(x),
+                e.n_ctx,
+                e.n_gpu_layers,
+                app.fit_device,
+                e.type_k,
+                e.flash_attn != "off",
+            )
+            for x in entries
+        }
+        self.post_message(StoreListed(entries, usage, badges))
+
+    @on(StoreListed)
+    def show_store(self, message: StoreListed) -> None:
+        self.entries = {e.name: e for e in message.entries}
+        self.badges = message.badges
+        table = self.query_one("#store-table", DataTable)
+        current = self.selected_name()
+        table.clear()
+        now = self.llcuda.clock()
+        for e in message.entries:
+            badge = self.badges.get(e.name)
+            table.add_row(
+                e.name,
+                e.manifest.quant or "?",
+                fmt_size(e.manifest.size),
+                fmt_ago(e.state.last_used, now),
+                "pinned" if e.state.pinned else "",
+                badge.short if badge else "?",
+                key=e.name,
+            )
+        if current in self.entries:
+            table.move_cursor(row=table.get_row_index(current))
+        self.query_one("#du-line", Static).update(self.usage_text(message.usage))
+        self.show_detail(self.selected_name())
+
+    @staticmethod
+    def usage_text(u: dict[str, Any]) -> str:
+        cap = fmt_size(u["max_size"]) if u.get("max_size") else "no cap"
+        parts = [
+            f"{fmt_size(u.get('live_bytes', 0))} in {len(u.get('models', []))} model(s)",
+            f"size cap: {cap}",
+        ]
+        if u.get("partial_bytes"):
+            parts.append(f"{fmt_size(u['partial_bytes'])} partial downloads")
+        if u.get("unreferenced_bytes"):
+            parts.append(f"{fmt_size(u['unreferenced_bytes'])} unreferenced")
+        if "free_bytes" in u:
+            parts.append(f"{fmt_size(u['free_bytes'])} free on disk")
+        return "disk: " + " · ".join(parts)
+
+    def selected_name(self) -> str | None:
+        table = self.query_one("#store-table", DataTable)
+        if table.row_count == 0:
+            return None
+        try:
+            key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key
+        except LookupError:
+            return None
+        return str(key.value) if key.value is not None else None
+
+    @on(DataTable.RowHighlighted, "#store-table")
+    def row_highlighted(self) -> None:
+        self.show_detail(self.selected_name())
+
+    def show_detail(self, name: str | None) -> None:
+        detail = self.query_one("#detail", Static)
+        entry = self.entries.get(name) if name else None
+        if entry is None:
+            detail.update(
+                "The store is empty.\n\n"
+                "· type a Hugging Face repo below and pick a file to pull (h)\n"
+                "· import a local GGUF file (i)\n"
+                "· or run `llcuda models starter` to add the starter models"
+                if not self.entries
+                else ""
+            )
+            return
+        g, m = entry.manifest.gguf, entry.manifest
+        badge = self.badges.get(entry.name)
+        e = self.llcuda.settings.engine
+        rows = [
+            ("name", entry.name + (f" ({', '.join(entry.aliases)})" if entry.aliases else "")),
+            ("arch", g.get("arch")),
+            ("parameters", f"{(g.get('parameter_count') or 0) / 1e9:.3f} B"),
+            ("quant", g.get("quant")),
+            ("context length", g.get("context_length")),
+            ("layers", g.get("n_layer")),
+            ("heads (kv)", f"{g.get('n_head')} ({g.get('n_head_kv')})"),
+            ("embedding", g.get("n_embd")),
+            ("vocab", g.get("n_vocab")),
+            ("chat template", "yes" if g.get("has_chat_template") else "no"),
+            ("size", fmt_size(m.size)),
+            ("sha256", entry.sha256),
+            ("source", source_text(m.source)),
+            ("files", ", ".join(f.filename for f in m.files)),
+            ("pinned", "yes" if entry.state.pinned else "no"),
+            ("last used", fmt_ago(entry.state.last_used, self.llcuda.clock())),
+            ("fit", f"{badge.detail if badge else '?'} (ngl {e.n_gpu_layers}, ctx {e.n_ctx})"),
+        ]
+        detail.update("\n".join(f"{k:15} {v}" for k, v in rows))
+
+    def run_store_action(self, what: str, fn: Any, done_text: Any) -> None:
+        self.store_action(what, fn, done_text)
+
+    @work(thread=True, group="store-action", exit_on_error=False)
+    def store_action(self, what: str, fn: Any, done_text: Any) -> None:
+        try:
+            result = fn()
+        except LlcudaError as exc:
+            self.post_message(StoreActionDone(what, str(exc), ok=False))
+            return
+        self.post_message(StoreActionDone(what, done_text(result)))
+
+    @on(StoreActionDone)
+    def store_action_done(self, message: StoreActionDone) -> None:
+        self.notify(
+            message.message,
+            severity="information" if message.ok else "error",
+            timeout=6 if message.ok else 10,
+        )
+        if message.what == "pull":
+            self.end_pull(message.message)
+            if self.listing is not None:
+                self.list_hub(self.listing.repo, quiet=True)
+        self.list_store()
+
+    def action_toggle_pin(self) -> None:
+        name = self.selected_name()
+        if name is None:
+            return
+        pinned = not self.entries[name].state.pinned
+        self.run_store_action(
+            "pin",
+            lambda: self.store().set_pinned(name, pinned),
+            lambda e: f"{e.name} {'pinned' if pinned else 'unpinned'}",
+        )
+
+    def action_verify(self) -> None:
+        name = self.selected_name()
+        if name is None:
+            return
+        self.query_one("#pull-status", Static).update(f"verifying {name} (re-hashing)…")
+
+        def done(report: Any) -> str:
+            state = "ok" if report.ok else "; ".join(report.problems)
+            return f"verified {name}: {report.checked_files} file(s), {state}"
+
+        self.run_store_action("verify", lambda: self.store().verify(name), done)
+
+    def action_delete_model(self) -> None:
+        name = self.selected_name()
+        if name is None:
+            return
+
+        def confirmed(yes: bool | None) -> None:
+            if yes:
+                self.run_store_action(
+                    "delete",
+                    lambda: self.store().remove(name),
+                    lambda r: f"deleted {name}, freed {fmt_size(r.freed_bytes)}",
+                )
+
+        size = fmt_size(self.entries[name].manifest.size)
+        self.app.push_screen(ConfirmDialog(f"Delete {name} ({size}) from the store?"), confirmed)
+
+    def action_import_file(self) -> None:
+        def chosen(path: str | None) -> None:
+            if not path:
+                return
+            target = Path(path).expanduser()
+            self.run_store_action(
+                "import",
+                lambda: self.store().import_path(target),
+                lambda e: f"imported {e.name} ({fmt_size(e.manifest.size)})",
+            )
+
+        self.app.push_screen(
+            TextPromptDialog(
+                "Import a local GGUF file (hardlinked into the store)",
+                placeholder="/path/to/model.gguf",
+            ),
+            chosen,
+        )
+
+    # --- Hugging Face ---------------------------------------------------------------------------
+
+    def action_focus_hub(self) -> None:
+        self.query_one("#repo", Input).focus()
+
+    @on(Input.Submitted, "#repo")
+    @on(Button.Pressed, "#list-files")
+    def list_files(self) -> None:
+        repo = self.query_one("#repo", Input).value.strip()
+        if not repo:
+            self.notify("type a repo id (owner/name)", severity="warning")
+            return
+        self.query_one("#pull-status", Static).update(f"listing {repo}…")
+        self.list_hub(repo)
+
+    @work(thread=True, exclusive=True, group="hub", exit_on_error=False)
+    def list_hub(self, repo: str, quiet: bool = False) -> None:
+        try:
+            listing = list_repo(repo)
+            store = self.store()
+            resumable = (
+                {
+                    m.first.path: partial_bytes(store, listing.repo, listing.commit, m.first)
+                    for m in listing.models
+                }
+                if store.exists()
+                else {}
+            )
+        except LlcudaError as exc:
+            self.post_message(WorkFailed("hub", str(exc)))
+            return
+        self.post_message(HubListed(listing, resumable, quiet))
+
+    @on(HubListed)
+    def show_hub(self, message: HubListed) -> None:
+        self.listing = listing = message.listing
+        table = self.query_one("#hub-table", DataTable)
+        table.clear()
+        for m in listing.models:
+            stored = f"{listing.repo}:{m.quant}" in self.entries
+            partial = message.resumable.get(m.first.path, 0)
+            state = (
+                "in store" if stored else (f"resumable ({fmt_size(partial)})" if partial else "")
+            )
+            if not m.complete:
+                state = "incomplete"
+            table.add_row(
+                m.quant, fmt_size(m.size), m.first.path, str(len(m.files)), state, key=m.first.path
+            )
+        n = len(listing.models)
+        if message.quiet:
+            return
+        self.query_one("#pull-status", Static).update(
+            f"{listing.repo} @ {listing.commit[:12]}: {n} GGUF model(s); Enter pulls one"
+            if n
+            else f"{listing.repo} has no GGUF files"
+        )
+        if n:
+            table.focus()
+
+    @on(DataTable.RowSelected, "#hub-table")
+    def hub_row_selected(self, event: DataTable.RowSelected) -> None:
+        if self.listing is None or self.pull_job is not None:
+            if self.pull_job is not None:
+                self.notify("a pull is running (Esc cancels it)", severity="warning")
+            return
+        path = str(event.row_key.value)
+        self.pull_job = job = PullJob(self.store(), self.listing.repo, path)
+        bar = self.query_one("#pull-progress", ProgressBar)
+        bar.update(total=None, progress=0)
+        bar.add_class("-visible")
+        self.query_one("#pull-status", Static).update(f"pulling {path}…")
+        self.pull_timer.resume()
+        self.run_pull(job)
+
+    @work(thread=True, group="pull", exit_on_error=False)
+    def run_pull(self, job: PullJob) -> None:
+        started = time.monotonic()
+        try:
+            result = job.run()
+        except PullCancelled as exc:
+            self.post_message(StoreActionDone("pull", str(exc), ok=False))
+            return
+        except LlcudaError as exc:
+            self.post_message(StoreActionDone("pull", f"pull failed: {exc}", ok=False))
+            return
+        e = result.entry
+        how = (
+            "already in the store"
+            if result.up_to_date
+            else (f"{fmt_size(result.downloaded_bytes)} in {time.monotonic() - started:.1f} s")
+        )
+        self.post_message(StoreActionDone("pull", f"pulled {e.name} ({how})"))
+
+    def pull_tick(self) -> None:
+        job = self.pull_job
+        if job is None:
+            return
+        p = job.progress
+        if p.total:
+            self.query_one("#pull-progress", ProgressBar).update(total=p.total, progress=p.done)
+        status = p.describe() if p.total else (p.status or "starting…")
+        self.query_one("#pull-status", Static).update(f"{job.file}: {status} (Esc cancels)")
+
+    def action_cancel_pull(self) -> None:
+        if self.pull_job is not None:
+            self.pull_job.cancel()
+            self.query_one("#pull-status", Static).update("cancelling…")
+
+    def end_pull(self, text: str) -> None:
+        self.pull_job = None
+        self.pull_timer.pause()
+        self.query_one("#pull-progress", ProgressBar).remove_class("-visible")
+        self.query_one("#pull-status", Static).update(text)
+
+    @on(WorkFailed)
+    def work_failed(self, message: WorkFailed) -> None:
+        message.stop()
+        self.query_one("#pull-status", Static).update(f"{message.what}: {message.error}")
+        self.notify(message.error, severity="error", timeout=10)
+
+    @on(Worker.StateChanged)
+    def worker_failed(self, event: Worker.StateChanged) -> None:
+        if event.state == WorkerState.ERROR:
+            error = event.worker.error
+            if event.worker.group == "pull":
+                self.end_pull(f"pull failed: {type(error).__name__}: {error}")
+            self.notify(f"{type(error).__name__}: {error}", severity="error", timeout=10)
+
+
+def source_text(source: dict[str, Any]) -> str:
+    kind = source.get("kind")
+    if kind == "hf":
+        return f"hf {source.get('repo')}@{str(source.get('commit'))[:12]}"
+    if kind == "starter":
+        return f"starter package {source.get('package')}"
+    return f"imported {Path(str(source.get('path'))).name}"

@@ -1,0 +1,31 @@
+"""The context meter: system + history + reply budget against the context, as a bar."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual.widgets import Static
+
+BAR_CELLS = 24
+
+
+class ContextMeter(Static):
+    """Shows a ContextPlan; classes ``-warn`` / ``-over`` colour it."""
+
+    DEFAULT_CSS = """
+    ContextMeter { height: 1; padding: 0 1; color: $text-muted; }
+    ContextMeter.-warn { color: $warning; }
+    ContextMeter.-over { color: $error; text-style: bold; }
+    """
+
+    def show_plan(self, plan: Any | None, note: str = "") -> None:
+        """Render ``plan`` (a core.chat.ContextPlan), or ``note`` when there is none."""
+        state = plan.state if plan is not None else "ok"
+        self.set_class(state == "warn", "-warn")
+        self.set_class(state == "over", "-over")
+        if plan is None:
+            self.update(f"context: {note or 'no model loaded'}", layout=False)
+            return
+        filled = min(BAR_CELLS, round(plan.fraction * BAR_CELLS))
+        bar = "█" * filled + "░" * (BAR_CELLS - filled)
+        self.update(f"context {bar} {plan.describe()}", layout=False)

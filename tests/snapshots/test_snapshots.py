@@ -1,0 +1,233 @@
+"""One snapshot per screen at 120x40, on fixed data: no model is loaded (the chat engine is a
+stand-in with a fixed LoadInfo and token count), GPU data is a recorded H100 trace, the
+clock, the disk's free space and the fit device are fixed, and cursors do not blink.
+
+Update after an intended change: ``pytest tests/snapshots --snapshot-update``; the README's
+screenshots (docs/screenshots/) are these files, copied by ``tests/snapshots/export.py``.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from textual.widgets import Input
+
+from llcuda_tui.core.bench_store import BenchStore, StoredRun
+from llcuda_tui.core.catalog import ModelChoice
+from llcuda_tui.core.config import Paths, Settings
+from llcuda_tui.core.conversations import ChatSettings
+from llcuda_tui.core.engine import LoadInfo
+from llcuda_tui.core.store import Store
+from tests.tui.conftest import h100_sampler, make_app, wait_for
+
+pytestmark = pytest.mark.timeout(120)
+SIZE = (120, 40)
+GIB = 2**30
+
+REPLY = """A **GGUF** file is a single-file model format used by llama.cpp:
+
+- the weights, quantized (here `Q4_1`: 4-bit blocks with a scale and a minimum)
+- the tokenizer and the chat template
+- metadata: architecture, context length, layer count
+
+```python
+from llcuda_tui.core.gguf import read_summary
+print(read_summary([path]).quant)
+```"""
+RECORD = {
+    "prompt_tokens": 38,
+    "generated_tokens": 96,
+    "ttft_s": 0.061,
+    "prefill_s": 0.05,
+    "decode_s": 1.21,
+    "prefill_tokens_per_s": 760.0,
+    "decode_tokens_per_s": 78.5,
+    "total_s": 1.28,
+    "stop_reason": "eos",
+    "prompt_tokens_evaluated": 38,
+    "model_sha256": "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+    "backend": "CPU",
+    "n_gpu_layers": 0,
+    "n_ctx": 4096,
+}
+
+
+class StandInEngine:
+    """What the Chat screen reads of an engine, with fixed values (no model is loaded)."""
+
+    info = LoadInfo(
+        model_path="SmolLM2-135M-Instruct.Q4_1.gguf",
+        model_desc="llama ?B Q4_1",
+        architecture="llama",
+        n_params=134_515_008,
+        model_size_bytes=98_325_024,
+        n_layers=30,
+        n_layers_offloaded=0,
+        n_vocab=49152,
+        n_ctx_train=8192,
+        backend="CPU",
+        load_time_s=0.21,
+        n_ctx=4096,
+        n_batch=512,
+        n_ubatch=512,
+        n_threads=2,
+        flash_attn=False,
+        backend_sampling=False,
+        type_k="f16",
+        type_v="f16",
+        chat_template="gguf",
+        llama_cpp_python="0.3.36",
+        n_gpu_layers=0,
+    )
+
+    def count_tokens(self, request: Any) -> int:
+        return sum(4 + len(m["content"].split()) * 4 // 3 for m in request.messages)
+
+    def cancel(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+def no_blink(app: Any) -> None:
+    for widget in app.screen.query(Input):
+        widget.cursor_blink = False
+
+
+@pytest.fixture()
+def fixed_disk(monkeypatch: pytest.MonkeyPatch) -> None:
+    usage = shutil._ntuple_diskusage(1000 * GIB, 400 * GIB, 600 * GIB)  # type: ignore[attr-defined]
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage)
+
+
+def test_chat_screen(snap_compare: Any, settings: Settings, smollm_path: Path) -> None:
+    choice = ModelChoice(
+        "smollm2-135m-instruct",
+        smollm_path,
+        RECORD["model_sha256"],
+        "Q4_1",
+        smollm_path.stat().st_size,
+        "starter",
+    )
+    app = make_app(settings, engine=StandInEngine(), engine_choice=choice)
+    store = app.conversations
+    other = store.create(title="Rust lifetimes, briefly")
+    store.add_message(other.id, "user", "Explain Rust lifetimes in two sentences.")
+    conv = store.create(
+        model="smollm2-135m-instruct", settings=ChatSettings(temperature=0.2, max_tokens=256)
+    )
+    store.add_message(conv.id, "user", "What is a GGUF file?")
+    store.add_message(conv.id, "assistant", REPLY, model="smollm2-135m-instruct", record=RECORD)
+
+    async def ready(pilot: Any) -> None:
+        chat = app.screen
+        await wait_for(pilot, lambda: chat.choices and chat.plan is not None, what="ready")
+        before = chat.plan.history_tokens
+        chat.query_one("#prompt", Input).value = "And how is it different from safetensors?"
+        await wait_for(pilot, lambda: chat.plan.history_tokens > before, what="recount")
+        no_blink(app)
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=ready)
+
+
+def test_models_screen(
+    snap_compare: Any, settings: Settings, tiny_gguf: Path, fixed_disk: None
+) -> None:
+    store = Store(Paths.from_env())
+    store.import_path(tiny_gguf, name="tiny-llama")
+    store.import_path(tiny_gguf, name="acme/tiny-llama:F32")
+    store.set_pinned("acme/tiny-llama:F32", True)
+    app = make_app(settings, start_screen="models")
+
+    async def ready(pilot: Any) -> None:
+        screen = app.screen
+        await wait_for(pilot, lambda: len(screen.entries) == 2, what="store listing")
+        await wait_for(pilot, lambda: "fit" in str(screen.query_one("#detail").render()))
+        await wait_for(pilot, lambda: not screen.workers, what="workers done")
+        screen.query_one("#repo", Input).value = "bartowski/SmolLM2-135M-Instruct-GGUF"
+        no_blink(app)
+        await pilot.pause(0.2)
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=ready)
+
+
+def test_gpu_screen(snap_compare: Any, settings: Settings) -> None:
+    app = make_app(settings, gpu_sampler=h100_sampler(), start_screen="gpu")
+
+    async def ready(pilot: Any) -> None:
+        await wait_for(pilot, lambda: app.screen.query("GpuPanel"), what="panel")
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=ready)
+
+
+def test_bench_screen(snap_compare: Any, settings: Settings) -> None:
+    with BenchStore.open(settings.paths) as bench:
+        for run in bench_runs():
+            bench.save_run(run)
+    app = make_app(settings, gpu_sampler=h100_sampler(), start_screen="bench")
+
+    async def ready(pilot: Any) -> None:
+        screen = app.screen
+        await wait_for(pilot, lambda: screen.choices, what="models")
+        screen.show_run(screen.load_run(2))
+        screen.progress.values = [112.4, 118.0, 117.1, 118.6, 117.9]
+        screen.poll()
+        screen.set_status("run 2 done: pp512 7981.2 t/s, tg128 117.9 t/s")
+        no_blink(app)
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=ready)
+
+
+def bench_runs() -> list[StoredRun]:
+    def row(test: str, ts: list[float], ngl: int, flags: list[str]) -> dict[str, Any]:
+        mean = sum(ts) / len(ts)
+        sd = (sum((x - mean) ** 2 for x in ts) / (len(ts) - 1)) ** 0.5
+        return {
+            "test": test,
+            "model_name": "smollm2-135m-instruct",
+            "model_filename": "SmolLM2-135M-Instruct.Q4_1.gguf",
+            "n_gpu_layers": ngl,
+            "n_batch": 2048,
+            "n_ubatch": 512,
+            "flash_attn": True,
+            "type_k": "f16",
+            "type_v": "f16",
+            "avg_ts": mean,
+            "stddev_ts": sd,
+            "samples_ts": ts,
+            "j_per_token": 0.0041 if test.startswith("tg") else 0.00021,
+            "validity_flags": flags,
+            "backends": "CUDA",
+        }
+
+    env = {"gpu_info": "NVIDIA H100 80GB HBM3", "build_commit": "b1c2d3e"}
+    first = StoredRun(
+        "throughput",
+        env,
+        {},
+        created_at="2026-01-01T09:00:00+0000",
+        command="llcuda tui",
+        results=[
+            row("pp512", [7702.0, 7811.5, 7755.2], -1, []),
+            row("tg128", [111.0, 112.2, 110.9], -1, []),
+        ],
+    )
+    second = StoredRun(
+        "throughput",
+        env,
+        {},
+        created_at="2026-01-01T09:05:00+0000",
+        command="llcuda tui",
+        results=[
+            row("pp512", [7950.1, 8003.7, 7990.4, 7975.0, 7987.0], -1, []),
+            row("tg128", [112.4, 118.0, 117.1, 118.6, 117.9], -1, ["power_capped"]),
+        ],
+    )
+    return [first, second]

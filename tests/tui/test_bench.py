@@ -1,0 +1,69 @@
+"""The Benchmark screen: a real (tiny) pp/tg run with progress, results, history, compare
+and export; bad parameters are explained."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from textual.widgets import DataTable, Input, Select, TabbedContent
+
+from llcuda_tui.core.config import Paths, Settings
+from llcuda_tui.core.store import Store
+from llcuda_tui.screens.bench import BenchScreen
+from tests.tui.conftest import SIZE, make_app, wait_for
+
+pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(120)]
+
+
+def fill(screen: BenchScreen, **values: str) -> None:
+    for field_id, value in values.items():
+        screen.query_one(f"#{field_id.replace('_', '-')}", Input).value = value
+
+
+async def run_once(pilot, screen: BenchScreen, run_id: int) -> None:  # type: ignore[no-untyped-def]
+    await pilot.press("ctrl+r")
+    await wait_for(
+        pilot,
+        lambda: str(screen.query_one("#bench-status").render()).startswith(f"run {run_id} done"),
+        90,
+        f"run {run_id}",
+    )
+
+
+async def test_run_results_history_compare_export(settings: Settings, tiny_gguf: Path) -> None:
+    Store(Paths.from_env()).import_path(tiny_gguf, name="tiny-llama")
+    app = make_app(settings, start_screen="bench")
+    async with app.run_test(size=SIZE) as pilot:
+        screen = app.screen
+        assert isinstance(screen, BenchScreen)
+        await wait_for(pilot, lambda: "tiny-llama" in screen.choices, what="models")
+        assert screen.query_one("#bench-model", Select).value == "tiny-llama"
+        fill(screen, n_prompt="16", n_gen="8", reps="3", bench_ngl="0,-1", bench_batch="16")
+        await pilot.press("ctrl+r")  # a list of ngl values needs the sweep mode
+        await pilot.pause()
+        assert "sweep mode" in str(screen.query_one("#bench-status").render())
+        fill(screen, bench_ngl="0")
+        await run_once(pilot, screen, 1)
+        status = str(screen.query_one("#bench-status").render())
+        assert status.startswith("run 1 done: pp16") and "tg8" in status
+        results = screen.query_one("#results", DataTable)
+        rows = [results.get_row_at(i) for i in range(results.row_count)]
+        assert [r[1] for r in rows] == ["pp16", "tg8"]
+        assert all(" ± " in r[4] and r[5] != "n/a" and r[6] != "n/a" for r in rows)
+        assert len(screen.progress.values) == 6  # one t/s value per repetition, plotted
+        await run_once(pilot, screen, 2)
+        history = screen.query_one("#history", DataTable)
+        await wait_for(pilot, lambda: history.row_count == 2)
+        screen.query_one(TabbedContent).active = "tab-history"
+        history.focus()
+        await pilot.press("space", "down", "space", "c")
+        compare = screen.query_one("#compare", DataTable)
+        await wait_for(pilot, lambda: compare.row_count > 0, what="compare rows")
+        assert {compare.get_row_at(i)[1] for i in range(compare.row_count)} >= {"avg_ts"}
+        for fmt in ("md", "csv", "json"):
+            screen.query_one("#export-format", Select).value = fmt
+            await pilot.press("ctrl+s")
+            path = settings.paths.data_dir / "exports" / f"bench-run-2.{fmt}"
+            await wait_for(pilot, path.exists, what=str(path))
+        assert "pp16" in path.read_text()

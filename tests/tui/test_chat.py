@@ -1,0 +1,277 @@
+"""The Chat screen driven with keys: a real reply from the starter model on the CPU, Esc
+stops it, conversations persist, regenerate / edit / copy / export, the context meter asks
+before leaving turns out, and a load error is shown."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from textual.widgets import Input, Select
+
+from llcuda_tui.core.catalog import ModelChoice, file_sha256
+from llcuda_tui.core.chat import ReplyStream
+from llcuda_tui.core.config import Settings
+from llcuda_tui.core.conversations import ChatSettings
+from llcuda_tui.messages import ContextPlanned, ModelLoaded
+from llcuda_tui.screens.chat import DRAIN_HZ, ChatScreen
+from llcuda_tui.screens.chat_settings import ChatSettingsDialog
+from llcuda_tui.screens.dialogs import ConfirmDialog, TextPromptDialog
+from llcuda_tui.widgets import ChatMessage, StreamView
+from tests.tui.conftest import SIZE, make_app, wait_for
+
+pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(120)]
+
+
+def chat_settings(settings: Settings, max_tokens: int = 24, n_ctx: int = 1024) -> Settings:
+    return settings.with_overrides(
+        {
+            "engine": {"n_gpu_layers": 0, "n_ctx": n_ctx, "n_threads": 2},
+            "sampling": {"temperature": 0.0, "max_tokens": max_tokens},
+        }
+    )
+
+
+async def load_smollm(pilot: Any, app: Any) -> ChatScreen:
+    chat = app.screen
+    assert isinstance(chat, ChatScreen)
+    await wait_for(pilot, lambda: "smollm2-135m-instruct" in chat.choices, what="choices")
+    assert chat.query_one("#model", Select).value == "smollm2-135m-instruct"
+    await pilot.press("ctrl+l")
+    await wait_for(pilot, lambda: app.engine is not None, timeout=60, what="model load")
+    return chat
+
+
+async def send(pilot: Any, chat: ChatScreen, text: str) -> None:
+    chat.query_one("#prompt", Input).focus()
+    chat.query_one("#prompt", Input).value = text
+    await pilot.press("enter")
+    await wait_for(pilot, lambda: chat.reply is not None or not chat.sending, what="reply start")
+    await wait_for(pilot, lambda: chat.reply is None and not chat.sending, 90, "reply end")
+
+
+async def test_real_reply_is_streamed_rendered_and_saved(
+    settings: Settings, smollm_path: Path
+) -> None:
+    seen: list[type] = []
+    app = make_app(chat_settings(settings))
+    async with app.run_test(size=SIZE, message_hook=lambda m: seen.append(type(m))) as pilot:
+        chat = await load_smollm(pilot, app)
+        status = str(chat.query_one("#engine-status").render())
+        assert "smollm2-135m-instruct on CPU" in status and "loaded in" in status
+        await send(pilot, chat, "Say hello.")
+        assert ModelLoaded in seen and ContextPlanned in seen
+        record = chat.last_record
+        assert record is not None and record.generated_tokens > 0
+        assert record.backend == "CPU" and record.stop_reason in ("eos", "length")
+        widgets = list(chat.query(ChatMessage))
+        assert [w.role for w in widgets] == ["user", "assistant"]
+        reply = widgets[1]
+        assert "hello" in reply.text.lower()
+        record_line = str(reply.query_one(".record").render())
+        sha = file_sha256(smollm_path)
+        for part in ("TTFT", "prefill", "decode", f"sha256 {sha[:12]}", "CPU", "ngl 0"):
+            assert part in record_line, (part, record_line)
+        # persisted, with the record, under LLCUDA_HOME
+        conv = app.conversations.conversations()[0]
+        assert conv.title == "Say hello." and conv.model == "smollm2-135m-instruct"
+        msgs = app.conversations.messages(conv.id)
+        assert [m.role for m in msgs] == ["user", "assistant"]
+        assert msgs[1].content == reply.text and msgs[1].record["model_sha256"] == sha
+        await wait_for(pilot, lambda: chat.plan is not None and not chat.plan.turns_to_drop)
+        meter = str(chat.query_one("#meter").render())
+        assert "history" in meter and "reply 24" in meter
+
+
+async def test_escape_stops_within_one_token_and_input_stays_live(
+    settings: Settings, smollm_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    appends: list[int] = []
+    original_append = StreamView.append
+
+    def counting_append(self: StreamView, text: str) -> None:
+        if text:
+            appends.append(len(text))
+        original_append(self, text)
+
+    monkeypatch.setattr(StreamView, "append", counting_append)
+    at_cancel: list[int] = []
+    original_cancel = ReplyStream.cancel
+
+    def recording_cancel(self: ReplyStream) -> None:
+        at_cancel.append(self.tokens)
+        original_cancel(self)
+
+    monkeypatch.setattr(ReplyStream, "cancel", recording_cancel)
+    app = make_app(chat_settings(settings, max_tokens=600))
+    async with app.run_test(size=SIZE) as pilot:
+        chat = await load_smollm(pilot, app)
+        prompt = chat.query_one("#prompt", Input)
+        prompt.value = "Write a very long story about a dragon who learns to bake bread."
+        await pilot.press("enter")
+        await wait_for(
+            pilot, lambda: chat.reply is not None and chat.reply.tokens >= 12, what="streaming"
+        )
+        started = chat.reply.started
+        # the input keeps working while tokens stream
+        for ch in "next":
+            await pilot.press(ch)
+        assert prompt.value == "next" and chat.reply is not None
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: chat.reply is None, what="stop")
+        elapsed = time.perf_counter() - started
+        record = chat.last_record
+        assert record.stop_reason == "cancelled"
+        assert at_cancel and record.generated_tokens <= at_cancel[0] + 1
+        # tokens reached the widget in batches at the drain rate, not one refresh per token
+        assert len(appends) <= elapsed * DRAIN_HZ + 2
+        assert sum(appends) > 0 and len(appends) < record.generated_tokens
+        saved = app.conversations.messages(chat.conversation.id)[-1]
+        assert saved.record["stop_reason"] == "cancelled"
+
+
+async def test_regenerate_edit_copy_export_settings(settings: Settings, smollm_path: Path) -> None:
+    app = make_app(chat_settings(settings, max_tokens=12))
+    async with app.run_test(size=SIZE) as pilot:
+        chat = await load_smollm(pilot, app)
+        await send(pilot, chat, "Name a color.")
+        cid = chat.conversation.id
+        first = app.conversations.messages(cid)
+        # regenerate: the last reply is replaced, not added to
+        await pilot.press("ctrl+r")
+        await wait_for(pilot, lambda: chat.reply is not None or not chat.sending)
+        await wait_for(pilot, lambda: chat.reply is None and not chat.sending, 90, "regenerate")
+        again = app.conversations.messages(cid)
+        assert [m.role for m in again] == ["user", "assistant"]
+        assert again[1].id != first[1].id and again[0].id == first[0].id
+        # edit the last user turn: it and its reply are replaced
+        await pilot.press("ctrl+g")
+        prompt = chat.query_one("#prompt", Input)
+        assert prompt.value == "Name a color."
+        prompt.value = "Name a fruit."
+        await pilot.press("enter")
+        await wait_for(
+            pilot,
+            lambda: (
+                chat.reply is None
+                and not chat.sending
+                and len(app.conversations.messages(cid)) == 2
+                and app.conversations.messages(cid)[0].content == "Name a fruit."
+            ),
+            90,
+        )
+        # copy the last reply (OSC 52 through Textual) and export the conversation
+        await pilot.press("ctrl+y")
+        assert app.clipboard == app.conversations.messages(cid)[1].content
+        await pilot.press("ctrl+s")
+        export = settings.paths.data_dir / "exports" / f"conversation-{cid}.md"
+        assert export.exists() and "## User\n\nName a fruit." in export.read_text()
+        # per-conversation settings: a bad value is refused, a good one saved
+        await pilot.press("ctrl+o")
+        await wait_for(pilot, lambda: isinstance(app.screen, ChatSettingsDialog))
+        dialog = app.screen
+        dialog.query_one("#f-temperature", Input).value = "hot"
+        await pilot.press("ctrl+s")
+        assert "not a number" in str(dialog.query_one("#error").render())
+        dialog.query_one("#f-temperature", Input).value = "0.3"
+        dialog.query_one("#preset", Select).value = "terse"
+        await pilot.pause()
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: app.screen is chat)
+        conv = app.conversations.get(cid)
+        assert conv.settings.temperature == 0.3 and conv.system_prompt.startswith("Answer in")
+
+
+async def test_context_over_asks_before_leaving_turns_out(
+    settings: Settings, smollm_path: Path
+) -> None:
+    s = chat_settings(settings, max_tokens=32, n_ctx=256)
+    app = make_app(s)
+    store = app.conversations
+    conv = store.create(settings=ChatSettings(temperature=0.0, max_tokens=32))
+    store.add_message(conv.id, "user", "Tell me about rivers. " * 20)
+    store.add_message(conv.id, "assistant", "Rivers flow to the sea. " * 20)
+    async with app.run_test(size=SIZE) as pilot:
+        chat = await load_smollm(pilot, app)
+        assert chat.conversation is not None and chat.conversation.id == conv.id
+        prompt = chat.query_one("#prompt", Input)
+        prompt.value = "And lakes?"
+        await wait_for(pilot, lambda: chat.plan is not None and chat.plan.state == "over")
+        assert "Over by" in str(chat.query_one("#meter").render())
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmDialog), what="confirm")
+        await pilot.press("escape")  # no: nothing is sent, nothing is dropped
+        await wait_for(pilot, lambda: app.screen is chat and not chat.sending)
+        assert len(store.messages(conv.id)) == 2
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmDialog), what="confirm")
+        await pilot.press("y")
+        await wait_for(
+            pilot,
+            lambda: chat.reply is None and not chat.sending and len(store.messages(conv.id)) == 4,
+            90,
+            "reply",
+        )
+        record = chat.last_record
+        assert record.prompt_tokens + 32 <= 256  # the old turns were left out of the request
+        assert [m.role for m in store.messages(conv.id)][:2] == ["user", "assistant"]  # kept
+
+
+async def test_load_error_is_shown_and_nothing_breaks(settings: Settings, tmp_path: Path) -> None:
+    bad = tmp_path / "broken.gguf"
+    bad.write_bytes(b"GGUF\x03\x00\x00\x00" + b"\x00" * 64)
+    app = make_app(chat_settings(settings))
+    async with app.run_test(size=SIZE) as pilot:
+        chat = app.screen
+        await wait_for(pilot, lambda: chat.choices, what="choices")
+        chat.choices["broken"] = ModelChoice("broken", bad, None, "?", 72, "store")
+        select = chat.query_one("#model", Select)
+        select.set_options([*((c, c) for c in chat.choices)])
+        select.value = "broken"
+        await pilot.press("ctrl+l")
+        await wait_for(
+            pilot, lambda: "load failed" in str(chat.query_one("#engine-status").render()), 60
+        )
+        assert app.engine is None and not chat.loading_model
+        assert "broken.gguf" in str(chat.query_one("#engine-status").render())
+        # sending without a model explains itself
+        chat.query_one("#prompt", Input).value = "hi"
+        await pilot.press("enter")
+        await pilot.pause()
+        assert any("load a model first" in str(n.message) for n in app._notifications)
+
+
+async def test_conversation_list_rename_delete_search(settings: Settings) -> None:
+    app = make_app(settings)
+    store = app.conversations
+    a = store.create(title="About rivers")
+    store.add_message(a.id, "user", "rivers?")
+    b = store.create(title="About mountains")
+    store.add_message(b.id, "user", "mountains?")
+    async with app.run_test(size=SIZE) as pilot:
+        chat = app.screen
+        await wait_for(pilot, lambda: chat.conversation is not None)
+        assert chat.conversation.id == b.id  # the most recent opens
+        listing = chat.query_one("#conversations")
+        listing.focus()
+        await pilot.press("down", "enter")
+        await wait_for(pilot, lambda: chat.conversation.id == a.id, what="open a")
+        assert [w.text for w in chat.query(ChatMessage)] == ["rivers?"]
+        listing.focus()
+        await pilot.press("r")
+        await wait_for(pilot, lambda: isinstance(app.screen, TextPromptDialog))
+        app.screen.query_one(Input).value = "Rivers and lakes"
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: store.get(a.id).title == "Rivers and lakes")
+        chat.query_one("#search", Input).value = "mountain"
+        await wait_for(pilot, lambda: len(listing.children) == 1)
+        chat.query_one("#search", Input).value = ""
+        await wait_for(pilot, lambda: len(listing.children) == 2)
+        listing.focus()
+        listing.index = 0
+        await pilot.press("delete")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmDialog))
+        await pilot.press("y")
+        await wait_for(pilot, lambda: len(store.conversations()) == 1)

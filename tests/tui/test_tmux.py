@@ -1,0 +1,98 @@
+"""A real terminal: tmux runs the installed `llcuda` entry point, F1-F4 switch through the
+four screens, and `capture-pane` shows each one."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+TMUX = shutil.which("tmux")
+LLCUDA = shutil.which("llcuda") or str(Path(sys.executable).parent / "llcuda")
+
+pytestmark = [
+    pytest.mark.timeout(120),
+    pytest.mark.skipif(TMUX is None, reason="tmux is not installed (apt-get install tmux)"),
+]
+
+
+class Tmux:
+    def __init__(self, socket: str) -> None:
+        self.socket = socket
+
+    def __call__(self, *args: str) -> str:
+        assert TMUX is not None
+        proc = subprocess.run(
+            [TMUX, "-L", self.socket, *args], capture_output=True, text=True, timeout=30
+        )
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    def screen(self) -> str:
+        return self("capture-pane", "-p", "-t", "llcuda")
+
+    def wait_for(self, *texts: str, timeout: float = 40.0) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            shown = self.screen()
+            if all(t in shown for t in texts):
+                return shown
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{texts} not on the screen after {timeout} s:\n{shown}")
+            time.sleep(0.2)
+
+
+@pytest.fixture()
+def tmux(llcuda_home: Path) -> Iterator[Tmux]:
+    t = Tmux(f"llcuda-test-{uuid.uuid4().hex[:8]}")
+    env = {"LLCUDA_HOME": str(llcuda_home), "TERM": "xterm-256color"}
+    exports = " ".join(f"{k}={v}" for k, v in env.items())
+    t(
+        "-f",
+        os.devnull,
+        "new-session",
+        "-d",
+        "-s",
+        "llcuda",
+        "-x",
+        "120",
+        "-y",
+        "40",
+        f"env {exports} {LLCUDA}",
+    )
+    try:
+        yield t
+    finally:
+        subprocess.run([TMUX or "tmux", "-L", t.socket, "kill-server"], capture_output=True)
+
+
+def test_installed_entry_point_shows_each_screen(tmux: Tmux) -> None:
+    tmux.wait_for("message: Enter sends", "^n New", "smollm2-135m-instruct")
+    tmux("send-keys", "-t", "llcuda", "F2")
+    tmux.wait_for("Model store", "Hugging Face")
+    tmux("send-keys", "-t", "llcuda", "F3")
+    gpu = tmux.wait_for("History span")
+    assert "No GPU telemetry" in gpu or "driver" in gpu
+    tmux("send-keys", "-t", "llcuda", "F4")
+    tmux.wait_for("pp (prompt tokens)", "Results")
+    tmux("send-keys", "-t", "llcuda", "F1")
+    tmux.wait_for("message: Enter sends")
+    tmux("send-keys", "-t", "llcuda", "C-q")
+    deadline = time.monotonic() + 30
+    while _alive(tmux):  # the session ends when llcuda exits
+        assert time.monotonic() < deadline, "llcuda did not exit on Ctrl+Q"
+        time.sleep(0.2)
+
+
+def _alive(tmux: Tmux) -> bool:
+    proc = subprocess.run(
+        [TMUX or "tmux", "-L", tmux.socket, "has-session", "-t", "llcuda"], capture_output=True
+    )
+    return proc.returncode == 0
