@@ -512,34 +512,11 @@ class Engine:
     def stream(self, request: GenerationRequest) -> Iterator[Chunk]:
         """Chunks as they are generated; the last carries the RunRecord. Closing the iterator
         early cancels the generation."""
-        q: queue.SimpleQueue[Chunk | BaseException] = queue.SimpleQueue()
-        handle = self.submit(request, q.put, q.put)
-        finished = False
-        try:
-            while True:
-                item = q.get()
-                if isinstance(item, BaseException):
-                    finished = True
-                    raise item
-                if item.record is not None:
-                    finished = True
-                yield item
-                if finished:
-                    return
-        finally:
-            if not finished:
-                handle.cancel()
+        return stream_via(self.submit, request)
 
     def generate(self, request: GenerationRequest) -> tuple[str, RunRecord]:
         """The whole reply and its record (blocks; no per-token wake-ups of the caller)."""
-        parts: list[str] = []
-        handle = self.submit(request, lambda chunk: parts.append(chunk.text))
-        try:
-            record = handle.result()
-        except BaseException:
-            handle.cancel()
-            raise
-        return "".join(parts), record
+        return generate_via(self.submit, request)
 
     def cancel(self) -> None:
         """Stop the running generation (if any) within one token."""
@@ -743,6 +720,46 @@ class Engine:
     def run_on_engine(self, fn: Callable[[], Any]) -> Any:
         """Run ``fn`` on the engine thread (for code that needs the raw context)."""
         return self._call(fn)
+
+
+SubmitFn = Callable[
+    [GenerationRequest, Callable[[Chunk], None], Callable[[BaseException], None] | None],
+    GenerationHandle,
+]
+"""``submit(request, on_chunk, on_error) -> GenerationHandle``, as engines implement it."""
+
+
+def stream_via(submit: SubmitFn, request: GenerationRequest) -> Iterator[Chunk]:
+    """An engine's ``submit`` as an iterator of chunks; closing it early cancels."""
+    q: queue.SimpleQueue[Chunk | BaseException] = queue.SimpleQueue()
+    handle = submit(request, q.put, q.put)
+    finished = False
+    try:
+        while True:
+            item = q.get()
+            if isinstance(item, BaseException):
+                finished = True
+                raise item
+            if item.record is not None:
+                finished = True
+            yield item
+            if finished:
+                return
+    finally:
+        if not finished:
+            handle.cancel()
+
+
+def generate_via(submit: SubmitFn, request: GenerationRequest) -> tuple[str, RunRecord]:
+    """An engine's ``submit`` run to the end: the reply and its record, no per-token wake-ups."""
+    parts: list[str] = []
+    handle = submit(request, lambda chunk: parts.append(chunk.text), None)
+    try:
+        record = handle.result()
+    except BaseException:
+        handle.cancel()
+        raise
+    return "".join(parts), record
 
 
 class _StopMatcher:

@@ -43,6 +43,8 @@ from llcuda_tui.core.engine import (
     RunRecord,
     _StopMatcher,
     check_gguf_file,
+    generate_via,
+    stream_via,
 )
 from llcuda_tui.core.errors import EngineError, UserInputError
 from llcuda_tui.core.sampling import SamplingParams, build_chain
@@ -242,34 +244,11 @@ class BatchEngine:
     def stream(self, request: GenerationRequest) -> Iterator[Chunk]:
         """Chunks as they are generated; the last carries the RunRecord. Closing the iterator
         early cancels the generation."""
-        q: queue.SimpleQueue[Chunk | BaseException] = queue.SimpleQueue()
-        handle = self.submit(request, q.put, q.put)
-        finished = False
-        try:
-            while True:
-                item = q.get()
-                if isinstance(item, BaseException):
-                    finished = True
-                    raise item
-                if item.record is not None:
-                    finished = True
-                yield item
-                if finished:
-                    return
-        finally:
-            if not finished:
-                handle.cancel()
+        return stream_via(self.submit, request)
 
     def generate(self, request: GenerationRequest) -> tuple[str, RunRecord]:
         """The whole reply and its record (blocks)."""
-        parts: list[str] = []
-        handle = self.submit(request, lambda chunk: parts.append(chunk.text))
-        try:
-            record = handle.result()
-        except BaseException:
-            handle.cancel()
-            raise
-        return "".join(parts), record
+        return generate_via(self.submit, request)
 
     def cancel(self) -> None:
         """Stop every queued and running generation (each ends with stop reason 'cancelled')."""

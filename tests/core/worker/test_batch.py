@@ -58,16 +58,16 @@ def test_greedy_equals_in_process_alone_and_together(batch: BatchEngine, solo: E
         assert got_rec.stop_reason == rec.stop_reason
         assert got_rec.prompt_tokens == rec.prompt_tokens
     steps = batch.stats().steps
-    outs: list[tuple[str, object]] = [("", None)] * 3
-    threads = [
-        threading.Thread(target=lambda i=i: outs.__setitem__(i, batch.generate(_req(prompts[i]))))
-        for i in range(3)
+    # submitted back to back from one thread (thread start-up on a loaded machine can take
+    # longer than a whole generation of the tiny model)
+    parts: list[list[str]] = [[], [], []]
+    handles = [
+        batch.submit(_req(p), lambda c, i=i: parts[i].append(c.text), None)
+        for i, p in enumerate(prompts)
     ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert [o[0] for o in outs] == [e[0] for e in expected]
+    for h in handles:
+        h.result(60)
+    assert ["".join(x) for x in parts] == [e[0] for e in expected]
     # three sequences of 24 tokens shared their decode steps
     assert batch.stats().steps - steps < 2 * 24
 
