@@ -41,15 +41,19 @@ def write_tiny_llama(
     context_length: int = 2048,
     chat_template: str | None = None,
     seed: int = 0,
+    name: str = "tiny-test-llama",
+    split_max_tensors: int = 0,
 ) -> Path:
+    """Write the model; with ``split_max_tensors`` gguf writes ``<stem>-0000N-of-0000M.gguf``
+    shards beside ``path`` instead (see :func:`shards`)."""
     import gguf
 
     tokens, types = vocab()
     n_vocab = len(tokens)
     head_dim = n_embd // n_head
     rng = np.random.default_rng(seed)
-    w = gguf.GGUFWriter(str(path), "llama")
-    w.add_name("tiny-test-llama")
+    w = gguf.GGUFWriter(str(path), "llama", split_max_tensors=split_max_tensors)
+    w.add_name(name)
     w.add_context_length(context_length)
     w.add_embedding_length(n_embd)
     w.add_block_count(n_layer)
@@ -92,3 +96,9 @@ def write_tiny_llama(
     w.write_tensors_to_file()
     w.close()
     return path
+
+
+def shards(path: Path) -> list[Path]:
+    """The files a :func:`write_tiny_llama` call wrote: the shards when split, else ``[path]``."""
+    split = sorted(path.parent.glob(f"{path.stem}-*-of-*.gguf"))
+    return split or [path]

@@ -26,8 +26,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-import numpy as np
-
 
 def write_gguf(
     path: Path,
@@ -39,59 +37,13 @@ def write_gguf(
     chat_template: str | None = None,
 ) -> list[Path]:
     """A random-weight llama GGUF (F32); the shard paths when split, else ``[path]``."""
-    import gguf
+    from tests.gguf_factory import shards, write_tiny_llama
 
-    from tests.gguf_factory import vocab
-
-    tokens, types = vocab()
-    n_head, n_head_kv = 4, 2
-    head_dim = n_embd // n_head
-    rng = np.random.default_rng(seed)
-    w = gguf.GGUFWriter(str(path), "llama", split_max_tensors=split_max_tensors)
-    w.add_name(f"store-test-{seed}")
-    w.add_context_length(2048)
-    w.add_embedding_length(n_embd)
-    w.add_block_count(n_layer)
-    w.add_feed_forward_length(n_ff)
-    w.add_head_count(n_head)
-    w.add_head_count_kv(n_head_kv)
-    w.add_rope_dimension_count(head_dim)
-    w.add_layer_norm_rms_eps(1e-5)
-    w.add_file_type(gguf.LlamaFileType.ALL_F32)
-    w.add_tokenizer_model("llama")
-    w.add_token_list(tokens)
-    w.add_token_scores([-float(i) for i in range(len(tokens))])
-    w.add_token_types(types)
-    w.add_bos_token_id(1)
-    w.add_eos_token_id(2)
-    if chat_template:
-        w.add_chat_template(chat_template)
-
-    def rand(*shape: int) -> np.ndarray:
-        return (rng.standard_normal(shape) * 0.5).astype(np.float32)
-
-    ones = np.ones(n_embd, dtype=np.float32)
-    w.add_tensor("token_embd.weight", rand(len(tokens), n_embd))
-    w.add_tensor("output_norm.weight", ones)
-    w.add_tensor("output.weight", rand(len(tokens), n_embd))
-    for i in range(n_layer):
-        p = f"blk.{i}."
-        w.add_tensor(p + "attn_norm.weight", ones)
-        w.add_tensor(p + "attn_q.weight", rand(n_embd, n_embd))
-        w.add_tensor(p + "attn_k.weight", rand(n_head_kv * head_dim, n_embd))
-        w.add_tensor(p + "attn_v.weight", rand(n_head_kv * head_dim, n_embd))
-        w.add_tensor(p + "attn_output.weight", rand(n_embd, n_embd))
-        w.add_tensor(p + "ffn_norm.weight", ones)
-        w.add_tensor(p + "ffn_gate.weight", rand(n_ff, n_embd))
-        w.add_tensor(p + "ffn_up.weight", rand(n_ff, n_embd))
-        w.add_tensor(p + "ffn_down.weight", rand(n_embd, n_ff))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    if not split_max_tensors:
-        return [path]
-    return sorted(path.parent.glob(f"{path.stem}-*-of-*.gguf"))
+    write_tiny_llama(
+        path, n_embd=n_embd, n_layer=n_layer, n_ff=n_ff, chat_template=chat_template, seed=seed,
+        name=f"store-test-{seed}", split_max_tensors=split_max_tensors,
+    )  # fmt: skip
+    return shards(path) if split_max_tensors else [path]
 
 
 def sha256_hex(data: bytes) -> str:
