@@ -8,16 +8,14 @@ measured once per GPU.
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from llcuda_tui.core.config import Paths
 from llcuda_tui.core.errors import LlcudaError, UserInputError
+from llcuda_tui.core.sqlite_store import SqliteStore
 
 SCHEMA_VERSION = 1
 _SCHEMA = """
@@ -138,49 +136,17 @@ def store_path(paths: Paths) -> Path:
     return paths.data_dir / "bench.sqlite"
 
 
-class BenchStore:
+class BenchStore(SqliteStore):
     """Runs, their rows and measured bandwidths in SQLite (open, use, ``close``)."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, timeout=10)
-            self._db.execute("PRAGMA foreign_keys = ON")
-            self._migrate()
-        except (sqlite3.Error, OSError) as exc:
-            raise StoreError(f"cannot open the results store {self.path}: {exc}") from None
+    SCHEMA = _SCHEMA
+    SCHEMA_VERSION = SCHEMA_VERSION
+    LABEL = "results store"
+    ERROR = StoreError
 
     @classmethod
     def open(cls, paths: Paths) -> BenchStore:
         return cls(store_path(paths))
-
-    def close(self) -> None:
-        self._db.close()
-
-    def __enter__(self) -> BenchStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def _migrate(self) -> None:
-        version = self._db.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise StoreError(
-                f"the results store {self.path} was written by a newer llcuda-tui "
-                f"(schema {version} > {SCHEMA_VERSION})"
-            )
-        with self._db:
-            self._db.executescript(_SCHEMA)
-            self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-
-    @contextmanager
-    def _errors(self, what: str) -> Iterator[None]:
-        try:
-            yield
-        except sqlite3.Error as exc:
-            raise StoreError(f"results store {self.path}: cannot {what}: {exc}") from None
 
     # --- runs ---------------------------------------------------------------------------------
     def save_run(self, run: StoredRun) -> int:

@@ -10,10 +10,8 @@ plus the user's own (kept in the same file). Nothing here imports Textual.
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,7 @@ from typing import Any
 from llcuda_tui.core.config import Paths, SamplingDefaults
 from llcuda_tui.core.errors import LlcudaError, UserInputError
 from llcuda_tui.core.sampling import SamplingParams
+from llcuda_tui.core.sqlite_store import SqliteStore
 
 SCHEMA_VERSION = 1
 DEFAULT_TITLE = "New chat"
@@ -153,52 +152,21 @@ def store_path(paths: Paths) -> Path:
     return paths.data_dir / "conversations.sqlite"
 
 
-class ConversationStore:
+class ConversationStore(SqliteStore):
     """Conversations, messages and presets in SQLite (open, use, ``close``)."""
 
+    SCHEMA = _SCHEMA
+    SCHEMA_VERSION = SCHEMA_VERSION
+    LABEL = "conversation store"
+    ERROR = ConversationStoreError
+
     def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
-        self.path = Path(path)
         self._clock = clock
-        try:
-            if str(path) != ":memory:":
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(str(path), timeout=10, check_same_thread=False)
-            self._db.execute("PRAGMA foreign_keys = ON")
-            self._migrate()
-        except (sqlite3.Error, OSError) as exc:
-            raise ConversationStoreError(
-                f"cannot open the conversation store {path}: {exc}"
-            ) from None
+        super().__init__(path, check_same_thread=False)
 
     @classmethod
     def open(cls, paths: Paths, clock: Callable[[], float] = time.time) -> ConversationStore:
         return cls(store_path(paths), clock)
-
-    def close(self) -> None:
-        self._db.close()
-
-    def __enter__(self) -> ConversationStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def _migrate(self) -> None:
-        version = self._db.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise ConversationStoreError(
-                f"{self.path} was written by a newer llcuda-tui (schema {version})"
-            )
-        with self._db:
-            self._db.executescript(_SCHEMA)
-            self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-
-    @contextmanager
-    def _errors(self, what: str) -> Iterator[None]:
-        try:
-            yield
-        except sqlite3.Error as exc:
-            raise ConversationStoreError(f"conversation store: cannot {what}: {exc}") from None
 
     # --- conversations ----------------------------------------------------------------------
 
