@@ -29,7 +29,7 @@ from llcuda_tui.core.backend import capture_llama_log, list_devices
 from llcuda_tui.core.config import KV_TYPES, Settings, default_threads
 from llcuda_tui.core.errors import EngineError, ModelLoadError, UserInputError
 from llcuda_tui.core.sampling import SamplingParams, build_chain
-from llcuda_tui.core.templates import choose_template
+from llcuda_tui.core.templates import ChatTemplate, choose_template
 
 GGML_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8,
               "iq4_nl": 20, "bf16": 30}  # fmt: skip
@@ -720,6 +720,28 @@ class Engine:
     def run_on_engine(self, fn: Callable[[], Any]) -> Any:
         """Run ``fn`` on the engine thread (for code that needs the raw context)."""
         return self._call(fn)
+
+
+class TokensFromEngine:
+    """Tokens and chat template from a wrapped in-process :class:`Engine` (``self._tok``), so
+    engines built around one (the batch engine, the MPI pool) count prompts exactly alike."""
+
+    _tok: Engine
+
+    @property
+    def template(self) -> ChatTemplate:
+        return self._tok.template
+
+    def tokenize(
+        self, text: str, add_special: bool = True, parse_special: bool = True
+    ) -> list[int]:
+        return self._tok.tokenize(text, add_special, parse_special)
+
+    def prompt_tokens(self, request: GenerationRequest) -> list[int]:
+        return self._tok.prompt_tokens(request)
+
+    def count_tokens(self, request: GenerationRequest) -> int:
+        return len(self.prompt_tokens(request))
 
 
 SubmitFn = Callable[

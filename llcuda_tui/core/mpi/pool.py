@@ -36,6 +36,7 @@ from llcuda_tui.core.engine import (
     GenerationRequest,
     LoadInfo,
     RunRecord,
+    TokensFromEngine,
 )
 from llcuda_tui.core.errors import EngineError, LlcudaError, UserInputError
 from llcuda_tui.core.mpi.devices import Placement
@@ -240,7 +241,7 @@ class _Pending:
     member: Member
 
 
-class PoolEngine:
+class PoolEngine(TokensFromEngine):
     """Rank 0's view of the pool, with the BatchEngine interface the worker's server uses."""
 
     def __init__(
@@ -291,21 +292,6 @@ class PoolEngine:
         self._on_step = fn
         if self.local is not None:
             self.local.on_step = fn
-
-    @property
-    def template(self) -> Any:
-        return self._tok.template
-
-    def tokenize(
-        self, text: str, add_special: bool = True, parse_special: bool = True
-    ) -> list[int]:
-        return self._tok.tokenize(text, add_special, parse_special)
-
-    def prompt_tokens(self, request: GenerationRequest) -> list[int]:
-        return self._tok.prompt_tokens(request)
-
-    def count_tokens(self, request: GenerationRequest) -> int:
-        return len(self.prompt_tokens(request))
 
     def submit(
         self,

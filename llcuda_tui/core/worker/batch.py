@@ -41,6 +41,7 @@ from llcuda_tui.core.engine import (
     GenerationRequest,
     LoadInfo,
     RunRecord,
+    TokensFromEngine,
     _StopMatcher,
     check_gguf_file,
     generate_via,
@@ -102,7 +103,7 @@ class _Seq:
     stops: _StopMatcher | None = None
 
 
-class BatchEngine:
+class BatchEngine(TokensFromEngine):
     """A model serving up to ``parallel`` generations at once. Create with :meth:`load`.
 
     The generation API is the :class:`Engine`'s: ``submit``, ``stream`` (the last chunk carries
@@ -182,21 +183,6 @@ class BatchEngine:
         self.close()
 
     # --- tokens and templates (the in-process engine's, so prompts match exactly) -------------
-
-    @property
-    def template(self) -> Any:
-        return self._tok.template
-
-    def tokenize(
-        self, text: str, add_special: bool = True, parse_special: bool = True
-    ) -> list[int]:
-        return self._tok.tokenize(text, add_special, parse_special)
-
-    def prompt_tokens(self, request: GenerationRequest) -> list[int]:
-        return self._tok.prompt_tokens(request)
-
-    def count_tokens(self, request: GenerationRequest) -> int:
-        return len(self.prompt_tokens(request))
 
     # --- generation ---------------------------------------------------------------------------
 
