@@ -70,12 +70,15 @@ async def tui_round(pilot: Any, app: Any, prompt: str) -> tuple[Any, float]:
         screen.conversation.id, settings=app.bench_settings
     )
     screen.query_one("#prompt", Input).value = prompt
+    previous = screen.last_record
+    cpu0, wall0 = time.thread_time(), time.perf_counter()  # this thread runs the app
+    # the Pilot's press() may return only once the reply is over (it waits for the app to go
+    # idle), so the round ends on a new run record, not on seeing the reply start
     await pilot.press("enter")
     deadline = time.monotonic() + 600
-    while screen.reply is None and time.monotonic() < deadline:
-        await asyncio.sleep(0.01)
-    cpu0, wall0 = time.thread_time(), time.perf_counter()  # this thread runs the app
-    while (screen.reply is not None or screen.sending) and time.monotonic() < deadline:
+    while screen.last_record is previous or screen.reply is not None or screen.sending:
+        if time.monotonic() > deadline:
+            break
         await asyncio.sleep(0.25)  # plain sleeps: the Pilot's own waits would add UI work
     ui_share = (time.thread_time() - cpu0) / max(1e-9, time.perf_counter() - wall0)
     await pilot.pause(0.2)
