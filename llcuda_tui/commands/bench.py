@@ -356,6 +356,14 @@ def _models(args: argparse.Namespace, settings: Settings) -> tuple[ModelRef, ...
     return tuple(refs)
 
 
+def _results_store(settings: Settings) -> BenchStore:
+    """The results store; a line on stderr when a damaged file was moved aside on open."""
+    store = BenchStore.open(settings.paths)
+    if store.notice:
+        print(f"llcuda: warning: {store.notice}", file=sys.stderr)
+    return store
+
+
 def _command_line() -> str:
     return " ".join(["llcuda", *sys.argv[1:]])
 
@@ -430,7 +438,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         command=_command_line(),
     )
     spec.validate()
-    with BenchStore.open(settings.paths) as store, _cancel_on_ctrl_c() as cancel:
+    with _results_store(settings) as store, _cancel_on_ctrl_c() as cancel:
         result = run_bench(spec, _progress_printer(args), cancel, store=store)
     print(render_run(result, args.output), end="")
     print(f"llcuda: saved as run {result.run_id} in {store.path}", file=sys.stderr)
@@ -472,7 +480,7 @@ def _run_latency(args: argparse.Namespace, settings: Settings, models: tuple[Mod
         command=_command_line(),
     )
     spec.validate()
-    with BenchStore.open(settings.paths) as store, _cancel_on_ctrl_c() as cancel:
+    with _results_store(settings) as store, _cancel_on_ctrl_c() as cancel:
         result = run_latency(spec, _progress_printer(args), cancel, store=store)
     print(render_run(result, args.output), end="")
     print(f"llcuda: saved as run {result.run_id} in {store.path}", file=sys.stderr)
@@ -480,7 +488,7 @@ def _run_latency(args: argparse.Namespace, settings: Settings, models: tuple[Mod
 
 
 def run_history(args: argparse.Namespace, settings: Settings) -> int:
-    with BenchStore.open(settings.paths) as store:
+    with _results_store(settings) as store:
         runs = store.list_runs(args.limit)
     if args.json:
         print(json.dumps([r.to_dict() for r in runs], indent=2))
@@ -495,7 +503,7 @@ def run_history(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_compare(args: argparse.Namespace, settings: Settings) -> int:
-    with BenchStore.open(settings.paths) as store:
+    with _results_store(settings) as store:
         a, b = store.get_run(args.run_a), store.get_run(args.run_b)
     rows = compare_runs(a, b)
     if args.json:
@@ -511,7 +519,7 @@ def run_compare(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_show(args: argparse.Namespace, settings: Settings) -> int:
-    with BenchStore.open(settings.paths) as store:
+    with _results_store(settings) as store:
         stored = store.get_run(args.run)
     print(render_run(stored, args.output), end="")
     return 0

@@ -96,7 +96,13 @@ class Telemetry:
         if self.sampler is None:
             return Mark(now, None, ())
         s = self.sampler.quick(self.indices)
-        readings = tuple(g for g in s.gpus if g.index in self.indices)
+        seen = {g.index: g for g in s.gpus if g.index in self.indices}
+        # a GPU NVML could not read this time (NVML failing mid-run) is a reading too, so the
+        # row is flagged rather than looking clean with its telemetry missing
+        failed = s.message or f"NVML gave no reading ({s.state})"
+        readings = tuple(
+            seen.get(i) or GpuReading(i, status="error", error=failed) for i in self.indices
+        )
         energies = [g.energy_mj for g in readings]
         ok = len(energies) == len(self.indices) and all(e is not None for e in energies)
         total = sum(e for e in energies if e is not None) if ok else None
@@ -195,13 +201,15 @@ def validity_fields(readings: list[GpuReading], active: bool) -> dict[str, Any]:
     reasons = sorted({r for g in ok for r in (g.clock_event_reasons or ())} - BENIGN_CLOCK_REASONS)
     power_capped = any(g.power_capped for g in ok)
     thermal = any(g.thermal_slowdown for g in ok)
-    lost = len(ok) < len(readings)
+    lost = any(g.status == "lost" for g in readings)
+    unread = any(g.status not in ("ok", "lost") for g in readings)
     flags = [
         name
         for name, hit in (
             ("power_cap", power_capped),
             ("thermal_slowdown", thermal),
             ("gpu_lost", lost),
+            ("telemetry_error", unread),
         )
         if hit
     ]

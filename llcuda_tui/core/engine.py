@@ -28,6 +28,7 @@ from typing import Any
 from llcuda_tui.core.backend import capture_llama_log, list_devices
 from llcuda_tui.core.config import KV_TYPES, Settings, default_threads
 from llcuda_tui.core.errors import EngineError, ModelLoadError, UserInputError
+from llcuda_tui.core.gguf import check_gguf_file
 from llcuda_tui.core.sampling import SamplingParams, build_chain
 from llcuda_tui.core.templates import ChatTemplate, choose_template
 
@@ -388,6 +389,9 @@ class Engine:
         self._one = (ctypes.c_int32 * 1)()
         self._batch_one = L.llama_batch_get_one(self._one, 1)
         self._pieces: dict[int, bytes] = {}
+        # end-of-generation flags, cached like pieces: one ctypes call fewer per token, and each
+        # call releases and retakes the GIL (a wait behind the UI thread while it streams)
+        self._eog: dict[int, bool] = {}
         self._piece_buf = ctypes.create_string_buffer(PIECE_BUFFER_BYTES)
         self._mem = L.llama_get_memory(self._ctx)
 
@@ -595,12 +599,17 @@ class Engine:
         stops = _StopMatcher(req.stop)
         times: list[float] = []
         piece_of, one, batch_one = self.token_piece, self._one, self._batch_one
+        eog_of = self._eog
         ignore_eos, perf = req.ignore_eos, time.perf_counter
         stop_reason = "length"
         while True:
-            if not ignore_eos and is_eog(vocab, token):
-                stop_reason = "eos"
-                break
+            if not ignore_eos:
+                eog = eog_of.get(token)
+                if eog is None:
+                    eog = eog_of[token] = bool(is_eog(vocab, token))
+                if eog:
+                    stop_reason = "eos"
+                    break
             times.append(perf() - t0)
             text = utf8.decode(piece_of(token))
             if text:
@@ -843,30 +852,3 @@ def _offloaded_layers(lines: list[tuple[str, str]], requested: int, n_layers: in
 def _tidy(reason: str) -> str:
     reason = re.sub(r"^\w+: ", "", reason.strip())
     return reason.rstrip(".")
-
-
-GGUF_MAGIC = b"GGUF"
-
-
-def check_gguf_file(path: Path) -> None:
-    """Refuse a missing, empty, non-GGUF or obviously truncated file with one clear line."""
-    p = Path(path)
-    if not p.exists():
-        raise ModelLoadError(f"model file not found: {p}")
-    if not p.is_file():
-        raise ModelLoadError(f"not a file: {p}")
-    try:
-        size = p.stat().st_size
-        with open(p, "rb") as fh:
-            head = fh.read(8)
-    except OSError as exc:
-        raise ModelLoadError(f"cannot read {p}: {exc.strerror}") from None
-    if size == 0:
-        raise ModelLoadError(f"{p} is empty (0 bytes), not a GGUF model")
-    if head[:4] != GGUF_MAGIC:
-        raise ModelLoadError(f"{p} is not a GGUF file (it starts with {head[:4]!r}, not b'GGUF')")
-    if size < 24:
-        raise ModelLoadError(f"{p} is truncated ({size} bytes)")
-    version = int.from_bytes(head[4:8], "little")
-    if version not in (2, 3):
-        raise ModelLoadError(f"{p} has unsupported GGUF version {version}")

@@ -96,6 +96,30 @@ class GgufSummary:
         )
 
 
+def check_gguf_file(path: Path) -> None:
+    """Refuse a missing, empty, non-GGUF or obviously truncated file with one clear line."""
+    p = Path(path)
+    if not p.exists():
+        raise ModelLoadError(f"model file not found: {p}")
+    if not p.is_file():
+        raise ModelLoadError(f"not a file: {p}")
+    try:
+        size = p.stat().st_size
+        with open(p, "rb") as fh:
+            head = fh.read(8)
+    except OSError as exc:
+        raise ModelLoadError(f"cannot read {p}: {exc.strerror}") from None
+    if size == 0:
+        raise ModelLoadError(f"{p} is empty (0 bytes), not a GGUF model")
+    if head[:4] != GGUF_MAGIC:
+        raise ModelLoadError(f"{p} is not a GGUF file (it starts with {head[:4]!r}, not b'GGUF')")
+    if size < 24:
+        raise ModelLoadError(f"{p} is truncated ({size} bytes)")
+    version = int.from_bytes(head[4:8], "little")
+    if version not in (2, 3):
+        raise ModelLoadError(f"{p} has unsupported GGUF version {version}")
+
+
 def has_gguf_magic(path: Path) -> bool:
     try:
         with open(path, "rb") as fh:
@@ -129,13 +153,32 @@ def read_summary(shards: Sequence[Path]) -> GgufSummary:
     if not shards:
         raise ModelLoadError("no GGUF file given")
     readers = [_open(p) for p in shards]
+    try:
+        return _read_summary(shards, readers)
+    except (ValueError, TypeError, OverflowError, IndexError, KeyError) as exc:
+        # a value of the wrong type or range: a string block count, a NaN, non-UTF-8 bytes
+        raise ModelLoadError(f"{shards[0]} has malformed metadata: {_one_line(exc)}") from None
+
+
+MAX_BLOCKS = 65_536
+"""More layers than any model has: a larger ``block_count`` is corrupt (it sizes lists)."""
+
+
+def _read_summary(shards: Sequence[Path], readers: list[Any]) -> GgufSummary:
     meta = _metadata(readers[0])
     arch = str(meta.get("general.architecture") or "")
     if not arch:
         raise ModelLoadError(f"{shards[0]} has no general.architecture: not a model GGUF")
+    n_layer = _int(meta, f"{arch}.block_count")
+    if not 0 <= n_layer <= MAX_BLOCKS:
+        raise ModelLoadError(f"{shards[0]} claims {n_layer} layers: corrupt metadata")
     tensors = [t for r in readers for t in r.tensors]
-    weights = _weight_layout(tensors, _int(meta, f"{arch}.block_count"))
+    weights = _weight_layout(tensors, n_layer)
     return _summary(arch, meta, weights, len(shards), _vocab_size(readers[0], arch, meta))
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def _summary(
@@ -193,19 +236,35 @@ def _swa_layers(arch: str, meta: dict[str, Any], n_layer: int) -> tuple[int, ...
 
 
 def _open(path: Path) -> Any:
-    try:
-        try:
-            return _reader_class()(path)
-        except (AttributeError, TypeError, NotImplementedError):
-            # the speed-up leans on a GGUFReader internal: if a gguf release changes it,
-            # read the slow, plain way rather than fail
-            from gguf import GGUFReader
+    check_gguf_file(path)
+    import numpy as np
 
-            return GGUFReader(path)
+    try:
+        # a corrupt offset or shape that overflows numpy's integers is an error, not a
+        # RuntimeWarning on stderr and a wrapped-around value
+        with np.errstate(over="raise"):
+            try:
+                return _reader_class()(path)
+            except (AttributeError, TypeError, NotImplementedError):
+                # the speed-up leans on a GGUFReader internal: if a gguf release changes it,
+                # read the slow, plain way rather than fail
+                from gguf import GGUFReader
+
+                return GGUFReader(path)
     except FileNotFoundError:
         raise ModelLoadError(f"model file not found: {path}") from None
-    except (ValueError, KeyError, IndexError, OSError, struct.error) as exc:
-        raise ModelLoadError(f"{path} is not a readable GGUF file: {exc}") from None
+    except (
+        ValueError,
+        KeyError,
+        IndexError,
+        OSError,
+        struct.error,
+        TypeError,
+        OverflowError,
+        RecursionError,  # arrays nested thousands deep
+        FloatingPointError,  # numpy's integer overflow, raised by the errstate above
+    ) as exc:
+        raise ModelLoadError(f"{path} is not a readable GGUF file: {_one_line(exc)}") from None
 
 
 _READER: Any = None
@@ -229,6 +288,26 @@ def _make_reader_class() -> Any:
     from gguf import GGUFReader, GGUFValueType
 
     class SummaryReader(GGUFReader):  # type: ignore[misc]
+        # GGUFReader trusts the counts and lengths in the file; a slice past the end of the
+        # memory map silently comes back short. These checks turn a length that the file
+        # cannot hold into an error before anything is built from it.
+        def _get(self, offset: int, dtype: Any, count: int = 1, override_order: Any = None) -> Any:
+            end = int(offset) + np.dtype(dtype).itemsize * int(count)
+            if int(count) < 0 or end > len(self.data):
+                raise ValueError(
+                    f"a value at byte {offset} claims {int(count)} item(s), past the end of "
+                    f"the file ({len(self.data)} bytes): truncated or corrupt"
+                )
+            return super()._get(offset, dtype, count, override_order)
+
+        def _build_fields(self, offs: int, count: int) -> int:
+            _check_count(self.data, offs, count, _MIN_KV_BYTES, "metadata keys")
+            return super()._build_fields(offs, count)
+
+        def _build_tensor_info(self, offs: int, count: int) -> Any:
+            _check_count(self.data, offs, count, _MIN_TENSOR_INFO_BYTES, "tensors")
+            return super()._build_tensor_info(offs, count)
+
         def _get_field_parts(self, orig_offs: int, raw_type: int) -> Any:
             if raw_type != GGUFValueType.ARRAY:
                 return super()._get_field_parts(orig_offs, raw_type)
@@ -240,6 +319,8 @@ def _make_reader_class() -> Any:
             if nptype is not None:
                 values = self._get(offs, nptype, count)
                 return 12 + int(values.nbytes), [raw_itype, alen, values], [2], types
+            if itype == GGUFValueType.STRING:
+                _check_count(self.data, offs, count, 8, "strings")
             if itype == GGUFValueType.STRING and count > 256:
                 end = _skip_strings(self.data, offs, count, self.byte_order != "I")
                 blob = self._get(offs, np.uint8, end - offs)
@@ -247,6 +328,22 @@ def _make_reader_class() -> Any:
             return super()._get_field_parts(orig_offs, raw_type)
 
     return SummaryReader
+
+
+_MIN_KV_BYTES = 8 + 4 + 1
+"""The smallest metadata entry: key length, value type, a one-byte value."""
+_MIN_TENSOR_INFO_BYTES = 8 + 4 + 4 + 8
+"""The smallest tensor info: name length, dimension count, type, data offset."""
+
+
+def _check_count(data: Any, offs: int, count: int, min_bytes: int, what: str) -> None:
+    """Refuse a count of ``what`` that the rest of the file cannot hold."""
+    left = len(data) - int(offs)
+    if int(count) * min_bytes > left:
+        raise ValueError(
+            f"the header claims {int(count)} {what}, more than the {left} bytes left in the "
+            "file can hold: truncated or corrupt"
+        )
 
 
 def _skip_strings(data: Any, offs: int, count: int, swapped: bool) -> int:

@@ -118,7 +118,8 @@ class GpuReading:
 
     index: int
     status: str = "ok"
-    """'ok', or 'lost' when the GPU stopped answering (fell off the bus, reset)."""
+    """'ok', 'lost' when the GPU stopped answering (fell off the bus, reset), or 'error' when
+    NVML itself failed and gave no reading (bench telemetry marks such a gap)."""
     error: str | None = None
     name: str | None = None
     uuid: str | None = None

@@ -1,20 +1,19 @@
 """Pulling from a local Hub stand-in (tests/core/hubserver.py): never the real Hub.
 
-Covers pull, split shards, resume after a killed process, a server that ignores Range,
-corrupt content, disk full, two concurrent pulls, unsafe names, offline mode, tokens,
-the HF cache, and repair re-fetching one quarantined blob.
+Covers pull, split shards, a server that ignores Range, corrupt content, unsafe names, offline
+mode, tokens, the HF cache, and repair re-fetching one quarantined blob. Fixtures and helpers
+are in tests/storekit.py; a killed pull, disk full and two concurrent pulls are in
+tests/faults/test_download_faults.py.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import os
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,66 +22,10 @@ import pytest
 from llcuda_tui import cli
 from llcuda_tui.core import hub, storefs, storemaint, storepull
 from llcuda_tui.core.config import Paths
-from llcuda_tui.core.errors import UserInputError
+from llcuda_tui.core.errors import PullCancelled, UserInputError
 from llcuda_tui.core.store import IntegrityError, Store, StoreFullError, resolve_name
-from tests.core.hubserver import HubServer, sha256_hex, write_gguf
-
-REPO = "acme/tiny-llama"
-ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    d = tmp_path_factory.mktemp("hubfiles")
-    shards = write_gguf(d / "tiny-Q2_K.gguf", seed=13, split_max_tensors=8)
-    return {
-        "tiny-Q4_K_M.gguf": write_gguf(d / "tiny-Q4_K_M.gguf", seed=11)[0],
-        "tiny-Q8_0.gguf": write_gguf(d / "tiny-Q8_0.gguf", seed=12)[0],
-        "big-Q6_K.gguf": write_gguf(d / "big-Q6_K.gguf", n_embd=256, n_ff=512, seed=14)[0],
-        **{f"split/{s.name}": s for s in shards},
-    }
-
-
-@pytest.fixture()
-def server(files, tmp_path, monkeypatch) -> Iterator[HubServer]:
-    with HubServer() as srv:
-        srv.add_repo(REPO, {**files, "README.md": b"# tiny\n"})
-        monkeypatch.setenv("HF_ENDPOINT", srv.url)
-        monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
-        for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE", "HF_HUB_CACHE"):
-            monkeypatch.delenv(var, raising=False)
-        yield srv
-
-
-@pytest.fixture()
-def store(llcuda_home: Path) -> Store:
-    return Store(Paths.from_env())
-
-
-def downloads(srv: HubServer, path: str) -> list[str | None]:
-    """The Range header (None: whole file) of each GET of ``path``."""
-    return [r.headers.get("range") for r in srv.requests("GET", contains=path)]
-
-
-def pull_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    """``llcuda models pull`` as a separate process (a user's terminal)."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "llcuda_tui", "models", "pull", *args],
-        cwd=ROOT, env={**os.environ, **(env or {})}, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )  # fmt: skip
-
-
-def dead_pid() -> int:
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    proc.wait()
-    return proc.pid
-
-
-def assert_consistent(store: Store) -> None:
-    report = storemaint.verify(store)
-    assert report.ok, report.problems
-
+from tests.core.hubserver import HubServer, sha256_hex
+from tests.storekit import REPO, assert_consistent, downloads
 
 # --- listing and pulling ----------------------------------------------------------------------
 
@@ -161,39 +104,10 @@ def test_pull_pins_a_revision_to_its_commit(server: HubServer, store: Store, fil
 # --- failures ---------------------------------------------------------------------------------
 
 
-@pytest.mark.timeout(60)
-def test_resume_after_the_process_is_killed(server: HubServer, store: Store, files) -> None:
-    path = "big-Q6_K.gguf"
-    size = files[path].stat().st_size
-    server.bytes_per_s = size / 6  # about six seconds for the whole file
-    proc = pull_cli(REPO, "--quant", "Q6_K")
-    tmp = store.layout.tmp
-    deadline = time.monotonic() + 30
-    partial = 0
-    while time.monotonic() < deadline and partial < size // 4:
-        time.sleep(0.05)
-        parts = list(tmp.glob("*.part")) if tmp.is_dir() else []
-        partial = max((p.stat().st_size for p in parts), default=0)
-    proc.kill()
+def dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
-    assert size // 4 <= partial < size, "the pull was not caught mid-download"
-    assert not store.names() and not list(store.layout.blobs.iterdir())
-    assert_consistent(store)
-
-    server.bytes_per_s = 0
-    second = pull_cli(REPO, "--quant", "Q6_K", "--json")
-    out, err = second.communicate(timeout=60)
-    assert second.returncode == 0, err
-    assert "resuming" in err
-    ranges = downloads(server, path)
-    assert ranges[0] is None and len(ranges) == 2
-    resumed_at = int(ranges[1].removeprefix("bytes=").rstrip("-"))
-    assert resumed_at >= size // 4
-    entry = json.loads(out)
-    assert entry["sha256"] == sha256_hex(files[path].read_bytes())
-    assert entry["downloaded_bytes"] == size - resumed_at
-    assert not list(tmp.glob("*.part"))
-    assert_consistent(store)
+    return proc.pid
 
 
 def _leave_partial(store: Store, sha: str, data: bytes) -> Path:
@@ -224,6 +138,31 @@ def test_a_damaged_partial_is_downloaded_again(server: HubServer, store: Store, 
     assert store.layout.blob(entry.sha256).read_bytes() == data
 
 
+def test_a_cancel_event_stops_the_pull_and_the_next_pull_resumes(
+    server: HubServer, store: Store, files
+) -> None:
+    path = "big-Q6_K.gguf"
+    size = files[path].stat().st_size
+    server.bytes_per_s = size / 4
+    cancel = threading.Event()
+
+    def progress(done: int, total: int) -> None:  # sets the event; raising is not needed
+        if done >= size // 4:
+            cancel.set()
+
+    with pytest.raises(PullCancelled, match="pull it again to resume"):
+        storepull.pull(store, REPO, quant="Q6_K", on_progress=progress, cancel=cancel)
+    parts = list(store.layout.tmp.glob("*.part"))
+    assert len(parts) == 1 and size // 4 <= parts[0].stat().st_size < size
+    assert not store.names()
+    server.bytes_per_s = 0
+    messages: list[str] = []
+    entry = storepull.pull(store, REPO, quant="Q6_K", on_status=messages.append).entry
+    assert any(m.startswith("resuming big-Q6_K.gguf") for m in messages), messages
+    assert downloads(server, path)[-1].startswith("bytes=")
+    assert entry.sha256 == sha256_hex(files[path].read_bytes())
+
+
 def test_a_dropped_connection_resumes_in_the_same_run(
     server: HubServer, store: Store, files
 ) -> None:
@@ -250,32 +189,6 @@ def test_corrupt_content_is_rejected_and_nothing_published(
     assert_consistent(store)
 
 
-def test_disk_full_mid_download_keeps_a_resumable_partial(
-    server: HubServer, store: Store, files, monkeypatch
-) -> None:
-    written = 0
-    real = storefs.write_all
-
-    def fills_up(fd: int, data: bytes | memoryview) -> None:
-        nonlocal written
-        if not os.readlink(f"/proc/self/fd/{fd}").endswith(".part"):
-            return real(fd, data)
-        if written + len(data) > 100_000:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        written += len(data)
-        real(fd, data)
-
-    monkeypatch.setattr(storefs, "write_all", fills_up)
-    with pytest.raises(StoreFullError, match=r"disk full while downloading big-Q6_K\.gguf"):
-        storepull.pull(store, REPO, quant="Q6_K")
-    assert not store.names() and not list(store.layout.blobs.iterdir())
-    assert_consistent(store)
-    monkeypatch.setattr(storefs, "write_all", real)
-    entry = storepull.pull(store, REPO, quant="Q6_K").entry
-    assert downloads(server, "big-Q6_K.gguf")[-1] == f"bytes={written}-"
-    assert entry.sha256 == sha256_hex(files["big-Q6_K.gguf"].read_bytes())
-
-
 def test_cap_too_small_fails_before_downloading(server: HubServer, llcuda_home: Path) -> None:
     store = Store(Paths.from_env(), max_size=1000)
     with pytest.raises(StoreFullError, match="max_size"):
@@ -296,23 +209,6 @@ def test_pull_evicts_lru_beyond_the_cap(server: HubServer, llcuda_home: Path, fi
 
 
 # --- concurrency ------------------------------------------------------------------------------
-
-
-@pytest.mark.timeout(60)
-def test_two_processes_pulling_one_file_end_with_one_blob(
-    server: HubServer, store: Store, files
-) -> None:
-    size = files["big-Q6_K.gguf"].stat().st_size
-    server.bytes_per_s = size / 2
-    first, second = pull_cli(REPO, "--quant", "Q6_K"), pull_cli(REPO, "--quant", "Q6_K")
-    for proc in (first, second):
-        _, err = proc.communicate(timeout=60)
-        assert proc.returncode == 0, err
-    assert [p.name for p in store.layout.blobs.iterdir()] == [
-        sha256_hex(files["big-Q6_K.gguf"].read_bytes())
-    ]
-    assert len(downloads(server, "big-Q6_K.gguf")) == 1  # the second waited for the lock
-    assert_consistent(store)
 
 
 def test_correctness_does_not_depend_on_the_lock(

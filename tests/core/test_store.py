@@ -16,7 +16,6 @@ from llcuda_tui.core.config import Paths
 from llcuda_tui.core.errors import ModelLoadError, ModelNotFoundError, UserInputError
 from llcuda_tui.core.models import resolve_model
 from llcuda_tui.core.store import (
-    CorruptModelError,
     Store,
     StoreFullError,
     UnsafeNameError,
@@ -27,45 +26,8 @@ from llcuda_tui.core.store import (
     record_use,
     resolve_name,
 )
-from tests.core.hubserver import sha256_hex, write_gguf
-
-
-@pytest.fixture()
-def store(llcuda_home: Path) -> Store:
-    return Store(Paths.from_env())
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    d = tmp_path_factory.mktemp("models")
-    return {
-        "a": write_gguf(d / "alpha-Q4_K_M.gguf", seed=1)[0],
-        "b": write_gguf(d / "beta-Q8_0.gguf", seed=2)[0],
-        "c": write_gguf(d / "gamma-Q5_K_M.gguf", seed=3)[0],
-        "d": write_gguf(d / "delta-Q6_K.gguf", seed=4)[0],
-        "split": write_gguf(d / "split-Q2_K.gguf", seed=5, split_max_tensors=8)[0],
-    }
-
-
-def copy_of(src: Path, tmp_path: Path) -> Path:
-    """A private copy (imports hardlink, and some tests damage the file)."""
-    dst = tmp_path / "own" / src.name
-    dst.parent.mkdir(exist_ok=True)
-    dst.write_bytes(src.read_bytes())
-    return dst
-
-
-def flip_byte(path: Path, keep_mtime: bool = False) -> None:
-    st = path.stat()
-    os.chmod(path, 0o644)
-    with open(path, "r+b") as fh:
-        fh.seek(st.st_size // 2)
-        b = fh.read(1)
-        fh.seek(st.st_size // 2)
-        fh.write(bytes([b[0] ^ 0x01]))
-    os.chmod(path, 0o444)
-    if keep_mtime:
-        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+from tests.core.hubserver import sha256_hex
+from tests.storekit import copy_of, flip_byte
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -176,30 +138,6 @@ def test_resolve_on_an_absent_store_creates_nothing(llcuda_home: Path) -> None:
 
 
 # --- integrity --------------------------------------------------------------------------------
-
-
-def test_bit_flip_is_caught_on_load_and_quarantined(store: Store, models, tmp_path) -> None:
-    entry = store.import_path(copy_of(models["a"], tmp_path), name="m")
-    assert resolve_name("m", store.paths) is not None
-    blob = store.layout.blob(entry.sha256)
-    flip_byte(blob)
-    with pytest.raises(CorruptModelError, match="failed its sha256 check") as exc:
-        resolve_name("m", store.paths)
-    assert exc.value.exit_code == 1 and "\n" not in str(exc.value)
-    assert not blob.exists() and len(list(store.layout.quarantine.iterdir())) == 1
-    report = storemaint.verify(store)
-    assert not report.ok and "missing" in report.problems[0]
-
-
-def test_bit_flip_with_mtime_kept_is_caught_by_verify(store: Store, models, tmp_path) -> None:
-    entry = store.import_path(copy_of(models["b"], tmp_path), name="m")
-    resolve_name("m", store.paths)
-    flip_byte(store.layout.blob(entry.sha256), keep_mtime=True)
-    # the ctime still moved, but the quick check only compares size, mtime and inode:
-    # a flip that restores the mtime passes it (documented) and verify finds it
-    resolve_name("m", store.paths)
-    report = storemaint.verify(store)
-    assert not report.ok and "quarantined" in report.problems[0]
 
 
 def test_unknown_fingerprint_triggers_a_full_hash(store: Store, models, tmp_path) -> None:

@@ -8,12 +8,11 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import os
-import select
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import httpx
@@ -21,6 +20,7 @@ import pytest
 
 from llcuda_tui.core.mpi.launch import mpiexec_command, mpiexec_env
 from tests.core.mpi.conftest import REPO
+from tests.workerproc import Started, wait_ready
 
 BODY = {"prompt": "Once upon a time", "max_tokens": 6, "temperature": 0}
 
@@ -37,25 +37,10 @@ class Pool:
             cmd, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True, start_new_session=True,
         )  # fmt: skip
-        self.url = self._wait_ready(45.0)
+        self.url = wait_ready(self.proc, 45.0, self.kill, "the pool")
         info = httpx.get(f"{self.url}/llcuda/v1/info", timeout=10).json()
         self.rank_pids = [r["pid"] for r in info.get("pool", [])]
         """Every rank's pid: under ULFM a rank outlives a killed mpiexec."""
-
-    def _wait_ready(self, timeout_s: float) -> str:
-        assert self.proc.stdout is not None
-        deadline = time.monotonic() + timeout_s
-        seen = []
-        while time.monotonic() < deadline and self.proc.poll() is None:
-            ready, _, _ = select.select([self.proc.stdout], [], [], 0.1)
-            if ready:
-                line = self.proc.stdout.readline()
-                seen.append(line)
-                if " ready on " in line:
-                    return line.split(" ready on ")[1].split()[0]
-        self.kill()
-        err = self.proc.stderr.read() if self.proc.stderr else ""
-        raise AssertionError(f"the pool did not start: {''.join(seen)} {err}")
 
     def stop(self, pid: int | None = None, timeout_s: float = 30.0) -> tuple[int, str]:
         """SIGTERM to ``pid`` (default: mpiexec, which forwards it to every rank); the exit
@@ -78,22 +63,15 @@ class Pool:
 
 
 @pytest.fixture()
-def pools(mpiexec: Path) -> Iterator[type]:
-    started: list[Pool] = []
+def pools(mpiexec: Path) -> Iterator[Started]:
+    """Start pools (``.start(n, *args, mpi_args=[...])``); all are killed at the end."""
 
-    class Factory:
-        @staticmethod
-        def start(n: int, *args: str, mpi_args: list[str] = ()) -> Pool:  # type: ignore[assignment]
-            pool = Pool(mpiexec, n, list(args), list(mpi_args))
-            started.append(pool)
-            return pool
+    def make(n: int, *args: str, mpi_args: Sequence[str] = ()) -> Pool:
+        return Pool(mpiexec, n, list(args), list(mpi_args))
 
-    yield Factory
-    for pool in started:
-        pool.kill()
-        for stream in (pool.proc.stdout, pool.proc.stderr):
-            if stream is not None:
-                stream.close()
+    started = Started(make)
+    yield started
+    started.kill_all()
 
 
 def _model_args(tiny_gguf: Path) -> list[str]:
