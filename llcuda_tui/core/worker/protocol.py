@@ -30,6 +30,9 @@ HEARTBEAT = b": ping\n\n"
 DONE = b"data: [DONE]\n\n"
 MAX_STOP_STRINGS = 16
 MAX_STOP_CHARS = 512
+MAX_MESSAGES = 4096
+"""Most messages in one chat request (each is rendered by the chat template before the prompt's
+length is known, so the count is capped up front)."""
 FINISH_REASONS = {"eos": "stop", "stop": "stop", "length": "length", "cancelled": "length"}
 """Our stop reasons as OpenAI finish reasons (a request the server cancelled ends 'length')."""
 
@@ -81,7 +84,9 @@ def parse_body(raw: bytes) -> dict[str, Any]:
     """The JSON object in ``raw``, or a RequestError saying why not."""
     try:
         body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:
+        # ValueError: bad JSON or encoding, an integer of over 4300 digits; RecursionError:
+        # arrays or objects nested thousands deep
         raise RequestError(f"the request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise RequestError("the request body must be a JSON object")
@@ -95,6 +100,10 @@ def parse_chat(
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise RequestError("'messages' must be a non-empty list", param="messages")
+    if len(messages) > MAX_MESSAGES:
+        raise RequestError(
+            f"'messages' has {len(messages)} entries, more than {MAX_MESSAGES}", param="messages"
+        )
     parsed = [_message(m, i) for i, m in enumerate(messages)]
     return _parsed(body, defaults, limits, messages=parsed)
 
@@ -270,7 +279,12 @@ def _is_int(value: Any) -> bool:
 
 
 def _is_num(value: Any) -> bool:
-    return (isinstance(value, int | float) and not isinstance(value, bool)) and math.isfinite(value)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer too large for a float
+        return False
 
 
 # --- shaping responses (server side) ----------------------------------------------------------
