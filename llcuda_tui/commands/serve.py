@@ -61,6 +61,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         )
     if bool(args.tls_cert) != bool(args.tls_key):
         raise UserInputError("--tls-cert and --tls-key go together")
+    if api_key is not None and not args.tls_cert and not is_loopback(args.host):
+        _warn(f"without --tls-cert the API key crosses the network to {args.host} in clear text")
+    if args.api_key_file and Path(args.api_key_file).stat().st_mode & 0o077:
+        _warn(f"--api-key-file {args.api_key_file} can be read by other users (chmod 600 it)")
     for name in ("tls_cert", "tls_key"):
         value = getattr(args, name)
         if value and not Path(value).is_file():
@@ -118,6 +122,10 @@ def read_api_key(path: str) -> str:
     if len(key) < 8:
         raise UserInputError(f"the API key in {path} is too short (8 characters at least)")
     return key
+
+
+def _warn(message: str) -> None:
+    print(f"llcuda serve: warning: {message}", file=sys.stderr, flush=True)
 
 
 def _check_numbers(args: argparse.Namespace) -> None:

@@ -246,7 +246,7 @@ def _serve_root(
 
     sock, error = None, None
     try:
-        sock = bind(listen)
+        sock = bind(listen, config)
         state = _pool_state_class()(config, loader=loader, on_load_error=on_load_error)
         uv = holder["uv"] = _Uvicorn(create_app(state), state, listen, main_thread=True)
         uv.check_tls()
