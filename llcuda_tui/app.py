@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Sequence
-from pathlib import Path
 from typing import Any, ClassVar
 
 from textual import on, work
@@ -56,6 +55,7 @@ class LlcudaApp(App[int]):
         settings: Settings,
         *,
         workers: Sequence[str] = (),
+        worker_access: Any = None,
         gpu_sampler: GpuSampler | None = None,
         gpu_live: bool = True,
         fit_device: Any = None,
@@ -68,6 +68,12 @@ class LlcudaApp(App[int]):
         super().__init__()
         self.settings = settings
         self.worker_urls = list(workers)
+        from llcuda_tui.core.worker.client import WorkerAccess
+
+        self.worker_access: WorkerAccess = worker_access or WorkerAccess()
+        """The API key and TLS check for every attached worker (``llcuda tui --api-key-file``)."""
+        self.remote_choices: dict[str, Any] = {}
+        """The model picker's entry for each worker that has answered, by URL."""
         self.gpu_sampler = gpu_sampler or GpuSampler(GPU_INTERVAL_S, pcie=False)
         self.gpu_live = gpu_live
         self.fit_device = fit_device
@@ -87,6 +93,8 @@ class LlcudaApp(App[int]):
         if self.gpu_live:
             self.gpu_sampler.start()
         self.switch_mode(self.start_screen)
+        if self.conversations.notice:
+            self.notify(self.conversations.notice, severity="warning", timeout=15)
         if self.worker_urls:
             from llcuda_tui.commands.tui import worker_support
 
@@ -169,24 +177,22 @@ class LlcudaApp(App[int]):
 
     @work(thread=True, exclusive=True, group="attach", exit_on_error=False)
     def connect_worker(self, url: str) -> None:
-        from llcuda_tui.core.catalog import ModelChoice
-        from llcuda_tui.core.worker.client import RemoteEngine
+        from llcuda_tui.core.catalog import worker_choice
 
         try:
-            engine = RemoteEngine.connect(url, wait_loaded_s=5.0)
+            engine = self.worker_access.connect(url, wait_loaded_s=5.0)
         except LlcudaError as exc:
             self.post_message(WorkFailed("attach", f"worker {url}: {exc}"))
             return
-        model = engine.remote.model or "model"
-        choice = ModelChoice(f"{model} @ {url}", Path(engine.info.model_path), None, "?", 0,
-                             "worker")  # fmt: skip
-        self.post_message(ModelLoaded(engine, choice, None))
+        self.post_message(ModelLoaded(engine, worker_choice(engine.remote), None))
 
     @on(ModelLoaded)
     def worker_connected(self, message: ModelLoaded) -> None:
+        self.remote_choices[message.choice.url] = message.choice
         chat = self.chat_screen
         if chat is not None:
             chat.model_loaded(message)
+            chat.list_models()
         else:
             self.release_engine()
             self.set_engine(message.engine, message.choice)

@@ -81,3 +81,26 @@ class BenchDone(Message):
 
     run: Any = None
     error: str | None = None
+
+
+@dataclass
+class WorkerGpuPolled(Message):
+    """One poll of the attached workers' GPUs: a WorkerGpu per worker (reachable or not)."""
+
+    results: list[Any]
+
+
+@dataclass
+class SettingsSaved(Message):
+    """The settings file was updated; ``settings`` are the new Settings."""
+
+    settings: Any
+    message: str
+
+
+@dataclass
+class WorkerFitsListed(Message):
+    """Fit badges against each attached worker's free VRAM: url -> {model name: FitBadge},
+    or url -> a line saying why there is no estimate (worker down, no GPU)."""
+
+    fits: dict[str, Any]

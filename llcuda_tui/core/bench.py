@@ -115,11 +115,17 @@ class BenchSpec:
 
 @dataclass(frozen=True)
 class BenchProgress:
-    """Where a benchmark is: ``done`` of ``total`` steps, and a line saying what it does."""
+    """Where a benchmark is: ``done`` of ``total`` steps, and a line saying what it does.
+
+    A step that measured something carries the number too (``value`` in ``unit``: a
+    repetition's tokens/s, a request's TTFT in ms), so a UI can plot it without parsing.
+    """
 
     done: int
     total: int
     message: str
+    value: float | None = None
+    unit: str = ""
 
 
 ProgressFn = Callable[[BenchProgress], None]
@@ -263,10 +269,13 @@ class ProgressCounter:
         self.done = 0
         self.on_progress = on_progress
 
-    def step(self, message: str, advance: int = 1) -> None:
+    def step(
+        self, message: str, advance: int = 1, value: float | None = None, unit: str = ""
+    ) -> None:
         self.done += advance
         if self.on_progress is not None:
-            self.on_progress(BenchProgress(min(self.done, self.total), self.total, message))
+            done = min(self.done, self.total)
+            self.on_progress(BenchProgress(done, self.total, message, value, unit))
 
     def say(self, message: str) -> None:
         self.step(message, advance=0)
@@ -402,8 +411,11 @@ def _run_test(
         b = telemetry.mark()
         samples_ns.append(int(seconds * 1e9))
         window.add(a, b, tokens, b.t - a.t, telemetry.between(a, b))
+        rate = tokens / seconds
         progress.step(
-            f"{inst.model.name} {name}: {rep + 1}/{spec.repetitions} {tokens / seconds:.1f} t/s"
+            f"{inst.model.name} {name}: {rep + 1}/{spec.repetitions} {rate:.1f} t/s",
+            value=rate,
+            unit="t/s",
         )
     # energy needs a long enough window: extra untimed repetitions for short tests (bounded
     # in wall time, in case the counter keeps resetting and the window never grows)

@@ -3,8 +3,8 @@
 Metrics as vLLM's ``bench serve`` defines them: TTFT (request start to first token), TPOT
 (per request, (E2E - TTFT) / (output tokens - 1)), ITL (every gap between successive tokens,
 pooled over requests) and E2E latency, with mean, p50, p95, p99; plus request and token
-throughput. ``run_requests`` drives any objects with ``stream(request)`` (local engines now,
-worker clients later), one concurrent stream each.
+throughput. ``run_requests`` drives any objects with ``stream(request)`` (local engines, or a
+worker's client: :func:`run_latency_on_worker`), one concurrent stream each.
 """
 
 from __future__ import annotations
@@ -15,9 +15,11 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from llcuda_tui.core.bench import (
+    BenchProgress,
     ModelRef,
     ProgressCounter,
     ProgressFn,
@@ -241,7 +243,8 @@ def run_latency(
     cancel = cancel or threading.Event()
     from llcuda_tui.core.engine import Engine, GenerationRequest, SamplingParams
 
-    progress = ProgressCounter(spec.concurrency + spec.iters, on_progress)
+    loads = 0 if engines is not None else spec.concurrency
+    progress = ProgressCounter(loads + spec.iters, on_progress)
     owned: list[Any] = []
     sampler = GpuSampler(TELEMETRY_INTERVAL_S, nvml=nvml, processes=False, pcie=False)
     try:
@@ -254,7 +257,9 @@ def run_latency(
             engines = owned
         sample = sampler.quick()
         backend = getattr(getattr(engines[0], "info", None), "backend", "")
-        indices = nvml_indices(engine_cuda_devices(backend), sample)
+        # a worker's GPUs are not this machine's: no local power or energy for remote runs
+        remote = getattr(engines[0], "url", None) is not None
+        indices = [] if remote else nvml_indices(engine_cuda_devices(backend), sample)
         telemetry = Telemetry(sampler, indices)
 
         def request(i: int) -> Any:
@@ -280,7 +285,9 @@ def run_latency(
                 cancel,
                 on_done=lambda n, t: progress.step(
                     f"request {n}/{spec.iters}: ttft {t.ttft_s * 1000:.1f} ms, "
-                    f"{t.output_tokens} tokens"
+                    f"{t.output_tokens} tokens",
+                    value=t.ttft_s * 1000,
+                    unit="ms TTFT",
                 ),
             )
         finally:
@@ -298,6 +305,7 @@ def run_latency(
             "model_name": spec.model.name,
             "model_size": getattr(info, "model_size_bytes", None),
             "backend": backend,
+            "worker_url": getattr(engines[0], "url", None),
             "concurrency": len(engines),
             "iters": spec.iters,
             "warmup": spec.warmup,
@@ -320,6 +328,32 @@ def run_latency(
     if store is not None:
         store.save_run(run)
     return run
+
+
+def run_latency_on_worker(
+    spec: LatencySpec,
+    url: str,
+    on_progress: ProgressFn | None = None,
+    cancel: threading.Event | None = None,
+    *,
+    store: BenchStore | None = None,
+    api_key: str | None = None,
+    verify: bool | str = True,
+) -> StoredRun:
+    """:func:`run_latency` against the worker at ``url`` (``llcuda serve`` or any
+    OpenAI-compatible server): ``spec.concurrency`` concurrent streams over one client, on
+    the model the worker serves (``spec.model`` is replaced by it; load settings in ``spec``
+    do not apply)."""
+    from llcuda_tui.core.worker.client import RemoteEngine
+
+    spec.validate()
+    if on_progress is not None:
+        on_progress(BenchProgress(0, spec.iters, f"connecting to worker {url}"))
+    with RemoteEngine.connect(url, api_key, wait_loaded_s=5.0, verify=verify) as engine:
+        model = ModelRef(Path(engine.info.model_path), f"{engine.remote.model} @ {engine.url}")
+        remote_spec = replace(spec, model=model)
+        engines = [engine] * spec.concurrency
+        return run_latency(remote_spec, on_progress, cancel, store=store, engines=engines)
 
 
 def _latency_config(spec: LatencySpec) -> Any:

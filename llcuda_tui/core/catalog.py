@@ -18,6 +18,7 @@ from typing import Any
 
 from llcuda_tui.core.config import Paths
 from llcuda_tui.core.errors import LlcudaError
+from llcuda_tui.core.errors import PullCancelled as PullCancelled  # re-exported
 
 DEFAULT_CHAT_MODEL = "smollm2-135m-instruct"
 
@@ -32,11 +33,20 @@ class ModelChoice:
     quant: str
     size_bytes: int
     source: str
-    """'store' or 'starter'."""
+    """'store', 'starter' or 'worker'."""
     summary: Any = None
     """Its GgufSummary (None when the header could not be read)."""
     pinned: bool = False
     last_used: float | None = None
+    url: str | None = None
+    """The worker serving it ('worker' choices)."""
+
+
+def worker_choice(remote: Any) -> ModelChoice:
+    """The choice for what a worker serves (its ``WorkerInfo``): 'MODEL @ URL'."""
+    model = remote.model or "model"
+    return ModelChoice(f"{model} @ {remote.url}", Path(model), None, "?", 0, "worker",
+                       url=remote.url)  # fmt: skip
 
 
 def model_choices(paths: Paths, include_starters: bool = True) -> list[ModelChoice]:
@@ -141,6 +151,32 @@ def fit_badge(
     return FitBadge(result.verdict, short, result.describe())
 
 
+def worker_fit_devices(
+    urls: list[str], api_key: str | None = None, verify: bool | str = True
+) -> dict[str, Any]:
+    """For each worker URL, the free memory of its first GPU now (a ``DeviceMemory`` for
+    :func:`fit_badge`), or one line saying why there is none (down, no GPU). Blocks: at most
+    a few seconds per worker that does not answer."""
+    from llcuda_tui.core.fit import gpu_device
+    from llcuda_tui.core.worker.client import WorkerGpuPoller
+
+    out: dict[str, Any] = {}
+    for url in urls:
+        poller = WorkerGpuPoller(url, api_key, history=0, verify=verify)
+        try:
+            result = poller.poll()
+        finally:
+            poller.close()
+        if result.gpu is None:
+            out[url] = f"worker down: {result.error}"
+            continue
+        sample = result.gpu.sample
+        device = gpu_device(sample, f"worker {url}")
+        reason = sample.message or sample.state
+        out[url] = device if device is not None else f"the worker has no GPU ({reason})"
+    return out
+
+
 _SHA256_CACHE: dict[tuple[str, int, int], str] = {}
 
 
@@ -176,10 +212,6 @@ def fmt_ago(ts: float | None, now: float | None = None) -> str:
 
 
 # --- pulls -------------------------------------------------------------------------------------
-
-
-class PullCancelled(LlcudaError):
-    """The pull was stopped; its partial file stays and the next pull resumes it."""
 
 
 @dataclass
@@ -229,27 +261,26 @@ class TransferProgress:
 
 class PullJob:
     """One Hub pull: ``run()`` blocks (call it off the UI thread); poll ``progress``;
-    ``cancel()`` from anywhere stops it at the next chunk, keeping the partial file."""
+    setting ``cancel_event`` (or ``cancel()``) from anywhere stops it at the next chunk with
+    :class:`PullCancelled`, keeping the partial file for a resume."""
 
-    def __init__(self, store: Any, repo: str, file: str) -> None:
+    def __init__(
+        self, store: Any, repo: str, file: str, cancel_event: threading.Event | None = None
+    ) -> None:
         self.store = store
         self.repo = repo
         self.file = file
         self.progress = TransferProgress()
-        self._cancel = threading.Event()
+        self.cancel_event = cancel_event or threading.Event()
 
     def cancel(self) -> None:
-        self._cancel.set()
+        self.cancel_event.set()
 
     @property
     def cancelled(self) -> bool:
-        return self._cancel.is_set()
+        return self.cancel_event.is_set()
 
     def _on_progress(self, done: int, total: int) -> None:
-        if self._cancel.is_set():
-            raise PullCancelled(
-                f"pull of {self.file} cancelled at {fmt_size(done)}: pull it again to resume"
-            )
         self.progress.update(done, total)
 
     def _on_status(self, message: str) -> None:
@@ -265,6 +296,7 @@ class PullJob:
             file=self.file,
             on_progress=self._on_progress,
             on_status=self._on_status,
+            cancel=self.cancel_event,
         )
 
 

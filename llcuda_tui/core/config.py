@@ -9,7 +9,9 @@ directories (platformdirs). Defaults for the engine and sampling come from
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -141,6 +143,64 @@ class Settings:
     def ensure_dirs(self) -> None:
         for d in (self.paths.data_dir, self.paths.cache_dir, self.paths.config_dir):
             d.mkdir(parents=True, exist_ok=True)
+
+
+def save_setting(settings: Settings, section: str, key: str, value: Any) -> Settings:
+    """Set ``[section] key = value`` in the config file and return the updated settings.
+
+    The value is checked as :meth:`Settings.with_overrides` checks the file; only that one line
+    of the file changes (comments and other keys stay); the file is replaced atomically, so a
+    reader sees the old or the new file, never a part."""
+    from llcuda_tui.core import storefs
+
+    updated = settings.with_overrides({section: {key: value}}, source="setting")
+    cfg = settings.paths.config_file
+    try:
+        old = cfg.read_text(encoding="utf-8") if cfg.exists() else ""
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {cfg}: {exc}") from None
+    new = _set_toml_line(old, section, key, _toml_value(value))
+    try:
+        written = tomllib.loads(new)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"cannot update {cfg} (edit it by hand): {exc}") from None
+    if written.get(section, {}).get(key) != value:
+        raise ConfigError(f"cannot update {cfg}: [{section}] {key} is set in a way it cannot edit")
+    settings.ensure_dirs()
+    storefs.atomic_write(cfg, new.encode("utf-8"), settings.paths.config_dir)
+    return updated
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return json.dumps(str(value), ensure_ascii=False)  # a TOML basic string
+
+
+def _set_toml_line(text: str, section: str, key: str, value: str) -> str:
+    """``text`` with ``key = value`` in table ``[section]`` (replaced, added, or a new table)."""
+    lines = text.splitlines()
+    current, header_at = "", None
+    key_line = re.compile(rf"\s*{re.escape(key)}\s*=")
+    for i, line in enumerate(lines):
+        m = re.match(r"\s*\[([^\[\]]+)\]\s*(#.*)?$", line)
+        if m:
+            current = m.group(1).strip()
+            if current == section:
+                header_at = i
+            continue
+        if current == section and key_line.match(line):
+            lines[i] = f"{key} = {value}"
+            return "\n".join(lines) + "\n"
+    if header_at is not None:
+        lines.insert(header_at + 1, f"{key} = {value}")
+    else:
+        if lines and lines[-1].strip():
+            lines.append("")
+        lines += [f"[{section}]", f"{key} = {value}"]
+    return "\n".join(lines) + "\n"
 
 
 def _apply(section: Any, values: dict[str, Any], where: str) -> Any:

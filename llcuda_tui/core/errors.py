@@ -32,3 +32,8 @@ class ModelLoadError(UserInputError):
 
 class EngineError(LlcudaError):
     """llama.cpp failed at run time (decode error, out of memory, ...)."""
+
+
+class PullCancelled(LlcudaError):
+    """A download was stopped through its cancel event; the partial file stays and the next
+    pull resumes it."""

@@ -242,6 +242,18 @@ def detect_device() -> DeviceMemory:
     return gpu if gpu is not None else ram_device()
 
 
+def gpu_device(sample: Any, where: str = "") -> DeviceMemory | None:
+    """Free memory of the first answering GPU of a :class:`~llcuda_tui.core.gpu.GpuSample`
+    (e.g. a worker's), named ``"<where> GPU <i> <name>"``; None when it has no such GPU."""
+    for g in getattr(sample, "gpus", ()):
+        if g.status != "ok" or g.memory_total_bytes is None or g.memory_used_bytes is None:
+            continue
+        free = max(0, g.memory_total_bytes - g.memory_used_bytes)
+        name = " ".join(x for x in (where, f"GPU {g.index}", g.name or "") if x)
+        return DeviceMemory("cuda", name, free, g.memory_total_bytes)
+    return None
+
+
 def _nvml_device() -> DeviceMemory | None:
     try:
         import pynvml

@@ -374,6 +374,18 @@ def _sweep_leases(store: Store, dry_run: bool) -> None:
 # --- du --------------------------------------------------------------------------------------
 
 
+def set_max_size(settings: Any, text: str) -> Any:
+    """Save ``text`` ('50GB', '200GiB'; '' = no cap) as ``store.max_size`` in the config file
+    and return the updated Settings. It is checked first (one clear line if it is not a size);
+    models are evicted only when a pull needs room, never here."""
+    from llcuda_tui.core.config import save_setting
+    from llcuda_tui.core.store import parse_size
+
+    text = text.strip()
+    parse_size(text)
+    return save_setting(settings, "store", "max_size", text)
+
+
 def du(store: Store) -> dict[str, Any]:
     """Bytes on disk: per model (with what it shares), unreferenced, partial, quarantined."""
     empty = {"models": [], "blobs_bytes": 0, "live_bytes": 0, "unreferenced_bytes": 0}

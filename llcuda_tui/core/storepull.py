@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from llcuda_tui.core import hub, storefs
-from llcuda_tui.core.errors import UserInputError
+from llcuda_tui.core.errors import PullCancelled, UserInputError
 from llcuda_tui.core.hub import HubNotFoundError, RemoteFile, RemoteModel, RepoListing
 from llcuda_tui.core.store import (
     STALE_PARTIAL_S,
@@ -62,8 +62,12 @@ def pull(
     name: str | None = None,
     on_progress: Progress | None = None,
     on_status: Status = _quiet,
+    cancel: threading.Event | None = None,
 ) -> PullResult:
-    """Download one model of ``repo`` (by ``file`` or ``quant``) into the store."""
+    """Download one model of ``repo`` (by ``file`` or ``quant``) into the store.
+
+    Setting ``cancel`` (from any thread) stops the download within one chunk with
+    :class:`PullCancelled`; the partial file stays and the next pull resumes it."""
     hub.check_repo_id(repo)
     if file:
         hub.check_remote_path(file)
@@ -88,7 +92,7 @@ def pull(
         for f in sorted(model.files, key=partial_key_of(repo, commit)):
             held.enter_context(_blob_lock(store, partial_key(repo, commit, f), f.path, on_status))
         files, downloaded, reused = _fetch_all(
-            store, repo, commit, model, existing, on_progress, on_status
+            store, repo, commit, model, existing, on_progress, on_status, cancel
         )
         manifest = store._manifest(source, files)
         store.publish(manifest, names)
@@ -105,6 +109,7 @@ def _fetch_all(
     existing: str | None,
     on_progress: Progress | None,
     on_status: Status,
+    cancel: threading.Event | None = None,
 ) -> tuple[list[ManifestFile], int, int]:
     missing = [f for f in model.files if not (f.sha256 and store.layout.blob(f.sha256).exists())]
     pending = sum(f.size - _partial_size(store, partial_key(repo, commit, f)) for f in missing)
@@ -114,7 +119,7 @@ def _fetch_all(
         role = "model" if i == 0 else "shard"
         if f in missing:
             on_status(f"downloading {f.path} ({fmt_bytes(f.size)})")
-            sha, n = fetch_file(store, repo, commit, f, on_progress, on_status)
+            sha, n = fetch_file(store, repo, commit, f, on_progress, on_status, cancel)
             downloaded += n
         else:
             sha = str(f.sha256)
@@ -241,8 +246,10 @@ def fetch_file(
     f: RemoteFile,
     on_progress: Progress | None = None,
     on_status: Status = _quiet,
+    cancel: threading.Event | None = None,
 ) -> tuple[str, int]:
-    """Download ``f`` into ``blobs/`` (caller holds its lock); (sha256, bytes downloaded)."""
+    """Download ``f`` into ``blobs/`` (caller holds its lock); (sha256, bytes downloaded).
+    ``cancel`` set: :class:`PullCancelled`, keeping the partial file for a resume."""
     hub.check_remote_path(f.path)
     meta = hub.file_metadata(repo, commit, f.path)
     if meta.size is not None and meta.size != f.size:
@@ -259,7 +266,7 @@ def fetch_file(
     try:
         storefs.atomic_write_json(state, record, store.layout.tmp)
         partial = _Partial(part, f)
-        sha, downloaded = _download(partial, repo, commit, on_progress, on_status)
+        sha, downloaded = _download(partial, repo, commit, on_progress, on_status, cancel)
         partial.close()
         store.publish_blob(part, sha, locked=True)
     except OSError as exc:
@@ -395,15 +402,17 @@ def _download(
     commit: str,
     on_progress: Progress | None,
     on_status: Status,
+    cancel: threading.Event | None = None,
 ) -> tuple[str, int]:
     f = partial.file
     restarted, retries, downloaded = False, 0, 0
     while True:
+        _check_cancel(cancel, partial)
         offset = partial.rehash(None)
         if offset:
             on_status(f"resuming {f.path} at {fmt_bytes(offset)} (re-hashed the partial file)")
         try:
-            downloaded += _stream(partial, repo, commit, offset, on_progress, on_status)
+            downloaded += _stream(partial, repo, commit, offset, on_progress, on_status, cancel)
         except hub.HubTransferError as exc:
             retries += 1
             if retries > MAX_TRANSFER_RETRIES:
@@ -439,6 +448,7 @@ def _stream(
     offset: int,
     on_progress: Progress | None,
     on_status: Status,
+    cancel: threading.Event | None = None,
 ) -> int:
     f = partial.file
     if offset >= f.size:
@@ -458,7 +468,16 @@ def _stream(
             received += len(chunk)
             if on_progress is not None:
                 on_progress(partial.size, f.size)
+            _check_cancel(cancel, partial)
     return received
+
+
+def _check_cancel(cancel: threading.Event | None, partial: _Partial) -> None:
+    if cancel is not None and cancel.is_set():
+        raise PullCancelled(
+            f"pull of {partial.file.path} cancelled at {fmt_bytes(partial.size)}: "
+            "pull it again to resume"
+        )
 
 
 # --- the HF cache and the starter models -------------------------------------------------------

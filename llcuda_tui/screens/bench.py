@@ -1,14 +1,14 @@
 """Benchmark: pick a model and parameters (pp/tg, sweep, latency), run with progress and
 live plots (t/s per repetition, GPU power and SM clock), results with mean ± sd and
-percentiles and validity flags, history with compare, export (md, csv, json).
+percentiles and validity flags, history with compare, export (md, csv, json). The target is
+this machine or an attached worker (latency mode, with N concurrent streams: concurrency).
 
-The benchmark itself is core's ``run_bench`` / ``run_latency`` in a thread worker; this screen
-polls its progress at 4 Hz.
+The benchmark itself is core's ``run_bench`` / ``run_latency`` / ``run_latency_on_worker`` in a
+thread worker; this screen polls its progress at 4 Hz.
 """
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from pathlib import Path
@@ -40,10 +40,8 @@ from llcuda_tui.widgets import MetricPlot
 POLL_S = 0.25
 MODES = (("pp/tg", "throughput"), ("sweep", "sweep"), ("latency", "latency"))
 FORMATS = (("Markdown", "md"), ("CSV", "csv"), ("JSON", "json"))
-# core's progress lines end with "<rep>/<reps> <tokens/s> t/s" (throughput) or
-# "request n/N: ttft <ms> ms" (latency)
-_REP_RATE = re.compile(r"(\d+)/(\d+) ([0-9.]+) t/s$")
-_TTFT = re.compile(r"request \d+/\d+: ttft ([0-9.]+) ms")
+LOCAL = "local"
+"""The target value of this machine (the others are worker URLs)."""
 
 
 class BenchProgressHolder:
@@ -57,15 +55,11 @@ class BenchProgressHolder:
         self.unit = "t/s"
 
     def set(self, p: Any) -> None:
+        """A core BenchProgress; a step that measured something carries ``value``/``unit``."""
         self.done, self.total, self.message = p.done, p.total, p.message
-        m = _REP_RATE.search(p.message)
-        if m:
-            self.values.append(float(m.group(3)))
-            return
-        m = _TTFT.search(p.message)
-        if m:
-            self.unit = "ms TTFT"
-            self.values.append(float(m.group(1)))
+        if p.value is not None:
+            self.unit = p.unit or self.unit
+            self.values.append(float(p.value))
 
 
 class BenchScreen(Screen[None]):
@@ -74,6 +68,8 @@ class BenchScreen(Screen[None]):
     BenchScreen #bench-form Label { padding: 1 0 0 1; color: $text-muted; }
     BenchScreen #bench-model { width: 1fr; }
     BenchScreen #bench-mode { width: 18; }
+    BenchScreen #bench-target { width: 30; }
+    BenchScreen #bench-pick Button { min-width: 8; }
     BenchScreen #bench-form Input { width: 1fr; }
     BenchScreen #bench-status { height: auto; padding: 0 1; }
     BenchScreen #bench-plots { height: auto; padding: 0 1; }
@@ -108,19 +104,25 @@ class BenchScreen(Screen[None]):
         with Horizontal(id="bench-pick"):
             yield Select([], prompt="model", id="bench-model")
             yield Select(MODES, value="throughput", allow_blank=False, id="bench-mode")
+            targets = self.target_options()
+            self.target_values = [v for _, v in targets]
+            yield Select(targets, value=LOCAL, allow_blank=False, id="bench-target")
             yield Button("Run", id="run-bench", variant="primary")
             yield Button("Stop", id="stop-bench")
         with Horizontal(id="bench-form"):
-            yield Label("pp (prompt tokens)")
-            yield Input("512", id="n-prompt")
+            # classes: the fields a mode or target uses (form_fields shows only those)
+            yield Label("pp (prompt tokens)", classes="-pp-tg")
+            yield Input("512", id="n-prompt", classes="-pp-tg")
             yield Label("tg (generated)")
             yield Input("128", id="n-gen")
             yield Label("reps")
             yield Input("5", id="reps")
-            yield Label("ngl")
-            yield Input(str(b.n_gpu_layers), id="bench-ngl")
-            yield Label("batch")
-            yield Input("2048", id="bench-batch")
+            yield Label("ngl", classes="-local")
+            yield Input(str(b.n_gpu_layers), id="bench-ngl", classes="-local")
+            yield Label("batch", classes="-pp-tg")
+            yield Input("2048", id="bench-batch", classes="-pp-tg")
+            yield Label("concurrency", classes="-latency")
+            yield Input("1", id="bench-concurrency", classes="-latency")
         yield ProgressBar(total=1, id="bench-progress")
         yield Static("", id="bench-status", markup=False)
         with Vertical(id="bench-plots"):
@@ -150,6 +152,39 @@ class BenchScreen(Screen[None]):
         self.list_models()
         self.show_history()
         self.show_gpu_plots()
+        self.form_fields()
+
+    def on_screen_resume(self) -> None:
+        self.refresh_targets()
+
+    @on(Select.Changed, "#bench-mode, #bench-target")
+    def form_fields(self) -> None:
+        """Show the fields the chosen mode and target use: pp and batch for pp/tg and sweep,
+        concurrency for latency, ngl when models load on this machine."""
+        latency = self.query_one("#bench-mode", Select).value == "latency"
+        for widget in self.query(".-pp-tg"):
+            widget.display = not latency
+        for widget in self.query(".-latency"):
+            widget.display = latency
+        for widget in self.query(".-local"):
+            widget.display = self.target == LOCAL
+
+    def target_options(self) -> list[tuple[str, str]]:
+        """This machine, then each attached worker (by URL)."""
+        urls = getattr(self.llcuda, "worker_urls", [])
+        return [("this machine", LOCAL), *((f"worker {u}", u) for u in urls)]
+
+    def refresh_targets(self) -> None:
+        """Workers attached since the screen was built become targets too."""
+        options = self.target_options()
+        values = [v for _, v in options]
+        if values == self.target_values:
+            return
+        self.target_values = values
+        select = self.query_one("#bench-target", Select)
+        current = select.value
+        select.set_options(options)
+        select.value = current if current in values else LOCAL
 
     def set_status(self, text: str) -> None:
         self.query_one("#bench-status", Static).update(text)
@@ -183,17 +218,30 @@ class BenchScreen(Screen[None]):
 
     # --- running --------------------------------------------------------------------------------
 
+    @property
+    def target(self) -> str:
+        """LOCAL or the URL of the worker to benchmark."""
+        return str(self.query_one("#bench-target", Select).value)
+
     def build_spec(self) -> tuple[str, Any]:
         from llcuda_tui.commands.bench import int_list
         from llcuda_tui.core.bench import BenchSpec, ModelRef
         from llcuda_tui.core.bench_latency import LatencySpec, default_prompts
 
-        name = self.query_one("#bench-model", Select).value
-        if not isinstance(name, str) or name not in self.choices:
-            raise UserInputError("pick a model first")
-        c = self.choices[name]
-        model = ModelRef(c.path, c.name, c.sha256)
         mode = str(self.query_one("#bench-mode", Select).value)
+        target = self.target
+        if target != LOCAL:
+            if mode != "latency":
+                raise UserInputError(
+                    "a worker runs the latency mode only (pp/tg and sweep load models here)"
+                )
+            model = ModelRef(Path(target), target)  # the worker's own model, once connected
+        else:
+            name = self.query_one("#bench-model", Select).value
+            if not isinstance(name, str) or name not in self.choices:
+                raise UserInputError("pick a model first")
+            c = self.choices[name]
+            model = ModelRef(c.path, c.name, c.sha256)
 
         def ints(field_id: str, what: str) -> tuple[int, ...]:
             text = self.query_one(f"#{field_id}", Input).value
@@ -203,21 +251,26 @@ class BenchScreen(Screen[None]):
                 raise UserInputError(f"{what}: {exc}") from None
 
         n_prompt, n_gen = ints("n-prompt", "pp"), ints("n-gen", "tg")
-        reps, ngl, batch = (
+        reps, ngl, batch, concurrency = (
             ints("reps", "reps"),
             ints("bench-ngl", "ngl"),
             ints("bench-batch", "batch"),
+            ints("bench-concurrency", "concurrency"),
         )
         if mode != "sweep" and any(len(v) > 1 for v in (ngl, batch)):
             raise UserInputError("lists of ngl or batch values need the sweep mode")
+        if mode != "latency" and concurrency != (1,):
+            raise UserInputError("concurrency > 1 needs the latency mode")
         if mode == "latency":
+            where = "" if target == LOCAL else f" on worker {target}"
             spec = LatencySpec(
                 model=model,
                 prompts=default_prompts(),
                 iters=reps[0],
                 max_tokens=max(n_gen[0], 1),
+                concurrency=concurrency[0],
                 n_gpu_layers=ngl[0],
-                command="llcuda tui (latency)",
+                command=f"llcuda tui (latency{where})",
             )
             spec.validate()
             return mode, spec
@@ -254,21 +307,34 @@ class BenchScreen(Screen[None]):
         bar = self.query_one("#bench-progress", ProgressBar)
         bar.update(total=None, progress=0)
         bar.add_class("-visible")
-        self.set_status(f"starting the {mode} benchmark…")
+        target = self.target
+        where = "" if target == LOCAL else f" on worker {target}"
+        self.set_status(f"starting the {mode} benchmark{where}…")
         self.poll_timer.resume()
-        self.run_benchmark(mode, spec, self.progress, self.cancel_event)
+        self.run_benchmark(mode, spec, self.progress, self.cancel_event, target)
 
     @work(thread=True, exclusive=True, group="bench", exit_on_error=False)
     def run_benchmark(
-        self, mode: str, spec: Any, progress: BenchProgressHolder, cancel: threading.Event
+        self,
+        mode: str,
+        spec: Any,
+        progress: BenchProgressHolder,
+        cancel: threading.Event,
+        target: str = LOCAL,
     ) -> None:
         from llcuda_tui.core.bench import run_bench
-        from llcuda_tui.core.bench_latency import run_latency
+        from llcuda_tui.core.bench_latency import run_latency, run_latency_on_worker
         from llcuda_tui.core.bench_store import BenchStore
 
         try:
             with BenchStore.open(self.llcuda.settings.paths) as store:
-                if mode == "latency":
+                if target != LOCAL:
+                    access = self.llcuda.worker_access
+                    run = run_latency_on_worker(
+                        spec, target, progress.set, cancel, store=store,
+                        api_key=access.api_key, verify=access.verify,
+                    )  # fmt: skip
+                elif mode == "latency":
                     run = run_latency(spec, progress.set, cancel, store=store)
                 else:
                     run = run_bench(spec, progress.set, cancel, store=store)

@@ -1,11 +1,13 @@
-"""Models: the store's table and a detail pane (GGUF metadata, fit on this machine), and
-Hugging Face (list a repo's GGUFs, pull with progress, speed and ETA, cancel, resume).
+"""Models: the store's table and a detail pane (GGUF metadata, fit on this machine and on
+each attached worker's free VRAM), the store's size cap (c edits it), and Hugging Face (list
+a repo's GGUFs, pull with progress, speed and ETA, cancel, resume).
 
 Every store call runs in a thread worker; results come back as messages.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 from typing import Any, ClassVar
@@ -27,9 +29,17 @@ from llcuda_tui.core.catalog import (
     fmt_size,
     list_repo,
     partial_bytes,
+    worker_fit_devices,
 )
 from llcuda_tui.core.errors import LlcudaError
-from llcuda_tui.messages import HubListed, StoreActionDone, StoreListed, WorkFailed
+from llcuda_tui.messages import (
+    HubListed,
+    SettingsSaved,
+    StoreActionDone,
+    StoreListed,
+    WorkerFitsListed,
+    WorkFailed,
+)
 from llcuda_tui.screens.dialogs import ConfirmDialog, TextPromptDialog
 
 PULL_POLL_S = 0.25
@@ -43,6 +53,7 @@ class ModelsScreen(Screen[None]):
         Binding("delete", "delete_model", "Delete"),
         Binding("i", "import_file", "Import"),
         Binding("h", "focus_hub", "HF repo"),
+        Binding("c", "edit_cap", "Size cap", show=False),  # named on the disk line
         Binding("r", "refresh", "Refresh", show=False),
         Binding("escape", "cancel_pull", "Cancel"),
     ]
@@ -51,6 +62,8 @@ class ModelsScreen(Screen[None]):
         super().__init__()
         self.entries: dict[str, Any] = {}
         self.badges: dict[str, Any] = {}
+        self.worker_fits: dict[str, Any] = {}
+        """Per worker URL: {model name: FitBadge}, or why there is no estimate."""
         self.listing: Any = None
         self.pull_job: PullJob | None = None
 
@@ -101,7 +114,6 @@ class ModelsScreen(Screen[None]):
         from llcuda_tui.core import storemaint
 
         app = self.llcuda
-        e = app.settings.engine
         try:
             store = self.store()
             entries = store.entries() if store.exists() else []
@@ -109,18 +121,34 @@ class ModelsScreen(Screen[None]):
         except LlcudaError as exc:
             self.post_message(WorkFailed("store", str(exc)))
             return
-        badges = {
+        self.post_message(StoreListed(entries, usage, self.fit_badges(entries, app.fit_device)))
+        urls = list(getattr(app, "worker_urls", []))
+        if urls:
+            self.post_message(WorkerFitsListed(self.fits_on_workers(entries, urls)))
+
+    def fit_badges(self, entries: list[Any], device: Any) -> dict[str, Any]:
+        """{name: FitBadge} of ``entries`` on ``device`` (None: this machine's, detected)."""
+        e = self.llcuda.settings.engine
+        flash_attn = e.flash_attn != "off"
+        return {
             x.name: fit_badge(
-                choice_from_entry(x),
-                e.n_ctx,
-                e.n_gpu_layers,
-                app.fit_device,
-                e.type_k,
-                e.flash_attn != "off",
+                choice_from_entry(x), e.n_ctx, e.n_gpu_layers, device, e.type_k, flash_attn
             )
             for x in entries
         }
-        self.post_message(StoreListed(entries, usage, badges))
+
+    def fits_on_workers(self, entries: list[Any], urls: list[str]) -> dict[str, Any]:
+        """Fit badges of ``entries`` against each worker's free VRAM (in the thread)."""
+        access = self.app.worker_access  # type: ignore[attr-defined]
+        return {
+            url: device if isinstance(device, str) else self.fit_badges(entries, device)
+            for url, device in worker_fit_devices(urls, access.api_key, access.verify).items()
+        }
+
+    @on(WorkerFitsListed)
+    def show_worker_fits(self, message: WorkerFitsListed) -> None:
+        self.worker_fits = message.fits
+        self.show_detail(self.selected_name())
 
     @on(StoreListed)
     def show_store(self, message: StoreListed) -> None:
@@ -151,14 +179,14 @@ class ModelsScreen(Screen[None]):
         cap = fmt_size(u["max_size"]) if u.get("max_size") else "no cap"
         parts = [
             f"{fmt_size(u.get('live_bytes', 0))} in {len(u.get('models', []))} model(s)",
-            f"size cap: {cap}",
+            f"size cap (c): {cap}",
         ]
         if u.get("partial_bytes"):
             parts.append(f"{fmt_size(u['partial_bytes'])} partial downloads")
         if u.get("unreferenced_bytes"):
             parts.append(f"{fmt_size(u['unreferenced_bytes'])} unreferenced")
         if "free_bytes" in u:
-            parts.append(f"{fmt_size(u['free_bytes'])} free on disk")
+            parts.append(f"{fmt_size(u['free_bytes'])} free")
         return "disk: " + " · ".join(parts)
 
     def selected_name(self) -> str | None:
@@ -210,7 +238,53 @@ class ModelsScreen(Screen[None]):
             ("last used", fmt_ago(entry.state.last_used, self.llcuda.clock())),
             ("fit", f"{badge.detail if badge else '?'} (ngl {e.n_gpu_layers}, ctx {e.n_ctx})"),
         ]
+        for url in getattr(self.llcuda, "worker_urls", []):
+            fits = self.worker_fits.get(url)
+            if fits is None:
+                text = "not asked yet (r asks the workers for their free VRAM)"
+            elif isinstance(fits, str):
+                text = f"unknown: {fits}"
+            else:
+                found = fits.get(entry.name)
+                text = found.detail if found else "?"
+            rows.append(("fit on worker", f"{url}: {text}"))
         detail.update("\n".join(f"{k:15} {v}" for k, v in rows))
+
+    # --- the size cap ---------------------------------------------------------------------------
+
+    def action_edit_cap(self) -> None:
+        def chosen(text: str | None) -> None:
+            if text is not None:
+                self.save_cap(text)
+
+        self.app.push_screen(
+            TextPromptDialog(
+                "Model store size cap (e.g. 50GB, 200GiB; empty = no cap)",
+                value=self.llcuda.settings.store.max_size,
+                placeholder="no cap",
+            ),
+            chosen,
+        )
+
+    @work(thread=True, exclusive=True, group="settings", exit_on_error=False)
+    def save_cap(self, text: str) -> None:
+        from llcuda_tui.core import storemaint
+
+        try:
+            settings = storemaint.set_max_size(self.llcuda.settings, text)
+        except LlcudaError as exc:
+            self.post_message(WorkFailed("size cap", str(exc)))
+            return
+        cap = settings.store.max_size or "no cap"
+        where = settings.paths.config_file
+        self.post_message(SettingsSaved(settings, f"store size cap: {cap} (saved to {where})"))
+
+    @on(SettingsSaved)
+    def settings_saved(self, message: SettingsSaved) -> None:
+        self.llcuda.settings = message.settings
+        self.query_one("#pull-status", Static).update(message.message)
+        self.notify(message.message)
+        self.list_store()
 
     def run_store_action(self, what: str, fn: Any, done_text: Any) -> None:
         self.store_action(what, fn, done_text)
@@ -362,7 +436,7 @@ class ModelsScreen(Screen[None]):
                 self.notify("a pull is running (Esc cancels it)", severity="warning")
             return
         path = str(event.row_key.value)
-        self.pull_job = job = PullJob(self.store(), self.listing.repo, path)
+        self.pull_job = job = PullJob(self.store(), self.listing.repo, path, threading.Event())
         bar = self.query_one("#pull-progress", ProgressBar)
         bar.update(total=None, progress=0)
         bar.add_class("-visible")
@@ -401,7 +475,7 @@ class ModelsScreen(Screen[None]):
 
     def action_cancel_pull(self) -> None:
         if self.pull_job is not None:
-            self.pull_job.cancel()
+            self.pull_job.cancel_event.set()  # the pull stops at its next chunk
             self.query_one("#pull-status", Static).update("cancelling…")
 
     def end_pull(self, text: str) -> None:

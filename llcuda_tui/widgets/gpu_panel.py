@@ -33,9 +33,12 @@ class GpuPanel(Vertical):
     GpuPanel > .processes { color: $text-muted; }
     """
 
-    def __init__(self, index: int) -> None:
-        super().__init__(id=f"gpu-{index}")
+    def __init__(self, index: int, *, source: str = "", id: str | None = None) -> None:
+        """``source``: where the GPU is (a worker's URL), shown first in the title; empty for
+        this machine's."""
+        super().__init__(id=id or f"gpu-{index}")
         self.index = index
+        self.source = source
 
     def compose(self) -> ComposeResult:
         yield Static("", classes="title", markup=False)
@@ -51,6 +54,8 @@ class GpuPanel(Vertical):
     def show(self, g: Any, history: Sequence[Any], energy_j: float | None, span_label: str) -> None:
         """``g``: the latest GpuReading; ``history``: readings over the selected span."""
         title = f"GPU {g.index} · {g.name or '?'} · {g.pci_bus_id or ''}"
+        if self.source:
+            title = f"{self.source} · {title}"
         if g.performance_state is not None:
             title += f" · P{g.performance_state}"
         if g.mig_enabled:
@@ -89,7 +94,8 @@ class GpuPanel(Vertical):
             throttle.update(f"throttle reasons: {', '.join(reasons) or 'none'}{idle}")
         energy = "n/a" if energy_j is None else _energy_text(energy_j)
         self.query_one(".energy", Static).update(f"energy since the app started: {energy}")
-        self.query_one(".processes", Static).update(_processes_text(g))
+        mine = "◀ llcuda worker" if self.source else "◀ llcuda (this app)"
+        self.query_one(".processes", Static).update(_processes_text(g, mine))
 
 
 def _energy_text(joules: float) -> str:
@@ -100,7 +106,7 @@ def _energy_text(joules: float) -> str:
     return f"{joules:.0f} J"
 
 
-def _processes_text(g: Any) -> str:
+def _processes_text(g: Any, mine_label: str) -> str:
     if g.processes is None:
         return "processes: n/a"
     if not g.processes:
@@ -108,6 +114,6 @@ def _processes_text(g: Any) -> str:
     lines = ["processes:"]
     for p in sorted(g.processes, key=lambda p: -(p.used_memory_bytes or 0)):
         mem = "n/a" if p.used_memory_bytes is None else f"{p.used_memory_bytes / GIB:.2f} GiB"
-        mine = "  ◀ llcuda (this app)" if p.is_self else ""
+        mine = f"  {mine_label}" if p.is_self else ""
         lines.append(f"  {p.pid:>7}  {p.name or '?':24} {mem:>10} {p.kind}{mine}")
     return "\n".join(lines)

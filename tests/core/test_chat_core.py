@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
 
 from llcuda_tui.core.catalog import (
     ModelChoice,
-    PullCancelled,
     PullJob,
     TransferProgress,
     default_choice,
@@ -193,13 +193,12 @@ def test_fit_badges(smollm_path: Path, llcuda_home: Path) -> None:
     assert fit_badge(unknown, 4096, -1, ram).verdict == "unknown"
 
 
-def test_pull_job_cancels_at_the_next_chunk() -> None:
-    class _Store:
-        pass
-
-    job = PullJob(_Store(), "acme/x", "x.gguf")
+def test_pull_job_cancel_sets_the_event_the_pull_checks() -> None:
+    event = threading.Event()
+    job = PullJob(object(), "acme/x", "x.gguf", cancel_event=event)
     job._on_progress(10, 100)
-    assert job.progress.done == 10
+    assert job.progress.done == 10 and not job.cancelled
     job.cancel()
-    with pytest.raises(PullCancelled, match="pull it again to resume"):
-        job._on_progress(20, 100)
+    assert event.is_set() and job.cancelled
+    job._on_progress(20, 100)  # progress never raises: storepull checks the event
+    assert job.progress.done == 20

@@ -1,10 +1,11 @@
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 
 import pytest
 
-from llcuda_tui.core.config import Paths, Settings
+from llcuda_tui.core.config import Paths, Settings, save_setting
 from llcuda_tui.core.errors import ConfigError
 
 
@@ -47,3 +48,31 @@ def test_bad_config_is_a_clear_error(settings: Settings, text: str, message: str
     cfg.write_text(text)
     with pytest.raises(ConfigError, match=message):
         Settings.load(settings.paths)
+
+
+def test_save_setting_changes_one_line_and_keeps_the_rest(settings: Settings) -> None:
+    first = save_setting(settings, "store", "max_size", "50GB")  # no file yet: created
+    assert first.store.max_size == "50GB"
+    cfg = settings.paths.config_file
+    assert cfg.read_text() == '[store]\nmax_size = "50GB"\n'
+    cfg.write_text('# mine\n[store]\n# cap\nmax_size = "50GB"\n\n[engine]\nn_ctx = 2048\n')
+    second = save_setting(Settings.load(settings.paths), "store", "max_size", 'a "b"')
+    assert second.store.max_size == 'a "b"' and second.engine.n_ctx == 2048
+    text = cfg.read_text()
+    assert text.startswith("# mine\n[store]\n# cap\n") and "n_ctx = 2048" in text
+    assert tomllib.loads(text)["store"] == {"max_size": 'a "b"'}
+    third = save_setting(second, "sampling", "seed", 7)  # a new table at the end
+    assert third.sampling.seed == 7 and Settings.load(settings.paths).sampling.seed == 7
+    assert sorted(p.name for p in cfg.parent.iterdir()) == ["config.toml"]  # no temp left
+
+
+def test_save_setting_refuses_bad_values_and_leaves_the_file(settings: Settings) -> None:
+    save_setting(settings, "engine", "n_ctx", 1024)
+    before = settings.paths.config_file.read_text()
+    with pytest.raises(ConfigError, match="n_ctx must be int"):
+        save_setting(settings, "engine", "n_ctx", "big")
+    with pytest.raises(ConfigError, match="has no key 'nope'"):
+        save_setting(settings, "engine", "nope", 1)
+    with pytest.raises(ConfigError, match="n_ctx must be >= 0"):
+        save_setting(settings, "engine", "n_ctx", -5)
+    assert settings.paths.config_file.read_text() == before

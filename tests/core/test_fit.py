@@ -21,10 +21,12 @@ from llcuda_tui.core.fit import (
     FitRequest,
     estimate,
     fit,
+    gpu_device,
     kv_bytes_per_layer,
     ram_device,
 )
 from llcuda_tui.core.gguf import GgufSummary, read_summary
+from llcuda_tui.core.gpu import GpuReading, GpuSample
 from tests.core.hubserver import write_gguf
 
 MIB = 1 << 20
@@ -169,3 +171,13 @@ def test_gpu_allocation_within_ten_percent(
     )
     print(detail)
     assert abs(needs.gpu_total - allocated) <= 0.10 * allocated, detail
+
+
+def test_gpu_device_is_the_first_answering_gpu_of_a_sample() -> None:
+    lost = GpuReading(index=0, name="A", status="lost")
+    ok = GpuReading(index=1, name="H100", memory_used_bytes=8 * GIB, memory_total_bytes=80 * GIB)
+    device = gpu_device(GpuSample(0.0, 0.0, "ok", gpus=(lost, ok)), "worker http://w:1")
+    assert device == DeviceMemory("cuda", "worker http://w:1 GPU 1 H100", 72 * GIB, 80 * GIB)
+    assert gpu_device(GpuSample(0.0, 0.0, "unavailable", "no driver")) is None
+    no_memory = GpuReading(index=0, name="MIG")  # NVML gave no memory figures
+    assert gpu_device(GpuSample(0.0, 0.0, "ok", gpus=(no_memory,))) is None

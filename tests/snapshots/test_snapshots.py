@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from textual.widgets import Input
+from textual.widgets import DataTable, Input
 
 from llcuda_tui.core.bench_store import BenchStore, StoredRun
 from llcuda_tui.core.catalog import ModelChoice
@@ -149,6 +149,12 @@ def test_models_screen(
         await wait_for(pilot, lambda: len(screen.entries) == 2, what="store listing")
         await wait_for(pilot, lambda: "fit" in str(screen.query_one("#detail").render()))
         await wait_for(pilot, lambda: not screen.workers, what="workers done")
+        # Textual 8's DataTable keeps rows painted before it measured their cells (on idle)
+        # in its render cache; under load that painted the table with header-wide columns
+        table = screen.query_one("#store-table", DataTable)
+        names = table.ordered_columns[0]
+        await wait_for(pilot, lambda: names.content_width >= 19, what="column widths")
+        table.notify_style_update()
         screen.query_one("#repo", Input).value = "bartowski/SmolLM2-135M-Instruct-GGUF"
         no_blink(app)
         await pilot.pause(0.2)

@@ -1,11 +1,12 @@
 """Helpers for driving the app in Pilot sessions: an app with injected, deterministic
-services (no live GPU sampling, a fixed fit device, a fixed clock), and waiting on state."""
+services (no live GPU sampling, a fixed fit device, a fixed clock), waiting on state, and real
+workers (``llcuda serve`` in-thread on 127.0.0.1) to attach."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,8 @@ from llcuda_tui.core.config import Settings
 from llcuda_tui.core.fit import DeviceMemory
 from llcuda_tui.core.gpu import GpuSampler
 from llcuda_tui.core.nvml_trace import ReplayNvml
+from llcuda_tui.core.worker.server import Listen, WorkerServer
+from tests.core.worker.conftest import tiny_config
 
 GIB = 2**30
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -72,3 +75,38 @@ async def wait_for(
 @pytest.fixture()
 def app_settings(settings: Settings) -> Settings:
     return settings
+
+
+class TinyWorkers:
+    """Real workers of the tiny model on 127.0.0.1 (no API key, 2 slots of 2048 tokens);
+    ``stop`` one and ``start(port=...)`` it again to see a worker go down and come back."""
+
+    def __init__(self, model: Path) -> None:
+        self.model = model
+        self.running: list[WorkerServer] = []
+
+    def start(self, port: int = 0, gpu_sampler: GpuSampler | None = None) -> WorkerServer:
+        """``gpu_sampler``: what the worker's GPU endpoint reads (default: this machine's
+        NVML, which has no GPU here), e.g. :func:`h100_sampler` to replay the recorded trace."""
+        cfg = tiny_config(self.model, 4096, api_key=None, parallel=2)
+        server = WorkerServer(cfg, Listen(port=port))
+        if gpu_sampler is not None:
+            server.state._gpu = gpu_sampler  # the worker creates its sampler on first use
+        server.start()
+        self.running.append(server)
+        return server
+
+    def stop(self, server: WorkerServer) -> int:
+        """Stop ``server``; its port (to start it again on)."""
+        port = int(server.url.rsplit(":", 1)[1])
+        self.running.remove(server)
+        server.stop()
+        return port
+
+
+@pytest.fixture()
+def tiny_workers(tiny_gguf: Path) -> Iterator[TinyWorkers]:
+    workers = TinyWorkers(tiny_gguf)
+    yield workers
+    for server in list(workers.running):
+        workers.stop(server)

@@ -63,6 +63,91 @@ class RemoteGpu:
     interval_s: float
 
 
+@dataclass(frozen=True)
+class WorkerGpu:
+    """One poll of a worker's GPU telemetry: what it reported, or why it could not be read."""
+
+    url: str
+    gpu: RemoteGpu | None
+    """None when the worker could not be asked (``error`` says why)."""
+    error: str | None = None
+
+    @property
+    def reachable(self) -> bool:
+        return self.gpu is not None
+
+
+@dataclass(frozen=True)
+class WorkerAccess:
+    """How this side reaches its workers: the API key they want (None: none) and how TLS
+    certificates are checked (True: the system's CAs, a path: that CA bundle)."""
+
+    api_key: str | None = field(default=None, repr=False)
+    verify: bool | str = True
+
+    def connect(self, url: str, **kwargs: Any) -> RemoteEngine:
+        return RemoteEngine.connect(url, self.api_key, verify=self.verify, **kwargs)
+
+
+class WorkerGpuPoller:
+    """Polls one worker's GPUs with :meth:`poll` (blocking: call it off the UI thread).
+
+    It never raises: a worker that is down gives a :class:`WorkerGpu` whose ``error`` says so,
+    and the next poll connects again, so a worker that comes back is picked up."""
+
+    def __init__(
+        self,
+        url: str,
+        api_key: str | None = None,
+        *,
+        history: int = 60,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        verify: bool | str = True,
+    ) -> None:
+        self.url = normalize_url(url)
+        self.api_key = api_key
+        self.verify = verify
+        self.history = history
+        self.timeout_s = timeout_s
+        self._engine: RemoteEngine | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def poll(self) -> WorkerGpu:
+        with self._lock:
+            try:
+                if self._closed:
+                    raise WorkerError(f"no longer polling worker {self.url}")
+                engine = self._engine
+                if engine is None:
+                    engine = RemoteEngine.connect(
+                        self.url, self.api_key, timeout_s=self.timeout_s, verify=self.verify
+                    )
+                    self._engine = engine
+                    if self._closed:  # closed while connecting
+                        self._drop()
+                        raise WorkerError(f"no longer polling worker {self.url}")
+                return WorkerGpu(self.url, engine.gpu(self.history))
+            except LlcudaError as exc:
+                self._drop()
+                return WorkerGpu(self.url, None, str(exc))
+            except (ValueError, KeyError, TypeError) as exc:  # not an llcuda worker's answer
+                self._drop()
+                return WorkerGpu(self.url, None, f"worker {self.url} sent bad GPU data: {exc}")
+            except RuntimeError:  # its client was closed mid-poll by close()
+                return WorkerGpu(self.url, None, f"no longer polling worker {self.url}")
+
+    def close(self) -> None:
+        """Stop polling; does not wait for a poll in flight (it fails and is not retried)."""
+        self._closed = True
+        self._drop()
+
+    def _drop(self) -> None:
+        engine, self._engine = self._engine, None
+        if engine is not None:
+            engine.close()
+
+
 class RemoteEngine:
     """A worker at ``url`` used like a local :class:`Engine`. Create with :meth:`connect`."""
 
@@ -291,12 +376,18 @@ class RemoteEngine:
         return [int(t) for t in resp.json()["tokens"]]
 
     def count_tokens(self, request: GenerationRequest) -> int:
-        """Prompt tokens of a raw-prompt or token request (chat templating is the worker's)."""
+        """Prompt tokens of a request; a chat's are counted by the worker, through its
+        template (llcuda workers)."""
         if request.tokens is not None:
             return len(request.tokens)
-        if request.prompt is None:
-            raise UserInputError("counting chat tokens needs the worker's template")
-        return len(self.tokenize(request.prompt))
+        if request.prompt is not None:
+            return len(self.tokenize(request.prompt))
+        if "tokenize" not in self.remote.features:
+            raise UserInputError(f"{self.url} cannot count chat tokens (not an llcuda worker)")
+        resp = self._request(
+            "POST", f"{P.EXT_PREFIX}/tokenize", json={"messages": list(request.messages or [])}
+        )
+        return len(resp.json()["tokens"])
 
     # --- HTTP helpers -------------------------------------------------------------------------
 

@@ -49,8 +49,9 @@ class WorkerConfig:
     engine: EngineConfig
     model_name: str
     parallel: int = 4
-    api_key: str | None = None
-    """When set, every endpoint but /health needs ``Authorization: Bearer <key>``."""
+    api_key: str | None = field(default=None, repr=False)
+    """When set, every endpoint but /health needs ``Authorization: Bearer <key>``. Needed to
+    listen on anything but a loopback address. Never shown (not even in the repr)."""
     max_body_bytes: int = 8 * 2**20
     max_tokens: int | None = None
     """Largest max_tokens a request may ask for; None = the per-sequence context."""
@@ -69,14 +70,33 @@ def is_loopback(host: str) -> bool:
     if host.lower() in ("localhost", "localhost."):
         return True
     try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
+        return _loopback_ip(host.strip("[]"))
     except ValueError:
         pass
     try:
         infos = socket.getaddrinfo(host, None)
     except OSError:
         return False
-    return bool(infos) and all(ipaddress.ip_address(i[4][0]).is_loopback for i in infos)
+    return bool(infos) and all(_loopback_ip(str(i[4][0])) for i in infos)
+
+
+def _loopback_ip(text: str) -> bool:
+    """Whether the IP literal ``text`` is a loopback address (also as an IPv4-mapped IPv6)."""
+    ip = ipaddress.ip_address(text.split("%")[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback
+
+
+def check_exposure(config: WorkerConfig, sock: socket.socket) -> None:
+    """Refuse to serve without an API key on a socket bound to anything but loopback (the
+    address actually bound, so a name that resolves elsewhere is caught too)."""
+    host = str(sock.getsockname()[0])
+    if config.api_key is None and not _loopback_ip(host):
+        raise UserInputError(
+            f"refusing to listen on {host} without an API key "
+            "(anyone who can reach it could use the worker)"
+        )
 
 
 # --- state shared by the handlers ------------------------------------------------------------
@@ -394,7 +414,10 @@ def create_app(state: WorkerState) -> Any:
 
 
 class _Guard:
-    """ASGI middleware: the API key on every path but /health, and request counting."""
+    """ASGI middleware: the API key on every path but /health, and request counting. A worker
+    without a key (so on loopback) also refuses requests whose Host header is not a loopback
+    name or address: a web page whose name was re-pointed at 127.0.0.1 (DNS rebinding) would
+    otherwise read the worker's answers in the user's browser."""
 
     OPEN_PATHS = frozenset({"/health"})
 
@@ -418,6 +441,14 @@ class _Guard:
             await send(message)
 
         try:
+            if self._key is None and not _loopback_host(scope):
+                message = (
+                    "a worker without an API key only answers requests addressed to a loopback "
+                    "name or address (Host header)"
+                )
+                await _send_json(send, 403, P.error_body(message, 403))
+                status["code"] = 403
+                return
             needs_key = self._key is not None and path not in self.OPEN_PATHS
             if needs_key and not self._authorized(scope):
                 await _send_json(
@@ -440,6 +471,29 @@ class _Guard:
                 given = value
                 break
         return hmac.compare_digest(given, self._key)
+
+
+def _loopback_host(scope: dict[str, Any]) -> bool:
+    """Whether the request's Host header (if any) names this machine's loopback: localhost,
+    ``*.localhost`` or a loopback IP literal, with or without a port (no DNS lookup)."""
+    host = None
+    for name, value in scope.get("headers", ()):
+        if name == b"host":
+            host = value.decode("latin-1").strip().lower()
+            break
+    if not host:
+        return True  # HTTP/1.0 without Host: not a browser
+    if host.startswith("["):
+        host = host[1 : host.find("]")] if "]" in host else host
+    elif host.count(":") == 1:
+        host = host.split(":")[0]
+    host = host.rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return _loopback_ip(host)
+    except ValueError:
+        return False
 
 
 _KNOWN_PATHS = frozenset(
@@ -574,9 +628,14 @@ class _Handlers:
     async def tokenize(self, request: Any) -> Any:
         engine = self.state.ready_engine()
         body = P.parse_body(await _read_body(request, self.state.config.max_body_bytes))
+        if "messages" in body:  # a chat: its prompt as the worker's template renders it
+            s = self.state
+            chat = P.parse_chat({"messages": body["messages"]}, s.config.sampling, s.limits())
+            prompt = await _in_thread(lambda: engine.prompt_tokens(chat.request))
+            return _json({"tokens": prompt})
         content = body.get("content")
         if not isinstance(content, str):
-            raise P.RequestError("'content' must be a string", param="content")
+            raise P.RequestError("'content' (or 'messages') must be given", param="content")
         add_special = body.get("add_special", True) is not False
         tokens = await _in_thread(lambda: engine.tokenize(content, add_special, True))
         return _json({"tokens": tokens})
@@ -745,9 +804,13 @@ class Listen:
     log_level: str = "warning"
 
 
-def bind(listen: Listen) -> socket.socket:
-    """A listening socket on ``listen.host:port`` (port 0 = any free port)."""
-    infos = socket.getaddrinfo(listen.host, listen.port, type=socket.SOCK_STREAM)
+def bind(listen: Listen, config: WorkerConfig | None = None) -> socket.socket:
+    """A listening socket on ``listen.host:port`` (port 0 = any free port); with ``config``,
+    refused (:func:`check_exposure`) when it is off loopback and the config has no API key."""
+    try:
+        infos = socket.getaddrinfo(listen.host.strip("[]"), listen.port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        infos = []
     if not infos:
         raise UserInputError(f"cannot resolve {listen.host}")
     family, kind, proto, _, addr = infos[0]
@@ -762,6 +825,12 @@ def bind(listen: Listen) -> socket.socket:
         sock.close()
         raise LlcudaError(f"cannot listen on {listen.host}:{listen.port}: {exc.strerror}") from None
     sock.setblocking(False)
+    if config is not None:
+        try:
+            check_exposure(config, sock)
+        except UserInputError:
+            sock.close()
+            raise
     return sock
 
 
@@ -838,7 +907,7 @@ def serve(
     ``on_ready(url)`` is called once the model is loaded. A failed load stops the server and
     raises its error (ModelLoadError, EngineError).
     """
-    sock = bind(listen)
+    sock = bind(listen, config)
     holder: dict[str, Any] = {}
 
     def on_load_error(exc: BaseException) -> None:
@@ -880,7 +949,7 @@ class WorkerServer:
         self.state = WorkerState(config, loader=loader)
         self._uv = _Uvicorn(create_app(self.state), self.state, self.listen, main_thread=False)
         self._uv.check_tls()
-        self._sock = bind(self.listen)
+        self._sock = bind(self.listen, config)
         self.url = base_url(self.listen, self._sock)
         self._thread = threading.Thread(target=self._run, name="llcuda-worker-http", daemon=True)
         self._error: BaseException | None = None

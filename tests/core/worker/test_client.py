@@ -1,12 +1,12 @@
-"""The client side without a healthy worker: refused connections, a silent peer, bad URLs,
-and the wire-format helpers."""
+"""The client side without a healthy worker: refused connections, bad URLs, and the wire-format
+helpers (a silent or stalled worker: tests/faults/test_worker_faults.py)."""
 
 from __future__ import annotations
 
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -17,10 +17,13 @@ from llcuda_tui.core.worker import protocol as P
 from llcuda_tui.core.worker.client import (
     RemoteEngine,
     WorkerError,
+    WorkerGpuPoller,
     normalize_url,
     reading_from_dict,
     sample_from_dict,
 )
+from llcuda_tui.core.worker.server import WorkerServer
+from tests.core.worker.conftest import API_KEY
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -43,41 +46,6 @@ def test_nothing_listening_is_a_quick_clear_error() -> None:
     assert client.health() == "unreachable"
     with pytest.raises(WorkerError, match="cannot connect"):
         client.infer("hello", max_tokens=2)
-
-
-@pytest.fixture()
-def silent_server() -> Iterator[str]:
-    """Accepts connections and reads requests, never answers (a hung or cut-off worker)."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(8)
-    stop = threading.Event()
-    conns: list[socket.socket] = []
-
-    def accept() -> None:
-        sock.settimeout(0.1)
-        while not stop.is_set():
-            try:
-                conn, _ = sock.accept()
-                conns.append(conn)
-            except TimeoutError:
-                continue
-
-    t = threading.Thread(target=accept, daemon=True)
-    t.start()
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    stop.set()
-    t.join()
-    for c in conns:
-        c.close()
-    sock.close()
-
-
-def test_a_silent_worker_is_an_error_within_two_seconds(silent_server: str) -> None:
-    t0 = time.monotonic()
-    with pytest.raises(WorkerError, match=r"did not answer|stopped answering"):
-        RemoteEngine.connect(silent_server)
-    assert time.monotonic() - t0 < 2.5
 
 
 def test_urls_are_normalised_or_refused() -> None:
@@ -160,3 +128,34 @@ def test_gpu_samples_survive_the_wire() -> None:
     back = sample_from_dict(sample.to_dict())
     assert back.gpus[0] == reading and back.state == "ok" and back.wall_time == 2.0
     assert reading_from_dict(reading.to_dict()).self_memory_bytes == 3
+
+
+def test_gpu_poller_says_why_instead_of_raising(tiny_worker: WorkerServer) -> None:
+    down = WorkerGpuPoller(f"http://127.0.0.1:{_free_port()}").poll()
+    assert down.gpu is None and not down.reachable
+    assert down.error is not None and "cannot connect to worker" in down.error
+    refused = WorkerGpuPoller(tiny_worker.url, "wrong-key").poll()
+    assert refused.gpu is None and "refused the API key" in str(refused.error)
+    poller = WorkerGpuPoller(tiny_worker.url, API_KEY, history=5)
+    first, second = poller.poll(), poller.poll()  # the second reuses the connection
+    assert first.reachable and second.gpu is not None
+    assert second.gpu.sample.state in ("ok", "unavailable", "error")
+    poller.close()
+    assert "no longer polling" in str(poller.poll().error)
+
+
+def test_chat_tokens_are_counted_by_the_workers_template(
+    tiny_worker: WorkerServer, tiny_gguf: Path
+) -> None:
+    """The TUI's context meter counts a chat through the worker: the same count as the
+    model's own template in this process."""
+    from llcuda_tui.core.engine import Engine, EngineConfig
+
+    chat = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hello"}]
+    request = GenerationRequest(messages=chat, max_tokens=1)
+    with Engine.load(EngineConfig(tiny_gguf, n_ctx=256, n_threads=1)) as local:
+        expected = local.count_tokens(request)
+    with RemoteEngine.connect(tiny_worker.url, API_KEY) as remote:
+        assert remote.count_tokens(request) == expected > 2
+        with pytest.raises(UserInputError, match="'messages' must be a non-empty list"):
+            remote._request("POST", f"{P.EXT_PREFIX}/tokenize", json={"messages": []})

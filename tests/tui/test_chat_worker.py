@@ -1,0 +1,92 @@
+"""The Chat screen on remote workers (real ``llcuda serve`` on 127.0.0.1): the model picker
+lists this machine's models and each attached worker, a reply streams through a worker that
+wants an API key, a wrong key says why, and a worker killed mid-reply is an error within 2 s
+after which the app chats on a local model."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from textual.widgets import Select
+
+from llcuda_tui.core.config import Settings
+from llcuda_tui.core.conversations import ChatSettings
+from llcuda_tui.core.worker.client import RemoteEngine, WorkerAccess
+from llcuda_tui.core.worker.server import Listen, WorkerServer
+from tests.core.worker.conftest import API_KEY, tiny_config
+from tests.tui.conftest import SIZE, make_app, wait_for
+from tests.tui.test_chat import chat_settings, load_smollm, send
+from tests.workerproc import worker_process  # noqa: F401
+
+pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(180)]
+
+
+def messages(app) -> list[str]:  # type: ignore[no-untyped-def]
+    return [str(n.message) for n in app._notifications]
+
+
+async def test_picker_lists_workers_and_a_reply_streams_through_one(
+    settings: Settings, tiny_gguf: Path
+) -> None:
+    with WorkerServer(tiny_config(tiny_gguf, 2048), Listen(port=0)) as server:
+        app = make_app(
+            chat_settings(settings), workers=[server.url], worker_access=WorkerAccess(API_KEY)
+        )
+        async with app.run_test(size=SIZE) as pilot:
+            chat = app.screen
+            name = f"tiny @ {server.url}"
+            await wait_for(pilot, lambda: name in chat.choices, what="the worker in the picker")
+            assert isinstance(app.engine, RemoteEngine)
+            assert "smollm2-135m-instruct" in chat.choices  # this machine's models too
+            assert chat.choices[name].source == "worker"
+            assert chat.query_one("#model", Select).value == name
+            await send(pilot, chat, "Say hello.")
+            record = chat.last_record
+            assert record is not None and record.generated_tokens > 0, messages(app)
+            saved = app.conversations.messages(chat.conversation.id)
+            assert [m.role for m in saved] == ["user", "assistant"]
+            assert saved[1].model == name and saved[1].content
+
+
+async def test_a_wrong_api_key_says_why(settings: Settings, tiny_gguf: Path) -> None:
+    with WorkerServer(tiny_config(tiny_gguf), Listen(port=0)) as server:
+        app = make_app(settings, workers=[server.url], worker_access=WorkerAccess("wrong-key-42"))
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: any("API key" in m for m in messages(app)), 20)
+            assert app.engine is None
+            assert f"worker {server.url} refused the API key" in " ".join(messages(app))
+
+
+async def test_worker_killed_mid_reply_is_an_error_and_local_models_still_work(
+    settings: Settings,
+    smollm_path: Path,
+    worker_process: type,  # noqa: F811
+) -> None:
+    worker = worker_process.start("-m", str(smollm_path), "--ctx", "2048", "--threads", "1")
+    app = make_app(chat_settings(settings, max_tokens=1500, n_ctx=2048), workers=[worker.url])
+    async with app.run_test(size=SIZE) as pilot:
+        chat = app.screen
+        await wait_for(pilot, lambda: isinstance(app.engine, RemoteEngine), 30, "attach")
+        chat.query_one("#prompt").value = "Write a very long story about a dragon and a baker."
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: chat.reply is not None and chat.reply.tokens >= 4, 60)
+        worker.signal(signal.SIGKILL)
+        killed = time.monotonic()
+        await wait_for(pilot, lambda: chat.reply is None, 10, "the reply to end")
+        assert time.monotonic() - killed <= 2.5  # 2 s, plus one drain tick
+        assert "generation failed" in str(chat.query_one("#engine-status").render())
+        assert any(worker.url in m for m in messages(app))
+        # still usable: pick this machine's model, load it, chat
+        chat.query_one("#model", Select).value = "smollm2-135m-instruct"
+        app.release_engine()
+        await load_smollm(pilot, app)
+        chat.action_new_conversation()
+        conv = chat.new_conversation()
+        chat.conversation = app.conversations.update(
+            conv.id, settings=ChatSettings(temperature=0.0, max_tokens=24)
+        )
+        await send(pilot, chat, "Say hello.")
+        assert chat.last_record is not None and chat.last_record.backend == "CPU"
