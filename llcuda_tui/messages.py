@@ -43,8 +43,10 @@ class ContextPlanned(Message):
     """Tokens were counted for the context meter (``send``: for a turn about to go out)."""
 
     plan: Any
+    """The ContextPlan; None when the engine cannot count (``note`` says why)."""
     turns: list[dict[str, str]]
     send: bool = False
+    note: str = ""
 
 
 @dataclass

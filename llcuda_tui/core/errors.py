@@ -18,6 +18,11 @@ class UserInputError(LlcudaError):
     exit_code = 2
 
 
+class CountUnavailable(UserInputError):
+    """The engine cannot count a chat's tokens (an OpenAI-compatible server that is not an
+    llcuda worker): chat without an exact context meter."""
+
+
 class ConfigError(UserInputError):
     """The config file or an environment variable holds an invalid value."""
 

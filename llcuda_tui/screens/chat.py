@@ -32,7 +32,7 @@ from llcuda_tui.core.conversations import (
     last_user_turn,
     write_export,
 )
-from llcuda_tui.core.errors import LlcudaError
+from llcuda_tui.core.errors import CountUnavailable, LlcudaError
 from llcuda_tui.messages import ChoicesReady, ContextPlanned, ModelLoaded, WorkFailed
 from llcuda_tui.screens.chat_settings import ChatSettingsDialog
 from llcuda_tui.screens.dialogs import ConfirmDialog, TextPromptDialog
@@ -498,6 +498,9 @@ class ChatScreen(Screen[None]):
 
         try:
             plan = plan_context(count, system, turns, settings.max_tokens, engine.info.n_ctx)
+        except CountUnavailable as exc:  # a plain OpenAI server: it trims or refuses itself
+            self.post_message(ContextPlanned(None, turns, send, note=str(exc)))
+            return
         except LlcudaError as exc:
             self.post_message(WorkFailed("send" if send else "count", str(exc)))
             return
@@ -506,11 +509,11 @@ class ChatScreen(Screen[None]):
     @on(ContextPlanned)
     def context_planned(self, message: ContextPlanned) -> None:
         self.plan = message.plan
-        self.query_one("#meter", ContextMeter).show_plan(message.plan)
+        self.query_one("#meter", ContextMeter).show_plan(message.plan, message.note)
         if not message.send:
             return
         plan, turns = message.plan, message.turns
-        if plan.state != "over":
+        if plan is None or plan.state != "over":
             self.start_reply(turns)
             return
         if not plan.fits_at_all:

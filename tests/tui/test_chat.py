@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from textual import events
 from textual.widgets import Input, Select
 
 from llcuda_tui.core.catalog import ModelChoice, file_sha256
@@ -115,10 +116,13 @@ async def test_escape_stops_within_one_token_and_input_stays_live(
             pilot, lambda: chat.reply is not None and chat.reply.tokens >= 12, what="streaming"
         )
         started = chat.reply.started
-        # the input keeps working while tokens stream
+        # the input keeps working while tokens stream (keys go straight to the focused input:
+        # Pilot.press waits for the process to idle, up to 2 s a key while the engine computes)
+        assert app.focused is prompt
         for ch in "next":
-            await pilot.press(ch)
-        assert prompt.value == "next" and chat.reply is not None
+            prompt.post_message(events.Key(ch, ch))
+        await wait_for(pilot, lambda: prompt.value == "next", 10, "typed text")
+        assert chat.reply is not None
         await pilot.press("escape")
         await wait_for(pilot, lambda: chat.reply is None, what="stop")
         elapsed = time.perf_counter() - started

@@ -90,3 +90,72 @@ async def test_worker_killed_mid_reply_is_an_error_and_local_models_still_work(
         )
         await send(pilot, chat, "Say hello.")
         assert chat.last_record is not None and chat.last_record.backend == "CPU"
+
+
+class PlainOpenAIServer:
+    """An OpenAI-compatible server that is not an llcuda worker, as llama-server looks to our
+    client: ``/v1/*`` goes to a real worker, everything else (``/llcuda/v1/*``) is a 404.
+    Real uvicorn on 127.0.0.1, in a thread."""
+
+    def __init__(self, upstream: WorkerServer) -> None:
+        import socket
+        import threading
+
+        import httpx
+        import uvicorn
+        from starlette.applications import Starlette
+        from starlette.background import BackgroundTask
+        from starlette.responses import JSONResponse, StreamingResponse
+        from starlette.routing import Route
+
+        headers = {"authorization": f"Bearer {API_KEY}"}
+        client = httpx.AsyncClient(base_url=upstream.url, headers=headers, timeout=30)
+
+        async def forward(request):  # type: ignore[no-untyped-def]
+            if not request.url.path.startswith("/v1/"):
+                return JSONResponse({"error": {"message": "Not Found"}}, status_code=404)
+            sent = client.build_request(
+                request.method, request.url.path, content=await request.body(),
+                headers={"content-type": request.headers.get("content-type", "")},
+            )  # fmt: skip
+            resp = await client.send(sent, stream=True)
+            kind = {"content-type": resp.headers.get("content-type", "")}
+            return StreamingResponse(resp.aiter_raw(), resp.status_code, kind,
+                                     background=BackgroundTask(resp.aclose))  # fmt: skip
+
+        app = Starlette(routes=[Route("/{path:path}", forward, methods=["GET", "POST"])])
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, args=([self.sock],), daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+        self.sock.close()
+
+
+async def test_a_plain_openai_server_chats_without_a_context_count(
+    settings: Settings, tiny_gguf: Path
+) -> None:
+    with WorkerServer(tiny_config(tiny_gguf, 2048), Listen(port=0)) as upstream:
+        plain = PlainOpenAIServer(upstream)
+        try:
+            app = make_app(chat_settings(settings), workers=[plain.url])
+            async with app.run_test(size=SIZE) as pilot:
+                chat = app.screen
+                await wait_for(pilot, lambda: isinstance(app.engine, RemoteEngine), 20)
+                assert app.engine.remote.kind == "openai"
+                await send(pilot, chat, "Say hello.")
+                saved = app.conversations.messages(chat.conversation.id)
+                assert [m.role for m in saved] == ["user", "assistant"], messages(app)
+                assert saved[1].content and chat.last_record.generated_tokens > 0
+                meter = str(chat.query_one("#meter").render())
+                assert f"not counted: {plain.url} is not an llcuda worker" in meter
+        finally:
+            plain.stop()

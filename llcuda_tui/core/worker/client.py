@@ -23,7 +23,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from llcuda_tui.core.engine import Chunk, GenerationHandle, GenerationRequest, LoadInfo, RunRecord
-from llcuda_tui.core.errors import LlcudaError, UserInputError
+from llcuda_tui.core.errors import CountUnavailable, LlcudaError, UserInputError
 from llcuda_tui.core.gpu import GpuProcess, GpuReading, GpuSample, MigDevice
 from llcuda_tui.core.worker import protocol as P
 
@@ -383,7 +383,7 @@ class RemoteEngine:
         if request.prompt is not None:
             return len(self.tokenize(request.prompt))
         if "tokenize" not in self.remote.features:
-            raise UserInputError(f"{self.url} cannot count chat tokens (not an llcuda worker)")
+            raise CountUnavailable(f"not counted: {self.url} is not an llcuda worker")
         resp = self._request(
             "POST", f"{P.EXT_PREFIX}/tokenize", json={"messages": list(request.messages or [])}
         )
