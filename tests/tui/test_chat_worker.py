@@ -80,7 +80,9 @@ async def test_worker_killed_mid_reply_is_an_error_and_local_models_still_work(
         assert "generation failed" in str(chat.query_one("#engine-status").render())
         assert any(worker.url in m for m in messages(app))
         # still usable: pick this machine's model, load it, chat
-        chat.query_one("#model", Select).value = "smollm2-135m-instruct"
+        local = "smollm2-135m-instruct"
+        await wait_for(pilot, lambda: local in chat.choices, 30, "local models listed")
+        chat.query_one("#model", Select).value = local
         app.release_engine()
         await load_smollm(pilot, app)
         chat.action_new_conversation()
