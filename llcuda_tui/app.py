@@ -172,6 +172,8 @@ class LlcudaApp(App[int]):
             return missing, False
         if url not in self.worker_urls:
             self.worker_urls.append(url)
+            if isinstance(self.screen, BenchScreen):  # others read the list when shown
+                self.screen.refresh_targets()
         self.connect_worker(url)
         return f"connecting to worker {url}…", True
 

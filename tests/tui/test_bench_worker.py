@@ -80,3 +80,17 @@ async def test_a_worker_that_is_down_fails_the_run_with_a_reason(
         await wait_for(pilot, lambda: "benchmark stopped" in status(screen), 30, "failure")
         assert "cannot connect to worker" in status(screen)
         assert screen.cancel_event is None  # ready for another run
+
+
+async def test_a_worker_attached_on_the_screen_becomes_a_target(
+    settings: Settings, tiny_workers: TinyWorkers
+) -> None:
+    worker = tiny_workers.start()
+    async with bench_screen(settings) as (pilot, screen):
+        assert screen.target_values == [LOCAL]
+        message, ok = screen.app.attach_worker(worker.url)
+        assert ok, message
+        await pilot.pause()
+        assert screen.target_values == [LOCAL, worker.url]
+        screen.query_one("#bench-target", Select).value = worker.url
+        assert screen.target == worker.url
