@@ -42,3 +42,9 @@ class EngineError(LlcudaError):
 class PullCancelled(LlcudaError):
     """A download was stopped through its cancel event; the partial file stays and the next
     pull resumes it."""
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """``exc`` as one line of at most ``limit`` characters (its type when it has no text)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."

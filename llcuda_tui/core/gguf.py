@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from llcuda_tui.core.errors import ModelLoadError
+from llcuda_tui.core.errors import ModelLoadError, one_line
 
 GGUF_MAGIC = b"GGUF"
 SPLIT_RE = re.compile(r"^(?P<prefix>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$", re.IGNORECASE)
@@ -157,7 +157,7 @@ def read_summary(shards: Sequence[Path]) -> GgufSummary:
         return _read_summary(shards, readers)
     except (ValueError, TypeError, OverflowError, IndexError, KeyError) as exc:
         # a value of the wrong type or range: a string block count, a NaN, non-UTF-8 bytes
-        raise ModelLoadError(f"{shards[0]} has malformed metadata: {_one_line(exc)}") from None
+        raise ModelLoadError(f"{shards[0]} has malformed metadata: {one_line(exc)}") from None
 
 
 MAX_BLOCKS = 65_536
@@ -175,10 +175,6 @@ def _read_summary(shards: Sequence[Path], readers: list[Any]) -> GgufSummary:
     tensors = [t for r in readers for t in r.tensors]
     weights = _weight_layout(tensors, n_layer)
     return _summary(arch, meta, weights, len(shards), _vocab_size(readers[0], arch, meta))
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def _summary(
@@ -243,14 +239,7 @@ def _open(path: Path) -> Any:
         # a corrupt offset or shape that overflows numpy's integers is an error, not a
         # RuntimeWarning on stderr and a wrapped-around value
         with np.errstate(over="raise"):
-            try:
-                return _reader_class()(path)
-            except (AttributeError, TypeError, NotImplementedError):
-                # the speed-up leans on a GGUFReader internal: if a gguf release changes it,
-                # read the slow, plain way rather than fail
-                from gguf import GGUFReader
-
-                return GGUFReader(path)
+            return _reader_class()(path)
     except FileNotFoundError:
         raise ModelLoadError(f"model file not found: {path}") from None
     except (
@@ -264,7 +253,7 @@ def _open(path: Path) -> Any:
         RecursionError,  # arrays nested thousands deep
         FloatingPointError,  # numpy's integer overflow, raised by the errstate above
     ) as exc:
-        raise ModelLoadError(f"{path} is not a readable GGUF file: {_one_line(exc)}") from None
+        raise ModelLoadError(f"{path} is not a readable GGUF file: {one_line(exc)}") from None
 
 
 _READER: Any = None
@@ -283,9 +272,17 @@ def _reader_class() -> Any:
     return _READER
 
 
+_READER_INTERNALS = ("_get", "_build_fields", "_build_tensor_info", "_get_field_parts")
+"""The GGUFReader methods the sped-up reader overrides."""
+
+
 def _make_reader_class() -> Any:
     import numpy as np
     from gguf import GGUFReader, GGUFValueType
+
+    if not all(callable(getattr(GGUFReader, name, None)) for name in _READER_INTERNALS):
+        # a gguf release without these internals: read the slow, plain way rather than fail
+        return GGUFReader
 
     class SummaryReader(GGUFReader):  # type: ignore[misc]
         # GGUFReader trusts the counts and lengths in the file; a slice past the end of the
@@ -321,10 +318,10 @@ def _make_reader_class() -> Any:
                 return 12 + int(values.nbytes), [raw_itype, alen, values], [2], types
             if itype == GGUFValueType.STRING:
                 _check_count(self.data, offs, count, 8, "strings")
-            if itype == GGUFValueType.STRING and count > 256:
-                end = _skip_strings(self.data, offs, count, self.byte_order != "I")
-                blob = self._get(offs, np.uint8, end - offs)
-                return end - orig_offs, [raw_itype, alen, blob], [], types
+                if count > 256:
+                    end = _skip_strings(self.data, offs, count, self.byte_order != "I")
+                    blob = self._get(offs, np.uint8, end - offs)
+                    return end - orig_offs, [raw_itype, alen, blob], [], types
             return super()._get_field_parts(orig_offs, raw_type)
 
     return SummaryReader

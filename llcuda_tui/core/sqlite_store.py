@@ -55,19 +55,20 @@ class SqliteStore:
             if not memory:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             try:
-                self._db = self._connect(str(path), check_same_thread)
+                self._connect(str(path), check_same_thread)
             except sqlite3.DatabaseError as exc:
                 if memory or not is_corrupt(exc):
                     raise
                 self._move_aside(exc)
-                self._db = self._connect(str(path), check_same_thread)
+                self._connect(str(path), check_same_thread)
         except LlcudaError:
             raise
         except (sqlite3.Error, OSError) as exc:
             hint = self._busy_hint() if isinstance(exc, sqlite3.Error) and is_busy(exc) else ""
             raise self.ERROR(f"cannot open the {self.LABEL} {path}: {exc}{hint}") from None
 
-    def _connect(self, path: str, check_same_thread: bool) -> sqlite3.Connection:
+    def _connect(self, path: str, check_same_thread: bool) -> None:
+        """Open ``path`` as ``self._db``, check it and bring its schema up to date."""
         db = sqlite3.connect(path, timeout=self.BUSY_TIMEOUT_S, check_same_thread=check_same_thread)
         try:
             if path != ":memory:":
@@ -82,7 +83,6 @@ class SqliteStore:
         except BaseException:
             db.close()
             raise
-        return db
 
     def _move_aside(self, exc: sqlite3.Error) -> None:
         stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())

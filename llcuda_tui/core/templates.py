@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 
-from llcuda_tui.core.errors import UserInputError
+from llcuda_tui.core.errors import UserInputError, one_line
 
 MAX_RENDERED_CHARS = 4_000_000
 
@@ -98,7 +98,7 @@ class ChatTemplate:
         try:
             text = render_bounded(template, variables)
         except Exception as exc:  # the template is untrusted code: any failure is its own
-            raise UserInputError(f"the model's chat template failed: {_one_line(exc)}") from None
+            raise UserInputError(f"the model's chat template failed: {one_line(exc)}") from None
         if len(text) > MAX_RENDERED_CHARS:
             raise UserInputError("the chat template produced an oversized prompt")
         return text
@@ -123,11 +123,6 @@ def _strftime_now(fmt: str) -> str:
     return datetime.now().strftime(fmt)
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 300 else text[:297] + "..."
-
-
 @lru_cache(maxsize=16)
 def _compile(source: str):  # -> jinja2.Template
     from llcuda_tui.core.jinja_sandbox import BoundedSandbox
@@ -142,6 +137,4 @@ def _compile(source: str):  # -> jinja2.Template
             warnings.simplefilter("ignore", SyntaxWarning)
             return env.from_string(source)
     except Exception as exc:  # syntax errors, unknown filters, deep nesting
-        raise UserInputError(
-            f"the model's chat template does not parse: {_one_line(exc)}"
-        ) from None
+        raise UserInputError(f"the model's chat template does not parse: {one_line(exc)}") from None

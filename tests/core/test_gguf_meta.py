@@ -93,3 +93,17 @@ def test_starter_models(gemma_path: Path, smollm_path: Path) -> None:
     s = read_summary([smollm_path])
     assert (s.arch, s.quant, s.n_vocab, s.context_length) == ("llama", "Q4_1", 49152, 8192)
     assert s.has_chat_template and 130e6 < s.parameter_count < 140e6
+
+
+def test_a_gguf_release_without_the_readers_internals_reads_the_plain_way(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The sped-up reader overrides GGUFReader internals; where a gguf release lacks one, the
+    plain GGUFReader is used instead of a reader that would fail on every file."""
+    import gguf
+
+    from llcuda_tui.core import gguf as meta
+
+    assert meta._make_reader_class() is not gguf.GGUFReader
+    monkeypatch.delattr(gguf.GGUFReader, "_get_field_parts")
+    assert meta._make_reader_class() is gguf.GGUFReader

@@ -804,9 +804,9 @@ class Listen:
     log_level: str = "warning"
 
 
-def bind(listen: Listen, config: WorkerConfig | None = None) -> socket.socket:
-    """A listening socket on ``listen.host:port`` (port 0 = any free port); with ``config``,
-    refused (:func:`check_exposure`) when it is off loopback and the config has no API key."""
+def bind(listen: Listen, config: WorkerConfig) -> socket.socket:
+    """A listening socket on ``listen.host:port`` (port 0 = any free port), refused
+    (:func:`check_exposure`) when it is off loopback and ``config`` has no API key."""
     try:
         infos = socket.getaddrinfo(listen.host.strip("[]"), listen.port, type=socket.SOCK_STREAM)
     except (OSError, UnicodeError):
@@ -825,12 +825,11 @@ def bind(listen: Listen, config: WorkerConfig | None = None) -> socket.socket:
         sock.close()
         raise LlcudaError(f"cannot listen on {listen.host}:{listen.port}: {exc.strerror}") from None
     sock.setblocking(False)
-    if config is not None:
-        try:
-            check_exposure(config, sock)
-        except UserInputError:
-            sock.close()
-            raise
+    try:
+        check_exposure(config, sock)
+    except UserInputError:
+        sock.close()
+        raise
     return sock
 
 
