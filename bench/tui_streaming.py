@@ -1,9 +1,11 @@
 """What streaming into the TUI costs: decode t/s headless vs. through the running app.
 
-Same process, same loaded engine, same greedy request (so the same tokens): rounds
-alternate between the headless engine (``Engine.generate``: no per-token wake-ups) and the
-Chat screen driven by a Pilot session (type the prompt, press Enter, wait for the reply; the
-app's own 15 Hz drain timer and Markdown rendering run as they do for a user). Decode t/s
+Same model, same run, same greedy request (so the same tokens): rounds alternate between
+the headless engine (``Engine.generate`` in this process: no per-token wake-ups, the speed
+``llcuda bench`` reports) and the Chat screen driven by a Pilot session (type the prompt,
+press Enter, wait for the reply; the app's own drain timer and Markdown rendering run as they
+do for a user). The app chats through the engine as it does for a user: an engine process
+(``ProcessEngine``); ``--app-engine thread`` measures an in-process engine instead. Decode t/s
 comes from each generation's RunRecord. Prints both medians and the cost in percent.
 
     .venv/bin/python bench/tui_streaming.py                       # smollm2-135m, CPU
@@ -43,6 +45,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ctx", type=int, default=2048)
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0 = default)")
     p.add_argument("--prompts", default="prose,markdown", help="which prompts: prose,markdown")
+    p.add_argument(
+        "--app-engine",
+        choices=("process", "thread"),
+        default="process",
+        help="the app's engine: a child process (what the app loads) or the headless engine "
+        "itself, in this process",
+    )
     return p.parse_args(argv)
 
 
@@ -141,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     from llcuda_tui.core.config import Settings
     from llcuda_tui.core.conversations import ChatSettings
     from llcuda_tui.core.engine import Engine, EngineConfig
+    from llcuda_tui.core.engine_process import ProcessEngine
     from llcuda_tui.core.models import resolve_model
 
     settings = Settings.load()
@@ -162,18 +172,23 @@ def main(argv: list[str] | None = None) -> int:
         _, record = engine.generate(request_for(prompt, args.tokens))
         return record
 
-    for p in prompts:  # warm-up (page cache, piece cache, allocator)
+    app_engine = ProcessEngine.load(config) if args.app_engine == "process" else engine
+    for p in prompts:  # warm-up (page cache, piece cache, allocator), both engines
         headless(PROMPTS[p])
-    app = LlcudaApp(settings, engine=engine, engine_choice=choice, autoload=False)
+        if app_engine is not engine:
+            app_engine.generate(request_for(PROMPTS[p], args.tokens))
+    app = LlcudaApp(settings, engine=app_engine, engine_choice=choice, autoload=False)
     app.bench_settings = ChatSettings(temperature=0.0, max_tokens=args.tokens)  # type: ignore[attr-defined]
     jobs = [(p, PROMPTS[p]) for _ in range(args.rounds) for p in prompts]
     try:
         results = asyncio.run(run_tui_rounds(app, jobs, headless))
     finally:
+        app_engine.close()
         engine.close()
 
     print(
         f"# TUI streaming cost: {model.name}, {engine.info.backend}, ngl {args.ngl}, "
+        f"app engine: {args.app_engine}, "
         f"{engine.info.n_threads} engine threads, {args.rounds} rounds x {args.tokens} tokens"
     )
     print(

@@ -120,6 +120,9 @@ class LlcudaApp(App[int]):
     def set_engine(self, engine: Any, choice: Any) -> None:
         """Make ``engine`` the chat engine (the app closes it on exit)."""
         self.engine, self.engine_choice, self._owns_engine = engine, choice, True
+        pid = getattr(engine, "pid", None)  # an engine process: its GPU memory is ours
+        if pid is not None:
+            self.gpu_sampler.add_own_pid(pid)
 
     def release_engine(self) -> None:
         """Close the chat engine (if the app owns it) to make room for another."""

@@ -246,7 +246,8 @@ class ChatScreen(Screen[None]):
 
     @work(thread=True, exclusive=True, group="load", exit_on_error=False)
     def load_engine(self, choice: Any, ngl: int, ctx: int) -> None:
-        from llcuda_tui.core.engine import Engine, EngineConfig
+        from llcuda_tui.core.engine import EngineConfig
+        from llcuda_tui.core.engine_process import ProcessEngine
 
         app = self.llcuda
         try:
@@ -262,7 +263,8 @@ class ChatScreen(Screen[None]):
             config = EngineConfig.from_settings(
                 path, app.settings, n_gpu_layers=ngl, n_ctx=ctx, model_sha256=sha256
             )
-            engine = Engine.load(config, on_progress=self.load_progress.set)
+            # in a child process: a repaint here cannot delay its tokens (engine_process.py)
+            engine = ProcessEngine.load(config, on_progress=self.load_progress.set)
         except LlcudaError as exc:
             self.post_message(WorkFailed("load", str(exc)))
             return
