@@ -1,10 +1,12 @@
 """Chat: pick and load a model, talk to it, keep conversations.
 
-Streaming path (measured by bench/tui_streaming.py): the engine thread appends each token's
-text to a :class:`ReplyStream` (core); a 15 Hz timer here drains it into a fixed-size
-:class:`StreamView` (only its own lines repaint: no layout pass while streaming); the speed
-readout updates every 4th tick (< 4 Hz); the reply is rendered as Markdown once, at the end.
-Token counting for the context meter never runs while a reply streams.
+Streaming path (measured by bench/tui_streaming.py): a model loaded here runs in an engine
+process (:class:`~llcuda_tui.core.engine_process.ProcessEngine`), so no repaint can delay a
+token; its chunks arrive in 25 ms batches and are appended to a :class:`ReplyStream` (core);
+a 10 Hz timer here drains that into a fixed-size :class:`StreamView` (only its own lines
+repaint: no layout pass while streaming); the speed readout updates every 4th tick; the reply
+is rendered as Markdown once, at the end. Token counting for the context meter never runs
+while a reply streams.
 """
 
 from __future__ import annotations
@@ -46,9 +48,10 @@ READOUT_EVERY = 4
 """Ticks between speed readouts: 10 Hz / 4 = 2.5 Hz."""
 STREAM_SWITCH_INTERVAL_S = 0.0001
 """While a reply streams the UI thread offers the GIL every 0.1 ms (Python's default is
-5 ms): the engine thread, back from the GPU, then waits at most that long for the GIL instead
-of up to 5 ms behind a screen repaint (bench/tui_streaming.py measures the effect; at 0.5 ms
-a 360 t/s model lost 6 % on an H100 machine)."""
+5 ms). This matters for engines in this process (a worker's client, an engine handed to the
+app): their thread, back from the GPU or the network, waits at most that long for the GIL
+instead of up to 5 ms behind a screen repaint (at 0.5 ms a 360 t/s in-process engine lost 6 %
+on an H100 machine)."""
 COUNT_DELAY_S = 0.3
 
 

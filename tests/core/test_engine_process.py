@@ -170,3 +170,27 @@ def test_child_exits_when_the_parent_dies(tiny_gguf: Path, tmp_path: Path) -> No
         assert _wait_gone(child_pid, 10.0), "the engine process outlived its parent"
     finally:
         parent.kill()
+
+
+@pytest.mark.gpu
+def test_on_the_gpu_same_tokens_and_its_memory_counted_as_ours(gpu_model: Path) -> None:
+    from llcuda_tui.core.gpu import GpuSampler
+
+    req = GenerationRequest(prompt="hello", max_tokens=64, sampling=GREEDY, ignore_eos=True)
+    with Engine.load(EngineConfig(gpu_model)) as local:
+        local_text, _ = local.generate(req)
+    sampler = GpuSampler(processes=True)
+    try:
+        with ProcessEngine.load(EngineConfig(gpu_model)) as remote:
+            assert remote.info.backend.startswith("CUDA0"), remote.info.backend
+            assert remote.info.n_layers_offloaded == remote.info.n_layers
+            text, rec = remote.generate(req)
+            assert text == local_text and rec.generated_tokens == 64
+            sampler.add_own_pid(remote.pid)
+            g = sampler.sample().gpus[0]
+        assert g.processes is not None, "NVML lists no processes here"
+        child = [p for p in g.processes if p.pid == remote.pid]
+        assert child and child[0].is_self, [p.pid for p in g.processes]
+        assert (child[0].used_memory_bytes or 0) > 100 * 2**20
+    finally:
+        sampler.close()
