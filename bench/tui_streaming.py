@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import os
 import platform
 import statistics
@@ -51,6 +52,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="process",
         help="the app's engine: a child process (what the app loads) or the headless engine "
         "itself, in this process",
+    )
+    p.add_argument(
+        "--no-gpu-sampler",
+        action="store_true",
+        help="don't run the app's 1 s NVML sampler (to see what it costs)",
     )
     return p.parse_args(argv)
 
@@ -94,20 +100,76 @@ async def tui_round(pilot: Any, app: Any, prompt: str) -> tuple[Any, float]:
     return screen.last_record, ui_share
 
 
-async def run_tui_rounds(app: Any, jobs: list[tuple[str, str]], headless: Any) -> dict:
-    """Per round: headless, TUI, headless again. The TUI run is compared with the mean of the
-    two around it; the two headless runs (A/A) show how much the machine drifts by itself."""
+async def run_tui_rounds(
+    app: Any, jobs: list[tuple[str, str]], headless: Any, app_headless: Any
+) -> dict:
+    """Per round: headless, the app's engine without the app (when it is another engine),
+    TUI, headless again. The TUI run is compared with the mean of the two headless runs around
+    it; those two (A/A) show how much the machine drifts by itself."""
     results: dict[str, dict[str, list[Any]]] = {}
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.pause(0.5)
         for name, prompt in jobs:
-            r = results.setdefault(name, {"headless": [], "tui": [], "control": [], "ui": []})
+            r = results.setdefault(
+                name, {"headless": [], "tui": [], "control": [], "ui": [], "bare": []}
+            )
             r["headless"].append(headless(prompt))
+            cpu = CpuMeter(getattr(app.engine, "pid", None))
+            if app_headless is not None:
+                r["bare"].append(app_headless(prompt))
+                r.setdefault("cpu bare", []).append(cpu.cores())
             record, ui_share = await tui_round(pilot, app, prompt)
+            r.setdefault("cpu tui", []).append(cpu.cores())
             r["tui"].append(record)
             r["ui"].append(ui_share)
             r["control"].append(headless(prompt))
     return results
+
+
+class CpuMeter:
+    """CPU used (in cores) by this process and by the engine process since the last read."""
+
+    def __init__(self, child: int | None) -> None:
+        self.child = child
+        self.last = self.read()
+
+    def read(self) -> tuple[float, float, float]:
+        own = os.times()
+        child = 0.0
+        if self.child is not None:
+            fields = Path(f"/proc/{self.child}/stat").read_text().rsplit(")", 1)[1].split()
+            child = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return time.perf_counter(), own.user + own.system, child
+
+    def cores(self) -> tuple[float, float]:
+        now = self.read()
+        wall = max(1e-9, now[0] - self.last[0])
+        used = ((now[1] - self.last[1]) / wall, (now[2] - self.last[2]) / wall)
+        self.last = self.read()
+        return used
+
+
+def gap_summary(records: list[Any]) -> str:
+    """Median over runs of the p50 / p99 / max time between tokens, and of the time spent in
+    gaps over twice the p50 (stalls), as a share of decode time."""
+    p50s, p99s, maxes, stalls = [], [], [], []
+    for rec in records:
+        times = rec.token_times_s
+        gaps = sorted(b - a for a, b in itertools.pairwise(times))
+        if not gaps:
+            continue
+        p50 = gaps[len(gaps) // 2]
+        p50s.append(p50)
+        p99s.append(gaps[min(len(gaps) - 1, int(len(gaps) * 0.99))])
+        maxes.append(gaps[-1])
+        stalls.append(sum(g - p50 for g in gaps if g > 2 * p50) / sum(gaps))
+    if not p50s:
+        return "none"
+    ms = statistics.median
+    return (
+        f"p50 {ms(p50s) * 1e3:.3f} ms, p99 {ms(p99s) * 1e3:.3f} ms, max {ms(maxes) * 1e3:.2f} ms, "
+        f"stalls {ms(stalls) * 100:.2f} %"
+    )
 
 
 def report(results: dict[str, dict[str, list[Any]]]) -> float:
@@ -138,6 +200,25 @@ def report(results: dict[str, dict[str, list[Any]]]) -> float:
         )
         rounds = ", ".join(f"{a:.1f}/{b:.1f}/{z:.1f}" for a, b, z in zip(h, t, c, strict=True))
         print(f"#   {name} rounds (headless/TUI/headless): {rounds}")
+        if r["bare"]:
+            bare = [x.decode_tokens_per_s for x in r["bare"]]
+            own = statistics.median(
+                (1 - b / ((a + z) / 2)) * 100 for a, b, z in zip(h, bare, c, strict=True)
+            )
+            ui_only = statistics.median((1 - b / a) * 100 for a, b in zip(bare, t, strict=True))
+            print(
+                f"#   {name}: the app's engine without the app {statistics.median(bare):.1f} t/s "
+                f"({own:+.2f} % vs headless); TUI vs that engine alone {ui_only:+.2f} %"
+            )
+        for path in ("bare", "tui"):
+            if r.get(f"cpu {path}"):
+                here = statistics.median(c[0] for c in r[f"cpu {path}"])
+                there = statistics.median(c[1] for c in r[f"cpu {path}"])
+                print(f"#   {name} {path}: CPU cores busy: this process {here:.2f}, engine "
+                      f"process {there:.2f}")  # fmt: skip
+        for path in ("headless", "bare", "tui"):
+            if r[path]:
+                print(f"#   {name} {path} token gaps: {gap_summary(r[path])}")
     return worst
 
 
@@ -177,18 +258,30 @@ def main(argv: list[str] | None = None) -> int:
         headless(PROMPTS[p])
         if app_engine is not engine:
             app_engine.generate(request_for(PROMPTS[p], args.tokens))
-    app = LlcudaApp(settings, engine=app_engine, engine_choice=choice, autoload=False)
+    app = LlcudaApp(
+        settings,
+        engine=app_engine,
+        engine_choice=choice,
+        autoload=False,
+        gpu_live=not args.no_gpu_sampler,
+    )
     app.bench_settings = ChatSettings(temperature=0.0, max_tokens=args.tokens)  # type: ignore[attr-defined]
     jobs = [(p, PROMPTS[p]) for _ in range(args.rounds) for p in prompts]
     try:
-        results = asyncio.run(run_tui_rounds(app, jobs, headless))
+        bare = None
+        if app_engine is not engine:
+
+            def bare(prompt: str) -> Any:
+                return app_engine.generate(request_for(prompt, args.tokens))[1]
+
+        results = asyncio.run(run_tui_rounds(app, jobs, headless, bare))
     finally:
         app_engine.close()
         engine.close()
 
     print(
         f"# TUI streaming cost: {model.name}, {engine.info.backend}, ngl {args.ngl}, "
-        f"app engine: {args.app_engine}, "
+        f"app engine: {args.app_engine}, GPU sampler {'off' if args.no_gpu_sampler else 'on'}, "
         f"{engine.info.n_threads} engine threads, {args.rounds} rounds x {args.tokens} tokens"
     )
     print(
