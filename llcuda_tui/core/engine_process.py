@@ -1,9 +1,11 @@
 """The engine in a child process: what the TUI chats through.
 
 Why: in one process the engine thread must retake the GIL after every GPU step, and while a
-reply streams the UI thread holds it for whole repaints, so each token waits a little. That
-wait is a fixed cost per token: about 1 % at 260 t/s and 5 % at 370 t/s on an H100
-(bench/tui_streaming.py). A child process has a GIL of its own; the UI cannot slow it.
+reply streams the UI thread holds it for whole repaints, so each token can wait a little (a
+fixed cost per token; bench/tui_streaming.py measures it). A child process has a GIL of its
+own, so no repaint can hold up a token there (the CPU cores are still shared). And a crash in
+llama.cpp (an abort, a CUDA error) ends the child, not the app: the reply in flight fails
+with the child's last words and the model can be loaded again.
 
 :class:`ProcessEngine` has the chat-facing surface of :class:`~llcuda_tui.core.engine.Engine`
 (``info``, ``submit``, ``stream``, ``generate``, ``count_tokens``, ``cancel``, ``close``).
@@ -309,8 +311,12 @@ class ProcessEngine:
             last = f": {one_line(Exception(lines[-1]))}" if lines else ""
         except (OSError, ValueError):
             pass
-        how = "was closed" if self._closed else f"stopped (exit code {code})"
-        self._stopped = EngineError(f"the engine process {how}{last}")
+        if self._closed:
+            self._stopped = EngineError("the engine process was closed")
+        else:
+            self._stopped = EngineError(
+                f"the engine process stopped (exit code {code}){last}; load the model again"
+            )
         return self._stopped
 
     def _fail_all(self, error: EngineError) -> None:

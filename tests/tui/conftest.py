@@ -110,3 +110,8 @@ def tiny_workers(tiny_gguf: Path) -> Iterator[TinyWorkers]:
     yield workers
     for server in list(workers.running):
         workers.stop(server)
+
+
+def notices(app: Any) -> list[str]:
+    """The texts of the app's notifications so far."""
+    return [str(n.message) for n in app._notifications]

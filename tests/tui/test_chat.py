@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from llcuda_tui.screens.chat import DRAIN_HZ, ChatScreen
 from llcuda_tui.screens.chat_settings import ChatSettingsDialog
 from llcuda_tui.screens.dialogs import ConfirmDialog, TextPromptDialog
 from llcuda_tui.widgets import ChatMessage, StreamView
-from tests.tui.conftest import SIZE, make_app, wait_for
+from tests.tui.conftest import SIZE, make_app, notices, wait_for
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(120)]
 
@@ -147,6 +148,32 @@ async def test_escape_stops_within_one_token_and_input_stays_live(
         assert sum(appends) > 0 and len(appends) < record.generated_tokens
         saved = app.conversations.messages(chat.conversation.id)[-1]
         assert saved.record["stop_reason"] == "cancelled"
+
+
+async def test_engine_process_killed_mid_reply_is_an_error_and_a_reload_recovers(
+    settings: Settings, smollm_path: Path
+) -> None:
+    app = make_app(chat_settings(settings, max_tokens=600))
+    async with app.run_test(size=SIZE) as pilot:
+        chat = await load_smollm(pilot, app)
+        chat.query_one("#prompt", Input).value = "Write a very long story about a dragon."
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: chat.reply is not None and chat.reply.tokens >= 4, 60)
+        os.kill(app.engine.pid, signal.SIGKILL)  # a crash in llama.cpp looks like this
+        killed = time.monotonic()
+        await wait_for(pilot, lambda: chat.reply is None, 10, "the reply to end")
+        assert time.monotonic() - killed <= 2.5  # 2 s, plus one drain tick
+        status = str(chat.query_one("#engine-status").render())
+        assert "engine process stopped (exit code -9)" in status, status
+        # the app is alive; sending again says what to do instead of failing obscurely
+        await send(pilot, chat, "Hello?")
+        assert any("load the model again" in m for m in notices(app)), notices(app)
+        # Ctrl+L loads it again and chatting works
+        await pilot.press("ctrl+l")
+        await wait_for(pilot, lambda: app.engine is not None and app.engine.pid, 60, "reload")
+        await wait_for(pilot, lambda: not chat.loading_model, 60, "reload done")
+        await send(pilot, chat, "Say hello.")
+        assert chat.last_record is not None and chat.last_record.generated_tokens > 0
 
 
 async def test_regenerate_edit_copy_export_settings(settings: Settings, smollm_path: Path) -> None:

@@ -18,14 +18,11 @@ from llcuda_tui.core.worker.client import RemoteEngine, WorkerAccess
 from llcuda_tui.core.worker.server import Listen, WorkerServer
 from tests.core.worker.conftest import API_KEY, tiny_config
 from tests.tui.conftest import SIZE, make_app, wait_for
+from tests.tui.conftest import notices as messages
 from tests.tui.test_chat import chat_settings, load_smollm, send
 from tests.workerproc import worker_process  # noqa: F401
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(180)]
-
-
-def messages(app) -> list[str]:  # type: ignore[no-untyped-def]
-    return [str(n.message) for n in app._notifications]
 
 
 async def test_picker_lists_workers_and_a_reply_streams_through_one(
