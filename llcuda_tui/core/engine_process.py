@@ -125,6 +125,8 @@ class ProcessEngine:
         self._closed = False
         self.frames_received = 0
         """Chunk frames so far (each carries one or more tokens' chunks)."""
+        self.callback_error: Exception | None = None
+        """The last exception raised by an ``on_chunk`` / ``on_error`` / progress callback."""
         self._reader = threading.Thread(target=self._read_events, name="llcuda-engine-pipe",
                                         daemon=True)  # fmt: skip
 
@@ -260,7 +262,10 @@ class ProcessEngine:
     def _read_events(self) -> None:
         try:
             while (event := _read_frame(self._evt_fd)) is not None:
-                self._dispatch(*event)
+                try:
+                    self._dispatch(*event)
+                except Exception as exc:  # a caller's callback failed: keep serving the rest
+                    self.callback_error = exc
         except (OSError, EOFError, pickle.UnpicklingError):
             pass
         finally:
@@ -275,7 +280,10 @@ class ProcessEngine:
                 return
             handle, on_chunk, _ = gen
             for chunk in payload:
-                on_chunk(chunk)
+                try:
+                    on_chunk(chunk)
+                except Exception as exc:  # the caller's bug: the generation still ends
+                    self.callback_error = exc
                 if chunk.record is not None:
                     del self._gens[rid]
                     handle.future.set_result(chunk.record)

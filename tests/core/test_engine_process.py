@@ -194,3 +194,15 @@ def test_on_the_gpu_same_tokens_and_its_memory_counted_as_ours(gpu_model: Path) 
         assert (child[0].used_memory_bytes or 0) > 100 * 2**20
     finally:
         sampler.close()
+
+
+def test_a_failing_callback_does_not_stop_the_engine(child: ProcessEngine) -> None:
+    def bad(chunk) -> None:
+        raise RuntimeError("consumer bug")
+
+    req = GenerationRequest(prompt="hello", max_tokens=8, sampling=GREEDY, ignore_eos=True)
+    handle = child.submit(req, bad)
+    assert handle.result(10).generated_tokens == 8  # it still ends, with its record
+    assert isinstance(child.callback_error, RuntimeError)
+    _, rec = child.generate(req)  # and the pipe reader is still serving
+    assert rec.generated_tokens == 8
