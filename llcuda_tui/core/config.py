@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from llcuda_tui.core.errors import ConfigError
+from llcuda_tui.core.sampling import SamplingValues
 
 APP_NAME = "llcuda-tui"
 HOME_ENV = "LLCUDA_HOME"
@@ -83,17 +84,9 @@ class EngineDefaults:
 
 
 @dataclass(frozen=True)
-class SamplingDefaults:
+class SamplingDefaults(SamplingValues):
     """Sampling used unless a command or conversation says otherwise."""
 
-    temperature: float = 0.8
-    top_k: int = 40
-    top_p: float = 0.95
-    min_p: float = 0.05
-    repeat_penalty: float = 1.0
-    repeat_last_n: int = 64
-    seed: int = -1
-    """-1 = a fresh random seed per generation."""
     max_tokens: int = 512
 
 

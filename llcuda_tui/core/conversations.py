@@ -18,7 +18,7 @@ from typing import Any
 
 from llcuda_tui.core.config import Paths, SamplingDefaults
 from llcuda_tui.core.errors import LlcudaError, UserInputError
-from llcuda_tui.core.sampling import SamplingParams
+from llcuda_tui.core.sampling import SamplingParams, SamplingValues
 from llcuda_tui.core.sqlite_store import SqliteStore
 
 SCHEMA_VERSION = 1
@@ -69,16 +69,9 @@ class ConversationStoreError(LlcudaError):
 
 
 @dataclass(frozen=True)
-class ChatSettings:
+class ChatSettings(SamplingValues):
     """Sampling and reply length of one conversation."""
 
-    temperature: float = 0.8
-    top_k: int = 40
-    top_p: float = 0.95
-    min_p: float = 0.05
-    repeat_penalty: float = 1.0
-    repeat_last_n: int = 64
-    seed: int = -1
     max_tokens: int = 512
     """Reply budget: the most tokens one reply may have."""
 
@@ -113,15 +106,7 @@ class ChatSettings:
         return asdict(self)
 
     def sampling(self) -> SamplingParams:
-        return SamplingParams(
-            temperature=self.temperature,
-            top_k=self.top_k,
-            top_p=self.top_p,
-            min_p=self.min_p,
-            repeat_penalty=self.repeat_penalty,
-            repeat_last_n=self.repeat_last_n,
-            seed=self.seed,
-        )
+        return SamplingParams(**self.sampling_values())
 
 
 @dataclass(frozen=True)

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 from llcuda_tui.core.errors import UserInputError
 
 
 @dataclass(frozen=True)
-class SamplingParams:
-    """Per-request sampling. ``temperature == 0`` means greedy."""
+class SamplingValues:
+    """The sampling knobs and their defaults, in one place for every layer that carries them:
+    a request (:class:`SamplingParams`), the config's defaults and a conversation's settings."""
 
     temperature: float = 0.8
     top_k: int = 40
@@ -20,6 +22,16 @@ class SamplingParams:
     repeat_last_n: int = 64
     seed: int = -1
     """-1: a fresh random seed for each generation."""
+
+    def sampling_values(self) -> dict[str, Any]:
+        """Just these knobs (not what a subclass adds), by name."""
+        return {f.name: getattr(self, f.name) for f in fields(SamplingValues)}
+
+
+@dataclass(frozen=True)
+class SamplingParams(SamplingValues):
+    """Per-request sampling. ``temperature == 0`` means greedy."""
+
     logit_bias: dict[int, float] = field(default_factory=dict)
     """Token id -> added logit (applied in C by llama.cpp's logit-bias sampler)."""
 
