@@ -21,6 +21,7 @@ parent that dies, however it dies, leaves no engine holding GPU memory behind.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import contextlib
 import itertools
 import os
@@ -189,8 +190,6 @@ class ProcessEngine:
     def _call(
         self, op: str, payload: Any, on_progress: Callable[[float], None] | None = None
     ) -> Any:
-        import concurrent.futures
-
         rid = next(self._ids)
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
         self._calls[rid] = (future, on_progress)
