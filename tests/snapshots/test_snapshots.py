@@ -139,8 +139,10 @@ def test_models_screen(
     snap_compare: Any, settings: Settings, tiny_gguf: Path, fixed_disk: None
 ) -> None:
     store = Store(Paths.from_env())
-    store.import_path(tiny_gguf, name="tiny-llama")
-    store.import_path(tiny_gguf, name="acme/tiny-llama:F32")
+    entry = store.import_path(tiny_gguf, name="acme/tiny-llama:F32")
+    # one model under two names (importing twice gave one only when both imports fell in the
+    # same second: the manifest records its creation time)
+    store.publish(entry.manifest, ["tiny-llama"])
     store.set_pinned("acme/tiny-llama:F32", True)
     app = make_app(settings, start_screen="models")
 
