@@ -5,7 +5,8 @@ Usage (on the GPU machine, after `bash .device/build.sh && source /root/env.sh`)
         [--rounds 3] [--flat 4096] [--json OUT.json]
 
 For each model, in interleaved rounds (our engine stays loaded while llama-bench runs):
-  * llama-bench -p PP -n TG -r R -ngl 99 -fa 1 -o json           (the anchor)
+  * llama-bench -p PP -n TG -r R -ngl 99 -fa FA -o json          (the anchor; --fa, default auto
+    for both: llama.cpp turns flash attention on where the GPU has a kernel for the head size)
   * our engine, llama-bench's own method (Engine.bench_prompt / bench_gen)
   * our engine's real generation path: Engine.stream() with greedy sampling, ignore-eos,
     TG tokens (decode t/s), and a PP-token prompt (prefill t/s)
@@ -33,12 +34,14 @@ from llcuda_tui.core.engine import Engine, EngineConfig, GenerationRequest
 from llcuda_tui.core.sampling import SamplingParams
 
 
-def llama_bench(model: str, pp: int, tg: int, reps: int, depth: int = 0) -> dict[str, float]:
+def llama_bench(
+    model: str, pp: int, tg: int, reps: int, fa: str, depth: int = 0
+) -> dict[str, float]:
     exe = shutil.which("llama-bench")
     if exe is None:
         sys.exit("llama-bench not on PATH (source /root/env.sh on the GPU machine)")
     cmd = [exe, "-m", model, "-p", str(pp), "-n", str(tg), "-r", str(reps), "-ngl", "99",
-           "-fa", "1", "-o", "json"]  # fmt: skip
+           "-fa", fa, "-o", "json"]  # fmt: skip
     if depth:
         cmd += ["-d", str(depth)]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
@@ -82,17 +85,18 @@ def compare(model: str, args: argparse.Namespace) -> dict:
     thermal drift hit both; the result is the median of the per-round ratios."""
     # the context sized as llama-bench sizes its own (n_prompt + n_gen): same KV work per token
     cfg = EngineConfig(Path(model), n_gpu_layers=-1, n_ctx=args.pp + args.tg + 32, n_batch=2048,
-                       n_ubatch=512, flash_attn="on")  # fmt: skip
+                       n_ubatch=512, flash_attn=args.fa)  # fmt: skip
     rnd = random.Random(0)
     rounds = []
     with Engine.load(cfg) as eng:
         eng.bench_prompt(args.pp)  # warm-up, as llama-bench does
         eng.bench_gen(16)
         for _ in range(args.rounds):
-            native = llama_bench(model, args.pp, args.tg, args.reps)
+            native = llama_bench(model, args.pp, args.tg, args.reps, args.fa)
             mine = measure_ours(eng, args.pp, args.tg, args.reps, rnd)
             rounds.append({"llama_bench": native, "ours": mine})
-        row: dict = {"rounds": rounds, "backend_sampling": eng.info.backend_sampling}
+        row: dict = {"rounds": rounds, "backend_sampling": eng.info.backend_sampling,
+                     "flash_attn": eng.info.flash_attn}  # fmt: skip
     if args.flat:
         with Engine.load(replace(cfg, n_ctx=args.flat + 64)) as eng:
             row.update(flatness(eng, args.flat, rnd))
@@ -107,7 +111,7 @@ def compare(model: str, args: argparse.Namespace) -> dict:
         for k in keys:
             row[f"{side}_{k}_median"] = statistics.median(r[side][k] for r in rounds)
     if args.flat:
-        deep = llama_bench(model, 0, 256, 2, depth=args.flat - 256)
+        deep = llama_bench(model, 0, 256, 2, args.fa, depth=args.flat - 256)
         row["llama_bench_tg_at_depth"] = deep["tg"]
         row["llama_bench_depth_slowdown"] = row["llama_bench_tg_median"] / deep["tg"]
     return row
@@ -120,7 +124,8 @@ def report(name: str, row: dict, args: argparse.Namespace) -> None:
     print(
         f"  ours (generation path): prefill {row['ours_stream_pp_median']:.1f} t/s "
         f"= {row['ratio_prefill']:.3f}x, decode {row['ours_stream_tg_median']:.1f} t/s "
-        f"= {row['ratio_decode']:.3f}x (backend sampling {row['backend_sampling']})"
+        f"= {row['ratio_decode']:.3f}x (backend sampling {row['backend_sampling']}, "
+        f"flash attention {row['flash_attn']})"
     )
     print(
         f"  ours (llama-bench's method): pp {row['ratio_bench_pp']:.3f}x, "
@@ -146,6 +151,8 @@ def main() -> None:
     ap.add_argument("-r", "--reps", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--flat", type=int, default=0, help="also measure per-token cost over N")
+    ap.add_argument("--fa", choices=("auto", "on", "off"), default="auto",
+                    help="flash attention, for both sides")  # fmt: skip
     ap.add_argument("--json", help="write all numbers here")
     args = ap.parse_args()
     results = {}

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from llcuda_tui.core.engine import Engine, EngineConfig, GenerationRequest, _StopMatcher
-from llcuda_tui.core.errors import EngineError, UserInputError
+from llcuda_tui.core.errors import EngineError, ModelLoadError, UserInputError
 from llcuda_tui.core.sampling import SamplingParams
 from tests.gguf_factory import LONG_PIECE, long_piece_id
 
@@ -212,6 +213,23 @@ def test_close_frees_and_refuses_further_use(tiny_gguf: Path) -> None:
             )[1].generated_tokens
             == 2
         )
+
+
+def test_flash_attention_on_the_cpu(tmp_path: Path, cpu_threads: int) -> None:
+    """auto is off on the CPU unless the V cache is quantized, which needs flash attention
+    (llama.cpp's auto then turns it on); off with a quantized V cache is a clear load error."""
+    from tests.gguf_factory import write_tiny_llama
+
+    path = write_tiny_llama(tmp_path / "head32.gguf", n_embd=128)  # q8_0 blocks need 32 | head
+    greedy2 = GenerationRequest(prompt="x", max_tokens=2, sampling=GREEDY, ignore_eos=True)
+    with Engine.load(EngineConfig(path, n_ctx=256, n_threads=cpu_threads)) as eng:
+        assert not eng.info.flash_attn
+    q8 = EngineConfig(path, n_ctx=256, n_threads=cpu_threads, type_k="q8_0", type_v="q8_0")
+    with Engine.load(q8) as eng:
+        assert eng.info.flash_attn
+        assert eng.generate(greedy2)[1].generated_tokens == 2
+    with pytest.raises(ModelLoadError, match="flash_attn"):
+        Engine.load(replace(q8, flash_attn="off"))
 
 
 def test_bad_request_values() -> None:

@@ -32,7 +32,7 @@ def test_full_offload_uses_cuda_and_backend_sampling(tiny_gguf: Path) -> None:
         info = eng.info
         assert info.backend.startswith("CUDA0"), info.backend
         assert info.n_layers_offloaded == info.n_layers
-        assert info.flash_attn and info.backend_sampling
+        assert info.backend_sampling
         on_gpu = _greedy_text(eng)
         _, rec = eng.generate(GenerationRequest(prompt="hello", max_tokens=4, sampling=GREEDY,
                                                 ignore_eos=True))  # fmt: skip
@@ -41,6 +41,22 @@ def test_full_offload_uses_cuda_and_backend_sampling(tiny_gguf: Path) -> None:
     with Engine.load(EngineConfig(tiny_gguf, backend_sampling="off")) as eng:
         assert not eng.info.backend_sampling
         assert _greedy_text(eng) == on_gpu
+
+
+@pytest.mark.parametrize("n_embd, kernel", [(256, True), (64, False)])
+def test_auto_flash_attention_only_where_cuda_has_a_kernel(
+    tmp_path: Path, n_embd: int, kernel: bool
+) -> None:
+    """4 heads of 64 (CUDA has a flash-attention kernel) vs. 4 heads of 16 (none): forcing it on
+    for the latter would run every layer's attention on the CPU."""
+    from tests.gguf_factory import write_tiny_llama
+
+    path = write_tiny_llama(tmp_path / f"tiny-{n_embd}.gguf", n_embd=n_embd)
+    with Engine.load(EngineConfig(path)) as eng:
+        assert eng.info.flash_attn is kernel
+        assert len(_greedy_text(eng, 8)) > 0
+    with Engine.load(EngineConfig(path, flash_attn="on")) as eng:
+        assert eng.info.flash_attn
 
 
 def test_partial_offload(tiny_gguf: Path) -> None:

@@ -303,7 +303,7 @@ class BatchEngine(TokensFromEngine):
         cparams.kv_unified = True
         cparams.n_threads = n_threads
         cparams.n_threads_batch = n_threads
-        cparams.flash_attn_type = 1 if tok.flash_attn else 0
+        cparams.flash_attn_type = 1 if tok.flash_attn else 0  # as resolved for the model
         cparams.type_k = GGML_TYPES[cfg.type_k]
         cparams.type_v = GGML_TYPES[cfg.type_v]
         cparams.no_perf = True
