@@ -131,17 +131,20 @@ def fit_badge(
     n_gpu_layers: int,
     device: Any = None,
     type_k: str = "f16",
-    flash_attn: bool = True,
+    flash_attn: str = "auto",
 ) -> FitBadge:
-    """Will ``choice`` fit at ``n_gpu_layers`` / ``n_ctx`` on ``device`` (detected if None)?"""
+    """Will ``choice`` fit at ``n_gpu_layers`` / ``n_ctx`` on ``device`` (detected if None)?
+    ``flash_attn`` is the engine setting (auto, on, off), resolved as the engine would."""
     if choice.summary is None:
         return FitBadge("unknown", "?", "no GGUF summary: fit unknown")
-    from llcuda_tui.core.fit import FitRequest, fit
+    from llcuda_tui.core.fit import FitRequest, detect_device, fit, flash_attn_for
 
-    req = FitRequest(
-        n_ctx=n_ctx, n_gpu_layers=n_gpu_layers, type_k=type_k, type_v=type_k, flash_attn=flash_attn
-    )
     try:
+        device = device or detect_device()
+        flash = flash_attn_for(choice.summary, flash_attn, device.kind, type_k)
+        req = FitRequest(
+            n_ctx=n_ctx, n_gpu_layers=n_gpu_layers, type_k=type_k, type_v=type_k, flash_attn=flash
+        )
         result = fit(choice.summary, req, device)
     except (LlcudaError, KeyError, ValueError) as exc:
         return FitBadge("unknown", "?", f"fit unknown: {exc}")

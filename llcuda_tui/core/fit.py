@@ -236,6 +236,31 @@ def fit(s: GgufSummary, req: FitRequest, device: DeviceMemory | None = None) -> 
     return FitResult("wont_fit", 0, needs, device, s.n_layer)
 
 
+CUDA_FLASH_ATTN_HEADS = (40, 64, 72, 80, 96, 112, 128, 256)
+"""Head sizes (K = V) with a CUDA flash-attention kernel in llama.cpp (ggml-cuda/fattn.cu)."""
+
+
+def cuda_has_flash_attn(s: GgufSummary) -> bool:
+    """Whether llama.cpp's CUDA backend has a flash-attention kernel for this model's heads;
+    where it has none, its auto turns flash attention off (see ``engine.flash_attn_type``)."""
+    k, v = s.head_dim_k, s.head_dim_v
+    if k == v and k in CUDA_FLASH_ATTN_HEADS:
+        return True
+    gqa = s.n_head // s.n_head_kv if s.n_head_kv else 0
+    return {(192, 128): gqa % 8 == 0, (320, 256): gqa % 32 == 0,
+            (512, 512): gqa >= 2, (576, 512): gqa >= 2}.get((k, v), False) and gqa > 0  # fmt: skip
+
+
+def flash_attn_for(s: GgufSummary, setting: str, device_kind: str, type_v: str = "f16") -> bool:
+    """Whether the engine would load ``s`` with flash attention, for ``flash_attn`` = setting:
+    auto is llama.cpp's auto on a GPU and off on the CPU unless the V cache is quantized."""
+    if setting in ("on", "off"):
+        return setting == "on"
+    if device_kind == "cuda":
+        return cuda_has_flash_attn(s)
+    return type_v not in ("f32", "f16", "bf16")
+
+
 def detect_device() -> DeviceMemory:
     """Free memory of the first NVIDIA GPU (NVML), else of the host's RAM."""
     gpu = _nvml_device()

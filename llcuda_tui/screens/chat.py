@@ -172,8 +172,7 @@ class ChatScreen(Screen[None]):
             choices = []
         ngl, ctx = self._int_field("ngl", e.n_gpu_layers), self._int_field("ctx", e.n_ctx)
         badges = {
-            c.name: fit_badge(c, ctx, ngl, app.fit_device, e.type_k, e.flash_attn != "off")
-            for c in choices
+            c.name: fit_badge(c, ctx, ngl, app.fit_device, e.type_k, e.flash_attn) for c in choices
         }
         choices += app.remote_choices.values()  # workers that answered: no fit here to show
         self.post_message(ChoicesReady(choices, badges))

@@ -129,10 +129,9 @@ class ModelsScreen(Screen[None]):
     def fit_badges(self, entries: list[Any], device: Any) -> dict[str, Any]:
         """{name: FitBadge} of ``entries`` on ``device`` (None: this machine's, detected)."""
         e = self.llcuda.settings.engine
-        flash_attn = e.flash_attn != "off"
         return {
             x.name: fit_badge(
-                choice_from_entry(x), e.n_ctx, e.n_gpu_layers, device, e.type_k, flash_attn
+                choice_from_entry(x), e.n_ctx, e.n_gpu_layers, device, e.type_k, e.flash_attn
             )
             for x in entries
         }

@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from llcuda_tui.core.fit import (
     FitRequest,
     estimate,
     fit,
+    flash_attn_for,
     gpu_device,
     kv_bytes_per_layer,
     ram_device,
@@ -70,6 +72,19 @@ def test_placement_follows_n_gpu_layers(tiny: GgufSummary) -> None:
     cpu = estimate(tiny, FitRequest(n_ctx=2048, n_gpu_layers=0))
     assert cpu.gpu_total == 0 and cpu.weights_host == tiny.tensor_bytes
     assert cpu.compute_host == full.compute_gpu
+
+
+def test_flash_attention_as_the_engine_resolves_it(tiny: GgufSummary) -> None:
+    """auto: llama.cpp's auto on CUDA (no kernel for heads of 160, so off), off on the CPU
+    unless the V cache is quantized; without it the estimate holds the f32 KQ matrix."""
+    h64 = replace(tiny, head_dim_k=64, head_dim_v=64)
+    h160 = replace(tiny, head_dim_k=160, head_dim_v=160)
+    assert flash_attn_for(h64, "auto", "cuda") and not flash_attn_for(h160, "auto", "cuda")
+    assert flash_attn_for(h160, "on", "cuda") and not flash_attn_for(h64, "off", "cuda")
+    assert not flash_attn_for(h64, "auto", "ram") and flash_attn_for(h64, "auto", "ram", "q8_0")
+    req = FitRequest(n_ctx=32768)
+    off = replace(req, flash_attn=flash_attn_for(h160, "auto", "cuda"))
+    assert estimate(h160, off).compute_gpu > estimate(h160, req).compute_gpu
 
 
 def test_verdicts(tiny: GgufSummary) -> None:
