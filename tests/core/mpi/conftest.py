@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +27,19 @@ class Done:
     returncode: int
     stdout: str
     stderr: str
+
+
+@pytest.fixture(autouse=True)
+def mpi_session_dir(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A fresh TMPDIR for each test's mpiexec, removed afterwards. Open MPI keeps its session
+    directory (PMIx sockets included) in TMPDIR as ``ompi.<pid of mpiexec>``; the tests that
+    SIGKILL a pool leave theirs behind, and a later mpiexec that gets the same pid then fails
+    with "The PMIx server's listener thread failed to start" (seen once in a full run here,
+    with 105 stale directories in /tmp)."""
+    path = Path(tempfile.mkdtemp(prefix="mpi-"))  # short: socket paths have a length limit
+    monkeypatch.setenv("TMPDIR", str(path))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
