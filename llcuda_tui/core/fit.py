@@ -237,7 +237,8 @@ def fit(s: GgufSummary, req: FitRequest, device: DeviceMemory | None = None) -> 
 
 
 CUDA_FLASH_ATTN_HEADS = (40, 64, 72, 80, 96, 112, 128, 256)
-"""Head sizes (K = V) with a CUDA flash-attention kernel in llama.cpp (ggml-cuda/fattn.cu)."""
+"""Head sizes (K = V) with a CUDA flash-attention kernel in llama.cpp (ggml-cuda/fattn.cu, as
+built by llama-cpp-python 0.3.36)."""
 
 
 def cuda_has_flash_attn(s: GgufSummary) -> bool:
@@ -252,13 +253,14 @@ def cuda_has_flash_attn(s: GgufSummary) -> bool:
 
 
 def flash_attn_for(s: GgufSummary, setting: str, device_kind: str, type_v: str = "f16") -> bool:
-    """Whether the engine would load ``s`` with flash attention, for ``flash_attn`` = setting:
-    auto is llama.cpp's auto on a GPU and off on the CPU unless the V cache is quantized."""
-    if setting in ("on", "off"):
-        return setting == "on"
-    if device_kind == "cuda":
-        return cuda_has_flash_attn(s)
-    return type_v not in ("f32", "f16", "bf16")
+    """Whether the engine would load ``s`` with flash attention, for ``flash_attn`` = setting
+    (see ``engine.flash_attn_type``)."""
+    from llcuda_tui.core.engine import FLASH_ATTN_AUTO, flash_attn_type
+
+    asked = flash_attn_type(setting, device_kind == "cuda", type_v)
+    if asked == FLASH_ATTN_AUTO:  # llama.cpp's CPU backend has kernels for every head size
+        return device_kind != "cuda" or cuda_has_flash_attn(s)
+    return asked != 0
 
 
 def detect_device() -> DeviceMemory:
