@@ -54,7 +54,7 @@ CLOSE_TIMEOUT_S = 10.0
 _HEADER = struct.Struct("!I")
 
 
-def _write_frame(fd: int, obj: Any, lock: threading.Lock) -> None:
+def write_frame(fd: int, obj: Any, lock: threading.Lock) -> None:
     data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
     view = memoryview(_HEADER.pack(len(data)) + data)
     with lock:
@@ -73,7 +73,7 @@ def _read_exact(fd: int, n: int) -> bytes | None:
     return b"".join(parts)
 
 
-def _read_frame(fd: int) -> Any:
+def read_frame(fd: int) -> Any:
     """The next object, or None at end of file."""
     head = _read_exact(fd, _HEADER.size)
     if head is None:
@@ -82,7 +82,7 @@ def _read_frame(fd: int) -> Any:
     return None if body is None else pickle.loads(body)
 
 
-def _portable(exc: BaseException) -> BaseException:
+def portable(exc: BaseException) -> BaseException:
     """``exc`` if it survives pickling as itself, else an EngineError with its text."""
     try:
         back = pickle.loads(pickle.dumps(exc))
@@ -91,6 +91,38 @@ def _portable(exc: BaseException) -> BaseException:
     except Exception:  # any exception type may fail to pickle or to come back
         pass
     return EngineError(one_line(exc))
+
+
+def spawn_child(module: str, what: str) -> tuple[subprocess.Popen[bytes], int, int, IO[bytes]]:
+    """Start ``python -m module --cmd-fd R --evt-fd W``: the process, the fd to send commands
+    on, the fd to read events from, and the unlinked temporary file its stdout/stderr go to."""
+    cmd_r, cmd_w = os.pipe()
+    evt_r, evt_w = os.pipe()
+    log = tempfile.TemporaryFile(prefix=f"llcuda-{what}-")  # noqa: SIM115 - the caller closes it
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", module, "--cmd-fd", str(cmd_r), "--evt-fd", str(evt_w)],
+            pass_fds=(cmd_r, evt_w), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+            start_new_session=True,  # the terminal's signals go to the app, not here
+        )  # fmt: skip
+    except OSError as exc:
+        for fd in (cmd_r, cmd_w, evt_r, evt_w):
+            os.close(fd)
+        log.close()
+        raise EngineError(f"cannot start the {what} process: {one_line(exc)}") from None
+    os.close(cmd_r)
+    os.close(evt_w)
+    return proc, cmd_w, evt_r, log
+
+
+def last_words(log: IO[bytes]) -> str:
+    """``": <the last line the child wrote>"``, or "" when it wrote nothing."""
+    try:
+        log.seek(0)
+        lines = log.read()[-4096:].decode(errors="replace").strip().splitlines()
+    except (OSError, ValueError):
+        return ""
+    return f": {one_line(Exception(lines[-1]))}" if lines else ""
 
 
 # --- the parent's side ------------------------------------------------------------------------
@@ -144,24 +176,7 @@ class ProcessEngine:
         raise what the load raised (ModelLoadError, ...) if it can't."""
         config.validate()
         check_gguf_file(config.model_path)  # the common bad-file errors, before any spawn
-        cmd_r, cmd_w = os.pipe()
-        evt_r, evt_w = os.pipe()
-        log = tempfile.TemporaryFile(prefix="llcuda-engine-")  # noqa: SIM115 - closed by close()
-        try:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "llcuda_tui.core.engine_process",
-                 "--cmd-fd", str(cmd_r), "--evt-fd", str(evt_w)],
-                pass_fds=(cmd_r, evt_w), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                start_new_session=True,  # the terminal's signals go to the app, not here
-            )  # fmt: skip
-        except OSError as exc:
-            for fd in (cmd_r, cmd_w, evt_r, evt_w):
-                os.close(fd)
-            log.close()
-            raise EngineError(f"cannot start the engine process: {one_line(exc)}") from None
-        os.close(cmd_r)
-        os.close(evt_w)
-        engine = cls(config, proc, cmd_w, evt_r, log)
+        engine = cls(config, *spawn_child("llcuda_tui.core.engine_process", "engine"))
         engine._reader.start()
         try:
             engine.info = engine._call("load", config, on_progress)
@@ -178,7 +193,7 @@ class ProcessEngine:
         if self._closed:
             raise EngineError("the engine is closed")
         try:
-            _write_frame(self._cmd_fd, message, self._send_lock)
+            write_frame(self._cmd_fd, message, self._send_lock)
         except OSError:
             raise self._died() from None
 
@@ -260,7 +275,7 @@ class ProcessEngine:
 
     def _read_events(self) -> None:
         try:
-            while (event := _read_frame(self._evt_fd)) is not None:
+            while (event := read_frame(self._evt_fd)) is not None:
                 try:
                     self._dispatch(*event)
                 except Exception as exc:  # a caller's callback failed: keep serving the rest
@@ -311,13 +326,7 @@ class ProcessEngine:
             code = self._proc.wait(2.0)
         except subprocess.TimeoutExpired:
             code = None
-        last = ""
-        try:
-            self._log.seek(0)
-            lines = self._log.read()[-4096:].decode(errors="replace").strip().splitlines()
-            last = f": {one_line(Exception(lines[-1]))}" if lines else ""
-        except (OSError, ValueError):
-            pass
+        last = last_words(self._log)
         if self._closed:
             self._stopped = EngineError("the engine process was closed")
         else:
@@ -352,11 +361,11 @@ class _Child:
         self.handles: dict[int, GenerationHandle] = {}
 
     def send(self, kind: str, rid: int, payload: Any) -> None:
-        _write_frame(self.evt_fd, (kind, rid, payload), self.lock)
+        write_frame(self.evt_fd, (kind, rid, payload), self.lock)
 
     def run(self) -> None:
         try:
-            while (command := _read_frame(self.cmd_fd)) is not None:
+            while (command := read_frame(self.cmd_fd)) is not None:
                 op, rid, payload = command
                 if op == "close":
                     break
@@ -381,7 +390,7 @@ class _Child:
             else:
                 raise EngineError(f"unknown engine command {op!r}")
         except Exception as exc:  # every failure goes back to the caller
-            self.send("gen_error" if op == "submit" else "error", rid, _portable(exc))
+            self.send("gen_error" if op == "submit" else "error", rid, portable(exc))
 
     def loaded(self) -> Any:
         if self.engine is None:
@@ -421,7 +430,7 @@ class _Child:
             if batch:
                 self.send("chunks", rid, batch[:])
                 batch.clear()
-            self.send("gen_error", rid, _portable(exc))
+            self.send("gen_error", rid, portable(exc))
 
         engine = self.loaded()
         self.handles = {k: h for k, h in self.handles.items() if not h.done()}

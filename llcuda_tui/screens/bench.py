@@ -3,8 +3,10 @@ live plots (t/s per repetition, GPU power and SM clock), results with mean ± sd
 percentiles and validity flags, history with compare, export (md, csv, json). The target is
 this machine or an attached worker (latency mode, with N concurrent streams: concurrency).
 
-The benchmark itself is core's ``run_bench`` / ``run_latency`` / ``run_latency_on_worker`` in a
-thread worker; this screen polls its progress at 4 Hz.
+The benchmark itself is core's ``run_bench`` / ``run_latency``, run in a child process
+(``core.bench_process``: the engines there share no GIL with the UI), or
+``run_latency_on_worker``; a thread worker waits for it, and this screen polls its progress at
+4 Hz.
 """
 
 from __future__ import annotations
@@ -322,22 +324,23 @@ class BenchScreen(Screen[None]):
         cancel: threading.Event,
         target: str = LOCAL,
     ) -> None:
-        from llcuda_tui.core.bench import run_bench
-        from llcuda_tui.core.bench_latency import run_latency, run_latency_on_worker
+        from llcuda_tui.core.bench_latency import run_latency_on_worker
+        from llcuda_tui.core.bench_process import run_bench_in_child
         from llcuda_tui.core.bench_store import BenchStore
 
+        paths = self.llcuda.settings.paths
         try:
-            with BenchStore.open(self.llcuda.settings.paths) as store:
-                if target != LOCAL:
-                    access = self.llcuda.worker_access
+            if target != LOCAL:
+                access = self.llcuda.worker_access
+                with BenchStore.open(paths) as store:
                     run = run_latency_on_worker(
                         spec, target, progress.set, cancel, store=store,
                         api_key=access.api_key, verify=access.verify,
                     )  # fmt: skip
-                elif mode == "latency":
-                    run = run_latency(spec, progress.set, cancel, store=store)
-                else:
-                    run = run_bench(spec, progress.set, cancel, store=store)
+            else:  # engines load in a child process: no GIL shared with the UI
+                own = self.llcuda.gpu_sampler.add_own_pid
+                kind = "latency" if mode == "latency" else "throughput"
+                run = run_bench_in_child(kind, spec, paths, progress.set, cancel, own)
         except LlcudaError as exc:
             self.post_message(BenchDone(error=str(exc)))
             return

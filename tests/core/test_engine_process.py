@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from llcuda_tui.core.engine import Engine, EngineConfig, GenerationRequest
-from llcuda_tui.core.engine_process import ProcessEngine
+from llcuda_tui.core.engine_process import FLUSH_INTERVAL_S, ProcessEngine
 from llcuda_tui.core.errors import EngineError, ModelLoadError, UserInputError
 from llcuda_tui.core.sampling import SamplingParams
 
@@ -68,13 +68,14 @@ def test_smollm_chat_same_as_in_process(smollm_path: Path, cpu_threads: int) -> 
 
 def test_chunks_cross_in_batches(child: ProcessEngine) -> None:
     req = GenerationRequest(prompt="hello", max_tokens=200, sampling=GREEDY, ignore_eos=True)
-    before = child.frames_received
+    before, t0 = child.frames_received, time.perf_counter()
     chunks = list(child.stream(req))
-    frames = child.frames_received - before
+    frames, elapsed = child.frames_received - before, time.perf_counter() - t0
     assert len(chunks) == 201 and chunks[-1].record is not None  # 200 tokens + the record's
     assert chunks[-1].record.generated_tokens == 200
-    # the tiny model makes a token in well under a millisecond: many tokens per frame
-    assert 1 <= frames <= 50, frames
+    # at most one frame per flush interval, plus the first token's and the record's (a bound
+    # from the measured time: a loaded machine makes tokens slower, not frames smaller)
+    assert 1 <= frames <= 2 + elapsed / FLUSH_INTERVAL_S, (frames, elapsed)
 
 
 def test_cancel_stops_within_one_token(child: ProcessEngine) -> None:

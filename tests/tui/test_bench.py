@@ -3,6 +3,7 @@ and export; bad parameters are explained."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -67,3 +68,24 @@ async def test_run_results_history_compare_export(settings: Settings, tiny_gguf:
             path = settings.paths.data_dir / "exports" / f"bench-run-2.{fmt}"
             await wait_for(pilot, path.exists, what=str(path))
         assert "pp16" in path.read_text()
+
+
+async def test_esc_stops_a_local_run_in_its_process(settings: Settings, tiny_gguf: Path) -> None:
+    """A local run happens in a child process (no GIL shared with the UI); its GPU memory
+    counts as ours, Esc reaches it, and the screen says it stopped."""
+    Store(Paths.from_env()).import_path(tiny_gguf, name="tiny-llama")
+    app = make_app(settings, start_screen="bench")
+    async with app.run_test(size=SIZE) as pilot:
+        screen = app.screen
+        assert isinstance(screen, BenchScreen)
+        await wait_for(pilot, lambda: "tiny-llama" in screen.choices, what="models")
+        fill(screen, n_prompt="16", n_gen="64", reps="500", bench_ngl="0", bench_batch="16")
+        own_before = set(app.gpu_sampler._own_pids)
+        await pilot.press("ctrl+r")
+        await wait_for(pilot, lambda: len(screen.progress.values) > 0, 60, "a repetition")
+        child = set(app.gpu_sampler._own_pids) - own_before
+        assert len(child) == 1 and os.getpid() not in child
+        await pilot.press("escape")
+        status = screen.query_one("#bench-status")
+        await wait_for(pilot, lambda: "cancelled" in str(status.render()), 30, "cancelled")
+        assert str(status.render()).startswith("benchmark stopped: benchmark cancelled")
