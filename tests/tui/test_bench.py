@@ -3,8 +3,11 @@ and export; bad parameters are explained."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from textual.widgets import DataTable, Input, Select, TabbedContent
@@ -22,6 +25,19 @@ def fill(screen: BenchScreen, **values: str) -> None:
         screen.query_one(f"#{field_id.replace('_', '-')}", Input).value = value
 
 
+@contextlib.asynccontextmanager
+async def bench_with_tiny(settings: Settings, tiny_gguf: Path) -> AsyncIterator[tuple[Any, Any]]:
+    """The app on the Benchmark screen with the tiny model in the store and picked:
+    (pilot, screen)."""
+    Store(Paths.from_env()).import_path(tiny_gguf, name="tiny-llama")
+    app = make_app(settings, start_screen="bench")
+    async with app.run_test(size=SIZE) as pilot:
+        screen = app.screen
+        assert isinstance(screen, BenchScreen)
+        await wait_for(pilot, lambda: "tiny-llama" in screen.choices, what="models")
+        yield pilot, screen
+
+
 async def run_once(pilot, screen: BenchScreen, run_id: int) -> None:  # type: ignore[no-untyped-def]
     await pilot.press("ctrl+r")
     await wait_for(
@@ -33,12 +49,7 @@ async def run_once(pilot, screen: BenchScreen, run_id: int) -> None:  # type: ig
 
 
 async def test_run_results_history_compare_export(settings: Settings, tiny_gguf: Path) -> None:
-    Store(Paths.from_env()).import_path(tiny_gguf, name="tiny-llama")
-    app = make_app(settings, start_screen="bench")
-    async with app.run_test(size=SIZE) as pilot:
-        screen = app.screen
-        assert isinstance(screen, BenchScreen)
-        await wait_for(pilot, lambda: "tiny-llama" in screen.choices, what="models")
+    async with bench_with_tiny(settings, tiny_gguf) as (pilot, screen):
         assert screen.query_one("#bench-model", Select).value == "tiny-llama"
         fill(screen, n_prompt="16", n_gen="8", reps="3", bench_ngl="0,-1", bench_batch="16")
         await pilot.press("ctrl+r")  # a list of ngl values needs the sweep mode
@@ -73,12 +84,8 @@ async def test_run_results_history_compare_export(settings: Settings, tiny_gguf:
 async def test_esc_stops_a_local_run_in_its_process(settings: Settings, tiny_gguf: Path) -> None:
     """A local run happens in a child process (no GIL shared with the UI); its GPU memory
     counts as ours, Esc reaches it, and the screen says it stopped."""
-    Store(Paths.from_env()).import_path(tiny_gguf, name="tiny-llama")
-    app = make_app(settings, start_screen="bench")
-    async with app.run_test(size=SIZE) as pilot:
-        screen = app.screen
-        assert isinstance(screen, BenchScreen)
-        await wait_for(pilot, lambda: "tiny-llama" in screen.choices, what="models")
+    async with bench_with_tiny(settings, tiny_gguf) as (pilot, screen):
+        app = screen.app
         fill(screen, n_prompt="16", n_gen="64", reps="500", bench_ngl="0", bench_batch="16")
         own_before = set(app.gpu_sampler._own_pids)
         await pilot.press("ctrl+r")
