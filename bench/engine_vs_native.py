@@ -30,8 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from llcuda_tui.core.engine import Engine, EngineConfig, GenerationRequest
-from llcuda_tui.core.sampling import SamplingParams
+from llcuda_tui.core.engine import Engine, EngineConfig, GenerationRequest, SamplingParams
 
 
 def llama_bench(

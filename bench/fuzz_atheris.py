@@ -31,10 +31,16 @@ with atheris.instrument_imports(include=["gguf", "jinja2", "llcuda_tui"]):
     import gguf.gguf_reader  # noqa: F401
     import jinja2.sandbox  # noqa: F401
 
-    from llcuda_tui.core import jinja_sandbox  # noqa: F401
+    from llcuda_tui.core.engine import (
+        CHATML,
+        GEMMA,
+        LLAMA3,
+        PHI3,
+        ChatTemplate,
+        _sandbox,  # noqa: F401
+    )
     from llcuda_tui.core.errors import ModelLoadError, UserInputError
     from llcuda_tui.core.gguf import read_summary
-    from llcuda_tui.core.templates import CHATML, GEMMA, LLAMA3, PHI3, ChatTemplate
 
 _SHM = "/dev/shm" if Path("/dev/shm").is_dir() else None
 

@@ -30,8 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ctx", type=int, default=2048)
     args = p.parse_args(argv)
 
-    from llcuda_tui.core.engine import Engine, EngineConfig
-    from llcuda_tui.core.engine_process import ProcessEngine
+    from llcuda_tui.core.engine import Engine, EngineConfig, ProcessEngine
 
     cfg = EngineConfig(model_path=args.model, n_gpu_layers=args.ngl, n_ctx=args.ctx)
     engines = {"A": Engine.load(cfg), "P": ProcessEngine.load(cfg), "B": Engine.load(cfg)}

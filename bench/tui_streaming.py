@@ -63,8 +63,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def request_for(prompt: str, tokens: int) -> Any:
-    from llcuda_tui.core.engine import GenerationRequest
-    from llcuda_tui.core.sampling import SamplingParams
+    from llcuda_tui.core.engine import GenerationRequest, SamplingParams
 
     return GenerationRequest(
         messages=[{"role": "user", "content": prompt}],
@@ -281,12 +280,10 @@ def main(argv: list[str] | None = None) -> int:
     home = tempfile.mkdtemp(prefix="llcuda-bench-")
     os.environ.setdefault("LLCUDA_HOME", home)
     from llcuda_tui.app import LlcudaApp
-    from llcuda_tui.core.catalog import ModelChoice, file_sha256
     from llcuda_tui.core.config import Settings
     from llcuda_tui.core.conversations import ChatSettings
-    from llcuda_tui.core.engine import Engine, EngineConfig
-    from llcuda_tui.core.engine_process import ProcessEngine
-    from llcuda_tui.core.models import resolve_model
+    from llcuda_tui.core.engine import Engine, EngineConfig, ProcessEngine
+    from llcuda_tui.core.store import ModelChoice, file_sha256, resolve_model
 
     settings = Settings.load()
     model = resolve_model(args.model, settings.paths)

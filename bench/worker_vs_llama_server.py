@@ -38,8 +38,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from llcuda_tui.core.engine import Engine, EngineConfig, GenerationRequest
-from llcuda_tui.core.sampling import SamplingParams
+from llcuda_tui.core.engine import Engine, EngineConfig, GenerationRequest, SamplingParams
 from llcuda_tui.core.worker.client import RemoteEngine
 
 GREEDY = SamplingParams(temperature=0.0, top_k=1, top_p=1.0, min_p=0.0)

@@ -182,7 +182,7 @@ class LlcudaApp(App[int]):
 
     @work(thread=True, exclusive=True, group="attach", exit_on_error=False)
     def connect_worker(self, url: str) -> None:
-        from llcuda_tui.core.catalog import worker_choice
+        from llcuda_tui.core.store import worker_choice
 
         try:
             engine = self.worker_access.connect(url, wait_loaded_s=5.0)

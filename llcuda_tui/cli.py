@@ -51,7 +51,7 @@ def _optional_commands() -> list:
 
 
 def version_text() -> str:
-    from llcuda_tui.core.backend import build_info
+    from llcuda_tui.core.engine import build_info
 
     info = build_info()
     return f"llcuda-tui {__version__}\n{info.describe()}"

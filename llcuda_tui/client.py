@@ -19,8 +19,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from llcuda_tui.core.engine import GenerationRequest, RunRecord
-from llcuda_tui.core.sampling import SamplingParams
+from llcuda_tui.core.engine import GenerationRequest, RunRecord, SamplingParams
 from llcuda_tui.core.worker.client import DEFAULT_TIMEOUT_S, RemoteEngine
 
 

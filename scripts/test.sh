@@ -12,7 +12,7 @@ if ! command -v tmux >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ 
 fi
 .venv/bin/ruff check llcuda_tui tests bench
 .venv/bin/ruff format --check llcuda_tui tests bench
-.venv/bin/python -m mypy   # llcuda_tui/core (pyproject.toml)
+.venv/bin/python -m mypy   # the whole package, strict on core (pyproject.toml)
 set +e
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
 rc=$?

@@ -17,7 +17,7 @@ HAVE_LLAMA = importlib.util.find_spec("llama_cpp") is not None
 def _has_gpu_build() -> bool:
     if not HAVE_LLAMA:
         return False
-    from llcuda_tui.core.backend import build_info
+    from llcuda_tui.core.engine import build_info
 
     info = build_info()
     return info.backend == "CUDA" and bool(info.gpus)
@@ -53,14 +53,14 @@ def starter_paths(tmp_path_factory: pytest.TempPathFactory) -> Paths:
 
 @pytest.fixture(scope="session")
 def gemma_path(starter_paths: Paths) -> Path:
-    from llcuda_tui.core.starter import starter_path
+    from llcuda_tui.core.store import starter_path
 
     return starter_path("gemma-3-270m", starter_paths)
 
 
 @pytest.fixture(scope="session")
 def smollm_path(starter_paths: Paths) -> Path:
-    from llcuda_tui.core.starter import starter_path
+    from llcuda_tui.core.store import starter_path
 
     return starter_path("smollm2-135m-instruct", starter_paths)
 

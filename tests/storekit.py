@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from llcuda_tui.core import storemaint
 from llcuda_tui.core.config import Paths
 from llcuda_tui.core.store import Store
+from llcuda_tui.core.store import _maint as storemaint
 from tests.core.hubserver import HubServer, write_gguf
 
 REPO = "acme/tiny-llama"

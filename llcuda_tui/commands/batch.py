@@ -73,7 +73,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     except LlcudaError as exc:
         from llcuda_tui.core.mpi.batch import RunAborted
 
-        if isinstance(exc, RunAborted):  # the other ranks are mid-run: end the whole job
+        if isinstance(exc, RunAborted) and comm is not None:
+            # the other ranks are mid-run: end the whole job
             print(f"llcuda: error: {exc}", file=sys.stderr, flush=True)
             comm.Abort(exc.exit_code)
         code = ranks.quiet_exit_code(comm, exc)
@@ -93,8 +94,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 def _run(args: argparse.Namespace, settings: Settings, comm: Any, placement: Any) -> int:
     from llcuda_tui.commands.infer import sampling_from_args
     from llcuda_tui.core.engine import EngineConfig
-    from llcuda_tui.core.models import resolve_model
     from llcuda_tui.core.mpi.batch import BatchJob, run_batch
+    from llcuda_tui.core.store import resolve_model
 
     model = resolve_model(args.model, settings.paths)
     engine = EngineConfig.from_settings(

@@ -25,10 +25,18 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from llcuda_tui.core.bench import BenchProgress, BenchSpec, ModelRef, run_bench
-from llcuda_tui.core.bench_compare import compare_runs
-from llcuda_tui.core.bench_latency import LatencySpec, default_prompts, run_latency
-from llcuda_tui.core.bench_store import BenchStore, StoredRun
+from llcuda_tui.core.bench import (
+    BenchProgress,
+    BenchSpec,
+    BenchStore,
+    LatencySpec,
+    ModelRef,
+    StoredRun,
+    compare_runs,
+    default_prompts,
+    run_bench,
+    run_latency,
+)
 from llcuda_tui.core.config import KV_TYPES, Settings
 from llcuda_tui.core.errors import UserInputError
 
@@ -344,7 +352,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _models(args: argparse.Namespace, settings: Settings) -> tuple[ModelRef, ...]:
-    from llcuda_tui.core.models import resolve_model
+    from llcuda_tui.core.store import resolve_model
 
     specs = [s for item in args.model for s in str_list(item)] + list(args.models or ())
     refs = []

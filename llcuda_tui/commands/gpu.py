@@ -106,7 +106,7 @@ def _watch(sampler: GpuSampler, as_json: bool, count: int, interval: float) -> i
 
 
 def _record(path: Path, count: int, interval: float, pcie: bool) -> int:
-    from llcuda_tui.core.nvml_trace import RecordingNvml
+    from llcuda_tui.core.gpu import RecordingNvml
 
     try:
         import pynvml

@@ -7,9 +7,8 @@ import json
 import sys
 
 from llcuda_tui.core.config import Settings
-from llcuda_tui.core.engine import Engine, EngineConfig, GenerationRequest
-from llcuda_tui.core.models import resolve_model
-from llcuda_tui.core.sampling import SamplingParams
+from llcuda_tui.core.engine import Engine, EngineConfig, GenerationRequest, SamplingParams
+from llcuda_tui.core.store import resolve_model
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

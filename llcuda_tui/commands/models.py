@@ -187,7 +187,7 @@ def _entry_line(e: ModelEntry) -> str:
 
 
 def run_files(args: argparse.Namespace, settings: Settings) -> int:
-    from llcuda_tui.core import hub
+    from llcuda_tui.core.store import _hub as hub
 
     commit = hub.resolve_commit(args.repo, args.revision)
     listing = hub.list_models(args.repo, commit)
@@ -216,7 +216,7 @@ def run_files(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_pull(args: argparse.Namespace, settings: Settings) -> int:
-    from llcuda_tui.core import storepull
+    from llcuda_tui.core.store import _pull as storepull
 
     store = _store(settings)
     bar = ProgressBar(args.repo)
@@ -261,7 +261,7 @@ def run_import(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_adopt(args: argparse.Namespace, settings: Settings) -> int:
-    from llcuda_tui.core import storepull
+    from llcuda_tui.core.store import _pull as storepull
 
     cache = Path(args.hf_cache).expanduser() if args.hf_cache else None
     results = storepull.adopt_hf_cache(
@@ -368,7 +368,7 @@ def _set_pin(args: argparse.Namespace, settings: Settings, pinned: bool) -> int:
 
 
 def run_gc(args: argparse.Namespace, settings: Settings) -> int:
-    from llcuda_tui.core import storemaint
+    from llcuda_tui.core.store import _maint as storemaint
 
     store = _store(settings)
     report = storemaint.gc(store, grace_s=args.grace, dry_run=args.dry_run, partials=args.partials)
@@ -378,7 +378,7 @@ def run_gc(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_du(args: argparse.Namespace, settings: Settings) -> int:
-    from llcuda_tui.core import storemaint
+    from llcuda_tui.core.store import _maint as storemaint
 
     usage = storemaint.du(_store(settings))
     if args.json:
@@ -400,7 +400,7 @@ def run_du(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_verify(args: argparse.Namespace, settings: Settings) -> int:
-    from llcuda_tui.core import storemaint
+    from llcuda_tui.core.store import _maint as storemaint
 
     bar = ProgressBar("verify")
     report = storemaint.verify(
@@ -417,7 +417,7 @@ def run_verify(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_repair(args: argparse.Namespace, settings: Settings) -> int:
-    from llcuda_tui.core import storemaint
+    from llcuda_tui.core.store import _maint as storemaint
 
     report = storemaint.repair(
         _store(settings), dry_run=args.dry_run, on_progress=ProgressBar("repair"), on_status=_status
@@ -441,8 +441,8 @@ def run_reindex(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_starter(args: argparse.Namespace, settings: Settings) -> int:
-    from llcuda_tui.core import storepull
-    from llcuda_tui.core.starter import STARTERS
+    from llcuda_tui.core.store import STARTERS
+    from llcuda_tui.core.store import _pull as storepull
 
     entries = storepull.import_starters(_store(settings), on_progress=ProgressBar("starter"))
     rows = [

@@ -49,7 +49,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from llcuda_tui.core.engine import EngineConfig, check_gguf_file
-    from llcuda_tui.core.models import resolve_model
+    from llcuda_tui.core.store import resolve_model
     from llcuda_tui.core.worker.server import Listen, WorkerConfig, is_loopback, serve
 
     _check_numbers(args)

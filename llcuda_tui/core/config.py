@@ -17,8 +17,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from llcuda_tui.core.engine import SamplingValues
 from llcuda_tui.core.errors import ConfigError
-from llcuda_tui.core.sampling import SamplingValues
 
 APP_NAME = "llcuda-tui"
 HOME_ENV = "LLCUDA_HOME"
@@ -144,7 +144,7 @@ def save_setting(settings: Settings, section: str, key: str, value: Any) -> Sett
     The value is checked as :meth:`Settings.with_overrides` checks the file; only that one line
     of the file changes (comments and other keys stay); the file is replaced atomically, so a
     reader sees the old or the new file, never a part."""
-    from llcuda_tui.core import storefs
+    from llcuda_tui.core.store import _fs as storefs
 
     updated = settings.with_overrides({section: {key: value}}, source="setting")
     cfg = settings.paths.config_file

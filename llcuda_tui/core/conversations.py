@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from llcuda_tui.core.config import Paths, SamplingDefaults
+from llcuda_tui.core.db import SqliteStore
+from llcuda_tui.core.engine import SamplingParams, SamplingValues
 from llcuda_tui.core.errors import LlcudaError, UserInputError
-from llcuda_tui.core.sampling import SamplingParams, SamplingValues
-from llcuda_tui.core.sqlite_store import SqliteStore
 
 SCHEMA_VERSION = 1
 DEFAULT_TITLE = "New chat"

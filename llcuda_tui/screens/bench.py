@@ -34,8 +34,8 @@ from textual.widgets import (
     TabPane,
 )
 
+from llcuda_tui.core.bench import percentile
 from llcuda_tui.core.errors import LlcudaError, UserInputError
-from llcuda_tui.core.stats import percentile
 from llcuda_tui.messages import BenchDone, ChoicesReady
 from llcuda_tui.widgets import MetricPlot
 
@@ -195,7 +195,7 @@ class BenchScreen(Screen[None]):
 
     @work(thread=True, exclusive=True, group="bench-models", exit_on_error=False)
     def list_models(self) -> None:
-        from llcuda_tui.core.catalog import model_choices
+        from llcuda_tui.core.store import model_choices
 
         try:
             choices = model_choices(self.llcuda.settings.paths)
@@ -205,7 +205,7 @@ class BenchScreen(Screen[None]):
 
     @on(ChoicesReady)
     def show_choices(self, message: ChoicesReady) -> None:
-        from llcuda_tui.core.catalog import default_choice, fmt_size
+        from llcuda_tui.core.store import default_choice, fmt_size
 
         self.choices = {c.name: c for c in message.choices}
         select = self.query_one("#bench-model", Select)
@@ -227,8 +227,7 @@ class BenchScreen(Screen[None]):
 
     def build_spec(self) -> tuple[str, Any]:
         from llcuda_tui.commands.bench import int_list
-        from llcuda_tui.core.bench import BenchSpec, ModelRef
-        from llcuda_tui.core.bench_latency import LatencySpec, default_prompts
+        from llcuda_tui.core.bench import BenchSpec, LatencySpec, ModelRef, default_prompts
 
         mode = str(self.query_one("#bench-mode", Select).value)
         target = self.target
@@ -265,7 +264,7 @@ class BenchScreen(Screen[None]):
             raise UserInputError("concurrency > 1 needs the latency mode")
         if mode == "latency":
             where = "" if target == LOCAL else f" on worker {target}"
-            spec = LatencySpec(
+            latency = LatencySpec(
                 model=model,
                 prompts=default_prompts(),
                 iters=reps[0],
@@ -274,8 +273,8 @@ class BenchScreen(Screen[None]):
                 n_gpu_layers=ngl[0],
                 command=f"llcuda tui (latency{where})",
             )
-            spec.validate()
-            return mode, spec
+            latency.validate()
+            return mode, latency
         spec = BenchSpec(
             models=(model,),
             n_prompt=n_prompt,
@@ -324,9 +323,7 @@ class BenchScreen(Screen[None]):
         cancel: threading.Event,
         target: str = LOCAL,
     ) -> None:
-        from llcuda_tui.core.bench_latency import run_latency_on_worker
-        from llcuda_tui.core.bench_process import run_bench_in_child
-        from llcuda_tui.core.bench_store import BenchStore
+        from llcuda_tui.core.bench import BenchStore, run_bench_in_child, run_latency_on_worker
 
         paths = self.llcuda.settings.paths
         try:
@@ -428,7 +425,7 @@ class BenchScreen(Screen[None]):
             )
 
     def show_history(self) -> None:
-        from llcuda_tui.core.bench_store import BenchStore
+        from llcuda_tui.core.bench import BenchStore
 
         table = self.query_one("#history", DataTable)
         table.clear()
@@ -459,7 +456,7 @@ class BenchScreen(Screen[None]):
         return int(str(key.value))
 
     def load_run(self, run_id: int) -> Any:
-        from llcuda_tui.core.bench_store import BenchStore
+        from llcuda_tui.core.bench import BenchStore
 
         with BenchStore.open(self.llcuda.settings.paths) as store:
             return store.get_run(run_id)
@@ -483,7 +480,7 @@ class BenchScreen(Screen[None]):
         self.notify(f"marked for compare: {', '.join(map(str, self.marked)) or 'none'}")
 
     def action_compare(self) -> None:
-        from llcuda_tui.core.bench_compare import compare_runs
+        from llcuda_tui.core.bench import compare_runs
 
         if len(self.marked) != 2:
             self.notify(

@@ -24,8 +24,6 @@ from textual.timer import Timer
 from textual.widgets import Button, Footer, Input, Label, ListView, ProgressBar, Select, Static
 from textual.worker import Worker, WorkerState
 
-from llcuda_tui.core.catalog import default_choice, file_sha256, fit_badge, fmt_size, model_choices
-from llcuda_tui.core.chat import RateMeter, ReplyStream, build_messages, plan_context
 from llcuda_tui.core.conversations import (
     ChatSettings,
     Conversation,
@@ -34,7 +32,9 @@ from llcuda_tui.core.conversations import (
     last_user_turn,
     write_export,
 )
+from llcuda_tui.core.engine import RateMeter, ReplyStream, build_messages, plan_context
 from llcuda_tui.core.errors import CountUnavailable, LlcudaError
+from llcuda_tui.core.store import default_choice, file_sha256, fit_badge, fmt_size, model_choices
 from llcuda_tui.messages import ChoicesReady, ContextPlanned, ModelLoaded, WorkFailed
 from llcuda_tui.screens.chat_settings import ChatSettingsDialog
 from llcuda_tui.screens.dialogs import ConfirmDialog, TextPromptDialog
@@ -248,8 +248,7 @@ class ChatScreen(Screen[None]):
 
     @work(thread=True, exclusive=True, group="load", exit_on_error=False)
     def load_engine(self, choice: Any, ngl: int, ctx: int) -> None:
-        from llcuda_tui.core.engine import EngineConfig
-        from llcuda_tui.core.engine_process import ProcessEngine
+        from llcuda_tui.core.engine import EngineConfig, ProcessEngine
 
         app = self.llcuda
         try:

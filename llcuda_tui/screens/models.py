@@ -20,7 +20,8 @@ from textual.screen import Screen
 from textual.widgets import Button, DataTable, Footer, Input, ProgressBar, Static
 from textual.worker import Worker, WorkerState
 
-from llcuda_tui.core.catalog import (
+from llcuda_tui.core.errors import LlcudaError
+from llcuda_tui.core.store import (
     PullCancelled,
     PullJob,
     choice_from_entry,
@@ -31,7 +32,6 @@ from llcuda_tui.core.catalog import (
     partial_bytes,
     worker_fit_devices,
 )
-from llcuda_tui.core.errors import LlcudaError
 from llcuda_tui.messages import (
     HubListed,
     SettingsSaved,
@@ -111,7 +111,7 @@ class ModelsScreen(Screen[None]):
 
     @work(thread=True, exclusive=True, group="store-list", exit_on_error=False)
     def list_store(self) -> None:
-        from llcuda_tui.core import storemaint
+        from llcuda_tui.core.store import _maint as storemaint
 
         app = self.llcuda
         try:
@@ -267,7 +267,7 @@ class ModelsScreen(Screen[None]):
 
     @work(thread=True, exclusive=True, group="settings", exit_on_error=False)
     def save_cap(self, text: str) -> None:
-        from llcuda_tui.core import storemaint
+        from llcuda_tui.core.store import _maint as storemaint
 
         try:
             settings = storemaint.set_max_size(self.llcuda.settings, text)

@@ -14,19 +14,28 @@ import numpy as np
 import pytest
 
 from llcuda_tui.commands.bench import fa_list, int_list, kv_list, render_run
-from llcuda_tui.core.bench import BenchSpec, ModelRef, instances, spec_tests
-from llcuda_tui.core.bench_compare import compare_runs
-from llcuda_tui.core.bench_latency import (
+from llcuda_tui.core.bench import (
+    BenchSpec,
+    EnergyWindow,
     LatencySpec,
+    Mark,
+    ModelRef,
     RequestTiming,
+    StoredRun,
+    compare_runs,
     default_prompts,
+    engine_cuda_devices,
+    instances,
     latency_metrics,
+    nvml_indices,
+    percentile,
+    ratio,
+    sample_sd,
+    spec_tests,
+    summarize,
 )
-from llcuda_tui.core.bench_store import StoredRun
-from llcuda_tui.core.bench_telemetry import EnergyWindow, Mark, engine_cuda_devices, nvml_indices
 from llcuda_tui.core.errors import UserInputError
 from llcuda_tui.core.gpu import GpuReading, GpuSample
-from llcuda_tui.core.stats import percentile, ratio, sample_sd, summarize
 
 pytestmark = pytest.mark.timeout(30)
 MODEL = ModelRef(__import__("pathlib").Path("/models/m.gguf"), "m")
@@ -243,7 +252,7 @@ def _two_gpus() -> GpuSample:
 
 
 def test_nvml_indices_follow_cuda_visible_devices(monkeypatch: pytest.MonkeyPatch) -> None:
-    import llcuda_tui.core.bench_telemetry as telemetry
+    import llcuda_tui.core.bench._telemetry as telemetry
 
     monkeypatch.setattr(telemetry, "_indices_by_bus_id", lambda devices, sample: None)
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)

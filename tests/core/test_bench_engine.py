@@ -9,9 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from llcuda_tui.core.bench import BenchCancelled, BenchSpec, ModelRef, run_bench
-from llcuda_tui.core.bench_latency import LatencySpec, default_prompts, run_latency
-from llcuda_tui.core.bench_store import BenchStore
+from llcuda_tui.core.bench import (
+    BenchCancelled,
+    BenchSpec,
+    BenchStore,
+    LatencySpec,
+    ModelRef,
+    default_prompts,
+    run_bench,
+    run_latency,
+)
 from llcuda_tui.core.errors import UserInputError
 
 pytestmark = [
@@ -67,8 +74,8 @@ def test_context_smaller_than_the_test_is_refused(gemma_path: Path) -> None:
 
 
 def test_perplexity_through_the_engine_logits(gemma_path: Path) -> None:
+    from llcuda_tui.core.bench import compute_perplexity, shipped_text
     from llcuda_tui.core.engine import Engine, EngineConfig
-    from llcuda_tui.core.perplexity import compute_perplexity, shipped_text
 
     cfg = EngineConfig(gemma_path, n_ctx=64, n_batch=64, n_threads=2, backend_sampling="off")
     with Engine.load(cfg) as eng:

@@ -12,9 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from llcuda_tui.core.bench import BenchSpec, ModelRef, run_bench
-from llcuda_tui.core.bench_latency import LatencySpec, default_prompts, run_latency
-from llcuda_tui.core.bench_store import BenchStore
+from llcuda_tui.core.bench import (
+    BenchSpec,
+    BenchStore,
+    LatencySpec,
+    ModelRef,
+    default_prompts,
+    run_bench,
+    run_latency,
+)
 
 pytestmark = [pytest.mark.gpu, pytest.mark.timeout(600)]
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,7 +53,7 @@ def test_gpu_rows_carry_energy_validity_and_efficiency(gpu_model: Path, tmp_path
 
 
 def test_cudart_bandwidth_and_device_mapping() -> None:
-    from llcuda_tui.core import cudart
+    from llcuda_tui.core.gpu import _cudart as cudart
     from llcuda_tui.core.gpu import snapshot
 
     bw = cudart.measure_bandwidth(0)

@@ -11,10 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from llcuda_tui.core.bench import BenchCancelled, BenchProgress, BenchSpec, ModelRef
-from llcuda_tui.core.bench_latency import LatencySpec
-from llcuda_tui.core.bench_process import run_bench_in_child
-from llcuda_tui.core.bench_store import BenchStore
+from llcuda_tui.core.bench import (
+    BenchCancelled,
+    BenchProgress,
+    BenchSpec,
+    BenchStore,
+    LatencySpec,
+    ModelRef,
+    run_bench_in_child,
+)
 from llcuda_tui.core.config import Paths
 from llcuda_tui.core.errors import EngineError, ModelLoadError
 

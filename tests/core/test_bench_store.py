@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-import llcuda_tui.core.bench_store as bench_store
-from llcuda_tui.core.bench_store import BenchStore, StoredRun, StoreError, store_path
+import llcuda_tui.core.bench._results as bench_store
+from llcuda_tui.core.bench import BenchStore, StoredRun, StoreError, store_path
 from llcuda_tui.core.config import Settings
 from llcuda_tui.core.errors import UserInputError
 

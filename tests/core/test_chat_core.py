@@ -7,7 +7,20 @@ from pathlib import Path
 
 import pytest
 
-from llcuda_tui.core.catalog import (
+from llcuda_tui.core.config import Paths
+from llcuda_tui.core.engine import (
+    Chunk,
+    Engine,
+    EngineConfig,
+    GenerationRequest,
+    RateMeter,
+    ReplyStream,
+    SamplingParams,
+    build_messages,
+    plan_context,
+)
+from llcuda_tui.core.fit import DeviceMemory
+from llcuda_tui.core.store import (
     ModelChoice,
     PullJob,
     TransferProgress,
@@ -16,11 +29,6 @@ from llcuda_tui.core.catalog import (
     fmt_size,
     model_choices,
 )
-from llcuda_tui.core.chat import RateMeter, ReplyStream, build_messages, plan_context
-from llcuda_tui.core.config import Paths
-from llcuda_tui.core.engine import Chunk, Engine, EngineConfig, GenerationRequest
-from llcuda_tui.core.fit import DeviceMemory
-from llcuda_tui.core.sampling import SamplingParams
 
 GIB = 2**30
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from llcuda_tui.core.engine import Engine, EngineConfig, GenerationRequest, _StopMatcher
+from llcuda_tui.core.engine import Engine, EngineConfig, GenerationRequest, SamplingParams
+from llcuda_tui.core.engine._local import _StopMatcher
 from llcuda_tui.core.errors import EngineError, ModelLoadError, UserInputError
-from llcuda_tui.core.sampling import SamplingParams
 from tests.gguf_factory import LONG_PIECE, long_piece_id
 
 GREEDY = SamplingParams(temperature=0.0)

@@ -10,9 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from llcuda_tui.core.backend import list_devices
-from llcuda_tui.core.engine import Engine, EngineConfig, GenerationRequest
-from llcuda_tui.core.sampling import SamplingParams
+from llcuda_tui.core.engine import (
+    Engine,
+    EngineConfig,
+    GenerationRequest,
+    SamplingParams,
+    list_devices,
+)
 
 pytestmark = pytest.mark.gpu
 GREEDY = SamplingParams(temperature=0.0)

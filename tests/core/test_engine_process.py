@@ -13,10 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from llcuda_tui.core.engine import Engine, EngineConfig, GenerationRequest
-from llcuda_tui.core.engine_process import FLUSH_INTERVAL_S, ProcessEngine
+from llcuda_tui.core.engine import (
+    FLUSH_INTERVAL_S,
+    Engine,
+    EngineConfig,
+    GenerationRequest,
+    ProcessEngine,
+    SamplingParams,
+)
 from llcuda_tui.core.errors import EngineError, ModelLoadError, UserInputError
-from llcuda_tui.core.sampling import SamplingParams
 
 GREEDY = SamplingParams(temperature=0.0)
 
@@ -152,8 +157,8 @@ def test_child_exits_when_the_parent_dies(tiny_gguf: Path, tmp_path: Path) -> No
     script = textwrap.dedent(
         f"""
         import sys, time
-        from llcuda_tui.core.engine import EngineConfig
-        from llcuda_tui.core.engine_process import ProcessEngine
+        from llcuda_tui.core.engine._local import EngineConfig
+        from llcuda_tui.core.engine._process import ProcessEngine
         eng = ProcessEngine.load(EngineConfig({str(tiny_gguf)!r}, n_ctx=256, n_threads=1))
         print(eng.pid, flush=True)
         time.sleep(60)

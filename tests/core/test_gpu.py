@@ -15,11 +15,12 @@ import pytest
 from llcuda_tui.core.errors import UserInputError
 from llcuda_tui.core.gpu import (
     GpuSampler,
+    RecordingNvml,
+    ReplayNvml,
     check_interval,
     decode_clock_event_reasons,
     snapshot,
 )
-from llcuda_tui.core.nvml_trace import RecordingNvml, ReplayNvml
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 H100 = DATA / "nvml_trace_h100.json"

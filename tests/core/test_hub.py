@@ -20,10 +20,13 @@ from pathlib import Path
 import pytest
 
 from llcuda_tui import cli
-from llcuda_tui.core import hub, storefs, storemaint, storepull
 from llcuda_tui.core.config import Paths
 from llcuda_tui.core.errors import PullCancelled, UserInputError
 from llcuda_tui.core.store import IntegrityError, Store, StoreFullError, resolve_name
+from llcuda_tui.core.store import _fs as storefs
+from llcuda_tui.core.store import _hub as hub
+from llcuda_tui.core.store import _maint as storemaint
+from llcuda_tui.core.store import _pull as storepull
 from tests.core.hubserver import HubServer, sha256_hex
 from tests.storekit import REPO, assert_consistent, downloads
 

@@ -11,10 +11,8 @@ from pathlib import Path
 import pytest
 
 from llcuda_tui import cli
-from llcuda_tui.core import storefs, storemaint
 from llcuda_tui.core.config import Paths
 from llcuda_tui.core.errors import ModelLoadError, ModelNotFoundError, UserInputError
-from llcuda_tui.core.models import resolve_model
 from llcuda_tui.core.store import (
     Store,
     StoreFullError,
@@ -24,8 +22,11 @@ from llcuda_tui.core.store import (
     list_models,
     parse_size,
     record_use,
+    resolve_model,
     resolve_name,
 )
+from llcuda_tui.core.store import _fs as storefs
+from llcuda_tui.core.store import _maint as storemaint
 from tests.core.hubserver import sha256_hex
 from tests.storekit import copy_of, flip_byte
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from llcuda_tui import cli
-from llcuda_tui.core import storemaint
 from llcuda_tui.core.store import CorruptModelError, Store, resolve_name
+from llcuda_tui.core.store import _maint as storemaint
 from tests.storekit import copy_of, flip_byte
 
 

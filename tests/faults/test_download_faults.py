@@ -12,8 +12,9 @@ import time
 import pytest
 
 from llcuda_tui import cli
-from llcuda_tui.core import storefs, storepull
 from llcuda_tui.core.store import Store, StoreFullError, resolve_name
+from llcuda_tui.core.store import _fs as storefs
+from llcuda_tui.core.store import _pull as storepull
 from tests.core.hubserver import HubServer, sha256_hex
 from tests.storekit import REPO, assert_consistent, downloads, pull_cli
 

@@ -15,10 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from llcuda_tui.core.engine import Engine, EngineConfig, GenerationRequest
+from llcuda_tui.core.engine import Engine, EngineConfig, GenerationRequest, SamplingParams
 from llcuda_tui.core.errors import ModelLoadError
 from llcuda_tui.core.gguf import read_summary
-from llcuda_tui.core.sampling import SamplingParams
 from tests.workerproc import REPO
 
 pytestmark = pytest.mark.timeout(60)
@@ -104,7 +103,7 @@ CHILD = """
 import json, resource, sys, time
 from pathlib import Path
 resource.setrlimit(resource.RLIMIT_AS, ({limit}, {limit}))
-from llcuda_tui.core.engine import Engine, EngineConfig
+from llcuda_tui.core.engine._local import Engine, EngineConfig
 from llcuda_tui.core.errors import ModelLoadError
 from llcuda_tui.core.gguf import read_summary
 from tests.faults.test_gguf_faults import assert_usable

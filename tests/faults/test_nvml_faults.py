@@ -14,9 +14,8 @@ from typing import Any
 
 import pytest
 
-from llcuda_tui.core.bench_telemetry import EnergyWindow, Telemetry
-from llcuda_tui.core.gpu import GpuSample, GpuSampler
-from llcuda_tui.core.nvml_trace import ReplayNvml
+from llcuda_tui.core.bench import EnergyWindow, Telemetry
+from llcuda_tui.core.gpu import GpuSample, GpuSampler, ReplayNvml
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from llcuda_tui.core.bench_store import BenchStore, StoredRun
+from llcuda_tui.core.bench import BenchStore, StoredRun
 from llcuda_tui.core.config import Paths
 from llcuda_tui.core.conversations import ConversationStore
+from llcuda_tui.core.db import SqliteStore
 from llcuda_tui.core.errors import LlcudaError
-from llcuda_tui.core.sqlite_store import SqliteStore
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -18,8 +18,7 @@ from pathlib import Path
 import pytest
 
 from llcuda_tui import InferenceClient
-from llcuda_tui.core.engine import EngineConfig, GenerationRequest
-from llcuda_tui.core.sampling import SamplingParams
+from llcuda_tui.core.engine import EngineConfig, GenerationRequest, SamplingParams
 from llcuda_tui.core.worker.client import RemoteEngine, WorkerError
 from llcuda_tui.core.worker.server import WorkerConfig, WorkerServer
 from tests.workerproc import WorkerProcess

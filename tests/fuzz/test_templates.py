@@ -18,9 +18,9 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from llcuda_tui.core import jinja_sandbox
+from llcuda_tui.core.engine import CHATML, GEMMA, LLAMA3, MAX_RENDERED_CHARS, PHI3, ChatTemplate
+from llcuda_tui.core.engine import _sandbox as jinja_sandbox
 from llcuda_tui.core.errors import UserInputError
-from llcuda_tui.core.templates import CHATML, GEMMA, LLAMA3, MAX_RENDERED_CHARS, PHI3, ChatTemplate
 
 LEAKS = ("<class ", "<function ", "<module ", "<built-in function ", "__builtins__", "<code object")
 FAST = 0.25
@@ -122,7 +122,7 @@ def test_no_escape(source: str) -> None:
 
 
 def test_a_bounded_template_renders_only_with_its_budget() -> None:
-    from llcuda_tui.core.templates import _compile
+    from llcuda_tui.core.engine._templates import _compile
 
     with pytest.raises(jinja_sandbox.TemplateLimitError, match="render_bounded"):
         _compile("{{ 'x' }}").render()

@@ -15,12 +15,11 @@ from typing import Any
 import pytest
 from textual.widgets import DataTable, Input
 
-from llcuda_tui.core.bench_store import BenchStore, StoredRun
-from llcuda_tui.core.catalog import ModelChoice
+from llcuda_tui.core.bench import BenchStore, StoredRun
 from llcuda_tui.core.config import Paths, Settings
 from llcuda_tui.core.conversations import ChatSettings
 from llcuda_tui.core.engine import LoadInfo
-from llcuda_tui.core.store import Store
+from llcuda_tui.core.store import ModelChoice, Store
 from tests.tui.conftest import h100_sampler, make_app, wait_for
 
 pytestmark = pytest.mark.timeout(120)

@@ -15,8 +15,7 @@ import pytest
 from llcuda_tui.app import LlcudaApp
 from llcuda_tui.core.config import Settings
 from llcuda_tui.core.fit import DeviceMemory
-from llcuda_tui.core.gpu import GpuSampler
-from llcuda_tui.core.nvml_trace import ReplayNvml
+from llcuda_tui.core.gpu import GpuSampler, ReplayNvml
 from llcuda_tui.core.worker.server import Listen, WorkerServer
 from tests.core.worker.conftest import tiny_config
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from textual.widgets import DataTable, Select
 
-from llcuda_tui.core.bench_store import BenchStore
+from llcuda_tui.core.bench import BenchStore
 from llcuda_tui.core.config import Settings
 from llcuda_tui.screens.bench import LOCAL, BenchScreen
 from tests.tui.conftest import SIZE, TinyWorkers, make_app, wait_for

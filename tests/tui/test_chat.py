@@ -15,11 +15,10 @@ import pytest
 from textual import events
 from textual.widgets import Input, Select
 
-from llcuda_tui.core.catalog import ModelChoice, file_sha256
-from llcuda_tui.core.chat import ReplyStream
 from llcuda_tui.core.config import Settings
 from llcuda_tui.core.conversations import ChatSettings
-from llcuda_tui.core.engine_process import FLUSH_INTERVAL_S, ProcessEngine
+from llcuda_tui.core.engine import FLUSH_INTERVAL_S, ProcessEngine, ReplyStream
+from llcuda_tui.core.store import ModelChoice, file_sha256
 from llcuda_tui.messages import ContextPlanned, ModelLoaded
 from llcuda_tui.screens.chat import DRAIN_HZ, ChatScreen
 from llcuda_tui.screens.chat_settings import ChatSettingsDialog

@@ -24,12 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llcuda_tui.core.engine import EngineConfig, GenerationRequest
+from llcuda_tui.core.engine import EngineConfig, GenerationRequest, SamplingParams
 from llcuda_tui.core.errors import LlcudaError, UserInputError
 from llcuda_tui.core.mpi import jobs
 from llcuda_tui.core.mpi.devices import Placement
 from llcuda_tui.core.mpi.ranks import agree
-from llcuda_tui.core.sampling import SamplingParams
 
 TAG_UP = 11
 TAG_DOWN = 12

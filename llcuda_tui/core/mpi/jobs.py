@@ -20,9 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from llcuda_tui.core.engine import GenerationRequest
+from llcuda_tui.core.engine import GenerationRequest, SamplingParams
 from llcuda_tui.core.errors import LlcudaError, UserInputError
-from llcuda_tui.core.sampling import SamplingParams
 
 ITEM_KEYS = frozenset(
     {"id", "prompt", "messages", "max_tokens", "temperature", "seed", "stop", "ignore_eos"}

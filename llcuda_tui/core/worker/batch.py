@@ -41,14 +41,15 @@ from llcuda_tui.core.engine import (
     GenerationRequest,
     LoadInfo,
     RunRecord,
+    SamplingParams,
     TokensFromEngine,
-    _StopMatcher,
+    build_chain,
     check_gguf_file,
     generate_via,
     stream_via,
 )
+from llcuda_tui.core.engine._local import _StopMatcher
 from llcuda_tui.core.errors import EngineError, UserInputError
-from llcuda_tui.core.sampling import SamplingParams, build_chain
 
 MAX_PARALLEL = 256
 TOKENIZER_CTX = 256
@@ -284,7 +285,7 @@ class BatchEngine(TokensFromEngine):
     def _setup(self) -> None:
         import llama_cpp as L
 
-        from llcuda_tui.core.backend import capture_llama_log
+        from llcuda_tui.core.engine import capture_llama_log
 
         cfg, tok = self.config, self._tok.info
         t0 = time.perf_counter()

@@ -20,9 +20,8 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from llcuda_tui.core.config import SamplingDefaults
-from llcuda_tui.core.engine import GenerationRequest, RunRecord
+from llcuda_tui.core.engine import GenerationRequest, RunRecord, SamplingParams
 from llcuda_tui.core.errors import UserInputError
-from llcuda_tui.core.sampling import SamplingParams
 
 EXT_PREFIX = "/llcuda/v1"
 HEARTBEAT_S = 0.5

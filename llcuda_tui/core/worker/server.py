@@ -784,7 +784,7 @@ def _store_listing(paths: Paths | None) -> list[dict[str, Any]]:
     if paths is None:
         return []
     try:
-        from llcuda_tui.core import store
+        from llcuda_tui.core.store import _store as store
     except ImportError:
         return []
     return [entry.to_json() for entry in store.list_models(paths)]

@@ -37,8 +37,7 @@ def test_results_in_input_order_with_records(tiny_gguf: Path, tmp_path: Path) ->
 
 @pytest.mark.timeout(60)
 def test_greedy_text_matches_the_in_process_engine(tiny_gguf: Path, tmp_path: Path) -> None:
-    from llcuda_tui.core.engine import Engine, EngineConfig, GenerationRequest
-    from llcuda_tui.core.sampling import SamplingParams
+    from llcuda_tui.core.engine import Engine, EngineConfig, GenerationRequest, SamplingParams
 
     src = write_prompts(tmp_path / "in.jsonl", 3)
     out = tmp_path / "out.jsonl"

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from llcuda_tui.core.engine import SamplingParams
 from llcuda_tui.core.errors import UserInputError
 from llcuda_tui.core.mpi import jobs
-from llcuda_tui.core.sampling import SamplingParams
 
 BASE = SamplingParams(temperature=0.0)
 

@@ -86,8 +86,7 @@ def _complete(url: str, body: dict = BODY) -> httpx.Response:
 def test_pool_spreads_requests_and_shows_every_rank(
     pools: type, tiny_gguf: Path, tmp_path: Path
 ) -> None:
-    from llcuda_tui.core.engine import Engine, EngineConfig, GenerationRequest
-    from llcuda_tui.core.sampling import SamplingParams
+    from llcuda_tui.core.engine import Engine, EngineConfig, GenerationRequest, SamplingParams
 
     with Engine.load(EngineConfig(tiny_gguf, n_ctx=256, n_threads=1)) as engine:
         expected, _ = engine.generate(

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from llcuda_tui.core.engine import Chunk, Engine, EngineConfig, GenerationRequest
+from llcuda_tui.core.engine import Chunk, Engine, EngineConfig, GenerationRequest, SamplingParams
 from llcuda_tui.core.errors import UserInputError
-from llcuda_tui.core.sampling import SamplingParams
 from llcuda_tui.core.worker.batch import BatchEngine
 
 GREEDY = SamplingParams(temperature=0.0)

@@ -59,7 +59,7 @@ def test_urls_are_normalised_or_refused() -> None:
 
 def test_request_payload_round_trips_through_the_parser() -> None:
     from llcuda_tui.core.config import SamplingDefaults
-    from llcuda_tui.core.sampling import SamplingParams
+    from llcuda_tui.core.engine import SamplingParams
 
     sampling = SamplingParams(
         temperature=0.3,

@@ -9,8 +9,7 @@ import time
 import httpx
 import pytest
 
-from llcuda_tui.core.engine import GenerationRequest
-from llcuda_tui.core.sampling import SamplingParams
+from llcuda_tui.core.engine import GenerationRequest, SamplingParams
 from llcuda_tui.core.worker.client import RemoteEngine
 from llcuda_tui.core.worker.server import WorkerServer
 from tests.core.worker.conftest import API_KEY, auth

@@ -16,9 +16,8 @@ import httpx
 import pytest
 
 from llcuda_tui.core.config import Settings
-from llcuda_tui.core.engine import Engine, EngineConfig, GenerationRequest
+from llcuda_tui.core.engine import Engine, EngineConfig, GenerationRequest, SamplingParams
 from llcuda_tui.core.errors import UserInputError
-from llcuda_tui.core.sampling import SamplingParams
 from llcuda_tui.core.worker.batch import BatchEngine
 from llcuda_tui.core.worker.client import RemoteEngine, WorkerError
 from llcuda_tui.core.worker.server import Listen, WorkerConfig, WorkerServer

@@ -13,8 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from llcuda_tui.core.engine import Engine, EngineConfig, GenerationRequest, RunRecord
-from llcuda_tui.core.sampling import SamplingParams
+from llcuda_tui.core.engine import (
+    Engine,
+    EngineConfig,
+    GenerationRequest,
+    RunRecord,
+    SamplingParams,
+)
 from llcuda_tui.core.worker.batch import BatchEngine
 from llcuda_tui.core.worker.client import RemoteEngine
 

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from llcuda_tui.core.bench._stats import mean
 from llcuda_tui.core.gpu import GpuReading, GpuSample, GpuSampler
-from llcuda_tui.core.stats import mean
 
 BENIGN_CLOCK_REASONS = frozenset(
     {"gpu_idle", "applications_clocks_setting", "sync_boost", "display_clock_setting"}
@@ -55,7 +55,7 @@ def nvml_indices(cuda_devices: Sequence[int], sample: GpuSample) -> list[int]:
 
 
 def _indices_by_bus_id(cuda_devices: Sequence[int], sample: GpuSample) -> list[int] | None:
-    from llcuda_tui.core import cudart
+    from llcuda_tui.core.gpu import _cudart as cudart
 
     try:
         wanted = [cudart.normalize_bus_id(cudart.pci_bus_id(d)) for d in cuda_devices]

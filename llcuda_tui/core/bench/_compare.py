@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from llcuda_tui.core.bench_store import StoredRun
-from llcuda_tui.core.stats import ratio
+from llcuda_tui.core.bench._results import StoredRun
+from llcuda_tui.core.bench._stats import ratio
 
 # --- comparison -------------------------------------------------------------------------------
 

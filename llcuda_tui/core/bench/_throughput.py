@@ -28,8 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from llcuda_tui import __version__
-from llcuda_tui.core.bench_store import BenchStore, StoredRun
-from llcuda_tui.core.bench_telemetry import (
+from llcuda_tui.core.bench._results import BenchStore, StoredRun
+from llcuda_tui.core.bench._stats import mean, sample_sd
+from llcuda_tui.core.bench._telemetry import (
     TELEMETRY_INTERVAL_S,
     EnergyWindow,
     Telemetry,
@@ -38,7 +39,6 @@ from llcuda_tui.core.bench_telemetry import (
 )
 from llcuda_tui.core.errors import LlcudaError, UserInputError
 from llcuda_tui.core.gpu import GpuSample, GpuSampler
-from llcuda_tui.core.stats import mean, sample_sd
 
 
 class BenchCancelled(LlcudaError):
@@ -528,7 +528,7 @@ def _bandwidth(
         known = store.bandwidth(gpu.uuid)
         if known is not None:
             return known
-    from llcuda_tui.core import cudart
+    from llcuda_tui.core.gpu import _cudart as cudart
 
     devices = engine_cuda_devices(backend)
     progress.say(f"measuring memory bandwidth of {gpu.name} (once per GPU)")
@@ -557,8 +557,8 @@ def _efficiency(row: dict[str, Any], bandwidth: dict[str, Any] | None) -> dict[s
 def _run_perplexities(
     spec: BenchSpec, progress: ProgressCounter, cancel: threading.Event
 ) -> list[dict[str, Any]]:
+    from llcuda_tui.core.bench._perplexity import compute_perplexity
     from llcuda_tui.core.engine import Engine, EngineConfig
-    from llcuda_tui.core.perplexity import compute_perplexity
 
     out = []
     for model in spec.models:

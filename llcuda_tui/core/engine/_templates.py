@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
+from typing import Any
 
 from llcuda_tui.core.errors import UserInputError, one_line
 
@@ -86,7 +87,7 @@ class ChatTemplate:
         for m in messages:
             if m.get("role") not in ("system", "user", "assistant", "tool"):
                 raise UserInputError(f"bad chat role: {m.get('role')!r}")
-        from llcuda_tui.core.jinja_sandbox import render_bounded
+        from llcuda_tui.core.engine._sandbox import render_bounded
 
         variables = {
             "messages": [dict(m) for m in messages],
@@ -124,8 +125,8 @@ def _strftime_now(fmt: str) -> str:
 
 
 @lru_cache(maxsize=16)
-def _compile(source: str):  # -> jinja2.Template
-    from llcuda_tui.core.jinja_sandbox import BoundedSandbox
+def _compile(source: str) -> Any:  # a jinja2.Template
+    from llcuda_tui.core.engine._sandbox import BoundedSandbox
 
     env = BoundedSandbox(trim_blocks=True, lstrip_blocks=True)
     env.add_global("raise_exception", _raise_exception)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from llcuda_tui.core.config import Paths
 from llcuda_tui.core.errors import ModelNotFoundError
-from llcuda_tui.core.starter import STARTERS, starter_path
+from llcuda_tui.core.store._starter import STARTERS, starter_path
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ def resolve_model(spec: str, paths: Paths) -> ResolvedModel:
 
 def _resolve_in_store(name: str, paths: Paths) -> ResolvedModel | None:
     try:
-        from llcuda_tui.core import store
+        from llcuda_tui.core.store import _store as store
     except ImportError:  # the store lands with its own issue
         return None
     resolver = getattr(store, "resolve_name", None)

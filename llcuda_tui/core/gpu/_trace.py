@@ -25,7 +25,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from llcuda_tui.core.gpu import ERR_FUNCTION_NOT_FOUND, NVML_ERROR_TEXT
+from llcuda_tui.core.gpu._nvml import ERR_FUNCTION_NOT_FOUND, NVML_ERROR_TEXT
 
 TRACE_FORMAT = 1
 _ERROR_KEY = "__nvml_error__"

@@ -25,12 +25,12 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from llcuda_tui.core.backend import capture_llama_log, list_devices
 from llcuda_tui.core.config import KV_TYPES, Settings, default_threads
+from llcuda_tui.core.engine._backend import capture_llama_log, list_devices
+from llcuda_tui.core.engine._sampling import SamplingParams, build_chain
+from llcuda_tui.core.engine._templates import ChatTemplate, choose_template
 from llcuda_tui.core.errors import EngineError, ModelLoadError, UserInputError
 from llcuda_tui.core.gguf import check_gguf_file
-from llcuda_tui.core.sampling import SamplingParams, build_chain
-from llcuda_tui.core.templates import ChatTemplate, choose_template
 
 GGML_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8,
               "iq4_nl": 20, "bf16": 30}  # fmt: skip

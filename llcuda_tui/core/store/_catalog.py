@@ -51,11 +51,11 @@ def worker_choice(remote: Any) -> ModelChoice:
 
 def model_choices(paths: Paths, include_starters: bool = True) -> list[ModelChoice]:
     """The store's models, then the starter models that are not in the store yet."""
-    from llcuda_tui.core import store as store_mod
+    from llcuda_tui.core.store import _store as store_mod
 
     out = [choice_from_entry(e) for e in store_mod.list_models(paths)]
     if include_starters:
-        from llcuda_tui.core.starter import STARTERS, installed_starters
+        from llcuda_tui.core.store._starter import STARTERS, installed_starters
 
         names = {c.name for c in out}
         for name, path in installed_starters(paths).items():
@@ -108,7 +108,7 @@ def default_choice(choices: list[ModelChoice], preferred: str | None = None) -> 
     by_name = {c.name: c for c in choices}
     if preferred and preferred in by_name:
         return by_name[preferred]
-    from llcuda_tui.core.starter import STARTERS
+    from llcuda_tui.core.store._starter import STARTERS
 
     own = [c for c in choices if c.name not in STARTERS]
     if own:
@@ -185,7 +185,7 @@ _SHA256_CACHE: dict[tuple[str, int, int], str] = {}
 
 def file_sha256(path: Path) -> str:
     """sha256 of a model file (for the run record), cached by path, size and mtime."""
-    from llcuda_tui.core.storefs import sha256_file
+    from llcuda_tui.core.store._fs import sha256_file
 
     st = Path(path).stat()
     key = (str(path), st.st_size, st.st_mtime_ns)
@@ -291,7 +291,7 @@ class PullJob:
 
     def run(self) -> Any:
         """The store's PullResult; PullCancelled when cancelled."""
-        from llcuda_tui.core import storepull
+        from llcuda_tui.core.store import _pull as storepull
 
         return storepull.pull(
             self.store,
@@ -305,7 +305,7 @@ class PullJob:
 
 def list_repo(repo: str) -> Any:
     """The GGUF models of a Hub repo at its main revision (a RepoListing)."""
-    from llcuda_tui.core import hub
+    from llcuda_tui.core.store import _hub as hub
 
     commit = hub.resolve_commit(repo.strip())
     return hub.list_models(repo.strip(), commit)
@@ -313,7 +313,7 @@ def list_repo(repo: str) -> Any:
 
 def partial_bytes(store: Any, repo: str, commit: str, remote_file: Any) -> int:
     """Bytes of a resumable partial download of ``remote_file`` already in the store."""
-    from llcuda_tui.core import storepull
+    from llcuda_tui.core.store import _pull as storepull
 
     with contextlib.suppress(OSError):
         key = storepull.partial_key(repo, commit, remote_file)

@@ -17,7 +17,7 @@ from typing import Any
 
 from llcuda_tui.core.errors import LlcudaError, UserInputError
 from llcuda_tui.core.gguf import quant_from_filename, split_info
-from llcuda_tui.core.storefs import UnsafeNameError
+from llcuda_tui.core.store._fs import UnsafeNameError
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 _REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*/[A-Za-z0-9][A-Za-z0-9_.\-]*$")

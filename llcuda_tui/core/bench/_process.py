@@ -23,13 +23,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from llcuda_tui.core.engine_process import (
-    last_words,
-    portable,
-    read_frame,
-    spawn_child,
-    write_frame,
-)
+from llcuda_tui.core.engine import last_words, portable, read_frame, spawn_child, write_frame
 from llcuda_tui.core.errors import EngineError, LlcudaError
 
 POLL_S = 0.1
@@ -48,7 +42,7 @@ def run_bench_in_child(
     child process, stored under ``paths``; return the stored run or raise what the run raised
     (BenchCancelled after ``cancel`` is set, UserInputError, ...). ``on_start`` gets the
     child's pid (its GPU memory is ours)."""
-    proc, cmd_fd, evt_fd, log = spawn_child("llcuda_tui.core.bench_process", "benchmark")
+    proc, cmd_fd, evt_fd, log = spawn_child("llcuda_tui.core.bench._process", "benchmark")
     lock = threading.Lock()
     try:
         if on_start is not None:
@@ -117,9 +111,9 @@ def _child(cmd_fd: int, evt_fd: int) -> None:
         write_frame(evt_fd, ("progress", p), lock)
 
     try:
-        from llcuda_tui.core.bench import run_bench
-        from llcuda_tui.core.bench_latency import run_latency
-        from llcuda_tui.core.bench_store import BenchStore
+        from llcuda_tui.core.bench._latency import run_latency
+        from llcuda_tui.core.bench._results import BenchStore
+        from llcuda_tui.core.bench._throughput import run_bench
 
         run = run_latency if mode == "latency" else run_bench
         with BenchStore.open(paths) as store:

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from llcuda_tui.core.config import Paths
+from llcuda_tui.core.db import SqliteStore
 from llcuda_tui.core.errors import LlcudaError, UserInputError
-from llcuda_tui.core.sqlite_store import SqliteStore
 
 SCHEMA_VERSION = 1
 _SCHEMA = """

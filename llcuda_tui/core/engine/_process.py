@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import IO, Any
 
-from llcuda_tui.core.engine import (
+from llcuda_tui.core.engine._local import (
     Chunk,
     EngineConfig,
     GenerationHandle,
@@ -176,7 +176,7 @@ class ProcessEngine:
         raise what the load raised (ModelLoadError, ...) if it can't."""
         config.validate()
         check_gguf_file(config.model_path)  # the common bad-file errors, before any spawn
-        engine = cls(config, *spawn_child("llcuda_tui.core.engine_process", "engine"))
+        engine = cls(config, *spawn_child("llcuda_tui.core.engine._process", "engine"))
         engine._reader.start()
         try:
             engine.info = engine._call("load", config, on_progress)
@@ -398,7 +398,7 @@ class _Child:
         return self.engine
 
     def load(self, rid: int, config: EngineConfig) -> LoadInfo:
-        from llcuda_tui.core.engine import Engine
+        from llcuda_tui.core.engine._local import Engine
 
         if self.engine is not None:
             raise EngineError("a model is already loaded in this engine process")

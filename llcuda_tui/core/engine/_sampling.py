@@ -67,7 +67,7 @@ class SamplingParams(SamplingValues):
         )
 
 
-def build_chain(params: SamplingParams, n_vocab: int):  # -> llama_sampler_p
+def build_chain(params: SamplingParams, n_vocab: int) -> Any:  # a llama_sampler_p
     """A llama.cpp sampler chain in the order llama.cpp's own tools use.
 
     Every sampler here has a backend implementation, so the chain can also run on the GPU.

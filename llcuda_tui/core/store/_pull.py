@@ -20,10 +20,12 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
-from llcuda_tui.core import hub, storefs
 from llcuda_tui.core.errors import PullCancelled, UserInputError
-from llcuda_tui.core.hub import HubNotFoundError, RemoteFile, RemoteModel, RepoListing
-from llcuda_tui.core.store import (
+from llcuda_tui.core.store import _fs as storefs
+from llcuda_tui.core.store import _hub as hub
+from llcuda_tui.core.store._fs import IntegrityError, Progress, StoreError, StoreFullError
+from llcuda_tui.core.store._hub import HubNotFoundError, RemoteFile, RemoteModel, RepoListing
+from llcuda_tui.core.store._store import (
     STALE_PARTIAL_S,
     ManifestFile,
     ModelEntry,
@@ -36,7 +38,6 @@ from llcuda_tui.core.store import (
     check_name,
     fmt_bytes,
 )
-from llcuda_tui.core.storefs import IntegrityError, Progress, StoreError, StoreFullError
 
 Status = Callable[[str], None]
 MAX_TRANSFER_RETRIES = 3
@@ -590,7 +591,7 @@ def _check_git_oid(path: Path, f: RemoteFile) -> None:
 
 def import_starters(store: Store, on_progress: Progress | None = None) -> list[ModelEntry]:
     """Make each starter model an ordinary store entry named after it (hardlinked)."""
-    from llcuda_tui.core.starter import STARTERS, starter_path
+    from llcuda_tui.core.store._starter import STARTERS, starter_path
 
     entries = []
     for name, model in STARTERS.items():

@@ -11,10 +11,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from llcuda_tui.core import hub, storefs
 from llcuda_tui.core.errors import LlcudaError
-from llcuda_tui.core.hub import RemoteFile
-from llcuda_tui.core.store import (
+from llcuda_tui.core.store import _fs as storefs
+from llcuda_tui.core.store import _hub as hub
+from llcuda_tui.core.store._fs import Progress
+from llcuda_tui.core.store._hub import RemoteFile
+from llcuda_tui.core.store._store import (
     GRACE_S,
     PARTIAL_MAX_AGE_S,
     Manifest,
@@ -27,7 +29,6 @@ from llcuda_tui.core.store import (
     _pid_of,
     fmt_bytes,
 )
-from llcuda_tui.core.storefs import Progress
 
 OnFile = Callable[[str, int], None]
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -214,7 +215,7 @@ def _restore(
     on_progress: Progress | None,
     on_status: Callable[[str], None] | None,
 ) -> None:
-    from llcuda_tui.core import storepull
+    from llcuda_tui.core.store import _pull as storepull
 
     kind = source.get("kind")
     if kind == "hf":
@@ -225,7 +226,7 @@ def _restore(
                 storepull.fetch_file(store, repo, commit, rf, on_progress, on_status or _quiet)
         return
     if kind == "starter":
-        from llcuda_tui.core.starter import starter_path
+        from llcuda_tui.core.store._starter import starter_path
 
         path = starter_path(str(source["name"]), store.paths)
     else:
@@ -379,7 +380,7 @@ def set_max_size(settings: Any, text: str) -> Any:
     and return the updated Settings. It is checked first (one clear line if it is not a size);
     models are evicted only when a pull needs room, never here."""
     from llcuda_tui.core.config import save_setting
-    from llcuda_tui.core.store import parse_size
+    from llcuda_tui.core.store._store import parse_size
 
     text = text.strip()
     parse_size(text)

@@ -18,7 +18,16 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from llcuda_tui.core.bench import (
+from llcuda_tui.core.bench._results import BenchStore, StoredRun
+from llcuda_tui.core.bench._stats import summarize
+from llcuda_tui.core.bench._telemetry import (
+    TELEMETRY_INTERVAL_S,
+    EnergyWindow,
+    Telemetry,
+    engine_cuda_devices,
+    nvml_indices,
+)
+from llcuda_tui.core.bench._throughput import (
     BenchProgress,
     ModelRef,
     ProgressCounter,
@@ -28,17 +37,8 @@ from llcuda_tui.core.bench import (
     gpu_fields,
     spec_dict,
 )
-from llcuda_tui.core.bench_store import BenchStore, StoredRun
-from llcuda_tui.core.bench_telemetry import (
-    TELEMETRY_INTERVAL_S,
-    EnergyWindow,
-    Telemetry,
-    engine_cuda_devices,
-    nvml_indices,
-)
 from llcuda_tui.core.errors import LlcudaError, UserInputError
 from llcuda_tui.core.gpu import GpuSampler
-from llcuda_tui.core.stats import summarize
 
 
 @dataclass(frozen=True)
@@ -219,7 +219,7 @@ def run_requests(
 
 def default_prompts(n: int = 8, words: int = 60) -> tuple[str, ...]:
     """Real prompts: passages of the shipped text, each asking for a continuation."""
-    from llcuda_tui.core.perplexity import shipped_text
+    from llcuda_tui.core.bench._perplexity import shipped_text
 
     paras = [p.strip() for p in shipped_text().split("\n\n") if len(p.split()) > 20]
     out = []

@@ -32,11 +32,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from llcuda_tui.core import storefs
 from llcuda_tui.core.config import Paths, Settings
 from llcuda_tui.core.errors import ConfigError, ModelLoadError, ModelNotFoundError, UserInputError
 from llcuda_tui.core.gguf import GgufSummary, has_gguf_magic, read_summary, split_info
-from llcuda_tui.core.storefs import (
+from llcuda_tui.core.store import _fs as storefs
+from llcuda_tui.core.store._fs import (
     IntegrityError,
     Progress,
     StoreError,
@@ -49,7 +49,7 @@ from llcuda_tui.core.storefs import (
     read_json,
     unique_suffix,
 )
-from llcuda_tui.core.storeindex import Snapshot, StoreIndex
+from llcuda_tui.core.store._index import Snapshot, StoreIndex
 
 __all__ = [
     "IntegrityError",
@@ -940,27 +940,27 @@ class Store:
 
     def pull(self, repo: str, **kwargs: Any) -> PullResult:
         """Download a model from the Hub; see :func:`storepull.pull`."""
-        from llcuda_tui.core import storepull
+        from llcuda_tui.core.store import _pull as storepull
 
         return storepull.pull(self, repo, **kwargs)
 
     def verify(self, name: str | None = None, **kwargs: Any) -> Report:
-        from llcuda_tui.core import storemaint
+        from llcuda_tui.core.store import _maint as storemaint
 
         return storemaint.verify(self, name, **kwargs)
 
     def repair(self, **kwargs: Any) -> Report:
-        from llcuda_tui.core import storemaint
+        from llcuda_tui.core.store import _maint as storemaint
 
         return storemaint.repair(self, **kwargs)
 
     def gc(self, **kwargs: Any) -> Report:
-        from llcuda_tui.core import storemaint
+        from llcuda_tui.core.store import _maint as storemaint
 
         return storemaint.gc(self, **kwargs)
 
     def du(self) -> dict[str, Any]:
-        from llcuda_tui.core import storemaint
+        from llcuda_tui.core.store import _maint as storemaint
 
         return storemaint.du(self)
 
