@@ -10,5 +10,6 @@ test:               ## install what the tests need, then run the whole suite (CP
 setup:
 	bash scripts/setup.sh
 
-lint:
+lint:               ## ruff, then the import layers (pyproject.toml [tool.importlinter])
 	.venv/bin/ruff check llcuda_tui tests bench && .venv/bin/ruff format --check llcuda_tui tests bench
+	.venv/bin/lint-imports --no-logo --no-cache

@@ -78,26 +78,25 @@ async def tui_round(pilot: Any, app: Any, prompt: str) -> tuple[Any, float]:
     from textual.widgets import Input
 
     screen = app.screen
+    session = screen.session  # the chat's state (core's ChatSession)
     screen.action_new_conversation()
     await pilot.pause()
-    screen.conversation = screen.new_conversation()
-    screen.conversation = app.conversations.update(
-        screen.conversation.id, settings=app.bench_settings
-    )
+    conv = screen.new_conversation()
+    session.conversation = app.conversations.update(conv.id, settings=app.bench_settings)
     screen.query_one("#prompt", Input).value = prompt
-    previous = screen.last_record
+    previous = session.last_record
     cpu0, wall0 = time.thread_time(), time.perf_counter()  # this thread runs the app
     # the Pilot's press() may return only once the reply is over (it waits for the app to go
     # idle), so the round ends on a new run record, not on seeing the reply start
     await pilot.press("enter")
     deadline = time.monotonic() + 600
-    while screen.last_record is previous or screen.reply is not None or screen.sending:
+    while session.last_record is previous or session.phase.value != "idle":
         if time.monotonic() > deadline:
             break
         await asyncio.sleep(0.25)  # plain sleeps: the Pilot's own waits would add UI work
     ui_share = (time.thread_time() - cpu0) / max(1e-9, time.perf_counter() - wall0)
     await pilot.pause(0.2)
-    return screen.last_record, ui_share
+    return session.last_record, ui_share
 
 
 async def run_tui_rounds(

@@ -2,14 +2,16 @@
 
 The app owns what the screens share: the settings, the conversation store, the GPU sampler
 (one thread, sampling every second; screens read its ring buffers), and the loaded chat
-engine. F1-F4 and the command palette (Ctrl+P) switch screens.
+engine. F1-F4 and the command palette (Ctrl+P) switch screens; the palette offers what the
+app's and the current screen's ``BINDINGS`` give a title (``llcuda_tui.palette``).
 """
 
 from __future__ import annotations
 
+import importlib
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from textual import on, work
 from textual.app import App, SystemCommand
@@ -20,15 +22,30 @@ from llcuda_tui.core.config import Settings
 from llcuda_tui.core.conversations import ConversationStore
 from llcuda_tui.core.errors import LlcudaError
 from llcuda_tui.core.gpu import GpuSampler
-from llcuda_tui.messages import ModelLoaded, WorkFailed
-from llcuda_tui.screens.bench import BenchScreen
-from llcuda_tui.screens.chat import ChatScreen
+from llcuda_tui.core.worker import check_worker_url
+from llcuda_tui.messages import AttachFailed, ModelLoaded, WorkFailed
+from llcuda_tui.palette import PaletteBinding, palette_commands
 from llcuda_tui.screens.dialogs import TextPromptDialog
-from llcuda_tui.screens.gpu import GpuScreen
-from llcuda_tui.screens.models import ModelsScreen
 
-SCREENS = {"chat": "Chat", "models": "Models", "gpu": "GPU", "bench": "Benchmark"}
+if TYPE_CHECKING:
+    from llcuda_tui.core.engine import EngineProtocol
+    from llcuda_tui.core.fit import DeviceMemory
+    from llcuda_tui.core.store import ModelChoice
+    from llcuda_tui.core.worker import WorkerAccess
+    from llcuda_tui.screens.chat import ChatScreen
+
 GPU_INTERVAL_S = 1.0
+
+
+def _on_first_switch(module: str, name: str) -> Callable[[], Screen]:
+    """A ``MODES`` entry that imports its screen's module when the mode is first shown: the
+    TUI is ready after importing its first screen alone (the Benchmark screen's took 58 ms)."""
+
+    def make() -> Screen:
+        screen_type: type[Screen] = getattr(importlib.import_module(module), name)
+        return screen_type()
+
+    return make
 
 
 class LlcudaApp(App[int]):
@@ -37,30 +54,46 @@ class LlcudaApp(App[int]):
     CSS_PATH = "app.tcss"
     TITLE = "llcuda"
     MODES: ClassVar[dict[str, str | Callable[[], Screen]]] = {
-        "chat": ChatScreen,
-        "models": ModelsScreen,
-        "gpu": GpuScreen,
-        "bench": BenchScreen,
+        "chat": _on_first_switch("llcuda_tui.screens.chat", "ChatScreen"),
+        "models": _on_first_switch("llcuda_tui.screens.models", "ModelsScreen"),
+        "gpu": _on_first_switch("llcuda_tui.screens.gpu", "GpuScreen"),
+        "bench": _on_first_switch("llcuda_tui.screens.bench", "BenchScreen"),
     }
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("f1", "show_screen('chat')", "Chat"),
-        Binding("f2", "show_screen('models')", "Models"),
-        Binding("f3", "show_screen('gpu')", "GPU"),
-        Binding("f4", "show_screen('bench')", "Bench"),
+        PaletteBinding(
+            "f1", "show_screen('chat')", "Chat",
+            title="Chat screen", tooltip="Switch to the Chat screen",
+        ),
+        PaletteBinding(
+            "f2", "show_screen('models')", "Models",
+            title="Models screen", tooltip="Switch to the Models screen",
+        ),
+        PaletteBinding(
+            "f3", "show_screen('gpu')", "GPU",
+            title="GPU screen", tooltip="Switch to the GPU screen",
+        ),
+        PaletteBinding(
+            "f4", "show_screen('bench')", "Bench",
+            title="Benchmark screen", tooltip="Switch to the Benchmark screen",
+        ),
+        PaletteBinding(
+            "f5", "attach_worker", "Attach worker", show=False,
+            title="Attach worker", tooltip="Use a remote llcuda worker (llcuda serve) by URL",
+        ),
         Binding("ctrl+q", "quit", "Quit", show=False, priority=True),
-    ]
+    ]  # fmt: skip
 
     def __init__(
         self,
         settings: Settings,
         *,
         workers: Sequence[str] = (),
-        worker_access: Any = None,
+        worker_access: WorkerAccess | None = None,
         gpu_sampler: GpuSampler | None = None,
         gpu_live: bool = True,
-        fit_device: Any = None,
-        engine: Any = None,
-        engine_choice: Any = None,
+        fit_device: DeviceMemory | None = None,
+        engine: EngineProtocol | None = None,
+        engine_choice: ModelChoice | None = None,
         autoload: bool = True,
         clock: Callable[[], float] = time.time,
         start_screen: str = "chat",
@@ -68,25 +101,27 @@ class LlcudaApp(App[int]):
         super().__init__()
         self.settings = settings
         self.worker_urls = list(workers)
-        from llcuda_tui.core.worker.client import WorkerAccess
+        from llcuda_tui.core.worker import WorkerAccess
 
         self.worker_access: WorkerAccess = worker_access or WorkerAccess()
         """The API key and TLS check for every attached worker (``llcuda tui --api-key-file``)."""
-        self.remote_choices: dict[str, Any] = {}
+        self.remote_choices: dict[str, ModelChoice] = {}
         """The model picker's entry for each worker that has answered, by URL."""
         self.gpu_sampler = gpu_sampler or GpuSampler(GPU_INTERVAL_S, pcie=False)
         self.gpu_live = gpu_live
         self.fit_device = fit_device
         """Device memory for fit badges (None: detect this machine's)."""
-        self.engine = engine
-        self.engine_choice = engine_choice
+        self.engine: EngineProtocol | None = engine
+        """The chat engine (local, an engine process or a worker's); None before a load."""
+        self.engine_choice: ModelChoice | None = engine_choice
+        """The model picker's entry that ``engine`` was loaded from."""
         self._owns_engine = engine is None
         self.autoload = autoload
         self.clock = clock
         self.start_screen = start_screen
         self.energy_baseline_mj: dict[int, int] = {}
         self.conversations = ConversationStore.open(settings.paths, clock=clock)
-        self.chat_screen: Any = None
+        self.chat_screen: ChatScreen | None = None
         """The Chat screen once it exists (workers' engines are handed to it)."""
 
     def on_mount(self) -> None:
@@ -96,18 +131,8 @@ class LlcudaApp(App[int]):
         if self.conversations.notice:
             self.notify(self.conversations.notice, severity="warning", timeout=15)
         if self.worker_urls:
-            from llcuda_tui.commands.tui import worker_support
-
-            missing = worker_support()
-            if not missing:
-                self.autoload = False
-                self.connect_worker(self.worker_urls[0])
-            else:
-                self.notify(
-                    f"--worker {', '.join(self.worker_urls)}: {missing}; using this machine",
-                    severity="error",
-                    timeout=15,
-                )
+            self.autoload = False
+            self.connect_worker(self.worker_urls[0])
 
     def on_unmount(self) -> None:
         self.gpu_sampler.close()
@@ -117,7 +142,7 @@ class LlcudaApp(App[int]):
 
     # --- engine -------------------------------------------------------------------------------
 
-    def set_engine(self, engine: Any, choice: Any) -> None:
+    def set_engine(self, engine: EngineProtocol, choice: ModelChoice | None) -> None:
         """Make ``engine`` the chat engine (the app closes it on exit)."""
         self.engine, self.engine_choice, self._owns_engine = engine, choice, True
         pid = getattr(engine, "pid", None)  # an engine process: its GPU memory is ours
@@ -126,33 +151,28 @@ class LlcudaApp(App[int]):
 
     def release_engine(self) -> None:
         """Close the chat engine (if the app owns it) to make room for another."""
-        engine, self.engine = self.engine, None
-        if engine is not None and self._owns_engine:
+        engine = self.take_engine()
+        if engine is not None:
             engine.close()
+
+    def take_engine(self) -> EngineProtocol | None:
+        """Let go of the chat engine (on the UI thread); the engine for the caller to close
+        (in a worker: closing an engine process can take a while), or None when the app
+        does not own it (an injected one stays open)."""
+        engine, self.engine = self.engine, None
+        return engine if self._owns_engine else None
 
     # --- screens and commands -----------------------------------------------------------------
 
     def action_show_screen(self, name: str) -> None:
-        if name in SCREENS and name != self.current_mode:
+        if name in self.MODES and name != self.current_mode:
             self.switch_mode(name)
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        """Textual's own commands, then the app's and ``screen``'s titled bindings."""
         yield from super().get_system_commands(screen)
-        for mode, title in SCREENS.items():
-            yield SystemCommand(
-                f"{title} screen", f"Switch to the {title} screen", self._switcher(mode)
-            )
-        yield SystemCommand(
-            "Attach worker",
-            "Use a remote llcuda worker (llcuda serve) by URL",
-            self.action_attach_worker,
-        )
-        extra = getattr(screen, "palette_commands", None)
-        if extra is not None:
-            yield from extra()
-
-    def _switcher(self, mode: str) -> Callable[[], None]:
-        return lambda: self.action_show_screen(mode)
+        yield from palette_commands(self, self, self.BINDINGS)
+        yield from palette_commands(self, screen, screen.BINDINGS)
 
     def action_attach_worker(self) -> None:
         def attach(url: str | None) -> None:
@@ -164,17 +184,14 @@ class LlcudaApp(App[int]):
 
     def attach_worker(self, url: str) -> tuple[str, bool]:
         """Connect to a worker by URL (in the background); (message, ok)."""
-        from llcuda_tui.commands.tui import check_worker_url, worker_support
-
         try:
             url = check_worker_url(url)
         except ValueError as exc:
             return str(exc), False
-        missing = worker_support()
-        if missing:
-            return missing, False
         if url not in self.worker_urls:
             self.worker_urls.append(url)
+            from llcuda_tui.screens.bench import BenchScreen
+
             if isinstance(self.screen, BenchScreen):  # others read the list when shown
                 self.screen.refresh_targets()
         self.connect_worker(url)
@@ -187,13 +204,14 @@ class LlcudaApp(App[int]):
         try:
             engine = self.worker_access.connect(url, wait_loaded_s=5.0)
         except LlcudaError as exc:
-            self.post_message(WorkFailed("attach", f"worker {url}: {exc}"))
+            self.post_message(AttachFailed(f"worker {url}: {exc}"))
             return
         self.post_message(ModelLoaded(engine, worker_choice(engine.remote), None))
 
     @on(ModelLoaded)
     def worker_connected(self, message: ModelLoaded) -> None:
-        self.remote_choices[message.choice.url] = message.choice
+        if message.choice.url is not None:  # always, for a worker's engine
+            self.remote_choices[message.choice.url] = message.choice
         chat = self.chat_screen
         if chat is not None:
             chat.model_loaded(message)

@@ -1,21 +1,28 @@
-"""`llcuda`: the headless command line. Bare `llcuda` opens the TUI (help until it lands).
+"""`llcuda`: the headless command line. Bare `llcuda` opens the TUI.
 
 Every failure the user can cause or fix is one line on stderr, ``llcuda: error: ...``, with
 exit code 2 for bad input and 1 for runtime failures; never a traceback (set
 ``LLCUDA_DEBUG=1`` to see one for an unexpected error).
+
+Start-up: the parser imports the command modules but none of the core they run (each command
+imports what it needs when it runs), and ``--version`` does not import llama_cpp on a CPU
+build; ``bench/startup.py`` measures both against ``python -c pass``.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from llcuda_tui import __version__
-from llcuda_tui.core.config import Settings
 from llcuda_tui.core.errors import LlcudaError
+
+if TYPE_CHECKING:
+    from llcuda_tui.core.engine import BuildInfo
 
 
 class _Parser(argparse.ArgumentParser):
@@ -26,35 +33,46 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from llcuda_tui.commands import infer, models
+    from llcuda_tui.commands import batch, bench, gpu, infer, models, serve, tui
 
     parser = _Parser(prog="llcuda", description="Terminal workbench for local GGUF LLMs.")
     parser.add_argument("--version", action="store_true", help="show versions and backend")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for module in (infer, models, *_optional_commands()):
+    for module in (infer, models, gpu, bench, tui, serve, batch):
         module.add_parser(sub)
     return parser
 
 
-def _optional_commands() -> list:
-    """Command groups that land with later issues; absent modules are skipped."""
-    import importlib
-
-    found = []
-    for name in ("gpu", "bench", "tui", "serve", "batch"):
-        try:
-            found.append(importlib.import_module(f"llcuda_tui.commands.{name}"))
-        except ModuleNotFoundError as exc:
-            if exc.name != f"llcuda_tui.commands.{name}":
-                raise
-    return found
-
-
 def version_text() -> str:
+    """What ``llcuda --version`` prints: this package, llama-cpp-python and its backend."""
     from llcuda_tui.core.engine import build_info
 
-    info = build_info()
+    info = _cpu_build_info() or build_info()
     return f"llcuda-tui {__version__}\n{info.describe()}"
+
+
+def _cpu_build_info() -> BuildInfo | None:
+    """A CPU build's :class:`BuildInfo` from its files and the preloaded libllama, without
+    ``import llama_cpp`` (numpy and ctypes bindings: most of the old 0.32 s ``--version``);
+    None for any other build (a CUDA build lists its GPUs through llama_cpp, and starting
+    CUDA to do so costs more than that import)."""
+    from llcuda_tui._preload import llama_package_dir, llama_system_info
+    from llcuda_tui.core.engine import BuildInfo
+
+    package = llama_package_dir()
+    if package is None or (package / "lib" / "libggml-cuda.so").exists():
+        return None
+    system_info = llama_system_info()
+    if system_info is None or "CUDA" in system_info:
+        return None
+    try:  # llama_cpp.__version__, read rather than imported
+        init = (package / "__init__.py").read_text(encoding="utf-8")
+    except OSError:
+        return None
+    found = re.search(r"""^__version__\s*=\s*["']([^"']+)["']""", init, re.MULTILINE)
+    if found is None:
+        return None
+    return BuildInfo(found.group(1), "CPU", None, system_info.strip())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -64,9 +82,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.version:
             print(version_text())
             return 0
+        from llcuda_tui.core.config import Settings
+
         func = getattr(args, "func", None)
         if func is None:
-            return _no_command(parser)
+            from llcuda_tui.commands.tui import open_tui
+
+            return open_tui(Settings.load(), workers=[])
         return int(func(args, Settings.load()))
     except LlcudaError as exc:
         print(f"llcuda: error: {exc}", file=sys.stderr)
@@ -83,12 +105,3 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"llcuda: error: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
-
-
-def _no_command(parser: argparse.ArgumentParser) -> int:
-    try:
-        from llcuda_tui.commands.tui import open_tui
-    except ModuleNotFoundError:
-        parser.print_help()
-        return 0
-    return open_tui(Settings.load(), workers=[])

@@ -1,49 +1,113 @@
 """Messages that workers post to screens (``post_message`` is thread-safe and never blocks).
 
 Workers do the slow work off the UI thread and report here; the ``@on`` handlers of the
-screens own every state change.
+screens own every state change. A failure is a message class of its own (a
+:class:`WorkFailed` subclass), so a handler picks the failures it handles by type:
+``@on(LoadFailed)`` for one kind, ``@on(WorkFailed)`` for all of them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, ClassVar
 
 from textual.message import Message
+
+if TYPE_CHECKING:
+    from llcuda_tui.core.bench import StoredRun
+    from llcuda_tui.core.chat import ContextPlan
+    from llcuda_tui.core.config import Settings
+    from llcuda_tui.core.engine import EngineProtocol
+    from llcuda_tui.core.store import FitBadge, ModelChoice, ModelEntry, RepoListing
+    from llcuda_tui.core.worker import WorkerGpu
 
 
 @dataclass
 class ModelLoaded(Message):
-    """The chat engine finished loading."""
+    """The chat engine finished loading (or a worker was attached)."""
 
-    engine: Any
-    choice: Any
+    engine: EngineProtocol
+    choice: ModelChoice
     sha256: str | None
+
+
+# --- failures: one class per kind of work --------------------------------------------------------
 
 
 @dataclass
 class WorkFailed(Message):
-    """A worker failed with a message fit for the user."""
+    """A worker failed with a message fit for the user (handle a subclass, or all)."""
 
-    what: str
-    """What was being done ('load', 'count', 'pull', ...)."""
     error: str
+    what: ClassVar[str] = "work"
+    """What was being done, in a word or two (for a status line)."""
+
+
+class ModelsListFailed(WorkFailed):
+    """The pickable models could not be listed."""
+
+    what = "models"
+
+
+class LoadFailed(WorkFailed):
+    """The chat model did not load."""
+
+    what = "load"
+
+
+class CountFailed(WorkFailed):
+    """Counting tokens for the context meter failed."""
+
+    what = "count"
+
+
+class SendFailed(WorkFailed):
+    """Counting a turn about to go out failed: it was not sent."""
+
+    what = "send"
+
+
+class AttachFailed(WorkFailed):
+    """A worker could not be attached."""
+
+    what = "attach"
+
+
+class StoreFailed(WorkFailed):
+    """The model store could not be read."""
+
+    what = "store"
+
+
+class HubFailed(WorkFailed):
+    """A Hub repo could not be listed."""
+
+    what = "hub"
+
+
+class SizeCapFailed(WorkFailed):
+    """The store's size cap could not be saved."""
+
+    what = "size cap"
+
+
+# --- results -------------------------------------------------------------------------------------
 
 
 @dataclass
 class ChoicesReady(Message):
-    """The pickable models (and their fit badges) were listed."""
+    """The pickable models (and their fit badges, by name) were listed."""
 
-    choices: list[Any]
-    badges: dict[str, Any]
+    choices: list[ModelChoice]
+    badges: dict[str, FitBadge]
 
 
 @dataclass
 class ContextPlanned(Message):
     """Tokens were counted for the context meter (``send``: for a turn about to go out)."""
 
-    plan: Any
-    """The ContextPlan; None when the engine cannot count (``note`` says why)."""
+    plan: ContextPlan | None
+    """None when the engine cannot count (``note`` says why)."""
     turns: list[dict[str, str]]
     send: bool = False
     note: str = ""
@@ -53,9 +117,10 @@ class ContextPlanned(Message):
 class StoreListed(Message):
     """The model store was read: entries, disk usage, fit of each entry."""
 
-    entries: list[Any]
-    usage: dict[str, Any]
-    badges: dict[str, Any]
+    entries: list[ModelEntry]
+    usage: dict[str, object]
+    """What ``Store.du`` reports."""
+    badges: dict[str, FitBadge]
 
 
 @dataclass
@@ -71,7 +136,7 @@ class StoreActionDone(Message):
 class HubListed(Message):
     """A Hub repo's GGUF files were listed."""
 
-    listing: Any
+    listing: RepoListing
     resumable: dict[str, int]
     quiet: bool = False
     """A refresh after a pull: keep the pull's outcome in the status line."""
@@ -81,7 +146,7 @@ class HubListed(Message):
 class BenchDone(Message):
     """A benchmark finished (``run`` is the StoredRun) or failed (``error``)."""
 
-    run: Any = None
+    run: StoredRun | None = None
     error: str | None = None
 
 
@@ -89,14 +154,14 @@ class BenchDone(Message):
 class WorkerGpuPolled(Message):
     """One poll of the attached workers' GPUs: a WorkerGpu per worker (reachable or not)."""
 
-    results: list[Any]
+    results: list[WorkerGpu]
 
 
 @dataclass
 class SettingsSaved(Message):
     """The settings file was updated; ``settings`` are the new Settings."""
 
-    settings: Any
+    settings: Settings
     message: str
 
 
@@ -105,4 +170,4 @@ class WorkerFitsListed(Message):
     """Fit badges against each attached worker's free VRAM: url -> {model name: FitBadge},
     or url -> a line saying why there is no estimate (worker down, no GPU)."""
 
-    fits: dict[str, Any]
+    fits: dict[str, dict[str, FitBadge] | str]

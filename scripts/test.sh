@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh clone too: sets up .venv first (scripts/setup.sh, which
-# reuses a cached llama-cpp-python wheel when one matches), then lint, then pytest.
+# reuses a cached llama-cpp-python wheel when one matches), then lint, types and import layers,
+# then pytest.
 # GPU tests (-m gpu) skip themselves without a GPU; run them on the GPU machine.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -13,6 +14,8 @@ fi
 .venv/bin/ruff check llcuda_tui tests bench
 .venv/bin/ruff format --check llcuda_tui tests bench
 .venv/bin/python -m mypy   # the whole package, strict on core (pyproject.toml)
+# the layers: [tool.importlinter] in pyproject.toml (core without the TUI, no cycles, ...)
+.venv/bin/lint-imports --no-logo --no-cache
 set +e
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
 rc=$?

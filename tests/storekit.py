@@ -14,7 +14,6 @@ import pytest
 
 from llcuda_tui.core.config import Paths
 from llcuda_tui.core.store import Store
-from llcuda_tui.core.store import _maint as storemaint
 from tests.core.hubserver import HubServer, write_gguf
 
 REPO = "acme/tiny-llama"
@@ -64,7 +63,7 @@ def pull_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[
 
 
 def assert_consistent(store: Store) -> None:
-    report = storemaint.verify(store)
+    report = store.verify()
     assert report.ok, report.problems
 
 

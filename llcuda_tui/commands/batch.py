@@ -13,10 +13,12 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from llcuda_tui.core.config import Settings
 from llcuda_tui.core.errors import LlcudaError, UserInputError
+
+if TYPE_CHECKING:  # the parser imports this module: the engine and the pool load in run
+    from llcuda_tui.core.config import Settings
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

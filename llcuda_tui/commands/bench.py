@@ -13,35 +13,21 @@ List values take commas and llama-bench's ranges: ``-p 128,512``, ``-p 128-1024*
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
-import re
 import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-from llcuda_tui.core.bench import (
-    BenchProgress,
-    BenchSpec,
-    BenchStore,
-    LatencySpec,
-    ModelRef,
-    StoredRun,
-    compare_runs,
-    default_prompts,
-    run_bench,
-    run_latency,
-)
-from llcuda_tui.core.config import KV_TYPES, Settings
+from llcuda_tui.core.bench import RUN_FORMATS
 from llcuda_tui.core.errors import UserInputError
 
-FORMATS = ("md", "csv", "json", "jsonl")
-_RANGE = re.compile(r"^(-?\d+)(?:-(\d+)(?:([+*])(\d+))?)?$")
+if TYPE_CHECKING:  # the parser imports this module: the benchmarks load in run
+    from llcuda_tui.core.bench import BenchProgress, BenchStore, ModelRef
+    from llcuda_tui.core.config import Settings
 
 
 # --- argument types -----------------------------------------------------------------------------
@@ -49,28 +35,12 @@ _RANGE = re.compile(r"^(-?\d+)(?:-(\d+)(?:([+*])(\d+))?)?$")
 
 def int_list(text: str) -> tuple[int, ...]:
     """``512``, ``128,512``, ``128-1024*2``, ``0-32+8`` (llama-bench's syntax) as ints."""
-    out: list[int] = []
-    for part in text.split(","):
-        m = _RANGE.match(part.strip())
-        if not m:
-            raise argparse.ArgumentTypeError(
-                f"'{text}' is not a number list (e.g. 128,512 or 128-1024*2)"
-            )
-        first = int(m.group(1))
-        last = int(m.group(2)) if m.group(2) else first
-        op, step = m.group(3) or "+", int(m.group(4) or 1)
-        if last < first:
-            raise argparse.ArgumentTypeError(f"bad range '{part}': end is before start")
-        value = first
-        while value <= last:
-            out.append(value)
-            nxt = value + step if op == "+" else value * step
-            if nxt <= value:
-                raise argparse.ArgumentTypeError(f"bad range '{part}': it does not advance")
-            value = nxt
-            if len(out) > 1000:
-                raise argparse.ArgumentTypeError(f"range '{part}' is too long")
-    return tuple(out)
+    from llcuda_tui.core.bench import int_list as parse_int_list
+
+    try:
+        return parse_int_list(text)
+    except ValueError as exc:  # argparse prints an ArgumentTypeError's own words
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def fa_list(text: str) -> tuple[str, ...]:
@@ -87,6 +57,8 @@ def fa_list(text: str) -> tuple[str, ...]:
 
 
 def kv_list(text: str) -> tuple[str, ...]:
+    from llcuda_tui.core.engine import KV_TYPES
+
     out = []
     for part in text.split(","):
         value = part.strip().lower()
@@ -327,7 +299,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     o = p.add_argument_group("output")
     o.add_argument(
-        "-o", "--output", choices=FORMATS, default="md", help="stdout format (default md)"
+        "-o", "--output", choices=RUN_FORMATS, default="md", help="stdout format (default md)"
     )
     o.add_argument("--progress", action="store_true", help="progress on stderr (default: on a TTY)")
     p.set_defaults(func=run)
@@ -344,7 +316,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     c.set_defaults(func=run_compare)
     s = bsub.add_parser("show", help="print a stored run")
     s.add_argument("run", metavar="RUN")
-    s.add_argument("-o", "--output", choices=FORMATS, default="md")
+    s.add_argument("-o", "--output", choices=RUN_FORMATS, default="md")
     s.set_defaults(func=run_show)
 
 
@@ -352,6 +324,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _models(args: argparse.Namespace, settings: Settings) -> tuple[ModelRef, ...]:
+    from llcuda_tui.core.bench import ModelRef
     from llcuda_tui.core.store import resolve_model
 
     specs = [s for item in args.model for s in str_list(item)] + list(args.models or ())
@@ -366,6 +339,8 @@ def _models(args: argparse.Namespace, settings: Settings) -> tuple[ModelRef, ...
 
 def _results_store(settings: Settings) -> BenchStore:
     """The results store; a line on stderr when a damaged file was moved aside on open."""
+    from llcuda_tui.core.bench import BenchStore
+
     store = BenchStore.open(settings.paths)
     if store.notice:
         print(f"llcuda: warning: {store.notice}", file=sys.stderr)
@@ -415,6 +390,8 @@ def _progress_printer(args: argparse.Namespace) -> Callable[[BenchProgress], Non
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    from llcuda_tui.core.bench import BenchSpec, render_run, run_bench
+
     models = _models(args, settings)
     settings.ensure_dirs()
     if args.latency or args.concurrency > 1:
@@ -454,6 +431,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _run_latency(args: argparse.Namespace, settings: Settings, models: tuple[ModelRef, ...]) -> int:
+    from llcuda_tui.core.bench import LatencySpec, default_prompts, render_run, run_latency
+
     if len(models) != 1:
         raise UserInputError("latency mode takes one model")
     if args.prompt_file:
@@ -496,6 +475,8 @@ def _run_latency(args: argparse.Namespace, settings: Settings, models: tuple[Mod
 
 
 def run_history(args: argparse.Namespace, settings: Settings) -> int:
+    from llcuda_tui.core.bench import md_table
+
     with _results_store(settings) as store:
         runs = store.list_runs(args.limit)
     if args.json:
@@ -511,6 +492,8 @@ def run_history(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_compare(args: argparse.Namespace, settings: Settings) -> int:
+    from llcuda_tui.core.bench import compare_runs, fmt_ratio, fmt_value, md_table
+
     with _results_store(settings) as store:
         a, b = store.get_run(args.run_a), store.get_run(args.run_b)
     rows = compare_runs(a, b)
@@ -520,179 +503,22 @@ def run_compare(args: argparse.Namespace, settings: Settings) -> int:
     if not rows:
         print(f"runs {a.run_id} and {b.run_id} have no metric in common")
         return 0
-    table = [[r["test"], r["metric"], _num(r["a"]), _num(r["b"]), _ratio(r["ratio"])] for r in rows]
+    table = [
+        [r["test"], r["metric"], fmt_value(r["a"]), fmt_value(r["b"]), fmt_ratio(r["ratio"])]
+        for r in rows
+    ]
     print(f"A = run {a.run_id} ({a.created_at}), B = run {b.run_id} ({b.created_at})")
     print(md_table(["test", "metric", "A", "B", "B/A"], table), end="")
     return 0
 
 
 def run_show(args: argparse.Namespace, settings: Settings) -> int:
+    from llcuda_tui.core.bench import render_run
+
     with _results_store(settings) as store:
         stored = store.get_run(args.run)
     print(render_run(stored, args.output), end="")
     return 0
-
-
-# --- rendering ---
-
-
-def render_run(run: StoredRun, fmt: str) -> str:
-    """The run in ``fmt``: md (tables), csv, json (llama-bench: a list of rows), jsonl."""
-    if run.latency is not None:
-        return _render_latency(run, fmt)
-    rows = run.results or run.perplexity  # a perplexity-only run has no throughput rows
-    if fmt == "json":
-        return json.dumps(rows, indent=2) + "\n"
-    if fmt == "jsonl":
-        return "".join(json.dumps(r) + "\n" for r in rows)
-    if fmt == "csv":
-        return _csv(rows)
-    return _md_throughput(run)
-
-
-def _render_latency(run: StoredRun, fmt: str) -> str:
-    lat = dict(run.latency or {}, run_id=run.run_id)
-    if fmt == "json":
-        return json.dumps(lat, indent=2) + "\n"
-    if fmt == "jsonl":
-        return json.dumps(lat) + "\n"
-    if fmt == "csv":
-        return _csv([_flatten(lat)])
-    head = (
-        f"{run.mode}: {lat.get('model_name')} on {lat.get('backend')}, "
-        f"{lat.get('concurrency')} stream(s), {lat.get('completed')} requests, "
-        f"{lat.get('max_tokens')} tokens each\n\n"
-    )
-    rows = []
-    for name in ("ttft_ms", "tpot_ms", "itl_ms", "e2e_ms"):
-        s = lat.get(name) or {}
-        rows.append([name.replace("_ms", "").upper() + " (ms)", str(s.get("n", 0))]
-                    + [_num(s.get(k)) for k in ("mean", "p50", "p95", "p99")])  # fmt: skip
-    table = md_table(["metric", "n", "mean", "p50", "p95", "p99"], rows)
-    tail = [
-        f"\nrequest throughput: {_num(lat.get('request_throughput_per_s'))} req/s",
-        f"output throughput:  {_num(lat.get('output_throughput_tokens_per_s'))} tokens/s",
-        f"total throughput:   {_num(lat.get('total_token_throughput_per_s'))} tokens/s",
-    ]
-    if lat.get("window_j_per_token") is not None:
-        tail.append(
-            f"energy:             {_num(lat['window_j_per_token'])} J per output token "
-            f"({lat.get('window_energy_samples')} sample(s))"
-        )
-    return head + table + "\n".join(tail) + "\n"
-
-
-def _md_throughput(run: StoredRun) -> str:
-    rows = run.results
-    if not rows:
-        return _md_perplexity(run.perplexity) if run.perplexity else "no results\n"
-    swept = {
-        key
-        for key in ("n_batch", "n_ubatch", "type_k", "type_v", "n_threads", "n_ctx")
-        if len({str(r.get(key)) for r in rows}) > 1
-    }
-    headers = ["model", "size", "params", "backend", "ngl", "fa", *sorted(swept), "test", "t/s",
-               "J/tok", "eff", "ppl", "flags"]  # fmt: skip
-    table = []
-    for r in rows:
-        table.append([
-            str(r.get("model_type") or r.get("model_name")),
-            _size(r.get("model_size")),
-            _params(r.get("model_n_params")),
-            str(r.get("backends")),
-            str(r.get("n_gpu_layers")),
-            "1" if r.get("flash_attn") else "0",
-            *[str(r.get(k)) for k in sorted(swept)],
-            str(r.get("test")),
-            f"{_num(r.get('avg_ts'))} ± {_num(r.get('stddev_ts'))}",
-            _energy(r),
-            _pct(r.get("bandwidth_efficiency")),
-            _num(r.get("perplexity")),
-            ",".join(r.get("validity_flags") or []) or "ok",
-        ])  # fmt: skip
-    env = run.env
-    foot = (
-        f"\nbuild: {env.get('build_commit') or '?'} (llama-cpp-python "
-        f"{env.get('llama_cpp_python') or '?'}), {env.get('gpu_info') or env.get('cpu_info')}"
-    )
-    if env.get("driver_version"):
-        foot += f", driver {env['driver_version']}"
-    return md_table(headers, table) + foot + "\n"
-
-
-def _md_perplexity(ppl: list[dict[str, Any]]) -> str:
-    rows = [[str(p.get("model_name")), _num(p.get("perplexity")), str(p.get("n_ctx")),
-             str(p.get("n_chunks")), str(p.get("n_tokens_scored")), str(p.get("text_name"))]
-            for p in ppl]  # fmt: skip
-    return md_table(["model", "ppl", "ctx", "chunks", "tokens scored", "text"], rows)
-
-
-def md_table(headers: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
-              for i, h in enumerate(headers)]  # fmt: skip
-
-    def line(cells: list[str]) -> str:
-        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
-
-    sep = "| " + " | ".join("-" * w for w in widths) + " |"
-    return "\n".join([line(headers), sep, *(line(r) for r in rows)]) + "\n"
-
-
-def _csv(rows: list[dict[str, Any]]) -> str:
-    fields = list(dict.fromkeys(k for r in rows for k in r))
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: json.dumps(v) if isinstance(v, list | dict) else v for k, v in r.items()})
-    return buf.getvalue()
-
-
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
-def _num(v: Any) -> str:
-    if v is None:
-        return "n/a"
-    if isinstance(v, bool | int):
-        return str(v)
-    if abs(v) >= 100:
-        return f"{v:.2f}"
-    return f"{v:.4g}" if abs(v) < 1 else f"{v:.3f}"
-
-
-def _ratio(v: float | None) -> str:
-    return "n/a" if v is None else f"{v:.3f}x"
-
-
-def _pct(v: float | None) -> str:
-    return "n/a" if v is None else f"{v * 100:.0f} %"
-
-
-def _energy(r: dict[str, Any]) -> str:
-    j = r.get("j_per_token")
-    if j is None:
-        return "n/a"
-    return f"{j:.4g} ({r.get('energy_samples')})"
-
-
-def _size(n: int | None) -> str:
-    if not n:
-        return "n/a"
-    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.2f} MiB"
-
-
-def _params(n: int | None) -> str:
-    if not n:
-        return "n/a"
-    return f"{n / 1e9:.2f} B" if n >= 1e9 else f"{n / 1e6:.2f} M"
 
 
 def _short_models(models: str) -> str:

@@ -13,16 +13,14 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from llcuda_tui.core.config import Settings
 from llcuda_tui.core.errors import LlcudaError, UserInputError
-from llcuda_tui.core.gpu import (
-    DEFAULT_INTERVAL_S,
-    GpuReading,
-    GpuSample,
-    GpuSampler,
-    check_interval,
-)
+from llcuda_tui.core.gpu import DEFAULT_INTERVAL_S
+
+if TYPE_CHECKING:  # the parser imports this module: the sampler loads in run
+    from llcuda_tui.core.config import Settings
+    from llcuda_tui.core.gpu import GpuReading, GpuSample, GpuSampler
 
 GIB = 2**30
 SPARKS = "▁▂▃▄▅▆▇█"
@@ -59,6 +57,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    from llcuda_tui.core.gpu import GpuSampler, check_interval
+
     interval = check_interval(args.interval)
     if args.count < 0:
         raise UserInputError("--count must be >= 0")
@@ -106,7 +106,7 @@ def _watch(sampler: GpuSampler, as_json: bool, count: int, interval: float) -> i
 
 
 def _record(path: Path, count: int, interval: float, pcie: bool) -> int:
-    from llcuda_tui.core.gpu import RecordingNvml
+    from llcuda_tui.core.gpu import GpuSampler, RecordingNvml
 
     try:
         import pynvml

@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import TYPE_CHECKING
 
-from llcuda_tui.core.config import Settings
-from llcuda_tui.core.engine import Engine, EngineConfig, GenerationRequest, SamplingParams
-from llcuda_tui.core.store import resolve_model
+if TYPE_CHECKING:  # the parser imports this module: the engine and store load in run
+    from llcuda_tui.core.config import Settings
+    from llcuda_tui.core.engine import SamplingParams
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -36,6 +37,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def sampling_from_args(args: argparse.Namespace, settings: Settings) -> SamplingParams:
+    from llcuda_tui.core.engine import SamplingParams
+
     d = settings.sampling
 
     def pick(value: object, default: object) -> object:
@@ -53,6 +56,9 @@ def sampling_from_args(args: argparse.Namespace, settings: Settings) -> Sampling
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    from llcuda_tui.core.engine import Engine, EngineConfig, GenerationRequest
+    from llcuda_tui.core.store import resolve_model
+
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
     sampling = sampling_from_args(args, settings)
     max_tokens = args.max_tokens if args.max_tokens is not None else settings.sampling.max_tokens

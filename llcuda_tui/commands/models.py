@@ -8,12 +8,15 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from llcuda_tui.core.config import Settings
-from llcuda_tui.core.store import ModelEntry, Report, Store, fmt_bytes
+from llcuda_tui.core.fmt import fmt_ago, fmt_size
 
-Handler = Callable[[argparse.Namespace, Settings], int]
+if TYPE_CHECKING:  # the parser imports this module: the store loads in the commands
+    from llcuda_tui.core.config import Settings
+    from llcuda_tui.core.store import ModelEntry, Report, Store
+
+Handler = Callable[[argparse.Namespace, "Settings"], int]
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -93,6 +96,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     cmd("reindex", run_reindex, "rebuild the SQLite index from the store's files")
     cmd("starter", run_starter, "make the starter models store entries (no network)")
 
+    from llcuda_tui.commands import models_remote  # push, remote ls|show|rm|gc, pull --from
+
+    models_remote.add_parsers(msub, cmd, models_remote.Output(ProgressBar, _report))
+
 
 # --- output helpers --------------------------------------------------------------------------
 
@@ -122,8 +129,8 @@ class ProgressBar:
             rate = done / max(now - self.started, 1e-6)
             bar = "#" * int(frac * 30)
             sys.stderr.write(
-                f"\r{self.label[:32]:32} [{bar:30}] {frac:4.0%} {fmt_bytes(done)} "
-                f"{fmt_bytes(rate)}/s "
+                f"\r{self.label[:32]:32} [{bar:30}] {frac:4.0%} {fmt_size(done, 2)} "
+                f"{fmt_size(rate, 2)}/s "
             )
             if done >= total:
                 sys.stderr.write("\n")
@@ -132,7 +139,7 @@ class ProgressBar:
         quarter = int(frac * 4)
         if quarter > self.last_quarter:
             self.last_quarter = quarter
-            print(f"{self.label}: {frac:.0%} of {fmt_bytes(total)}", file=sys.stderr)
+            print(f"{self.label}: {frac:.0%} of {fmt_size(total, 2)}", file=sys.stderr)
 
     def relabel(self, label: str) -> None:
         self.label = label
@@ -148,17 +155,9 @@ def _print_json(obj: Any) -> None:
     print(json.dumps(obj, indent=2))
 
 
-def _ago(ts: float | None) -> str:
-    if ts is None:
-        return "never"
-    seconds = max(0.0, time.time() - ts)
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-        if seconds >= size:
-            return f"{seconds / size:.0f} {unit} ago"
-    return "just now"
-
-
 def _store(settings: Settings) -> Store:
+    from llcuda_tui.core.store import Store
+
     return Store.from_settings(settings)
 
 
@@ -172,14 +171,14 @@ def _report(report: Report, as_json: bool, dry_run: bool = False) -> int:
         for problem in report.problems:
             print(f"problem: {problem}")
         if report.freed_bytes:
-            print(f"{'would free' if dry_run else 'freed'} {fmt_bytes(report.freed_bytes)}")
+            print(f"{'would free' if dry_run else 'freed'} {fmt_size(report.freed_bytes, 2)}")
     return 0 if report.ok else 1
 
 
 def _entry_line(e: ModelEntry) -> str:
     return (
-        f"{e.name:44} {e.manifest.quant or '-':8} {fmt_bytes(e.manifest.size):>11} "
-        f"{_ago(e.state.last_used):>12} {'pinned' if e.state.pinned else '':6} {e.sha256[:12]}"
+        f"{e.name:44} {e.manifest.quant or '-':8} {fmt_size(e.manifest.size, 2):>11} "
+        f"{fmt_ago(e.state.last_used):>12} {'pinned' if e.state.pinned else '':6} {e.sha256[:12]}"
     )
 
 
@@ -187,10 +186,10 @@ def _entry_line(e: ModelEntry) -> str:
 
 
 def run_files(args: argparse.Namespace, settings: Settings) -> int:
-    from llcuda_tui.core.store import _hub as hub
+    from llcuda_tui.core.store import list_repo
 
-    commit = hub.resolve_commit(args.repo, args.revision)
-    listing = hub.list_models(args.repo, commit)
+    listing = list_repo(args.repo, args.revision)
+    commit = listing.commit
     rows = [
         {
             "quant": m.quant,
@@ -209,15 +208,13 @@ def run_files(args: argparse.Namespace, settings: Settings) -> int:
         shards = f" ({len(m.files)} shards)" if len(m.files) > 1 else ""
         missing = "  INCOMPLETE" if not m.complete else ""
         sha = (m.first.sha256 or "-")[:12]
-        print(f"  {m.quant:10} {fmt_bytes(m.size):>11}  {sha}  {m.first.path}{shards}{missing}")
+        print(f"  {m.quant:10} {fmt_size(m.size, 2):>11}  {sha}  {m.first.path}{shards}{missing}")
     for path in listing.rejected:
         print(f"  rejected (unsafe name): {path}")
     return 0
 
 
 def run_pull(args: argparse.Namespace, settings: Settings) -> int:
-    from llcuda_tui.core.store import _pull as storepull
-
     store = _store(settings)
     bar = ProgressBar(args.repo)
 
@@ -226,9 +223,9 @@ def run_pull(args: argparse.Namespace, settings: Settings) -> int:
             bar.relabel(message.split(" ")[1].rpartition("/")[2])
         _status(message)
 
-    result = storepull.pull(
-        store, args.repo, file=args.file, quant=args.quant, revision=args.revision,
-        name=args.name, on_progress=bar, on_status=status,
+    result = store.pull(
+        args.repo, file=args.file, quant=args.quant, revision=args.revision, name=args.name,
+        on_progress=bar, on_status=status,
     )  # fmt: skip
     e = result.entry
     if args.json:
@@ -239,9 +236,9 @@ def run_pull(args: argparse.Namespace, settings: Settings) -> int:
     how = (
         "already in the store"
         if result.up_to_date
-        else f"{fmt_bytes(result.downloaded_bytes)} downloaded"
+        else f"{fmt_size(result.downloaded_bytes, 2)} downloaded"
     )
-    print(f"{e.name}  {e.manifest.quant}  {fmt_bytes(e.manifest.size)}  ({how})")
+    print(f"{e.name}  {e.manifest.quant}  {fmt_size(e.manifest.size, 2)}  ({how})")
     for name in result.evicted:
         print(f"evicted {name} (store.max_size)")
     return 0
@@ -254,24 +251,22 @@ def run_import(args: argparse.Namespace, settings: Settings) -> int:
         _print_json(entry.to_json())
     else:
         print(
-            f"{entry.name}  {entry.manifest.quant}  {fmt_bytes(entry.manifest.size)}  "
+            f"{entry.name}  {entry.manifest.quant}  {fmt_size(entry.manifest.size, 2)}  "
             f"{entry.sha256[:12]}"
         )
     return 0
 
 
 def run_adopt(args: argparse.Namespace, settings: Settings) -> int:
-    from llcuda_tui.core.store import _pull as storepull
-
     cache = Path(args.hf_cache).expanduser() if args.hf_cache else None
-    results = storepull.adopt_hf_cache(
-        _store(settings), cache, dry_run=args.dry_run, on_progress=ProgressBar("hashing")
+    results = _store(settings).adopt_hf_cache(
+        cache, dry_run=args.dry_run, on_progress=ProgressBar("hashing")
     )
     if args.json:
         _print_json(results)
     else:
         for r in results:
-            print(f"{r['name']:50} {fmt_bytes(r['size']):>11}  {r['status']}")
+            print(f"{r['name']:50} {fmt_size(r['size'], 2):>11}  {r['status']}")
         if not results:
             print("no GGUF files in the Hugging Face cache")
     return 0
@@ -279,6 +274,7 @@ def run_adopt(args: argparse.Namespace, settings: Settings) -> int:
 
 def run_show(args: argparse.Namespace, settings: Settings) -> int:
     from llcuda_tui.core.fit import FitRequest, fit
+    from llcuda_tui.core.store import describe_model, detail_text
 
     entry = _store(settings).entry(args.name)
     summary = entry.manifest.summary
@@ -295,40 +291,12 @@ def run_show(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         _print_json(entry.to_json() | {"fit": result.to_json() if result else None})
         return 0
-    g = entry.manifest.gguf
-    print(f"{entry.name}  ({', '.join(entry.aliases)})" if entry.aliases else entry.name)
-    rows = [
-        ("arch", g.get("arch")),
-        ("parameters", f"{g.get('parameter_count', 0) / 1e9:.2f} B"),
-        ("quant", g.get("quant")),
-        ("context length", g.get("context_length")),
-        ("layers", g.get("n_layer")),
-        ("heads (kv)", f"{g.get('n_head')} ({g.get('n_head_kv')})"),
-        ("vocab", g.get("n_vocab")),
-        ("chat template", "yes" if g.get("has_chat_template") else "no"),
-        ("size", fmt_bytes(entry.manifest.size)),
-        ("sha256", entry.sha256),
-        ("source", _source_text(entry.manifest.source)),
-        ("files", ", ".join(f.path for f in entry.manifest.files)),
-        ("path", entry.path),
-        ("pinned", "yes" if entry.state.pinned else "no"),
-        ("last used", _ago(entry.state.last_used)),
-    ]
-    for key, value in rows:
-        print(f"  {key:15} {value}")
+    # the Models screen's table (one function), then what only the command line shows
+    rows = [*describe_model(entry), ("path", str(entry.path))]
     if result is not None:
-        print(f"  {'fit':15} {result.describe()} (n_ctx {request.n_ctx}, KV {request.type_k})")
+        rows.append(("fit", f"{result.describe()} (n_ctx {request.n_ctx}, KV {request.type_k})"))
+    print(detail_text(rows))
     return 0
-
-
-def _source_text(source: dict[str, Any]) -> str:
-    if source.get("kind") == "hf":
-        return (
-            f"hf {source.get('repo')}@{str(source.get('commit'))[:12]} ({source.get('revision')})"
-        )
-    if source.get("kind") == "starter":
-        return f"starter package {source.get('package')}"
-    return f"import {source.get('path')}"
 
 
 def run_ls(args: argparse.Namespace, settings: Settings) -> int:
@@ -368,43 +336,37 @@ def _set_pin(args: argparse.Namespace, settings: Settings, pinned: bool) -> int:
 
 
 def run_gc(args: argparse.Namespace, settings: Settings) -> int:
-    from llcuda_tui.core.store import _maint as storemaint
-
     store = _store(settings)
-    report = storemaint.gc(store, grace_s=args.grace, dry_run=args.dry_run, partials=args.partials)
+    report = store.gc(grace_s=args.grace, dry_run=args.dry_run, partials=args.partials)
     for name in store.enforce_cap(dry_run=args.dry_run) if store.exists() else []:
         report.actions.append(f"evict {name} (store.max_size)")
     return _report(report, args.json, args.dry_run)
 
 
 def run_du(args: argparse.Namespace, settings: Settings) -> int:
-    from llcuda_tui.core.store import _maint as storemaint
-
-    usage = storemaint.du(_store(settings))
+    usage = _store(settings).du()
     if args.json:
         _print_json(usage)
         return 0
     for m in usage["models"]:
-        shared = f" ({fmt_bytes(m['shared_bytes'])} shared)" if m["shared_bytes"] else ""
-        print(f"{fmt_bytes(m['bytes']):>11}  {', '.join(m['names'])}{shared}")
-    cap = fmt_bytes(usage["max_size"]) if usage.get("max_size") else "none"
-    print(f"{fmt_bytes(usage['live_bytes']):>11}  total in models (cap: {cap})")
+        shared = f" ({fmt_size(m['shared_bytes'], 2)} shared)" if m["shared_bytes"] else ""
+        print(f"{fmt_size(m['bytes'], 2):>11}  {', '.join(m['names'])}{shared}")
+    cap = fmt_size(usage["max_size"], 2) if usage.get("max_size") else "none"
+    print(f"{fmt_size(usage['live_bytes'], 2):>11}  total in models (cap: {cap})")
     for key, label in (("unreferenced_bytes", "unreferenced (llcuda models gc)"),
                        ("partial_bytes", "partial downloads and temp files"),
                        ("quarantine_bytes", "quarantined")):  # fmt: skip
         if usage.get(key):
-            print(f"{fmt_bytes(usage[key]):>11}  {label}")
+            print(f"{fmt_size(usage[key], 2):>11}  {label}")
     if "free_bytes" in usage:
-        print(f"{fmt_bytes(usage['free_bytes']):>11}  free on the disk")
+        print(f"{fmt_size(usage['free_bytes'], 2):>11}  free on the disk")
     return 0
 
 
 def run_verify(args: argparse.Namespace, settings: Settings) -> int:
-    from llcuda_tui.core.store import _maint as storemaint
-
     bar = ProgressBar("verify")
-    report = storemaint.verify(
-        _store(settings), args.name, on_progress=bar, on_file=lambda name, _size: bar.relabel(name)
+    report = _store(settings).verify(
+        args.name, on_progress=bar, on_file=lambda name, _size: bar.relabel(name)
     )
     if args.json:
         _print_json(report.to_json())
@@ -417,10 +379,8 @@ def run_verify(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_repair(args: argparse.Namespace, settings: Settings) -> int:
-    from llcuda_tui.core.store import _maint as storemaint
-
-    report = storemaint.repair(
-        _store(settings), dry_run=args.dry_run, on_progress=ProgressBar("repair"), on_status=_status
+    report = _store(settings).repair(
+        dry_run=args.dry_run, on_progress=ProgressBar("repair"), on_status=_status
     )
     if not report.actions and not report.problems and not args.json:
         print("nothing to repair")
@@ -442,9 +402,8 @@ def run_reindex(args: argparse.Namespace, settings: Settings) -> int:
 
 def run_starter(args: argparse.Namespace, settings: Settings) -> int:
     from llcuda_tui.core.store import STARTERS
-    from llcuda_tui.core.store import _pull as storepull
 
-    entries = storepull.import_starters(_store(settings), on_progress=ProgressBar("starter"))
+    entries = _store(settings).import_starters(on_progress=ProgressBar("starter"))
     rows = [
         {
             "name": e.name,

@@ -10,10 +10,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from llcuda_tui.core.config import Settings
 from llcuda_tui.core.errors import UserInputError
-from llcuda_tui.core.mpi.serve import add_pool_arguments, options_from_args, serve_pool
+
+if TYPE_CHECKING:  # the parser imports this module: the worker and the pool load in run
+    from llcuda_tui.core.config import Settings
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -43,14 +45,30 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--name", help="model name shown to clients (default: the model's)")
     p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
-    add_pool_arguments(p)  # --mpi, --gpus-per-rank, --no-root-engine (core/mpi/serve.py)
+    _add_pool_arguments(p)
     p.set_defaults(func=run)
+
+
+def _add_pool_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--mpi``, ``--gpus-per-rank``, ``--no-root-engine``, ``--rank-timeout``: the pool of
+    ``core/mpi/serve.py`` (which turns them into its options: ``options_from_args``)."""
+    parser.add_argument("--mpi", action="store_true", help="serve as a pool of mpiexec ranks")
+    parser.add_argument("--gpus-per-rank", type=int, default=1, help="GPUs each rank uses (1)")
+    parser.add_argument(
+        "--no-root-engine", action="store_true", help="with --mpi: rank 0 only serves HTTP"
+    )
+    parser.add_argument(
+        "--rank-timeout",
+        type=float,
+        default=10.0,
+        help="with --mpi: a rank silent this many seconds is dropped from the pool (10)",
+    )
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from llcuda_tui.core.engine import EngineConfig, check_gguf_file
     from llcuda_tui.core.store import resolve_model
-    from llcuda_tui.core.worker.server import Listen, WorkerConfig, is_loopback, serve
+    from llcuda_tui.core.worker import Listen, WorkerConfig, is_loopback, read_api_key, serve
 
     _check_numbers(args)
     api_key = read_api_key(args.api_key_file) if args.api_key_file else None
@@ -101,6 +119,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         sys.stdout.flush()
 
     if args.mpi:  # every rank of an mpiexec job: rank 0 serves, all ranks generate
+        from llcuda_tui.core.mpi.serve import options_from_args, serve_pool
+
         return serve_pool(config, listen, ready, options_from_args(args))
     print(f"llcuda serve: loading {model.path}", flush=True)
     code = serve(config, listen, on_ready=ready)
@@ -108,28 +128,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     return code
 
 
-def read_api_key(path: str) -> str:
-    """The key in ``path`` (first line, stripped); one clear line if unusable."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise UserInputError(f"cannot read --api-key-file {path}: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise UserInputError(f"--api-key-file {path} is not UTF-8 text") from None
-    key = text.strip().splitlines()[0].strip() if text.strip() else ""
-    if not key:
-        raise UserInputError(f"--api-key-file {path} is empty")
-    if len(key) < 8:
-        raise UserInputError(f"the API key in {path} is too short (8 characters at least)")
-    return key
-
-
 def _warn(message: str) -> None:
     print(f"llcuda serve: warning: {message}", file=sys.stderr, flush=True)
 
 
 def _check_numbers(args: argparse.Namespace) -> None:
-    from llcuda_tui.core.worker.batch import MAX_PARALLEL
+    from llcuda_tui.core.worker import MAX_PARALLEL
 
     checks = [
         (0 <= args.port <= 65535, "--port must be in [0, 65535]"),

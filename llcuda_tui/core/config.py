@@ -13,12 +13,13 @@ import json
 import os
 import re
 import tomllib
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from llcuda_tui.core.engine import SamplingValues
-from llcuda_tui.core.errors import ConfigError
+from llcuda_tui.core.engine import KV_TYPES as KV_TYPES  # the engine's, re-exported
+from llcuda_tui.core.engine import EngineValues, SamplingValues
+from llcuda_tui.core.errors import ConfigError, UserInputError
 
 APP_NAME = "llcuda-tui"
 HOME_ENV = "LLCUDA_HOME"
@@ -62,25 +63,10 @@ class Paths:
 
 
 @dataclass(frozen=True)
-class EngineDefaults:
-    """How models are loaded unless a command says otherwise."""
-
-    n_gpu_layers: int = -1
-    """Layers offloaded to the GPU; -1 = all, 0 = none (CPU only)."""
-    n_ctx: int = 4096
-    """Context length in tokens; 0 = the model's training context."""
-    n_batch: int = 512
-    """Largest prompt chunk submitted to one llama_decode call."""
-    n_ubatch: int = 512
-    """Physical batch size inside llama.cpp."""
-    n_threads: int = 0
-    """CPU threads for generation; 0 = number of physical cores (at most 8)."""
-    flash_attn: str = "auto"
-    """'auto' (on with CUDA, off on CPU), 'on' or 'off'."""
-    type_k: str = "f16"
-    """KV cache type for K (f16, q8_0, q4_0)."""
-    type_v: str = "f16"
-    """KV cache type for V (f16, q8_0, q4_0)."""
+class EngineDefaults(EngineValues):
+    """How models are loaded unless a command says otherwise: config.toml's ``[engine]``. The
+    knobs, their defaults and what they mean are :class:`~llcuda_tui.core.engine.EngineValues`,
+    shared with every load's ``EngineConfig``."""
 
 
 @dataclass(frozen=True)
@@ -91,9 +77,34 @@ class SamplingDefaults(SamplingValues):
 
 
 @dataclass(frozen=True)
+class RemoteDefaults:
+    """The team model store, ``[store.remote]``: an S3 bucket (SeaweedFS, MinIO, Ceph RGW, R2,
+    AWS S3). ``LLCUDA_REMOTE_URL`` / ``LLCUDA_REMOTE_BUCKET`` override ``url`` / ``bucket``.
+    Credentials come from ``key_file``, else ``profile``, else boto3's usual chain (``AWS_*``
+    variables, ``~/.aws``); they are never written to the config, logs or output."""
+
+    url: str = ""
+    """S3 endpoint, e.g. 'http://seaweed.lan:8333'; empty = AWS S3 for ``region``."""
+    bucket: str = ""
+    """The bucket; empty = no team store."""
+    prefix: str = ""
+    """Key prefix inside the bucket, e.g. 'llcuda' (several stores can share a bucket)."""
+    region: str = ""
+    """Signing region; empty = us-east-1."""
+    profile: str = ""
+    """A profile of ~/.aws/credentials and ~/.aws/config."""
+    key_file: str = ""
+    """A file (mode 0600) with aws_access_key_id / aws_secret_access_key lines."""
+    ca_file: str = ""
+    """CA bundle that verifies the endpoint's TLS certificate; empty = the system's."""
+
+
+@dataclass(frozen=True)
 class StoreDefaults:
     max_size: str = ""
     """Size cap of the model store, e.g. '50GB'; empty = no cap."""
+    remote: RemoteDefaults = field(default_factory=RemoteDefaults)
+    """The team store (``[store.remote]``)."""
 
 
 @dataclass(frozen=True)
@@ -204,6 +215,9 @@ def _apply(section: Any, values: dict[str, Any], where: str) -> Any:
         if f is None:
             raise ConfigError(f"{where} has no key '{key}' (known: {', '.join(known)})")
         expected = type(getattr(section, key))
+        if is_dataclass(expected) and isinstance(value, dict):  # a sub-table: [store.remote]
+            changes[key] = _apply(getattr(section, key), value, f"{where[:-1]}.{key}]")
+            continue
         if expected is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if type(value) is not expected:
@@ -215,14 +229,12 @@ def _apply(section: Any, values: dict[str, Any], where: str) -> Any:
 
 
 def _validate(s: Settings, source: str) -> None:
-    e, smp = s.engine, s.sampling
+    try:
+        s.engine.validate()  # the same checks as every load's
+    except UserInputError as exc:
+        raise ConfigError(f"{source}: engine.{exc}") from None
+    smp = s.sampling
     checks = [
-        (e.n_gpu_layers >= -1, "engine.n_gpu_layers must be >= -1"),
-        (e.n_ctx >= 0, "engine.n_ctx must be >= 0"),
-        (e.n_batch >= 1 and e.n_ubatch >= 1, "engine.n_batch and n_ubatch must be >= 1"),
-        (e.n_threads >= 0, "engine.n_threads must be >= 0"),
-        (e.flash_attn in ("auto", "on", "off"), "engine.flash_attn must be auto, on or off"),
-        (e.type_k in KV_TYPES and e.type_v in KV_TYPES, f"KV types must be one of {KV_TYPES}"),
         (smp.temperature >= 0, "sampling.temperature must be >= 0"),
         (smp.top_k >= 0, "sampling.top_k must be >= 0"),
         (0 <= smp.top_p <= 1 and 0 <= smp.min_p <= 1, "sampling.top_p/min_p must be in [0, 1]"),
@@ -232,9 +244,6 @@ def _validate(s: Settings, source: str) -> None:
     for ok, message in checks:
         if not ok:
             raise ConfigError(f"{source}: {message}")
-
-
-KV_TYPES = ("f32", "f16", "bf16", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0", "iq4_nl")
 
 
 def default_threads() -> int:

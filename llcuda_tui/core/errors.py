@@ -39,6 +39,11 @@ class EngineError(LlcudaError):
     """llama.cpp failed at run time (decode error, out of memory, ...)."""
 
 
+class StoreError(LlcudaError):
+    """A store (the model store, the results store) cannot do what was asked: a runtime
+    failure of its files or its SQLite database."""
+
+
 class PullCancelled(LlcudaError):
     """A download was stopped through its cancel event; the partial file stays and the next
     pull resumes it."""

@@ -1,4 +1,5 @@
-"""Will a model fit? Weights + KV cache + compute buffer against free VRAM (NVML) or RAM.
+"""Will a model fit? Weights + KV cache + compute buffer against free VRAM (NVML) or RAM
+(here, or on an attached worker's GPU).
 
 The arithmetic follows how llama.cpp (0.3.36's vendored build) places a model: with
 ``n_gpu_layers = k`` the output layer and the last ``k - 1`` repeating layers go to the GPU;
@@ -18,6 +19,7 @@ import os
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from llcuda_tui.core.fmt import fmt_size
 from llcuda_tui.core.gguf import GgufSummary
 
 MIB = 1 << 20
@@ -123,7 +125,8 @@ class FitResult:
 
 
 def _gib(n: int) -> str:
-    return f"{n / (1 << 30):.2f} GiB"
+    """Always GiB, two decimals: the unit these estimates are read in."""
+    return fmt_size(n, 2, "GiB")
 
 
 def kv_type_bytes(type_name: str, n_elements: int) -> int:
@@ -324,3 +327,15 @@ def ram_device() -> DeviceMemory:
         free = os.sysconf("SC_AVPHYS_PAGES") * page
         total = os.sysconf("SC_PHYS_PAGES") * page
     return DeviceMemory("ram", "RAM", free, total)
+
+
+def worker_device(url: str, polled: Any) -> DeviceMemory | str:
+    """The free memory of the first GPU in what a poll of worker ``url`` returned (a
+    ``WorkerGpu``; the store's ``fit_badge`` fits against it), or one line saying why there
+    is none (the worker is down, or has no GPU)."""
+    if polled.gpu is None:
+        return f"worker down: {polled.error}"
+    sample = polled.gpu.sample
+    device = gpu_device(sample, f"worker {url}")
+    reason = sample.message or sample.state
+    return device if device is not None else f"the worker has no GPU ({reason})"

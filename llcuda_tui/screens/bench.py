@@ -4,7 +4,7 @@ percentiles and validity flags, history with compare, export (md, csv, json). Th
 this machine or an attached worker (latency mode, with N concurrent streams: concurrency).
 
 The benchmark itself is core's ``run_bench`` / ``run_latency``, run in a child process
-(``core.bench_process``: the engines there share no GIL with the UI), or
+(``core.bench.run_bench_in_child``: the engines there share no GIL with the UI), or
 ``run_latency_on_worker``; a thread worker waits for it, and this screen polls its progress at
 4 Hz.
 """
@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar, cast
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -34,10 +34,15 @@ from textual.widgets import (
     TabPane,
 )
 
-from llcuda_tui.core.bench import percentile
+from llcuda_tui.core.bench import int_list, percentile
 from llcuda_tui.core.errors import LlcudaError, UserInputError
 from llcuda_tui.messages import BenchDone, ChoicesReady
 from llcuda_tui.widgets import MetricPlot
+
+if TYPE_CHECKING:
+    from llcuda_tui.app import LlcudaApp
+    from llcuda_tui.core.bench import BenchProgress, BenchSpec, LatencySpec, StoredRun
+    from llcuda_tui.core.store import ModelChoice
 
 POLL_S = 0.25
 MODES = (("pp/tg", "throughput"), ("sweep", "sweep"), ("latency", "latency"))
@@ -56,8 +61,8 @@ class BenchProgressHolder:
         self.values: list[float] = []
         self.unit = "t/s"
 
-    def set(self, p: Any) -> None:
-        """A core BenchProgress; a step that measured something carries ``value``/``unit``."""
+    def set(self, p: BenchProgress) -> None:
+        """A step of the run; one that measured something carries ``value``/``unit``."""
         self.done, self.total, self.message = p.done, p.total, p.message
         if p.value is not None:
             self.unit = p.unit or self.unit
@@ -90,16 +95,16 @@ class BenchScreen(Screen[None]):
 
     def __init__(self) -> None:
         super().__init__()
-        self.choices: dict[str, Any] = {}
+        self.choices: dict[str, ModelChoice] = {}
         self.progress = BenchProgressHolder()
         self.cancel_event: threading.Event | None = None
         self.started_at = 0.0
         self.marked: list[int] = []
-        self.shown_run: Any = None
+        self.shown_run: StoredRun | None = None
 
     @property
-    def llcuda(self) -> Any:
-        return self.app
+    def llcuda(self) -> LlcudaApp:
+        return cast("LlcudaApp", self.app)
 
     def compose(self) -> ComposeResult:
         b = self.llcuda.settings.engine
@@ -173,7 +178,7 @@ class BenchScreen(Screen[None]):
 
     def target_options(self) -> list[tuple[str, str]]:
         """This machine, then each attached worker (by URL)."""
-        urls = getattr(self.llcuda, "worker_urls", [])
+        urls = self.llcuda.worker_urls
         return [("this machine", LOCAL), *((f"worker {u}", u) for u in urls)]
 
     def refresh_targets(self) -> None:
@@ -205,7 +210,8 @@ class BenchScreen(Screen[None]):
 
     @on(ChoicesReady)
     def show_choices(self, message: ChoicesReady) -> None:
-        from llcuda_tui.core.store import default_choice, fmt_size
+        from llcuda_tui.core.fmt import fmt_size
+        from llcuda_tui.core.store import default_choice
 
         self.choices = {c.name: c for c in message.choices}
         select = self.query_one("#bench-model", Select)
@@ -225,8 +231,7 @@ class BenchScreen(Screen[None]):
         """LOCAL or the URL of the worker to benchmark."""
         return str(self.query_one("#bench-target", Select).value)
 
-    def build_spec(self) -> tuple[str, Any]:
-        from llcuda_tui.commands.bench import int_list
+    def build_spec(self) -> tuple[str, BenchSpec | LatencySpec]:
         from llcuda_tui.core.bench import BenchSpec, LatencySpec, ModelRef, default_prompts
 
         mode = str(self.query_one("#bench-mode", Select).value)
@@ -248,7 +253,7 @@ class BenchScreen(Screen[None]):
             text = self.query_one(f"#{field_id}", Input).value
             try:
                 return int_list(text)
-            except Exception as exc:  # argparse's type errors
+            except ValueError as exc:
                 raise UserInputError(f"{what}: {exc}") from None
 
         n_prompt, n_gen = ints("n-prompt", "pp"), ints("n-gen", "tg")
@@ -318,16 +323,22 @@ class BenchScreen(Screen[None]):
     def run_benchmark(
         self,
         mode: str,
-        spec: Any,
+        spec: BenchSpec | LatencySpec,
         progress: BenchProgressHolder,
         cancel: threading.Event,
         target: str = LOCAL,
     ) -> None:
-        from llcuda_tui.core.bench import BenchStore, run_bench_in_child, run_latency_on_worker
+        from llcuda_tui.core.bench import (
+            BenchStore,
+            LatencySpec,
+            run_bench_in_child,
+            run_latency_on_worker,
+        )
 
         paths = self.llcuda.settings.paths
         try:
             if target != LOCAL:
+                assert isinstance(spec, LatencySpec)  # build_spec: a worker runs latency only
                 access = self.llcuda.worker_access
                 with BenchStore.open(paths) as store:
                     run = run_latency_on_worker(
@@ -382,7 +393,7 @@ class BenchScreen(Screen[None]):
         if message.error is not None:
             self.set_status(f"benchmark stopped: {message.error}")
             self.notify(message.error, severity="error", timeout=10)
-        else:
+        elif message.run is not None:
             run = message.run
             self.set_status(f"run {run.run_id} done: {run.summary()}")
             self.show_run(run)
@@ -390,7 +401,7 @@ class BenchScreen(Screen[None]):
 
     # --- results, history, compare, export ------------------------------------------------------
 
-    def show_run(self, run: Any) -> None:
+    def show_run(self, run: StoredRun) -> None:
         self.shown_run = run
         table = self.query_one("#results", DataTable)
         table.clear(columns=True)
@@ -455,7 +466,7 @@ class BenchScreen(Screen[None]):
         key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key
         return int(str(key.value))
 
-    def load_run(self, run_id: int) -> Any:
+    def load_run(self, run_id: int) -> StoredRun:
         from llcuda_tui.core.bench import BenchStore
 
         with BenchStore.open(self.llcuda.settings.paths) as store:
@@ -504,7 +515,7 @@ class BenchScreen(Screen[None]):
 
     @on(Button.Pressed, "#export")
     def action_export(self) -> None:
-        from llcuda_tui.commands.bench import render_run
+        from llcuda_tui.core.bench import render_run
 
         run = self.shown_run
         if run is None:
@@ -523,7 +534,8 @@ class BenchScreen(Screen[None]):
         self.notify(f"exported to {path}")
 
 
-def _num(v: Any) -> str:
+def _num(v: float | None) -> str:
+    """A value for the screen's tables (fewer digits than ``llcuda bench``'s reports)."""
     if v is None:
         return "n/a"
     if isinstance(v, bool | int):

@@ -5,7 +5,8 @@ that is down: each says why (a worker that comes back is shown again)."""
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from collections.abc import Hashable
+from typing import TYPE_CHECKING, ClassVar, TypeVar, cast
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -18,6 +19,12 @@ from textual.worker import Worker
 from llcuda_tui.messages import WorkerGpuPolled
 from llcuda_tui.widgets import GpuPanel
 
+if TYPE_CHECKING:
+    from llcuda_tui.app import LlcudaApp
+    from llcuda_tui.core.gpu import GpuReading
+    from llcuda_tui.core.worker import WorkerGpu, WorkerGpuPoller
+
+K = TypeVar("K", bound=Hashable)
 SPANS_S = ((30, "30 s"), (120, "2 min"), (600, "10 min"))
 POLL_S = 1.0
 
@@ -39,12 +46,16 @@ class GpuScreen(Screen[None]):
     def __init__(self) -> None:
         super().__init__()
         self.span_index = 1
-        self.pollers: dict[str, Any] = {}
+        self.pollers: dict[str, WorkerGpuPoller] = {}
         """A WorkerGpuPoller per worker URL (it keeps the connection between polls)."""
         self.worker_poll: Worker[None] | None = None
-        self.worker_results: dict[str, Any] = {}
+        self.worker_results: dict[str, WorkerGpu] = {}
         """The latest WorkerGpu of each worker."""
         self.worker_energy_baseline_mj: dict[tuple[str, int], int] = {}
+
+    @property
+    def llcuda(self) -> LlcudaApp:
+        return cast("LlcudaApp", self.app)
 
     def compose(self) -> ComposeResult:
         yield Static("waiting for the first GPU sample…", id="gpu-header", markup=False)
@@ -75,13 +86,13 @@ class GpuScreen(Screen[None]):
 
     @property
     def worker_urls(self) -> list[str]:
-        return list(getattr(self.app, "worker_urls", []))
+        return list(self.llcuda.worker_urls)
 
     async def poll(self) -> None:
         if not self.is_current:
             return
         self.start_worker_poll()
-        app: Any = self.app
+        app = self.llcuda
         sampler = app.gpu_sampler
         sample = sampler.latest
         if sample is None:
@@ -121,7 +132,7 @@ class GpuScreen(Screen[None]):
         return panel
 
     @staticmethod
-    def energy_j(app: Any, g: Any, history: list[Any]) -> float | None:
+    def energy_j(app: LlcudaApp, g: GpuReading, history: list[GpuReading]) -> float | None:
         return _energy_since(app.energy_baseline_mj, g.index, g, history)
 
     # --- attached workers -----------------------------------------------------------------------
@@ -131,12 +142,12 @@ class GpuScreen(Screen[None]):
         urls = self.worker_urls
         if not urls or (self.worker_poll is not None and not self.worker_poll.is_finished):
             return
-        from llcuda_tui.core.worker.client import WorkerGpuPoller
+        from llcuda_tui.core.worker import WorkerGpuPoller
 
         pollers = []
         for url in urls:
             if url not in self.pollers:
-                access = self.app.worker_access  # type: ignore[attr-defined]
+                access = self.llcuda.worker_access
                 self.pollers[url] = WorkerGpuPoller(
                     url, access.api_key, history=SPANS_S[-1][0], verify=access.verify
                 )
@@ -144,7 +155,7 @@ class GpuScreen(Screen[None]):
         self.worker_poll = self.poll_workers(pollers)
 
     @work(thread=True, group="worker-gpu", exit_on_error=False)
-    def poll_workers(self, pollers: list[Any]) -> None:
+    def poll_workers(self, pollers: list[WorkerGpuPoller]) -> None:
         self.post_message(WorkerGpuPolled([p.poll() for p in pollers]))
 
     @on(WorkerGpuPolled)
@@ -188,7 +199,7 @@ class GpuScreen(Screen[None]):
         return note
 
     @staticmethod
-    def worker_note_text(result: Any) -> str:
+    def worker_note_text(result: WorkerGpu) -> str:
         if result.gpu is None:
             return (
                 f"worker {result.url} is down: {result.error}\n"
@@ -202,7 +213,9 @@ class GpuScreen(Screen[None]):
         )
 
 
-def _energy_since(baselines: dict[Any, int], key: Any, g: Any, history: list[Any]) -> float | None:
+def _energy_since(
+    baselines: dict[K, int], key: K, g: GpuReading, history: list[GpuReading]
+) -> float | None:
     """Joules since the first reading this screen saw of GPU ``g`` (None: no energy counter)."""
     if g.energy_mj is None:
         return None

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -21,26 +21,36 @@ from textual.widgets import Button, DataTable, Footer, Input, ProgressBar, Stati
 from textual.worker import Worker, WorkerState
 
 from llcuda_tui.core.errors import LlcudaError
+from llcuda_tui.core.fit import DeviceMemory, worker_device
+from llcuda_tui.core.fmt import fmt_ago, fmt_size
 from llcuda_tui.core.store import (
+    FitBadge,
+    ModelEntry,
     PullCancelled,
     PullJob,
+    Store,
     choice_from_entry,
+    describe_model,
+    detail_text,
     fit_badge,
-    fmt_ago,
-    fmt_size,
     list_repo,
-    partial_bytes,
-    worker_fit_devices,
+    set_max_size,
 )
 from llcuda_tui.messages import (
+    HubFailed,
     HubListed,
     SettingsSaved,
+    SizeCapFailed,
     StoreActionDone,
+    StoreFailed,
     StoreListed,
     WorkerFitsListed,
     WorkFailed,
 )
 from llcuda_tui.screens.dialogs import ConfirmDialog, TextPromptDialog
+
+if TYPE_CHECKING:
+    from llcuda_tui.app import LlcudaApp
 
 PULL_POLL_S = 0.25
 
@@ -60,16 +70,16 @@ class ModelsScreen(Screen[None]):
 
     def __init__(self) -> None:
         super().__init__()
-        self.entries: dict[str, Any] = {}
-        self.badges: dict[str, Any] = {}
-        self.worker_fits: dict[str, Any] = {}
+        self.entries: dict[str, ModelEntry] = {}
+        self.badges: dict[str, FitBadge] = {}
+        self.worker_fits: dict[str, dict[str, FitBadge] | str] = {}
         """Per worker URL: {model name: FitBadge}, or why there is no estimate."""
         self.listing: Any = None
         self.pull_job: PullJob | None = None
 
     @property
-    def llcuda(self) -> Any:
-        return self.app
+    def llcuda(self) -> LlcudaApp:
+        return cast("LlcudaApp", self.app)
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="models-top"):
@@ -99,9 +109,7 @@ class ModelsScreen(Screen[None]):
         self.pull_timer = self.set_interval(PULL_POLL_S, self.pull_tick, pause=True)
         self.action_refresh()
 
-    def store(self) -> Any:
-        from llcuda_tui.core.store import Store
-
+    def store(self) -> Store:
         return Store.from_settings(self.llcuda.settings)
 
     # --- the store ------------------------------------------------------------------------------
@@ -111,22 +119,22 @@ class ModelsScreen(Screen[None]):
 
     @work(thread=True, exclusive=True, group="store-list", exit_on_error=False)
     def list_store(self) -> None:
-        from llcuda_tui.core.store import _maint as storemaint
-
         app = self.llcuda
         try:
             store = self.store()
             entries = store.entries() if store.exists() else []
-            usage = storemaint.du(store)
+            usage = store.du()
         except LlcudaError as exc:
-            self.post_message(WorkFailed("store", str(exc)))
+            self.post_message(StoreFailed(str(exc)))
             return
         self.post_message(StoreListed(entries, usage, self.fit_badges(entries, app.fit_device)))
         urls = list(getattr(app, "worker_urls", []))
         if urls:
             self.post_message(WorkerFitsListed(self.fits_on_workers(entries, urls)))
 
-    def fit_badges(self, entries: list[Any], device: Any) -> dict[str, Any]:
+    def fit_badges(
+        self, entries: list[ModelEntry], device: DeviceMemory | None
+    ) -> dict[str, FitBadge]:
         """{name: FitBadge} of ``entries`` on ``device`` (None: this machine's, detected)."""
         e = self.llcuda.settings.engine
         return {
@@ -136,13 +144,23 @@ class ModelsScreen(Screen[None]):
             for x in entries
         }
 
-    def fits_on_workers(self, entries: list[Any], urls: list[str]) -> dict[str, Any]:
-        """Fit badges of ``entries`` against each worker's free VRAM (in the thread)."""
+    def fits_on_workers(
+        self, entries: list[ModelEntry], urls: list[str]
+    ) -> dict[str, dict[str, FitBadge] | str]:
+        """Fit badges of ``entries`` against each worker's free VRAM now, or why there is no
+        estimate (in the thread: at most a few seconds per worker that does not answer)."""
+        from llcuda_tui.core.worker import WorkerGpuPoller  # loaded only with workers attached
+
         access = self.app.worker_access  # type: ignore[attr-defined]
-        return {
-            url: device if isinstance(device, str) else self.fit_badges(entries, device)
-            for url, device in worker_fit_devices(urls, access.api_key, access.verify).items()
-        }
+        fits: dict[str, dict[str, FitBadge] | str] = {}
+        for url in urls:
+            poller = WorkerGpuPoller(url, access.api_key, history=0, verify=access.verify)
+            try:
+                device = worker_device(url, poller.poll())
+            finally:
+                poller.close()
+            fits[url] = device if isinstance(device, str) else self.fit_badges(entries, device)
+        return fits
 
     @on(WorkerFitsListed)
     def show_worker_fits(self, message: WorkerFitsListed) -> None:
@@ -215,28 +233,12 @@ class ModelsScreen(Screen[None]):
                 else ""
             )
             return
-        g, m = entry.manifest.gguf, entry.manifest
         badge = self.badges.get(entry.name)
         e = self.llcuda.settings.engine
-        rows = [
-            ("name", entry.name + (f" ({', '.join(entry.aliases)})" if entry.aliases else "")),
-            ("arch", g.get("arch")),
-            ("parameters", f"{(g.get('parameter_count') or 0) / 1e9:.3f} B"),
-            ("quant", g.get("quant")),
-            ("context length", g.get("context_length")),
-            ("layers", g.get("n_layer")),
-            ("heads (kv)", f"{g.get('n_head')} ({g.get('n_head_kv')})"),
-            ("embedding", g.get("n_embd")),
-            ("vocab", g.get("n_vocab")),
-            ("chat template", "yes" if g.get("has_chat_template") else "no"),
-            ("size", fmt_size(m.size)),
-            ("sha256", entry.sha256),
-            ("source", source_text(m.source)),
-            ("files", ", ".join(f.filename for f in m.files)),
-            ("pinned", "yes" if entry.state.pinned else "no"),
-            ("last used", fmt_ago(entry.state.last_used, self.llcuda.clock())),
-            ("fit", f"{badge.detail if badge else '?'} (ngl {e.n_gpu_layers}, ctx {e.n_ctx})"),
-        ]
+        rows = describe_model(entry, self.llcuda.clock())
+        rows.append(
+            ("fit", f"{badge.detail if badge else '?'} (ngl {e.n_gpu_layers}, ctx {e.n_ctx})")
+        )
         for url in getattr(self.llcuda, "worker_urls", []):
             fits = self.worker_fits.get(url)
             if fits is None:
@@ -247,7 +249,7 @@ class ModelsScreen(Screen[None]):
                 found = fits.get(entry.name)
                 text = found.detail if found else "?"
             rows.append(("fit on worker", f"{url}: {text}"))
-        detail.update("\n".join(f"{k:15} {v}" for k, v in rows))
+        detail.update(detail_text(rows))
 
     # --- the size cap ---------------------------------------------------------------------------
 
@@ -267,12 +269,10 @@ class ModelsScreen(Screen[None]):
 
     @work(thread=True, exclusive=True, group="settings", exit_on_error=False)
     def save_cap(self, text: str) -> None:
-        from llcuda_tui.core.store import _maint as storemaint
-
         try:
-            settings = storemaint.set_max_size(self.llcuda.settings, text)
+            settings = set_max_size(self.llcuda.settings, text)
         except LlcudaError as exc:
-            self.post_message(WorkFailed("size cap", str(exc)))
+            self.post_message(SizeCapFailed(str(exc)))
             return
         cap = settings.store.max_size or "no cap"
         where = settings.paths.config_file
@@ -390,14 +390,14 @@ class ModelsScreen(Screen[None]):
             store = self.store()
             resumable = (
                 {
-                    m.first.path: partial_bytes(store, listing.repo, listing.commit, m.first)
+                    m.first.path: store.partial_bytes(listing.repo, listing.commit, m.first)
                     for m in listing.models
                 }
                 if store.exists()
                 else {}
             )
         except LlcudaError as exc:
-            self.post_message(WorkFailed("hub", str(exc)))
+            self.post_message(HubFailed(str(exc)))
             return
         self.post_message(HubListed(listing, resumable, quiet))
 
@@ -496,12 +496,3 @@ class ModelsScreen(Screen[None]):
             if event.worker.group == "pull":
                 self.end_pull(f"pull failed: {type(error).__name__}: {error}")
             self.notify(f"{type(error).__name__}: {error}", severity="error", timeout=10)
-
-
-def source_text(source: dict[str, Any]) -> str:
-    kind = source.get("kind")
-    if kind == "hf":
-        return f"hf {source.get('repo')}@{str(source.get('commit'))[:12]}"
-    if kind == "starter":
-        return f"starter package {source.get('package')}"
-    return f"imported {Path(str(source.get('path'))).name}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from textual.app import ComposeResult
 from textual.containers import Vertical
-from textual.widgets import Markdown, Static
+from textual.widgets import Static
 
 
 class ChatMessage(Vertical, can_focus=True):
@@ -44,6 +44,10 @@ class ChatMessage(Vertical, can_focus=True):
         self._record_text = record_text
 
     def compose(self) -> ComposeResult:
+        # imported with the first message, not with the Chat screen (markdown-it and pygments:
+        # 34 ms of the TUI's start-up)
+        from textual.widgets import Markdown
+
         yield Static(self._label, classes="role", markup=False)
         yield Markdown(self._text)
         yield Static(

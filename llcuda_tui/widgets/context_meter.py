@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from textual.widgets import Static
+
+if TYPE_CHECKING:
+    from llcuda_tui.core.chat import ContextPlan
 
 BAR_CELLS = 24
 
@@ -18,8 +21,8 @@ class ContextMeter(Static):
     ContextMeter.-over { color: $error; text-style: bold; }
     """
 
-    def show_plan(self, plan: Any | None, note: str = "") -> None:
-        """Render ``plan`` (a core.chat.ContextPlan), or ``note`` when there is none."""
+    def show_plan(self, plan: ContextPlan | None, note: str = "") -> None:
+        """Render ``plan``, or ``note`` when there is none."""
         state = plan.state if plan is not None else "ok"
         self.set_class(state == "warn", "-warn")
         self.set_class(state == "over", "-over")

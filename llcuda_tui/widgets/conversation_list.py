@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import ClassVar
 
 from textual.binding import Binding, BindingType
 from textual.message import Message
 from textual.widgets import Label, ListItem, ListView
 
+from llcuda_tui.core.conversations import Conversation
+
 
 class ConversationItem(ListItem):
-    def __init__(self, conversation: Any) -> None:
+    def __init__(self, conversation: Conversation) -> None:
         super().__init__(Label(conversation.title, markup=False))
         self.conversation = conversation
 
@@ -27,24 +30,22 @@ class ConversationList(ListView):
         Binding("r", "rename_conversation", "Rename"),
     ]
 
+    @dataclass
     class DeleteRequested(Message):
-        def __init__(self, conversation: Any) -> None:
-            super().__init__()
-            self.conversation = conversation
+        conversation: Conversation
 
+    @dataclass
     class RenameRequested(Message):
-        def __init__(self, conversation: Any) -> None:
-            super().__init__()
-            self.conversation = conversation
+        conversation: Conversation
 
-    def set_conversations(self, conversations: list[Any], current_id: int | None) -> None:
+    def set_conversations(self, conversations: list[Conversation], current_id: int | None) -> None:
         self.clear()
         self.extend(ConversationItem(c) for c in conversations)
         ids = [c.id for c in conversations]
         if current_id in ids:
             self.call_after_refresh(setattr, self, "index", ids.index(current_id))
 
-    def _highlighted(self) -> Any | None:
+    def _highlighted(self) -> Conversation | None:
         item = self.highlighted_child
         return item.conversation if isinstance(item, ConversationItem) else None
 

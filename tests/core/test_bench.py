@@ -13,7 +13,8 @@ import statistics
 import numpy as np
 import pytest
 
-from llcuda_tui.commands.bench import fa_list, int_list, kv_list, render_run
+from llcuda_tui.commands import bench as bench_cli
+from llcuda_tui.commands.bench import fa_list, kv_list
 from llcuda_tui.core.bench import (
     BenchSpec,
     EnergyWindow,
@@ -26,10 +27,12 @@ from llcuda_tui.core.bench import (
     default_prompts,
     engine_cuda_devices,
     instances,
+    int_list,
     latency_metrics,
     nvml_indices,
     percentile,
     ratio,
+    render_run,
     sample_sd,
     spec_tests,
     summarize,
@@ -58,12 +61,16 @@ MODEL = ModelRef(__import__("pathlib").Path("/models/m.gguf"), "m")
 )
 def test_int_list(text: str, expected: tuple[int, ...]) -> None:
     assert int_list(text) == expected
+    assert bench_cli.int_list(text) == expected  # the -p/-n/-ngl option type
 
 
 @pytest.mark.parametrize("text", ["", "abc", "10-5", "1-5*1", "1-5+0", "5,x", "1.5"])
 def test_int_list_rejects(text: str) -> None:
-    with pytest.raises(argparse.ArgumentTypeError):
+    with pytest.raises(ValueError) as core_error:  # the Benchmark screen's fields
         int_list(text)
+    with pytest.raises(argparse.ArgumentTypeError) as cli_error:  # argparse prints its words
+        bench_cli.int_list(text)
+    assert str(cli_error.value) == str(core_error.value)
 
 
 def test_fa_and_kv_lists() -> None:

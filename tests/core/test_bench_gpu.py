@@ -53,14 +53,13 @@ def test_gpu_rows_carry_energy_validity_and_efficiency(gpu_model: Path, tmp_path
 
 
 def test_cudart_bandwidth_and_device_mapping() -> None:
-    from llcuda_tui.core.gpu import _cudart as cudart
-    from llcuda_tui.core.gpu import snapshot
+    from llcuda_tui.core.gpu import measure_bandwidth, normalize_bus_id, pci_bus_id, snapshot
 
-    bw = cudart.measure_bandwidth(0)
+    bw = measure_bandwidth(0)
     assert bw.bytes_per_s > 5e11, bw
-    bus = cudart.normalize_bus_id(cudart.pci_bus_id(0))
+    bus = normalize_bus_id(pci_bus_id(0))
     s = snapshot()
-    assert bus in [cudart.normalize_bus_id(g.pci_bus_id or "") for g in s.gpus]
+    assert bus in [normalize_bus_id(g.pci_bus_id or "") for g in s.gpus]
 
 
 def test_gpu_latency_reports_energy_per_token(gpu_model: Path) -> None:

@@ -7,26 +7,17 @@ from pathlib import Path
 
 import pytest
 
+from llcuda_tui.core.chat import RateMeter, ReplyStream, build_messages, plan_context
 from llcuda_tui.core.config import Paths
-from llcuda_tui.core.engine import (
-    Chunk,
-    Engine,
-    EngineConfig,
-    GenerationRequest,
-    RateMeter,
-    ReplyStream,
-    SamplingParams,
-    build_messages,
-    plan_context,
-)
+from llcuda_tui.core.engine import Chunk, Engine, EngineConfig, GenerationRequest, SamplingParams
 from llcuda_tui.core.fit import DeviceMemory
+from llcuda_tui.core.fmt import fmt_size
 from llcuda_tui.core.store import (
     ModelChoice,
     PullJob,
     TransferProgress,
     default_choice,
     fit_badge,
-    fmt_size,
     model_choices,
 )
 

@@ -76,3 +76,27 @@ def test_save_setting_refuses_bad_values_and_leaves_the_file(settings: Settings)
     with pytest.raises(ConfigError, match="n_ctx must be >= 0"):
         save_setting(settings, "engine", "n_ctx", -5)
     assert settings.paths.config_file.read_text() == before
+
+
+def test_engine_defaults_are_the_engine_config_knobs(settings: Settings, tmp_path: Path) -> None:
+    """One source for the knobs: the config's defaults are EngineConfig's, and a load from the
+    settings takes every one of them."""
+    from dataclasses import fields
+
+    from llcuda_tui.core.config import EngineDefaults
+    from llcuda_tui.core.engine import EngineConfig, EngineValues
+
+    knobs = [f.name for f in fields(EngineValues)]
+    assert [f.name for f in fields(EngineDefaults)] == knobs
+    defaults = EngineConfig(tmp_path / "m.gguf")
+    assert EngineDefaults().engine_values() == defaults.engine_values()
+    cfg = settings.paths.config_file
+    cfg.parent.mkdir(parents=True)
+    cfg.write_text('[engine]\nn_threads = 3\ntype_k = "q8_0"\nflash_attn = "on"\n')
+    s = Settings.load(settings.paths)
+    loaded = EngineConfig.from_settings(tmp_path / "m.gguf", s, n_ctx=99, n_batch=None)
+    assert (loaded.n_threads, loaded.type_k, loaded.flash_attn) == (3, "q8_0", "on")
+    assert (loaded.n_ctx, loaded.n_batch) == (99, 512)  # None: the setting stays
+    cfg.write_text('[engine]\ntype_k = "q3"\n')
+    with pytest.raises(ConfigError, match=r"engine\.type_k must be one of"):
+        Settings.load(settings.paths)

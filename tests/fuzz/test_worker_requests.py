@@ -20,8 +20,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from llcuda_tui.core.config import SamplingDefaults
+from llcuda_tui.core.worker import WorkerServer
 from llcuda_tui.core.worker import protocol as P
-from llcuda_tui.core.worker.server import WorkerServer
 from tests.core.worker.conftest import auth, tiny_config
 
 LIMITS = P.Limits(max_tokens=64, default_max_tokens=16)

@@ -20,6 +20,10 @@ from tests.tui.conftest import SIZE, make_app, wait_for
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(120)]
 
 
+def status(screen: BenchScreen) -> str:
+    return str(screen.query_one("#bench-status").render())
+
+
 def fill(screen: BenchScreen, **values: str) -> None:
     for field_id, value in values.items():
         screen.query_one(f"#{field_id.replace('_', '-')}", Input).value = value
@@ -32,6 +36,7 @@ async def bench_with_tiny(settings: Settings, tiny_gguf: Path) -> AsyncIterator[
     Store(Paths.from_env()).import_path(tiny_gguf, name="tiny-llama")
     app = make_app(settings, start_screen="bench")
     async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, BenchScreen), what="bench screen")
         screen = app.screen
         assert isinstance(screen, BenchScreen)
         await wait_for(pilot, lambda: "tiny-llama" in screen.choices, what="models")
@@ -41,10 +46,7 @@ async def bench_with_tiny(settings: Settings, tiny_gguf: Path) -> AsyncIterator[
 async def run_once(pilot, screen: BenchScreen, run_id: int) -> None:  # type: ignore[no-untyped-def]
     await pilot.press("ctrl+r")
     await wait_for(
-        pilot,
-        lambda: str(screen.query_one("#bench-status").render()).startswith(f"run {run_id} done"),
-        90,
-        f"run {run_id}",
+        pilot, lambda: status(screen).startswith(f"run {run_id} done"), 90, f"run {run_id}"
     )
 
 
@@ -53,12 +55,11 @@ async def test_run_results_history_compare_export(settings: Settings, tiny_gguf:
         assert screen.query_one("#bench-model", Select).value == "tiny-llama"
         fill(screen, n_prompt="16", n_gen="8", reps="3", bench_ngl="0,-1", bench_batch="16")
         await pilot.press("ctrl+r")  # a list of ngl values needs the sweep mode
-        await pilot.pause()
-        assert "sweep mode" in str(screen.query_one("#bench-status").render())
+        await wait_for(pilot, lambda: "sweep mode" in status(screen), what="sweep refusal")
         fill(screen, bench_ngl="0")
         await run_once(pilot, screen, 1)
-        status = str(screen.query_one("#bench-status").render())
-        assert status.startswith("run 1 done: pp16") and "tg8" in status
+        done = status(screen)
+        assert done.startswith("run 1 done: pp16") and "tg8" in done
         results = screen.query_one("#results", DataTable)
         rows = [results.get_row_at(i) for i in range(results.row_count)]
         assert [r[1] for r in rows] == ["pp16", "tg8"]
@@ -68,8 +69,15 @@ async def test_run_results_history_compare_export(settings: Settings, tiny_gguf:
         history = screen.query_one("#history", DataTable)
         await wait_for(pilot, lambda: history.row_count == 2)
         screen.query_one(TabbedContent).active = "tab-history"
-        history.focus()
-        await pilot.press("space", "down", "space", "c")
+        history.focus()  # takes effect on a later tick: keys before it would go elsewhere
+        await wait_for(pilot, lambda: screen.app.focused is history, what="history focused")
+        await pilot.press("space")
+        await wait_for(pilot, lambda: len(screen.marked) == 1, what="first mark")
+        await pilot.press("down")
+        await wait_for(pilot, lambda: history.cursor_row == 1, what="second row")
+        await pilot.press("space")
+        await wait_for(pilot, lambda: len(screen.marked) == 2, what="second mark")
+        await pilot.press("c")
         compare = screen.query_one("#compare", DataTable)
         await wait_for(pilot, lambda: compare.row_count > 0, what="compare rows")
         assert {compare.get_row_at(i)[1] for i in range(compare.row_count)} >= {"avg_ts"}
@@ -93,6 +101,5 @@ async def test_esc_stops_a_local_run_in_its_process(settings: Settings, tiny_ggu
         child = set(app.gpu_sampler._own_pids) - own_before
         assert len(child) == 1 and os.getpid() not in child
         await pilot.press("escape")
-        status = screen.query_one("#bench-status")
-        await wait_for(pilot, lambda: "cancelled" in str(status.render()), 30, "cancelled")
-        assert str(status.render()).startswith("benchmark stopped: benchmark cancelled")
+        await wait_for(pilot, lambda: "cancelled" in status(screen), 30, "cancelled")
+        assert status(screen).startswith("benchmark stopped: benchmark cancelled")

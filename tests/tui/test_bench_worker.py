@@ -25,6 +25,7 @@ async def bench_screen(settings: Settings, *workers: str) -> AsyncIterator[tuple
     """The app on its Benchmark screen with ``workers`` attached: (pilot, screen)."""
     app = make_app(settings, start_screen="bench", workers=list(workers))
     async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, BenchScreen), what="bench screen")
         assert isinstance(app.screen, BenchScreen)
         yield pilot, app.screen
 
@@ -40,13 +41,20 @@ async def test_latency_with_concurrency_on_a_worker(
     async with bench_screen(settings, worker.url) as (pilot, screen):
         target = screen.query_one("#bench-target", Select)
         assert screen.target_values == [LOCAL, worker.url]
+        # each key waits for the state it acts on: focus moves (to the selector, then to its
+        # list) on a later tick, and a key pressed before that goes to another widget
         target.focus()
-        await pilot.press("enter", "down", "enter")
+        await wait_for(pilot, lambda: screen.app.focused is target, what="target focused")
+        await pilot.press("enter")
+        overlay = target.query_one("SelectOverlay")  # the Select's option list
+        await wait_for(pilot, lambda: screen.app.focused is overlay, what="target list open")
+        await pilot.press("down")
+        await wait_for(pilot, lambda: overlay.highlighted == 1, what="worker highlighted")
+        await pilot.press("enter")
         await wait_for(pilot, lambda: screen.target == worker.url, what="worker target")
         fill(screen, n_gen="8", reps="4", bench_concurrency="2")
         await pilot.press("ctrl+r")  # the default pp/tg mode loads models here: refused
-        await pilot.pause()
-        assert "latency mode only" in status(screen)
+        await wait_for(pilot, lambda: "latency mode only" in status(screen), what="refusal")
         screen.query_one("#bench-mode", Select).value = "latency"
         await pilot.press("ctrl+r")
         await wait_for(pilot, lambda: status(screen).startswith("run 1 done"), 90, "run")
@@ -90,7 +98,6 @@ async def test_a_worker_attached_on_the_screen_becomes_a_target(
         assert screen.target_values == [LOCAL]
         message, ok = screen.app.attach_worker(worker.url)
         assert ok, message
-        await pilot.pause()
-        assert screen.target_values == [LOCAL, worker.url]
+        await wait_for(pilot, lambda: screen.target_values == [LOCAL, worker.url], what="target")
         screen.query_one("#bench-target", Select).value = worker.url
         assert screen.target == worker.url

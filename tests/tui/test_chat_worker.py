@@ -19,7 +19,7 @@ from llcuda_tui.core.worker.server import Listen, WorkerServer
 from tests.core.worker.conftest import API_KEY, tiny_config
 from tests.tui.conftest import SIZE, make_app, wait_for
 from tests.tui.conftest import notices as messages
-from tests.tui.test_chat import chat_settings, load_smollm, send
+from tests.tui.test_chat import chat_settings, focused, load_smollm, send
 from tests.workerproc import worker_process  # noqa: F401
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(180)]
@@ -41,9 +41,9 @@ async def test_picker_lists_workers_and_a_reply_streams_through_one(
             assert chat.choices[name].source == "worker"
             assert chat.query_one("#model", Select).value == name
             await send(pilot, chat, "Say hello.")
-            record = chat.last_record
+            record = chat.session.last_record
             assert record is not None and record.generated_tokens > 0, messages(app)
-            saved = app.conversations.messages(chat.conversation.id)
+            saved = app.conversations.messages(chat.session.conversation.id)
             assert [m.role for m in saved] == ["user", "assistant"]
             assert saved[1].model == name and saved[1].content
 
@@ -66,13 +66,15 @@ async def test_worker_killed_mid_reply_is_an_error_and_local_models_still_work(
     app = make_app(chat_settings(settings, max_tokens=1500, n_ctx=2048), workers=[worker.url])
     async with app.run_test(size=SIZE) as pilot:
         chat = app.screen
+        session = chat.session
         await wait_for(pilot, lambda: isinstance(app.engine, RemoteEngine), 30, "attach")
-        chat.query_one("#prompt").value = "Write a very long story about a dragon and a baker."
+        chat.prompt.value = "Write a very long story about a dragon and a baker."
+        await focused(pilot, chat.prompt)
         await pilot.press("enter")
-        await wait_for(pilot, lambda: chat.reply is not None and chat.reply.tokens >= 4, 60)
+        await wait_for(pilot, lambda: session.reply is not None and session.reply.tokens >= 4, 60)
         worker.signal(signal.SIGKILL)
         killed = time.monotonic()
-        await wait_for(pilot, lambda: chat.reply is None, 10, "the reply to end")
+        await wait_for(pilot, lambda: session.reply is None, 10, "the reply to end")
         assert time.monotonic() - killed <= 2.5  # 2 s, plus one drain tick
         assert "generation failed" in str(chat.query_one("#engine-status").render())
         assert any(worker.url in m for m in messages(app))
@@ -84,11 +86,11 @@ async def test_worker_killed_mid_reply_is_an_error_and_local_models_still_work(
         await load_smollm(pilot, app)
         chat.action_new_conversation()
         conv = chat.new_conversation()
-        chat.conversation = app.conversations.update(
+        session.conversation = app.conversations.update(
             conv.id, settings=ChatSettings(temperature=0.0, max_tokens=24)
         )
         await send(pilot, chat, "Say hello.")
-        assert chat.last_record is not None and chat.last_record.backend == "CPU"
+        assert session.last_record is not None and session.last_record.backend == "CPU"
 
 
 class PlainOpenAIServer:
@@ -151,9 +153,9 @@ async def test_a_plain_openai_server_chats_without_a_context_count(
                 await wait_for(pilot, lambda: isinstance(app.engine, RemoteEngine), 20)
                 assert app.engine.remote.kind == "openai"
                 await send(pilot, chat, "Say hello.")
-                saved = app.conversations.messages(chat.conversation.id)
+                saved = app.conversations.messages(chat.session.conversation.id)
                 assert [m.role for m in saved] == ["user", "assistant"], messages(app)
-                assert saved[1].content and chat.last_record.generated_tokens > 0
+                assert saved[1].content and chat.session.last_record.generated_tokens > 0
                 meter = str(chat.query_one("#meter").render())
                 assert f"not counted: {plain.url} is not an llcuda worker" in meter
         finally:

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from llcuda_tui.commands.tui import NO_TERMINAL_HINT, check_worker_url, worker_access
+from llcuda_tui.commands.tui import NO_TERMINAL_HINT
+from llcuda_tui.core.worker import check_worker_url, worker_access
 
 
 def test_worker_urls_are_checked() -> None:

@@ -21,6 +21,7 @@ def text(widget) -> str:  # type: ignore[no-untyped-def]
 async def test_gpu_panel_shows_the_trace(settings: Settings) -> None:
     app = make_app(settings, gpu_sampler=h100_sampler(), start_screen="gpu")
     async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, GpuScreen), what="gpu screen")
         screen = app.screen
         assert isinstance(screen, GpuScreen)
         await wait_for(pilot, lambda: screen.query(GpuPanel), what="panel")
@@ -38,7 +39,7 @@ async def test_gpu_panel_shows_the_trace(settings: Settings) -> None:
         assert "energy since the app started:" in text(panel.query_one(".energy"))
         assert not text(panel.query_one(".energy")).endswith("n/a")
         assert len(panel.query_one("#power Sparkline", Sparkline).data) == 9
-        await pilot.press("s")
-        assert "history: 10 min" in text(panel.query_one(".title"))
+        await pilot.press("s")  # the span action polls again: wait for that, not for the key
+        await wait_for(pilot, lambda: "history: 10 min" in text(panel.query_one(".title")))
         await pilot.press("f1")
         await wait_for(pilot, lambda: app.current_mode == "chat")

@@ -30,6 +30,7 @@ async def test_worker_gpus_are_panels_titled_with_the_url(
     cpu_worker = tiny_workers.start()
     app = make_app(settings, start_screen="gpu", workers=[gpu_worker.url, cpu_worker.url])
     async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, GpuScreen), what="gpu screen")
         screen = app.screen
         assert isinstance(screen, GpuScreen)
         await wait_for(pilot, lambda: screen.query("#worker-0-gpu-0"), what="remote panel")
@@ -57,6 +58,7 @@ async def test_a_worker_that_goes_down_says_so_and_comes_back(
     worker = tiny_workers.start(gpu_sampler=h100_sampler())
     app = make_app(settings, start_screen="gpu", workers=[worker.url])
     async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, GpuScreen), what="gpu screen")
         screen = app.screen
         await wait_for(pilot, lambda: screen.query("#worker-0-gpu-0"), what="remote panel")
         port = tiny_workers.stop(worker)

@@ -11,7 +11,8 @@ import pytest
 from textual.widgets import DataTable, Input
 
 from llcuda_tui.core.config import Paths, Settings
-from llcuda_tui.core.store import Store, fmt_size
+from llcuda_tui.core.fmt import fmt_size
+from llcuda_tui.core.store import Store
 from llcuda_tui.screens.dialogs import TextPromptDialog
 from llcuda_tui.screens.models import ModelsScreen
 from tests.tui.conftest import SIZE, TinyWorkers, h100_sampler, make_app, wait_for

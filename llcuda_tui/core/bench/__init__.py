@@ -1,5 +1,5 @@
 """Benchmarks: throughput (llama-bench-compatible), latency, telemetry during runs, perplexity,
-stored results, comparison and statistics.
+stored results, comparison, statistics, and a run as text (report).
 
 Public names are imported from here; the modules behind them are private. Exports load
 their module on first use (PEP 562), so importing the package costs nothing.
@@ -41,6 +41,21 @@ if TYPE_CHECKING:
     )
     from ._process import (
         run_bench_in_child as run_bench_in_child,
+    )
+    from ._ranges import (
+        int_list as int_list,
+    )
+    from ._report import (
+        fmt_ratio as fmt_ratio,
+    )
+    from ._report import (
+        fmt_value as fmt_value,
+    )
+    from ._report import (
+        md_table as md_table,
+    )
+    from ._report import (
+        render_run as render_run,
     )
     from ._results import (
         BenchStore as BenchStore,
@@ -103,6 +118,10 @@ if TYPE_CHECKING:
         spec_tests as spec_tests,
     )
 
+RUN_FORMATS = ("md", "csv", "json", "jsonl")
+"""What :func:`render_run` writes (here, not in ``_report``: ``llcuda bench``'s parser offers
+them without loading the report code)."""
+
 _EXPORTS = {
     "compare_runs": "_compare",
     "LatencySpec": "_latency",
@@ -114,6 +133,11 @@ _EXPORTS = {
     "compute_perplexity": "_perplexity",
     "shipped_text": "_perplexity",
     "run_bench_in_child": "_process",
+    "int_list": "_ranges",
+    "fmt_ratio": "_report",
+    "fmt_value": "_report",
+    "md_table": "_report",
+    "render_run": "_report",
     "BenchStore": "_results",
     "StoreError": "_results",
     "StoredRun": "_results",
@@ -135,5 +159,5 @@ _EXPORTS = {
     "run_bench": "_throughput",
     "spec_tests": "_throughput",
 }
-__all__ = sorted(_EXPORTS)
+__all__ = sorted(["RUN_FORMATS", *_EXPORTS])
 __getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from llcuda_tui.core.bench._results import BenchStore, StoredRun
 from llcuda_tui.core.bench._stats import summarize
@@ -344,7 +344,7 @@ def run_latency_on_worker(
     OpenAI-compatible server): ``spec.concurrency`` concurrent streams over one client, on
     the model the worker serves (``spec.model`` is replaced by it; load settings in ``spec``
     do not apply)."""
-    from llcuda_tui.core.worker.client import RemoteEngine
+    from llcuda_tui.core.worker import RemoteEngine
 
     spec.validate()
     if on_progress is not None:
@@ -357,7 +357,7 @@ def run_latency_on_worker(
 
 
 def _latency_config(spec: LatencySpec) -> Any:
-    from llcuda_tui.core.engine import EngineConfig
+    from llcuda_tui.core.engine import EngineConfig, FlashAttn, KvType
 
     return EngineConfig(
         model_path=spec.model.path,
@@ -366,8 +366,8 @@ def _latency_config(spec: LatencySpec) -> Any:
         n_batch=spec.n_batch,
         n_ubatch=spec.n_ubatch,
         n_threads=spec.n_threads,
-        flash_attn=spec.flash_attn,
-        type_k=spec.type_k,
-        type_v=spec.type_v,
+        flash_attn=cast(FlashAttn, spec.flash_attn),  # checked by EngineConfig.validate
+        type_k=cast(KvType, spec.type_k),
+        type_v=cast(KvType, spec.type_v),
         model_sha256=spec.model.sha256,
     )

@@ -15,7 +15,7 @@ from typing import Any
 
 from llcuda_tui.core.config import Paths
 from llcuda_tui.core.db import SqliteStore
-from llcuda_tui.core.errors import LlcudaError, UserInputError
+from llcuda_tui.core.errors import StoreError, UserInputError
 
 SCHEMA_VERSION = 1
 _SCHEMA = """
@@ -49,10 +49,6 @@ CREATE TABLE IF NOT EXISTS bandwidth (
     detail_json TEXT NOT NULL
 );
 """
-
-
-class StoreError(LlcudaError):
-    """The results store cannot be read or written."""
 
 
 @dataclass

@@ -55,16 +55,16 @@ def nvml_indices(cuda_devices: Sequence[int], sample: GpuSample) -> list[int]:
 
 
 def _indices_by_bus_id(cuda_devices: Sequence[int], sample: GpuSample) -> list[int] | None:
-    from llcuda_tui.core.gpu import _cudart as cudart
+    from llcuda_tui.core.gpu import CudaUnavailable, normalize_bus_id, pci_bus_id
 
     try:
-        wanted = [cudart.normalize_bus_id(cudart.pci_bus_id(d)) for d in cuda_devices]
-    except cudart.CudaUnavailable:
+        wanted = [normalize_bus_id(pci_bus_id(d)) for d in cuda_devices]
+    except CudaUnavailable:
         return None
     out = []
     for bus in wanted:
         for g in sample.gpus:
-            if bus is not None and g.pci_bus_id and cudart.normalize_bus_id(g.pci_bus_id) == bus:
+            if bus is not None and g.pci_bus_id and normalize_bus_id(g.pci_bus_id) == bus:
                 out.append(g.index)
     return out if len(out) == len(cuda_devices) else None
 

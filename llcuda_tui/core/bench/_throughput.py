@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from llcuda_tui import __version__
 from llcuda_tui.core.bench._results import BenchStore, StoredRun
@@ -238,7 +238,7 @@ def spec_tests(spec: BenchSpec) -> list[tuple[str, int, int]]:
 
 
 def _engine_config(inst: _Instance, spec: BenchSpec) -> Any:
-    from llcuda_tui.core.engine import EngineConfig
+    from llcuda_tui.core.engine import EngineConfig, FlashAttn, KvType
 
     needed = max([n for _, p, g in spec_tests(spec) for n in (p, g)] or [0])
     if spec.perplexity:
@@ -253,9 +253,9 @@ def _engine_config(inst: _Instance, spec: BenchSpec) -> Any:
         n_batch=inst.n_batch,
         n_ubatch=inst.n_ubatch,
         n_threads=inst.n_threads,
-        flash_attn=inst.flash_attn,
-        type_k=inst.type_k,
-        type_v=inst.type_v,
+        flash_attn=cast(FlashAttn, inst.flash_attn),  # checked by EngineConfig.validate
+        type_k=cast(KvType, inst.type_k),
+        type_v=cast(KvType, inst.type_v),
         # as the engine generates: fully offloaded, the sampler runs in the GPU graph. Measured
         # on an H100 (bench/decode_variants.py): tg is 3-4 % lower with it off.
         backend_sampling="auto",
@@ -528,13 +528,13 @@ def _bandwidth(
         known = store.bandwidth(gpu.uuid)
         if known is not None:
             return known
-    from llcuda_tui.core.gpu import _cudart as cudart
+    from llcuda_tui.core.gpu import CudaUnavailable, measure_bandwidth
 
     devices = engine_cuda_devices(backend)
     progress.say(f"measuring memory bandwidth of {gpu.name} (once per GPU)")
     try:
-        result = cudart.measure_bandwidth(devices[0] if devices else 0)
-    except cudart.CudaUnavailable as exc:
+        result = measure_bandwidth(devices[0] if devices else 0)
+    except CudaUnavailable as exc:
         return {"bytes_per_s": None, "error": str(exc)}
     detail = result.to_dict()
     if store is not None:
@@ -558,7 +558,7 @@ def _run_perplexities(
     spec: BenchSpec, progress: ProgressCounter, cancel: threading.Event
 ) -> list[dict[str, Any]]:
     from llcuda_tui.core.bench._perplexity import compute_perplexity
-    from llcuda_tui.core.engine import Engine, EngineConfig
+    from llcuda_tui.core.engine import Engine, EngineConfig, FlashAttn, KvType
 
     out = []
     for model in spec.models:
@@ -571,9 +571,9 @@ def _run_perplexities(
             n_batch=spec.ppl_ctx,
             n_ubatch=min(spec.n_ubatch[0], spec.ppl_ctx),
             n_threads=spec.n_threads[0],
-            flash_attn=spec.flash_attn[0],
-            type_k=spec.type_k[0],
-            type_v=spec.type_v[0],
+            flash_attn=cast(FlashAttn, spec.flash_attn[0]),  # checked by EngineConfig.validate
+            type_k=cast(KvType, spec.type_k[0]),
+            type_v=cast(KvType, spec.type_v[0]),
             backend_sampling="off",
         )
         with Engine.load(cfg) as engine:

@@ -1,5 +1,7 @@
-"""The engine: llama.cpp in-process (local), in a child process (process), sampling, chat
-templates and their sandbox, the backend llama.cpp was built with, and chat planning.
+"""The engine: one typed protocol and base for every engine (protocol), the types they take
+and give (types), llama.cpp in-process (local) and in a child process (process), what both
+llama.cpp decode loops share (decoding), sampling, chat templates and their sandbox, the backend
+llama.cpp was built with. (Chat planning and the reply buffer are in ``core/chat.py``.)
 
 Public names are imported from here; the modules behind them are private. Exports load
 their module on first use (PEP 562), so importing the package costs nothing.
@@ -13,6 +15,9 @@ from llcuda_tui.core._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from ._backend import (
+        BuildInfo as BuildInfo,
+    )
+    from ._backend import (
         build_info as build_info,
     )
     from ._backend import (
@@ -21,44 +26,53 @@ if TYPE_CHECKING:
     from ._backend import (
         list_devices as list_devices,
     )
-    from ._chat import (
-        RateMeter as RateMeter,
+    from ._decoding import (
+        StopMatcher as StopMatcher,
     )
-    from ._chat import (
-        ReplyStream as ReplyStream,
+    from ._decoding import (
+        check_decode as check_decode,
     )
-    from ._chat import (
-        build_messages as build_messages,
+    from ._decoding import (
+        decode_error as decode_error,
     )
-    from ._chat import (
-        plan_context as plan_context,
+    from ._decoding import (
+        finish_run as finish_run,
+    )
+    from ._kvcache import (
+        Reuse as Reuse,
+    )
+    from ._kvcache import (
+        SeqCells as SeqCells,
+    )
+    from ._kvcache import (
+        StatePersistence as StatePersistence,
+    )
+    from ._kvcache import (
+        keep_prefix as keep_prefix,
+    )
+    from ._kvcache import (
+        n_swa_of as n_swa_of,
+    )
+    from ._kvcache import (
+        persistence_for as persistence_for,
+    )
+    from ._kvstore import (
+        KvStateError as KvStateError,
+    )
+    from ._kvstore import (
+        KvStateStore as KvStateStore,
+    )
+    from ._kvstore import (
+        SavedState as SavedState,
+    )
+    from ._kvstore import (
+        layout_fingerprint as layout_fingerprint,
     )
     from ._local import (
         FLASH_ATTN_AUTO as FLASH_ATTN_AUTO,
     )
     from ._local import (
-        GGML_TYPES as GGML_TYPES,
-    )
-    from ._local import (
-        Chunk as Chunk,
-    )
-    from ._local import (
         Engine as Engine,
-    )
-    from ._local import (
-        EngineConfig as EngineConfig,
-    )
-    from ._local import (
-        GenerationHandle as GenerationHandle,
-    )
-    from ._local import (
-        GenerationRequest as GenerationRequest,
-    )
-    from ._local import (
-        LoadInfo as LoadInfo,
-    )
-    from ._local import (
-        RunRecord as RunRecord,
     )
     from ._local import (
         TokensFromEngine as TokensFromEngine,
@@ -69,11 +83,14 @@ if TYPE_CHECKING:
     from ._local import (
         flash_attn_type as flash_attn_type,
     )
-    from ._local import (
-        generate_via as generate_via,
+    from ._prefix import (
+        SlotCache as SlotCache,
     )
-    from ._local import (
-        stream_via as stream_via,
+    from ._prefix import (
+        choose_slot as choose_slot,
+    )
+    from ._prefix import (
+        common_prefix as common_prefix,
     )
     from ._process import (
         FLUSH_INTERVAL_S as FLUSH_INTERVAL_S,
@@ -95,6 +112,27 @@ if TYPE_CHECKING:
     )
     from ._process import (
         write_frame as write_frame,
+    )
+    from ._protocol import (
+        EngineBase as EngineBase,
+    )
+    from ._protocol import (
+        EngineProtocol as EngineProtocol,
+    )
+    from ._protocol import (
+        OnChunk as OnChunk,
+    )
+    from ._protocol import (
+        OnError as OnError,
+    )
+    from ._protocol import (
+        SubmitFn as SubmitFn,
+    )
+    from ._protocol import (
+        generate_via as generate_via,
+    )
+    from ._protocol import (
+        stream_via as stream_via,
     )
     from ._sampling import (
         SamplingParams as SamplingParams,
@@ -123,29 +161,73 @@ if TYPE_CHECKING:
     from ._templates import (
         ChatTemplate as ChatTemplate,
     )
+    from ._types import (
+        AUTO_ON_OFF as AUTO_ON_OFF,
+    )
+    from ._types import (
+        GGML_TYPES as GGML_TYPES,
+    )
+    from ._types import (
+        KV_TYPES as KV_TYPES,
+    )
+    from ._types import (
+        BackendSampling as BackendSampling,
+    )
+    from ._types import (
+        Chunk as Chunk,
+    )
+    from ._types import (
+        EngineConfig as EngineConfig,
+    )
+    from ._types import (
+        EngineValues as EngineValues,
+    )
+    from ._types import (
+        FlashAttn as FlashAttn,
+    )
+    from ._types import (
+        GenerationHandle as GenerationHandle,
+    )
+    from ._types import (
+        GenerationRequest as GenerationRequest,
+    )
+    from ._types import (
+        KvType as KvType,
+    )
+    from ._types import (
+        LoadInfo as LoadInfo,
+    )
+    from ._types import (
+        RunRecord as RunRecord,
+    )
 
 _EXPORTS = {
+    "SeqCells": "_kvcache",
+    "StatePersistence": "_kvcache",
+    "keep_prefix": "_kvcache",
+    "n_swa_of": "_kvcache",
+    "persistence_for": "_kvcache",
+    "Reuse": "_kvcache",
+    "KvStateStore": "_kvstore",
+    "KvStateError": "_kvstore",
+    "SavedState": "_kvstore",
+    "layout_fingerprint": "_kvstore",
+    "choose_slot": "_prefix",
+    "common_prefix": "_prefix",
+    "SlotCache": "_prefix",
+    "BuildInfo": "_backend",
     "build_info": "_backend",
     "capture_llama_log": "_backend",
     "list_devices": "_backend",
-    "RateMeter": "_chat",
-    "ReplyStream": "_chat",
-    "build_messages": "_chat",
-    "plan_context": "_chat",
-    "Chunk": "_local",
+    "StopMatcher": "_decoding",
+    "check_decode": "_decoding",
+    "decode_error": "_decoding",
+    "finish_run": "_decoding",
     "Engine": "_local",
-    "EngineConfig": "_local",
     "FLASH_ATTN_AUTO": "_local",
-    "GGML_TYPES": "_local",
-    "GenerationHandle": "_local",
-    "GenerationRequest": "_local",
-    "LoadInfo": "_local",
-    "RunRecord": "_local",
     "TokensFromEngine": "_local",
     "check_gguf_file": "_local",
     "flash_attn_type": "_local",
-    "generate_via": "_local",
-    "stream_via": "_local",
     "FLUSH_INTERVAL_S": "_process",
     "ProcessEngine": "_process",
     "last_words": "_process",
@@ -153,6 +235,13 @@ _EXPORTS = {
     "read_frame": "_process",
     "spawn_child": "_process",
     "write_frame": "_process",
+    "EngineBase": "_protocol",
+    "EngineProtocol": "_protocol",
+    "OnChunk": "_protocol",
+    "OnError": "_protocol",
+    "SubmitFn": "_protocol",
+    "generate_via": "_protocol",
+    "stream_via": "_protocol",
     "SamplingParams": "_sampling",
     "SamplingValues": "_sampling",
     "build_chain": "_sampling",
@@ -162,6 +251,19 @@ _EXPORTS = {
     "LLAMA3": "_templates",
     "MAX_RENDERED_CHARS": "_templates",
     "PHI3": "_templates",
+    "AUTO_ON_OFF": "_types",
+    "BackendSampling": "_types",
+    "Chunk": "_types",
+    "EngineConfig": "_types",
+    "EngineValues": "_types",
+    "FlashAttn": "_types",
+    "GGML_TYPES": "_types",
+    "GenerationHandle": "_types",
+    "GenerationRequest": "_types",
+    "KV_TYPES": "_types",
+    "KvType": "_types",
+    "LoadInfo": "_types",
+    "RunRecord": "_types",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__ = lazy_exports(__name__, _EXPORTS)

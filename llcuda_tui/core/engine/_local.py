@@ -20,190 +20,39 @@ import queue
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from llcuda_tui.core.config import KV_TYPES, Settings, default_threads
+from llcuda_tui.core.config import default_threads
 from llcuda_tui.core.engine._backend import capture_llama_log, list_devices
+from llcuda_tui.core.engine._decoding import StopMatcher, check_decode, finish_run
+from llcuda_tui.core.engine._kvcache import (
+    SeqCells,
+    StatePersistence,
+    keep_prefix,
+    n_swa_of,
+    persistence_for,
+)
+from llcuda_tui.core.engine._protocol import EngineBase, OnChunk, OnError
 from llcuda_tui.core.engine._sampling import SamplingParams, build_chain
 from llcuda_tui.core.engine._templates import ChatTemplate, choose_template
+from llcuda_tui.core.engine._types import (
+    GGML_TYPES,
+    Chunk,
+    EngineConfig,
+    GenerationHandle,
+    GenerationRequest,
+    LoadInfo,
+    RunRecord,
+)
 from llcuda_tui.core.errors import EngineError, ModelLoadError, UserInputError
 from llcuda_tui.core.gguf import check_gguf_file
 
-GGML_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8,
-              "iq4_nl": 20, "bf16": 30}  # fmt: skip
 PIECE_BUFFER_BYTES = 256
 """Start size of the detokeniser's buffer; a longer piece is retried with its exact size."""
 
 
-@dataclass(frozen=True)
-class EngineConfig:
-    """How to load a model."""
-
-    model_path: Path
-    n_gpu_layers: int = -1
-    """-1 = all layers on the GPU, 0 = CPU only, N = the first N layers."""
-    n_ctx: int = 4096
-    """0 = the model's training context."""
-    n_batch: int = 512
-    n_ubatch: int = 512
-    n_threads: int = 0
-    """0 = physical cores (capped at 8)."""
-    flash_attn: str = "auto"
-    """auto = on a GPU, llama.cpp's auto (on where the GPU has a kernel for the model's head
-    size); on the CPU, off."""
-    type_k: str = "f16"
-    type_v: str = "f16"
-    backend_sampling: str = "auto"
-    """auto = sample on the GPU when the whole model is offloaded; on; off."""
-    model_sha256: str | None = None
-    use_mmap: bool = True
-
-    @classmethod
-    def from_settings(cls, model_path: Path, settings: Settings, **overrides: Any) -> EngineConfig:
-        e = settings.engine
-        base = cls(
-            model_path=Path(model_path),
-            n_gpu_layers=e.n_gpu_layers,
-            n_ctx=e.n_ctx,
-            n_batch=e.n_batch,
-            n_ubatch=e.n_ubatch,
-            n_threads=e.n_threads,
-            flash_attn=e.flash_attn,
-            type_k=e.type_k,
-            type_v=e.type_v,
-        )
-        return replace(base, **{k: v for k, v in overrides.items() if v is not None})
-
-    def validate(self) -> None:
-        if self.n_gpu_layers < -1:
-            raise UserInputError("n_gpu_layers must be >= -1")
-        if self.n_ctx < 0 or self.n_batch < 1 or self.n_ubatch < 1:
-            raise UserInputError("n_ctx must be >= 0 and n_batch, n_ubatch >= 1")
-        if self.flash_attn not in ("auto", "on", "off"):
-            raise UserInputError("flash_attn must be auto, on or off")
-        if self.backend_sampling not in ("auto", "on", "off"):
-            raise UserInputError("backend_sampling must be auto, on or off")
-        for name in (self.type_k, self.type_v):
-            if name not in GGML_TYPES:
-                raise UserInputError(f"KV cache type '{name}' is not one of {', '.join(KV_TYPES)}")
-
-
-@dataclass(frozen=True)
-class LoadInfo:
-    """What loading actually did: the backend used, offload, timings, model facts."""
-
-    model_path: str
-    model_desc: str
-    architecture: str
-    n_params: int
-    model_size_bytes: int
-    n_layers: int
-    n_layers_offloaded: int
-    n_vocab: int
-    n_ctx_train: int
-    backend: str
-    """e.g. ``CUDA0 (NVIDIA H100 80GB HBM3)`` or ``CPU``."""
-    load_time_s: float
-    n_ctx: int
-    n_batch: int
-    n_ubatch: int
-    n_threads: int
-    flash_attn: bool
-    backend_sampling: bool
-    type_k: str
-    type_v: str
-    chat_template: str
-    """'gguf' (the model's own) or 'fallback:<arch>'."""
-    llama_cpp_python: str
-    n_gpu_layers: int
-
-
-@dataclass(frozen=True)
-class GenerationRequest:
-    """A raw ``prompt``, chat ``messages`` (rendered with the model's template), or prompt
-    ``tokens`` (ids, used as given)."""
-
-    prompt: str | None = None
-    messages: Sequence[Mapping[str, str]] | None = None
-    tokens: Sequence[int] | None = None
-    max_tokens: int = 256
-    sampling: SamplingParams = field(default_factory=SamplingParams)
-    stop: Sequence[str] = ()
-    ignore_eos: bool = False
-
-    def __post_init__(self) -> None:
-        if sum(x is not None for x in (self.prompt, self.messages, self.tokens)) != 1:
-            raise UserInputError("give exactly one of: a prompt, chat messages, prompt tokens")
-        if self.max_tokens < 1:
-            raise UserInputError("max_tokens must be >= 1")
-        if any(not s for s in self.stop):
-            raise UserInputError("stop strings must not be empty")
-
-
-@dataclass
-class RunRecord:
-    """What one generation did, for the user and the benchmark history."""
-
-    prompt_tokens: int
-    generated_tokens: int
-    ttft_s: float
-    """Request start to first generated token (tokenisation + prefill + first sample)."""
-    prefill_s: float
-    decode_s: float
-    """First token to last token."""
-    prefill_tokens_per_s: float
-    decode_tokens_per_s: float
-    """Tokens after the first / decode_s: one llama_decode each."""
-    total_s: float
-    stop_reason: str
-    """eos, stop (a stop string), length (max_tokens or context full), cancelled."""
-    prompt_tokens_evaluated: int
-    """Prompt tokens actually decoded (fewer than prompt_tokens when cancelled mid-prefill)."""
-    model_sha256: str | None
-    backend: str
-    n_gpu_layers: int
-    n_ctx: int
-    token_times_s: list[float] = field(default_factory=list, repr=False)
-    """Time of each generated token, seconds since the request started."""
-
-    def to_dict(self, with_token_times: bool = False) -> dict[str, Any]:
-        d = asdict(self)
-        if not with_token_times:
-            d.pop("token_times_s")
-        return d
-
-
-@dataclass(frozen=True)
-class Chunk:
-    """Text produced by one token (may be empty mid UTF-8 sequence or while a stop string is
-    being matched); the last chunk of a generation carries the run record."""
-
-    text: str
-    record: RunRecord | None = None
-
-
-class GenerationHandle:
-    """A submitted generation: ``cancel()`` it, or wait for its ``result()``."""
-
-    def __init__(self, request: GenerationRequest) -> None:
-        self.request = request
-        self.cancel_event = threading.Event()
-        self.future: concurrent.futures.Future[RunRecord] = concurrent.futures.Future()
-
-    def cancel(self) -> None:
-        self.cancel_event.set()
-
-    def result(self, timeout: float | None = None) -> RunRecord:
-        return self.future.result(timeout)
-
-    def done(self) -> bool:
-        return self.future.done()
-
-
-class Engine:
+class Engine(EngineBase):
     """A loaded model. Create with :meth:`load`; free with :meth:`close` (or ``with``)."""
 
     def __init__(self, config: EngineConfig) -> None:
@@ -219,6 +68,8 @@ class Engine:
         self._chain: Any = None
         self._chain_key: tuple | None = None
         self._backend_sampling = False
+        self._cells: SeqCells
+        self._saver: StatePersistence | None = None
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -249,12 +100,6 @@ class Engine:
         self._closed = True
         self._jobs.put(None)
         self._thread.join()
-
-    def __enter__(self) -> Engine:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def _run(self) -> None:
         while True:
@@ -383,6 +228,11 @@ class Engine:
             llama_cpp_python=L.__version__,
             n_gpu_layers=cfg.n_gpu_layers,
         )
+        self._saver = persistence_for(
+            cfg.kv_state_dir, cfg.kv_state_max_bytes, cfg.model_sha256, n_ctx=self.info.n_ctx,
+            type_k=cfg.type_k, type_v=cfg.type_v, flash_attn=flash,
+            offloaded=self.info.n_layers_offloaded,
+        )  # fmt: skip
 
     def _prepare_hot_path(self) -> None:
         import llama_cpp as L
@@ -396,10 +246,15 @@ class Engine:
         self._eog: dict[int, bool] = {}
         self._piece_buf = ctypes.create_string_buffer(PIECE_BUFFER_BYTES)
         self._mem = L.llama_get_memory(self._ctx)
+        self._cells = SeqCells(self._ctx, 0, n_swa_of(self._model))
 
     def _free(self) -> None:
         import llama_cpp as L
 
+        if self._saver is not None and self._ctx:
+            self._saver.save(self._cells)  # the conversation in the cells outlives the engine
+            self._saver.flush()
+            self._saver = None
         if self._ctx:
             L.llama_free(self._ctx)
             self._ctx = None
@@ -491,10 +346,7 @@ class Engine:
     # --- generation ---------------------------------------------------------------------------
 
     def submit(
-        self,
-        request: GenerationRequest,
-        on_chunk: Callable[[Chunk], None],
-        on_error: Callable[[BaseException], None] | None = None,
+        self, request: GenerationRequest, on_chunk: OnChunk, on_error: OnError | None = None
     ) -> GenerationHandle:
         """Queue a generation; ``on_chunk`` is called on the engine thread for each token."""
         self._check_open()
@@ -514,15 +366,6 @@ class Engine:
 
         self._jobs.put(job)
         return handle
-
-    def stream(self, request: GenerationRequest) -> Iterator[Chunk]:
-        """Chunks as they are generated; the last carries the RunRecord. Closing the iterator
-        early cancels the generation."""
-        return stream_via(self.submit, request)
-
-    def generate(self, request: GenerationRequest) -> tuple[str, RunRecord]:
-        """The whole reply and its record (blocks; no per-token wake-ups of the caller)."""
-        return generate_via(self.submit, request)
 
     def cancel(self) -> None:
         """Stop the running generation (if any) within one token."""
@@ -572,33 +415,61 @@ class Engine:
             window = tokens if last_n < 0 else tokens[len(tokens) - last_n :] if last_n else []
             for t in window:  # the penalty covers the prompt too, as in llama.cpp's tools
                 L.llama_sampler_accept(chain, t)
-        L.llama_memory_clear(self._mem, True)
-
-        ctx, decode, sample = self._ctx, L.llama_decode, L.llama_sampler_sample
-        is_eog, vocab = L.llama_vocab_is_eog, self._vocab
+        cells = self._cells
+        if req.cache_prompt:
+            reuse = keep_prefix(cells, self._saver, tokens)
+            n_keep, note = reuse.n_keep, reuse.note
+        else:
+            cells.forget()
+            n_keep, note = 0, ""
         record_base = dict(
             prompt_tokens=n_prompt, model_sha256=self.config.model_sha256,
             backend=self.info.backend, n_gpu_layers=self.config.n_gpu_layers, n_ctx=n_ctx,
+            prompt_tokens_cached=n_keep, prompt_cache_note=note,
         )  # fmt: skip
+        try:
+            return self._decode(req, tokens, n_keep, budget, chain, emit, cancel, t0, record_base)
+        except BaseException:
+            cells.forget()  # a failed decode leaves the cells in an unknown state
+            raise
 
-        # prefill in n_batch chunks; a cancel takes effect between chunks
+    def _decode(
+        self,
+        req: GenerationRequest,
+        tokens: list[int],
+        n_keep: int,
+        budget: int,
+        chain: Any,
+        emit: Callable[[Chunk], None],
+        cancel: threading.Event,
+        t0: float,
+        record_base: dict[str, Any],
+    ) -> RunRecord:
+        import llama_cpp as L
+
+        ctx, decode, sample = self._ctx, L.llama_decode, L.llama_sampler_sample
+        is_eog, vocab = L.llama_vocab_is_eog, self._vocab
+        held = self._cells.tokens
+        n_prompt = len(tokens)
+        # prefill what the cells lack, in n_batch chunks; a cancel takes effect between chunks
         arr = (ctypes.c_int32 * n_prompt)(*tokens)
         n_batch = self.info.n_batch
         t_prefill = time.perf_counter()
-        for start in range(0, n_prompt, n_batch):
+        for start in range(n_keep, n_prompt, n_batch):
             if cancel.is_set():
-                record_base["prompt_tokens_evaluated"] = start
-                return self._finish(emit, "", "cancelled", t0, t_prefill, None, [], record_base)
+                record_base["prompt_tokens_evaluated"] = start - n_keep
+                return finish_run(emit, "", "cancelled", t0, t_prefill, None, [], record_base)
             n = min(n_batch, n_prompt - start)
             ptr = ctypes.cast(ctypes.addressof(arr) + start * 4, L.llama_token_p)
             batch = L.llama_batch_get_one(ptr, n)
-            _check_decode(decode(ctx, batch))
+            check_decode(decode(ctx, batch))
+            held.extend(tokens[start : start + n])
         token = sample(chain, ctx, -1)
         t_first = time.perf_counter()
-        record_base["prompt_tokens_evaluated"] = n_prompt
+        record_base["prompt_tokens_evaluated"] = n_prompt - n_keep
 
         utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        stops = _StopMatcher(req.stop)
+        stops = StopMatcher(req.stop)
         times: list[float] = []
         piece_of, one, batch_one = self.token_piece, self._one, self._batch_one
         eog_of = self._eog
@@ -628,43 +499,14 @@ class Engine:
                 stop_reason = "cancelled"
                 break
             one[0] = token
-            _check_decode(decode(ctx, batch_one))
+            check_decode(decode(ctx, batch_one))
+            held.append(token)
             token = sample(chain, ctx, -1)
         tail = ""
         if stop_reason != "stop":
             tail, _ = stops.feed(utf8.decode(b"", final=True))
             tail += stops.flush()
-        return self._finish(emit, tail, stop_reason, t0, t_prefill, t_first, times, record_base)
-
-    def _finish(
-        self,
-        emit: Callable[[Chunk], None],
-        tail: str,
-        stop_reason: str,
-        t0: float,
-        t_prefill: float,
-        t_first: float | None,
-        times: list[float],
-        base: dict[str, Any],
-    ) -> RunRecord:
-        t_end = time.perf_counter()
-        n_gen = len(times)
-        prefill_s = (t_first - t_prefill) if t_first is not None else t_end - t_prefill
-        decode_s = (t0 + times[-1]) - (t0 + times[0]) if n_gen > 1 else 0.0
-        record = RunRecord(
-            generated_tokens=n_gen,
-            ttft_s=times[0] if times else (t_end - t0),
-            prefill_s=prefill_s,
-            decode_s=decode_s,
-            prefill_tokens_per_s=base["prompt_tokens"] / prefill_s if prefill_s > 0 else 0.0,
-            decode_tokens_per_s=(n_gen - 1) / decode_s if decode_s > 0 else 0.0,
-            total_s=t_end - t0,
-            stop_reason=stop_reason,
-            token_times_s=times,
-            **base,
-        )
-        emit(Chunk(tail, record))
-        return record
+        return finish_run(emit, tail, stop_reason, t0, t_prefill, t_first, times, record_base)
 
     # --- llama-bench primitives ---------------------------------------------------------------
 
@@ -682,6 +524,7 @@ class Engine:
         import llama_cpp as L
 
         L.llama_memory_clear(self._mem, True)
+        self._cells.forgot()
         bos = L.llama_vocab_bos(self._vocab) if L.llama_vocab_get_add_bos(self._vocab) else -1
         # the random batches are made before the clock starts: in Python they take ~0.25 ms per
         # 512 tokens, ~3 % of a fast GPU's pp512 (llama-bench's C++ rand() costs next to nothing)
@@ -693,7 +536,7 @@ class Engine:
             batches.append((ctypes.c_int32 * len(toks))(*toks))
         t0 = time.perf_counter()
         for arr in batches:
-            _check_decode(L.llama_decode(self._ctx, L.llama_batch_get_one(arr, len(arr))))
+            check_decode(L.llama_decode(self._ctx, L.llama_batch_get_one(arr, len(arr))))
         L.llama_synchronize(self._ctx)
         return time.perf_counter() - t0
 
@@ -703,13 +546,14 @@ class Engine:
         import llama_cpp as L
 
         L.llama_memory_clear(self._mem, True)
+        self._cells.forgot()
         add_bos = L.llama_vocab_get_add_bos(self._vocab)
         token = L.llama_vocab_bos(self._vocab) if add_bos else random.randrange(self._n_vocab)
         ctx, decode, one, batch = self._ctx, L.llama_decode, self._one, self._batch_one
         t0 = time.perf_counter()
         for _ in range(n_gen):
             one[0] = token
-            _check_decode(decode(ctx, batch))
+            check_decode(decode(ctx, batch))
             L.llama_synchronize(ctx)
             token = random.randrange(self._n_vocab)
         return time.perf_counter() - t0
@@ -730,8 +574,16 @@ class Engine:
         return self._ctx
 
     def run_on_engine(self, fn: Callable[[], Any]) -> Any:
-        """Run ``fn`` on the engine thread (for code that needs the raw context)."""
-        return self._call(fn)
+        """Run ``fn`` on the engine thread (for code that needs the raw context). The prefix
+        cache starts empty afterwards: ``fn`` may have used the KV cache."""
+
+        def wrapped() -> Any:
+            try:
+                return fn()
+            finally:
+                self._cells.forget()
+
+        return self._call(wrapped)
 
 
 class TokensFromEngine:
@@ -754,34 +606,6 @@ class TokensFromEngine:
 
     def count_tokens(self, request: GenerationRequest) -> int:
         return len(self.prompt_tokens(request))
-
-
-SubmitFn = Callable[
-    [GenerationRequest, Callable[[Chunk], None], Callable[[BaseException], None] | None],
-    GenerationHandle,
-]
-"""``submit(request, on_chunk, on_error) -> GenerationHandle``, as engines implement it."""
-
-
-def stream_via(submit: SubmitFn, request: GenerationRequest) -> Iterator[Chunk]:
-    """An engine's ``submit`` as an iterator of chunks; closing it early cancels."""
-    q: queue.SimpleQueue[Chunk | BaseException] = queue.SimpleQueue()
-    handle = submit(request, q.put, q.put)
-    finished = False
-    try:
-        while True:
-            item = q.get()
-            if isinstance(item, BaseException):
-                finished = True
-                raise item
-            if item.record is not None:
-                finished = True
-            yield item
-            if finished:
-                return
-    finally:
-        if not finished:
-            handle.cancel()
 
 
 FLASH_ATTN_AUTO, FLASH_ATTN_OFF, FLASH_ATTN_ON = -1, 0, 1  # llama_flash_attn_type
@@ -813,62 +637,6 @@ def flash_attn_resolved(requested: int, log: list[tuple[str, str]]) -> bool:
         if "Flash Attention enabled" in line:
             return True
     return True  # auto starts enabled; llama.cpp turns it off only with the line above
-
-
-def generate_via(submit: SubmitFn, request: GenerationRequest) -> tuple[str, RunRecord]:
-    """An engine's ``submit`` run to the end: the reply and its record, no per-token wake-ups."""
-    parts: list[str] = []
-    handle = submit(request, lambda chunk: parts.append(chunk.text), None)
-    try:
-        record = handle.result()
-    except BaseException:
-        handle.cancel()
-        raise
-    return "".join(parts), record
-
-
-class _StopMatcher:
-    """Finds stop strings across token boundaries, holding back only a possible prefix.
-
-    Work per token is bounded by the longest stop string, so the cost stays flat however
-    long the reply grows.
-    """
-
-    def __init__(self, stops: Sequence[str]) -> None:
-        self.stops = [s for s in stops if s]
-        self.hold = ""
-
-    def feed(self, text: str) -> tuple[str, bool]:
-        """Text safe to emit now, and whether a stop string was hit (text is cut before it)."""
-        if not self.stops:
-            return text, False
-        buf = self.hold + text
-        cut = min((i for i in (buf.find(s) for s in self.stops) if i >= 0), default=-1)
-        if cut >= 0:
-            self.hold = ""
-            return buf[:cut], True
-        keep = 0
-        for s in self.stops:
-            for k in range(min(len(s) - 1, len(buf)), 0, -1):
-                if buf.endswith(s[:k]):
-                    keep = max(keep, k)
-                    break
-        self.hold = buf[len(buf) - keep :] if keep else ""
-        return buf[: len(buf) - keep], False
-
-    def flush(self) -> str:
-        out, self.hold = self.hold, ""
-        return out
-
-
-def _check_decode(rc: int) -> None:
-    if rc == 0:
-        return
-    if rc == 1:
-        raise EngineError("llama_decode: no KV cache slot (context full)")
-    if rc == 2:
-        raise EngineError("llama_decode was aborted")
-    raise EngineError(f"llama_decode failed with code {rc}")
 
 
 _OFFLOAD_RE = re.compile(r"offloaded (\d+)/(\d+) layers to GPU")

@@ -7,8 +7,9 @@ own, so no repaint can hold up a token there (the CPU cores are still shared). A
 llama.cpp (an abort, a CUDA error) ends the child, not the app: the reply in flight fails
 with the child's last words and the model can be loaded again.
 
-:class:`ProcessEngine` has the chat-facing surface of :class:`~llcuda_tui.core.engine.Engine`
-(``info``, ``submit``, ``stream``, ``generate``, ``count_tokens``, ``cancel``, ``close``).
+:class:`ProcessEngine` is an :class:`~llcuda_tui.core.engine.EngineProtocol` like the
+in-process :class:`~llcuda_tui.core.engine.Engine` (``info``, ``submit``, ``stream``,
+``generate``, ``count_tokens``, ``cancel``, ``close``).
 The child runs an ordinary ``Engine``. Chunks cross in batches: the child sends the first
 token of a reply at once, then at most one frame every :data:`FLUSH_INTERVAL_S` (one pickle
 and one ``write`` on the engine thread, no wake-up of any other thread there).
@@ -32,21 +33,22 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
-from typing import IO, Any
+from collections.abc import Callable
+from typing import IO, TYPE_CHECKING, Any
 
-from llcuda_tui.core.engine._local import (
+from llcuda_tui.core.engine._protocol import EngineBase, OnChunk, OnError
+from llcuda_tui.core.engine._types import (
     Chunk,
     EngineConfig,
     GenerationHandle,
     GenerationRequest,
     LoadInfo,
-    RunRecord,
-    generate_via,
-    stream_via,
 )
 from llcuda_tui.core.errors import EngineError, LlcudaError, one_line
 from llcuda_tui.core.gguf import check_gguf_file
+
+if TYPE_CHECKING:
+    from llcuda_tui.core.engine._local import Engine
 
 FLUSH_INTERVAL_S = 0.025
 """Chunks wait at most this long in the child: well under the UI's 100 ms drain."""
@@ -128,20 +130,7 @@ def last_words(log: IO[bytes]) -> str:
 # --- the parent's side ------------------------------------------------------------------------
 
 
-class _ChildHandle(GenerationHandle):
-    """A generation running in the child: ``cancel()`` sends the cancel over."""
-
-    def __init__(self, request: GenerationRequest, engine: ProcessEngine, rid: int) -> None:
-        super().__init__(request)
-        self._engine, self._rid = engine, rid
-
-    def cancel(self) -> None:
-        if not self.cancel_event.is_set():
-            self.cancel_event.set()
-            self._engine._send_quietly(("cancel", self._rid, None))
-
-
-class ProcessEngine:
+class ProcessEngine(EngineBase):
     """A model loaded in a child process. Create with :meth:`load`; free with :meth:`close`."""
 
     def __init__(self, config: EngineConfig, proc: subprocess.Popen[bytes], cmd_fd: int,
@@ -152,8 +141,8 @@ class ProcessEngine:
         self._send_lock = threading.Lock()
         self._ids = itertools.count(1)
         self._calls: dict[int, tuple[Any, Callable[[float], None] | None]] = {}
-        self._gens: dict[int, tuple[_ChildHandle, Callable[[Chunk], None], Any]] = {}
-        self._current: _ChildHandle | None = None
+        self._gens: dict[int, tuple[GenerationHandle, OnChunk, OnError | None]] = {}
+        self._current: GenerationHandle | None = None
         self._stopped: EngineError | None = None
         self._closed = False
         self.frames_received = 0
@@ -219,15 +208,13 @@ class ProcessEngine:
         return int(self._call("count", request))
 
     def submit(
-        self,
-        request: GenerationRequest,
-        on_chunk: Callable[[Chunk], None],
-        on_error: Callable[[BaseException], None] | None = None,
+        self, request: GenerationRequest, on_chunk: OnChunk, on_error: OnError | None = None
     ) -> GenerationHandle:
         """Queue a generation; ``on_chunk`` is called on this side's pipe-reader thread, for
         each token, in bursts (see :data:`FLUSH_INTERVAL_S`)."""
         rid = next(self._ids)
-        handle = _ChildHandle(request, self, rid)
+        # cancel() sends the cancel over to the child
+        handle = GenerationHandle(request, lambda: self._send_quietly(("cancel", rid, None)))
         self._gens[rid] = (handle, on_chunk, on_error)
         self._current = handle
         try:
@@ -236,12 +223,6 @@ class ProcessEngine:
             self._gens.pop(rid, None)
             raise
         return handle
-
-    def stream(self, request: GenerationRequest) -> Iterator[Chunk]:
-        return stream_via(self.submit, request)
-
-    def generate(self, request: GenerationRequest) -> tuple[str, RunRecord]:
-        return generate_via(self.submit, request)
 
     def cancel(self) -> None:
         """Stop the running generation (if any) within one token."""
@@ -264,12 +245,6 @@ class ProcessEngine:
         self._reader.join(CLOSE_TIMEOUT_S)
         os.close(self._cmd_fd)
         self._log.close()
-
-    def __enter__(self) -> ProcessEngine:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # --- events -------------------------------------------------------------------------------
 
@@ -357,7 +332,7 @@ class _Child:
     def __init__(self, cmd_fd: int, evt_fd: int) -> None:
         self.cmd_fd, self.evt_fd = cmd_fd, evt_fd
         self.lock = threading.Lock()
-        self.engine: Any = None
+        self.engine: Engine | None = None
         self.handles: dict[int, GenerationHandle] = {}
 
     def send(self, kind: str, rid: int, payload: Any) -> None:
@@ -392,7 +367,7 @@ class _Child:
         except Exception as exc:  # every failure goes back to the caller
             self.send("gen_error" if op == "submit" else "error", rid, portable(exc))
 
-    def loaded(self) -> Any:
+    def loaded(self) -> Engine:
         if self.engine is None:
             raise EngineError("no model is loaded in this engine process")
         return self.engine

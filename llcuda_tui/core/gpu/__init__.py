@@ -11,8 +11,20 @@ from typing import TYPE_CHECKING
 from llcuda_tui.core._lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from ._nvml import (
-        DEFAULT_INTERVAL_S as DEFAULT_INTERVAL_S,
+    from ._cudart import (
+        BandwidthResult as BandwidthResult,
+    )
+    from ._cudart import (
+        CudaUnavailable as CudaUnavailable,
+    )
+    from ._cudart import (
+        measure_bandwidth as measure_bandwidth,
+    )
+    from ._cudart import (
+        normalize_bus_id as normalize_bus_id,
+    )
+    from ._cudart import (
+        pci_bus_id as pci_bus_id,
     )
     from ._nvml import (
         GpuProcess as GpuProcess,
@@ -45,8 +57,16 @@ if TYPE_CHECKING:
         ReplayNvml as ReplayNvml,
     )
 
+DEFAULT_INTERVAL_S = 0.5
+"""Seconds between samples, unless asked otherwise (here, not in ``_nvml``: ``llcuda gpu``'s
+parser shows it without loading the sampler)."""
+
 _EXPORTS = {
-    "DEFAULT_INTERVAL_S": "_nvml",
+    "BandwidthResult": "_cudart",
+    "CudaUnavailable": "_cudart",
+    "measure_bandwidth": "_cudart",
+    "normalize_bus_id": "_cudart",
+    "pci_bus_id": "_cudart",
     "GpuProcess": "_nvml",
     "GpuReading": "_nvml",
     "GpuSample": "_nvml",
@@ -58,5 +78,5 @@ _EXPORTS = {
     "RecordingNvml": "_trace",
     "ReplayNvml": "_trace",
 }
-__all__ = sorted(_EXPORTS)
+__all__ = sorted(["DEFAULT_INTERVAL_S", *_EXPORTS])
 __getattr__ = lazy_exports(__name__, _EXPORTS)

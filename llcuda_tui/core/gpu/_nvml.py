@@ -19,7 +19,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-DEFAULT_INTERVAL_S = 0.5
+from llcuda_tui.core.gpu import DEFAULT_INTERVAL_S
+
 MIN_INTERVAL_S = 0.1
 MAX_INTERVAL_S = 60.0
 DEFAULT_HISTORY = 600

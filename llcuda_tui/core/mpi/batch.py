@@ -22,13 +22,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from llcuda_tui.core.engine import EngineConfig, GenerationRequest, SamplingParams
+from llcuda_tui.core.engine import EngineConfig, EngineProtocol, GenerationRequest, SamplingParams
 from llcuda_tui.core.errors import LlcudaError, UserInputError
 from llcuda_tui.core.mpi import jobs
 from llcuda_tui.core.mpi.devices import Placement
 from llcuda_tui.core.mpi.ranks import agree
+
+if TYPE_CHECKING:
+    from llcuda_tui.core.worker.batch import BatchEngine
 
 TAG_UP = 11
 TAG_DOWN = 12
@@ -97,7 +100,7 @@ class BatchSummary:
 class _Runner:
     """A rank's batched engine: submits items and collects finished results in a queue."""
 
-    def __init__(self, engine: Any, rank: int) -> None:
+    def __init__(self, engine: EngineProtocol, rank: int) -> None:
         self.engine = engine
         self.rank = rank
         self.results: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
@@ -379,13 +382,13 @@ def _plan(job: BatchJob) -> tuple[list[jobs.Item], BatchSummary]:
     return todo, BatchSummary(total=len(items), skipped=len(items) - len(todo))
 
 
-def _load(job: BatchJob) -> Any:
+def _load(job: BatchJob) -> BatchEngine:
     from llcuda_tui.core.worker.batch import BatchEngine
 
     return BatchEngine.load(job.engine, job.parallel)
 
 
-def _rank_stats(place: Placement, engine: Any) -> RankStats:
+def _rank_stats(place: Placement, engine: EngineProtocol | None) -> RankStats:
     stats = RankStats(place.world_rank, place.host, list(place.gpus))
     if engine is not None:
         stats.load_time_s = engine.info.load_time_s
@@ -395,7 +398,7 @@ def _rank_stats(place: Placement, engine: Any) -> RankStats:
 def _run_root(
     job: BatchJob,
     comm: Any | None,
-    engine: Any,
+    engine: EngineProtocol | None,
     todo: list[jobs.Item],
     summary: BatchSummary,
     on_progress: Callable[[int, int], None] | None,

@@ -1,15 +1,12 @@
-"""The serving pool: ``mpiexec -n N llcuda serve --mpi ...``.
+"""The serving pool: ``mpiexec -n N llcuda serve --mpi ...``; this is rank 0's side.
 
 Rank 0 runs the worker's HTTP front (:mod:`llcuda_tui.core.worker.server`, same API) over a
-:class:`PoolEngine`, which has the :class:`BatchEngine` interface the server uses (``submit``,
-``cancel``, ``stats``, ``tokenize``, ``info``, ``close``). Every rank (rank 0 too unless
-``root_engine`` is off) runs a :class:`BatchEngine` on its own GPU(s). Rank 0 sends each request
-to the live rank with the fewest requests in flight per slot; that rank streams text back.
-
-Messages (pickled): rank 0 -> rank (tag 21) ``{"op": "gen"|"cancel"|"stop", ...}``; rank ->
-rank 0 (tag 22) ``{"rank", "texts": {rid: text}, "finals": [(rid, kind, payload)], "stats"}``,
-text of one poll cycle coalesced per request, at least every ``heartbeat_s``. All of rank 0's
-MPI traffic after loading runs on one thread. A rank not heard from for ``dead_after_s`` is
+:class:`PoolEngine`, an engine (:class:`~llcuda_tui.core.engine.EngineBase`) with the
+:class:`BatchEngine` extras the server uses (``stats``, ``tokenize``, ``on_step``). Every rank
+(rank 0 too unless ``root_engine`` is off) runs a :class:`BatchEngine` on its own GPU(s). Rank 0
+sends each request to the live rank with the fewest requests in flight per slot; that rank
+streams text back (:mod:`.pool_rank` holds the other ranks' loop and the messages). All of rank
+0's MPI traffic after loading runs on one thread. A rank not heard from for ``dead_after_s`` is
 reported and dropped: its requests fail, the rest of the pool goes on. Open MPI keeps the other
 ranks alive only when started with ``--with-ft ulfm``; otherwise ``mpiexec`` ends the job.
 """
@@ -26,26 +23,30 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llcuda_tui.core.engine import (
     Chunk,
     Engine,
+    EngineBase,
     EngineConfig,
     GenerationHandle,
     GenerationRequest,
     LoadInfo,
+    OnChunk,
+    OnError,
     RunRecord,
     TokensFromEngine,
 )
 from llcuda_tui.core.errors import EngineError, LlcudaError, UserInputError
 from llcuda_tui.core.mpi.devices import Placement
+from llcuda_tui.core.mpi.pool_rank import POLL_MAX_S, POLL_MIN_S, TAG_EVT, TAG_REQ
 from llcuda_tui.core.mpi.ranks import agree
 
-TAG_REQ = 21
-TAG_EVT = 22
-POLL_MIN_S = 0.0005
-POLL_MAX_S = 0.005
+if TYPE_CHECKING:
+    from llcuda_tui.core.gpu import GpuReading, GpuSample
+    from llcuda_tui.core.worker.batch import BatchEngine, BatchStats
+
 GPU_HISTORY = 300
 """Readings kept per remote GPU (5 minutes at one a second)."""
 
@@ -90,177 +91,42 @@ class Member:
         }  # fmt: skip
 
 
-# --- ranks other than 0 --------------------------------------------------------------------
-
-
-def serve_rank(
-    comm: Any,
-    engine: Any,
-    heartbeat_s: float,
-    signalled: threading.Event | None = None,
-    patience_s: float = 20.0,
-) -> None:
-    """A rank's loop: generate what rank 0 sends, stream text back, until told to stop (or,
-    once ``signalled``, ``patience_s`` later: rank 0 may be gone)."""
-    signalled_at: float | None = None
-    gpu = _NodeGpu()
-    out: queue.SimpleQueue[tuple[int, str, Any]] = queue.SimpleQueue()
-    handles: dict[int, GenerationHandle] = {}
-    sends: list[Any] = []
-    last_sent = 0.0
-    wait = POLL_MIN_S
-    rank = comm.Get_rank()
-    while True:
-        busy = False
-        while comm.Iprobe(source=0, tag=TAG_REQ):
-            msg = comm.recv(source=0, tag=TAG_REQ)
-            busy = True
-            if msg["op"] == "stop":
-                engine.cancel()
-                gpu.close()
-                for r in sends:
-                    r.Wait()
-                return
-            if msg["op"] == "gpu":
-                gpu.start()
-            if msg["op"] == "gen":
-                _start(engine, msg["rid"], msg["request"], out, handles)
-            elif msg["op"] == "cancel" and msg["rid"] in handles:
-                handles[msg["rid"]].cancel()
-        texts, finals = _drain(out)
-        for rid, _kind, _payload in finals:
-            handles.pop(rid, None)
-        now = time.monotonic()
-        sample = gpu.fresh()
-        if texts or finals or sample is not None or now - last_sent >= heartbeat_s:
-            stats = asdict(engine.stats())
-            msg = {"rank": rank, "texts": texts, "finals": finals, "stats": stats}
-            if sample is not None:
-                msg["gpu"] = sample
-            sends = [r for r in sends if not r.Test()]
-            sends.append(comm.isend(msg, dest=0, tag=TAG_EVT))
-            last_sent, busy = now, busy or bool(texts or finals)
-        if signalled is not None and signalled.is_set():
-            signalled_at = signalled_at or now
-            if now - signalled_at > patience_s:
-                engine.cancel()
-                gpu.close()
-                return
-        wait = POLL_MIN_S if busy or handles else min(POLL_MAX_S, wait * 2)
-        time.sleep(wait)
-
-
-class _NodeGpu:
-    """NVML sampling on a node leader, started when rank 0 first serves /llcuda/v1/gpu; each
-    new sample goes to rank 0 with the next message."""
-
-    def __init__(self) -> None:
-        self._sampler: Any = None
-        self._sent: Any = None
-
-    def start(self) -> None:
-        if self._sampler is None:
-            from llcuda_tui.core.gpu import GpuSampler
-
-            self._sampler = GpuSampler(interval_s=1.0, history=1, pcie=False)
-            self._sampler.start()
-
-    def fresh(self) -> Any:
-        """The latest sample if not sent yet, else None."""
-        latest = self._sampler.latest if self._sampler is not None else None
-        if latest is None or latest is self._sent:
-            return None
-        self._sent = latest
-        return latest
-
-    def close(self) -> None:
-        if self._sampler is not None:
-            self._sampler.close()
-            self._sampler = None
-
-
-def _start(
-    engine: Any,
-    rid: int,
-    request: GenerationRequest,
-    out: queue.SimpleQueue[tuple[int, str, Any]],
-    handles: dict[int, GenerationHandle],
-) -> None:
-    def on_chunk(chunk: Chunk) -> None:
-        if chunk.record is None:
-            out.put((rid, "text", chunk.text))
-        else:
-            out.put((rid, "done", (chunk.text, chunk.record)))
-
-    def on_error(exc: BaseException) -> None:
-        out.put((rid, "error", (str(exc), isinstance(exc, UserInputError))))
-
-    try:
-        handles[rid] = engine.submit(request, on_chunk, on_error)
-    except LlcudaError as exc:
-        on_error(exc)
-
-
-def _drain(
-    out: queue.SimpleQueue[tuple[int, str, Any]],
-) -> tuple[dict[int, str], list[tuple[int, str, Any]]]:
-    texts: dict[int, str] = {}
-    finals: list[tuple[int, str, Any]] = []
-    while True:
-        try:
-            rid, kind, payload = out.get_nowait()
-        except queue.Empty:
-            return texts, finals
-        if kind == "text":
-            texts[rid] = texts.get(rid, "") + payload
-        else:
-            finals.append((rid, kind, payload))
-
-
 # --- rank 0 ----------------------------------------------------------------------------------
-
-
-class _RemoteHandle(GenerationHandle):
-    """A generation running on another rank: cancelling it tells that rank."""
-
-    def __init__(self, request: GenerationRequest, cancel_remote: Callable[[], None]) -> None:
-        super().__init__(request)
-        self._cancel_remote = cancel_remote
-
-    def cancel(self) -> None:
-        if not self.cancel_event.is_set():
-            self.cancel_event.set()
-            self._cancel_remote()
 
 
 @dataclass
 class _Pending:
-    handle: _RemoteHandle
-    on_chunk: Callable[[Chunk], None]
-    on_error: Callable[[BaseException], None] | None
+    """A generation running on another rank (its handle's cancel tells that rank)."""
+
+    handle: GenerationHandle
+    on_chunk: OnChunk
+    on_error: OnError | None
     member: Member
 
 
-class PoolEngine(TokensFromEngine):
+class PoolEngine(TokensFromEngine, EngineBase):
     """Rank 0's view of the pool, with the BatchEngine interface the worker's server uses."""
 
     def __init__(
         self,
         comm: Any,
         members: list[Member],
-        local: Any,
+        local: BatchEngine | None,
         tokenizer: Engine,
         options: PoolOptions,
+        owns_tokenizer: bool = True,
     ) -> None:
         self.comm = comm
         self.members = members
         self.local = local
         """Rank 0's own BatchEngine, or None."""
         self._tok = tokenizer
+        self._owns_tok = owns_tokenizer
+        """False when the tokenizer is rank 0's BatchEngine's own (that engine closes it)."""
         self.options = options
         first = next(m for m in members if m.info is not None)
         self.info: LoadInfo = first.info  # type: ignore[assignment]
-        self.config = local.config if local is not None else None
+        self.config: EngineConfig | None = local.config if local is not None else None
         self.parallel = sum(m.slots for m in members)
         self._by_rank = {m.rank: m for m in members}
         self._pending: dict[int, _Pending] = {}
@@ -270,16 +136,16 @@ class PoolEngine(TokensFromEngine):
         self._closed = False
         self.host = next((m.host for m in members if m.rank == 0), None) or _hostname()
         self._gpu_wanted = False
-        self.node_gpus: dict[str, Any] = {}
+        self.node_gpus: dict[str, GpuSample] = {}
         """Other nodes' latest GpuSample, by host (sent by each node's first rank)."""
-        self.node_gpu_history: dict[tuple[str, int], deque[Any]] = {}
+        self.node_gpu_history: dict[tuple[str, int], deque[GpuReading]] = {}
         self._any_source = True
         """Wildcard receives; off once a rank failed (ULFM then fails them)."""
         self._on_step: Callable[[], None] | None = None
         self._thread = threading.Thread(target=self._loop, name="llcuda-mpi-pool", daemon=True)
         self._thread.start()
 
-    # --- the BatchEngine interface ---------------------------------------------------------
+    # --- the engine, and the BatchEngine extras ----------------------------------------------
 
     @property
     def on_step(self) -> Callable[[], None] | None:
@@ -294,10 +160,7 @@ class PoolEngine(TokensFromEngine):
             self.local.on_step = fn
 
     def submit(
-        self,
-        request: GenerationRequest,
-        on_chunk: Callable[[Chunk], None],
-        on_error: Callable[[BaseException], None] | None = None,
+        self, request: GenerationRequest, on_chunk: OnChunk, on_error: OnError | None = None
     ) -> GenerationHandle:
         """Send ``request`` to the least-loaded live rank; a bad request raises at once."""
         if self._closed:
@@ -317,7 +180,8 @@ class PoolEngine(TokensFromEngine):
             if member.rank == 0 and self.local is not None:
                 return self._submit_local(member, request, on_chunk, on_error)
             rid = next(self._ids)
-            handle = _RemoteHandle(request, lambda: self._send(member.rank, "cancel", rid=rid))
+            # cancel() tells the rank that runs it
+            handle = GenerationHandle(request, lambda: self._send(member.rank, "cancel", rid=rid))
             self._pending[rid] = _Pending(handle, on_chunk, on_error, member)
         self._send(member.rank, "gen", rid=rid, request=request)
         return handle
@@ -332,11 +196,12 @@ class PoolEngine(TokensFromEngine):
         self,
         member: Member,
         request: GenerationRequest,
-        on_chunk: Callable[[Chunk], None],
-        on_error: Callable[[BaseException], None] | None,
+        on_chunk: OnChunk,
+        on_error: OnError | None,
     ) -> GenerationHandle:
+        assert self.local is not None
         try:
-            handle: GenerationHandle = self.local.submit(request, on_chunk, on_error)
+            handle = self.local.submit(request, on_chunk, on_error)
         except BaseException:
             member.in_flight -= 1
             raise
@@ -357,7 +222,7 @@ class PoolEngine(TokensFromEngine):
         for p in pending:
             p.handle.cancel()
 
-    def stats(self) -> Any:
+    def stats(self) -> BatchStats:
         """The pool's BatchStats: every live rank's, summed."""
         from llcuda_tui.core.worker.batch import BatchStats
 
@@ -399,13 +264,8 @@ class PoolEngine(TokensFromEngine):
         self._thread.join(timeout=30)
         if self.local is not None:
             self.local.close()
-        self._tok.close()
-
-    def __enter__(self) -> PoolEngine:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        if self._owns_tok:
+            self._tok.close()
 
     # --- the MPI thread --------------------------------------------------------------------
 
@@ -599,7 +459,7 @@ def _mpi_error(exc: BaseException) -> str:
 
 def load_members(
     comm: Any, placement: Placement, config: EngineConfig, parallel: int, options: PoolOptions
-) -> tuple[Any, list[Member]]:
+) -> tuple[BatchEngine | None, list[Member]]:
     """Every rank (collectively): load its engine, then agree; rank 0 gets every member."""
     import os
 
@@ -637,26 +497,12 @@ def start_pool(
         config, n_gpu_layers=0, n_ctx=256, n_batch=32, n_ubatch=32, backend_sampling="off"
     )
     try:
+        # rank 0's BatchEngine's own tokenizer when it has one (the pool must not close it)
         tokenizer = local._tok if local is not None else Engine.load(tok_config)
     except LlcudaError:
         _stop_ranks(comm, members)
         raise
-    if local is not None:
-        tokenizer = _Borrowed(tokenizer)
-    return PoolEngine(comm, members, local, tokenizer, options)
-
-
-class _Borrowed:
-    """Rank 0's BatchEngine's own tokenizer: the pool must not close it (the engine does)."""
-
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._engine, name)
-
-    def close(self) -> None:
-        pass
+    return PoolEngine(comm, members, local, tokenizer, options, owns_tokenizer=local is None)
 
 
 def _stop_ranks(comm: Any, members: list[Member]) -> None:

@@ -21,26 +21,14 @@ from typing import Any
 
 from llcuda_tui.core.errors import LlcudaError, UserInputError
 from llcuda_tui.core.mpi import ranks
-from llcuda_tui.core.mpi.pool import PoolEngine, PoolOptions, load_members, serve_rank, start_pool
-
-
-def add_pool_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--mpi``, ``--gpus-per-rank``, ``--no-root-engine`` for ``llcuda serve``."""
-    parser.add_argument("--mpi", action="store_true", help="serve as a pool of mpiexec ranks")
-    parser.add_argument("--gpus-per-rank", type=int, default=1, help="GPUs each rank uses (1)")
-    parser.add_argument(
-        "--no-root-engine", action="store_true", help="with --mpi: rank 0 only serves HTTP"
-    )
-    parser.add_argument(
-        "--rank-timeout",
-        type=float,
-        default=10.0,
-        help="with --mpi: a rank silent this many seconds is dropped from the pool (10)",
-    )
+from llcuda_tui.core.mpi.pool import PoolEngine, PoolOptions, load_members, start_pool
+from llcuda_tui.core.mpi.pool_rank import serve_rank
 
 
 def options_from_args(args: argparse.Namespace) -> PoolOptions:
-    """The pool's options; a UserInputError for values that cannot work."""
+    """The pool's options from ``llcuda serve``'s ``--mpi``, ``--gpus-per-rank``,
+    ``--no-root-engine`` and ``--rank-timeout`` (commands/serve.py defines them, so its parser
+    loads no pool); a UserInputError for values that cannot work."""
     if args.gpus_per_rank < 1:
         raise UserInputError("--gpus-per-rank must be >= 1")
     if args.rank_timeout < 1:
@@ -89,6 +77,7 @@ def serve_pool(
 def _serve_other(comm: Any, placement: Any, config: Any, opts: PoolOptions) -> int:
     ranks.agree(comm, None, "listen")
     engine, _ = load_members(comm, placement, config.engine, config.parallel, opts)
+    assert engine is not None  # every rank but 0 runs an engine
     signalled = _ignore_stop_signals()  # rank 0 drains and then stops every rank
     try:
         serve_rank(comm, engine, opts.heartbeat_s, signalled, config.shutdown_grace_s + 10)
@@ -200,7 +189,7 @@ class PoolGpu:
 
 
 def _pool_state_class() -> type:
-    from llcuda_tui.core.worker.server import WorkerState
+    from llcuda_tui.core.worker import WorkerState
 
     class PoolState(WorkerState):
         """The worker's state with the pool's ranks in ``info()`` and ``/metrics``."""
@@ -234,7 +223,7 @@ def _serve_root(
     on_ready: Callable[[str], None] | None,
     opts: PoolOptions,
 ) -> int:
-    from llcuda_tui.core.worker.server import _Uvicorn, base_url, bind, create_app
+    from llcuda_tui.core.worker import UvicornServer, base_url, bind, create_app
 
     holder: dict[str, Any] = {}
 
@@ -248,7 +237,7 @@ def _serve_root(
     try:
         sock = bind(listen, config)
         state = _pool_state_class()(config, loader=loader, on_load_error=on_load_error)
-        uv = holder["uv"] = _Uvicorn(create_app(state), state, listen, main_thread=True)
+        uv = holder["uv"] = UvicornServer(create_app(state), state, listen, main_thread=True)
         uv.check_tls()
     except LlcudaError as exc:
         error = exc

@@ -1,6 +1,8 @@
 """The model store: content-addressed blobs, manifests and the index, Hub pulls, upkeep
-(verify, repair, gc, du), the starter models and name resolution.
+(verify, repair, gc, du), the starter models, name resolution, and what the TUI lists.
 
+Every verb is a method of :class:`Store` (``store.pull(...)``, ``store.verify(...)``,
+``store.gc(...)``): the CLI, the TUI and the tests call the same thing the same way.
 Public names are imported from here; the modules behind them are private. Exports load
 their module on first use (PEP 562), so importing the package costs nothing.
 """
@@ -12,136 +14,118 @@ from typing import TYPE_CHECKING
 from llcuda_tui.core._lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from ._catalog import (
-        ModelChoice as ModelChoice,
-    )
-    from ._catalog import (
-        PullCancelled as PullCancelled,
-    )
-    from ._catalog import (
-        PullJob as PullJob,
-    )
-    from ._catalog import (
-        TransferProgress as TransferProgress,
-    )
-    from ._catalog import (
-        choice_from_entry as choice_from_entry,
-    )
-    from ._catalog import (
-        default_choice as default_choice,
-    )
-    from ._catalog import (
-        file_sha256 as file_sha256,
-    )
-    from ._catalog import (
-        fit_badge as fit_badge,
-    )
-    from ._catalog import (
-        fmt_ago as fmt_ago,
-    )
-    from ._catalog import (
-        fmt_size as fmt_size,
-    )
-    from ._catalog import (
-        list_repo as list_repo,
-    )
-    from ._catalog import (
-        model_choices as model_choices,
-    )
-    from ._catalog import (
-        partial_bytes as partial_bytes,
-    )
-    from ._catalog import (
-        worker_choice as worker_choice,
-    )
-    from ._catalog import (
-        worker_fit_devices as worker_fit_devices,
-    )
-    from ._resolve import (
-        resolve_model as resolve_model,
-    )
-    from ._starter import (
-        STARTERS as STARTERS,
-    )
-    from ._starter import (
-        starter_path as starter_path,
-    )
-    from ._store import (
-        CorruptModelError as CorruptModelError,
-    )
-    from ._store import (
-        IntegrityError as IntegrityError,
-    )
-    from ._store import (
-        ModelEntry as ModelEntry,
-    )
-    from ._store import (
-        Report as Report,
-    )
-    from ._store import (
-        Store as Store,
-    )
-    from ._store import (
-        StoreFullError as StoreFullError,
-    )
-    from ._store import (
-        UnsafeNameError as UnsafeNameError,
-    )
-    from ._store import (
-        check_name as check_name,
-    )
-    from ._store import (
-        fmt_bytes as fmt_bytes,
-    )
-    from ._store import (
-        lease as lease,
-    )
-    from ._store import (
-        list_models as list_models,
-    )
-    from ._store import (
-        parse_size as parse_size,
-    )
-    from ._store import (
-        record_use as record_use,
-    )
-    from ._store import (
-        resolve_name as resolve_name,
-    )
+    from ._badges import FitBadge as FitBadge
+    from ._badges import fit_badge as fit_badge
+    from ._choices import ModelChoice as ModelChoice
+    from ._choices import choice_from_entry as choice_from_entry
+    from ._choices import default_choice as default_choice
+    from ._choices import model_choices as model_choices
+    from ._choices import worker_choice as worker_choice
+    from ._detail import describe_model as describe_model
+    from ._detail import detail_text as detail_text
+    from ._errors import CorruptModelError as CorruptModelError
+    from ._errors import IntegrityError as IntegrityError
+    from ._errors import PullCancelled as PullCancelled
+    from ._errors import StoreError as StoreError
+    from ._errors import StoreFullError as StoreFullError
+    from ._errors import UnsafeNameError as UnsafeNameError
+    from ._fs import file_sha256 as file_sha256
+    from ._hub import HubError as HubError
+    from ._hub import HubNotFoundError as HubNotFoundError
+    from ._hub import OfflineError as OfflineError
+    from ._hub import RemoteFile as RemoteFile
+    from ._hub import RemoteModel as RemoteModel
+    from ._hub import RepoListing as RepoListing
+    from ._hub import list_repo as list_repo
+    from ._layout import Layout as Layout
+    from ._layout import check_name as check_name
+    from ._maint import set_max_size as set_max_size
+    from ._manifest import FileSource as FileSource
+    from ._manifest import HfSource as HfSource
+    from ._manifest import Manifest as Manifest
+    from ._manifest import ManifestFile as ManifestFile
+    from ._manifest import Source as Source
+    from ._manifest import StarterSource as StarterSource
+    from ._progress import TransferProgress as TransferProgress
+    from ._pulljob import PullJob as PullJob
+    from ._records import ModelEntry as ModelEntry
+    from ._records import ModelState as ModelState
+    from ._records import PullResult as PullResult
+    from ._records import Report as Report
+    from ._remote import RemoteStore as RemoteStore
+    from ._remote_client import RemoteConfig as RemoteConfig
+    from ._remote_client import RemoteError as RemoteError
+    from ._remote_client import RemoteNotFoundError as RemoteNotFoundError
+    from ._remote_client import RemoteUnavailableError as RemoteUnavailableError
+    from ._remote_records import PushResult as PushResult
+    from ._remote_records import RemoteEntry as RemoteEntry
+    from ._resolve import ResolvedModel as ResolvedModel
+    from ._resolve import resolve_model as resolve_model
+    from ._starter import STARTERS as STARTERS
+    from ._starter import StarterModel as StarterModel
+    from ._starter import starter_path as starter_path
+    from ._store import Store as Store
+    from ._store import lease as lease
+    from ._store import list_models as list_models
+    from ._store import record_use as record_use
+    from ._store import resolve_name as resolve_name
 
 _EXPORTS = {
-    "ModelChoice": "_catalog",
-    "PullCancelled": "_catalog",
-    "PullJob": "_catalog",
-    "TransferProgress": "_catalog",
-    "choice_from_entry": "_catalog",
-    "default_choice": "_catalog",
-    "file_sha256": "_catalog",
-    "fit_badge": "_catalog",
-    "fmt_ago": "_catalog",
-    "fmt_size": "_catalog",
-    "list_repo": "_catalog",
-    "model_choices": "_catalog",
-    "partial_bytes": "_catalog",
-    "worker_choice": "_catalog",
-    "worker_fit_devices": "_catalog",
-    "resolve_model": "_resolve",
-    "STARTERS": "_starter",
-    "starter_path": "_starter",
-    "CorruptModelError": "_store",
-    "IntegrityError": "_store",
-    "ModelEntry": "_store",
-    "Report": "_store",
+    "CorruptModelError": "_errors",
+    "IntegrityError": "_errors",
+    "PullCancelled": "_errors",
+    "StoreError": "_errors",
+    "StoreFullError": "_errors",
+    "UnsafeNameError": "_errors",
+    "Layout": "_layout",
+    "check_name": "_layout",
+    "FileSource": "_manifest",
+    "HfSource": "_manifest",
+    "Manifest": "_manifest",
+    "ManifestFile": "_manifest",
+    "Source": "_manifest",
+    "StarterSource": "_manifest",
+    "ModelEntry": "_records",
+    "ModelState": "_records",
+    "PullResult": "_records",
+    "Report": "_records",
     "Store": "_store",
-    "StoreFullError": "_store",
-    "UnsafeNameError": "_store",
-    "check_name": "_store",
-    "fmt_bytes": "_store",
     "lease": "_store",
     "list_models": "_store",
-    "parse_size": "_store",
     "record_use": "_store",
     "resolve_name": "_store",
+    "set_max_size": "_maint",
+    "describe_model": "_detail",
+    "detail_text": "_detail",
+    "HubError": "_hub",
+    "HubNotFoundError": "_hub",
+    "OfflineError": "_hub",
+    "RemoteFile": "_hub",
+    "RemoteModel": "_hub",
+    "RepoListing": "_hub",
+    "list_repo": "_hub",
+    "ModelChoice": "_choices",
+    "choice_from_entry": "_choices",
+    "default_choice": "_choices",
+    "model_choices": "_choices",
+    "worker_choice": "_choices",
+    "FitBadge": "_badges",
+    "fit_badge": "_badges",
+    "TransferProgress": "_progress",
+    "PullJob": "_pulljob",
+    "file_sha256": "_fs",
+    "PushResult": "_remote_records",
+    "RemoteEntry": "_remote_records",
+    "RemoteStore": "_remote",
+    "RemoteConfig": "_remote_client",
+    "RemoteError": "_remote_client",
+    "RemoteNotFoundError": "_remote_client",
+    "RemoteUnavailableError": "_remote_client",
+    "ResolvedModel": "_resolve",
+    "resolve_model": "_resolve",
+    "STARTERS": "_starter",
+    "StarterModel": "_starter",
+    "starter_path": "_starter",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__ = lazy_exports(__name__, _EXPORTS)

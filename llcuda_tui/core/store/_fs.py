@@ -1,4 +1,5 @@
-"""File primitives of the model store: errors, atomic writes, hashing, locks.
+"""File primitives of the model store: atomic writes, hashing, locks, fingerprints, and the
+writer's pid in a temp file's name.
 
 Every byte the store writes goes through :func:`write_all`, the one seam a test may swap
 (to inject ``ENOSPC``); nothing else in the store writes file contents directly.
@@ -6,38 +7,27 @@ Every byte the store writes goes through :func:`write_all`, the one seam a test 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
 import os
+import re
 import secrets
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from llcuda_tui.core.errors import LlcudaError, UserInputError
+from llcuda_tui.core.store._errors import StoreError, StoreFullError
+
+if TYPE_CHECKING:
+    from filelock import BaseFileLock
 
 CHUNK = 1 << 20
 Progress = Callable[[int, int], None]
 """``on_progress(done_bytes, total_bytes)``."""
-
-
-class StoreError(LlcudaError):
-    """The model store cannot do what was asked (runtime failure)."""
-
-
-class StoreFullError(StoreError):
-    """Not enough disk space, or the store's size cap cannot be met."""
-
-
-class IntegrityError(StoreError):
-    """Content does not match its sha256 or size."""
-
-
-class UnsafeNameError(UserInputError):
-    """A file or model name that would escape the store."""
 
 
 def write_all(fd: int, data: bytes | memoryview) -> None:
@@ -62,7 +52,40 @@ def fsync_dir(path: Path) -> None:
 
 
 def unique_suffix() -> str:
+    """``PID-hex``: unique among live processes, and says whose temp file it is."""
     return f"{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def writer_pid(path: Path) -> int | None:
+    """The writer's pid from a temp name made with :func:`unique_suffix` (``key.PID-hex.part``)."""
+    m = re.search(r"\.(\d+)-[0-9a-f]+\.[a-z]+$", path.name) or re.search(
+        r"-(\d+)-[0-9a-f]+\.[a-z]+$", path.name
+    )
+    return int(m.group(1)) if m else None
+
+
+def pid_alive(pid: int) -> bool:
+    """True while process ``pid`` exists (even when it belongs to another user)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def fingerprint(path: Path) -> str:
+    """Size, mtime, inode and device of ``path``: a blob whose fingerprint is unchanged since
+    its last full hash is taken as unchanged (the quick check)."""
+    st = path.stat()
+    return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}:{st.st_dev}"
+
+
+def unlink_quietly(path: Path) -> None:
+    """Remove ``path``; already gone is fine."""
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
 
 
 def atomic_write(path: Path, data: bytes, tmp_dir: Path, mode: int = 0o644) -> None:
@@ -132,6 +155,18 @@ def sha256_file(path: Path, on_progress: Progress | None = None) -> str:
     return str(hash_file(path, on_progress).hexdigest())
 
 
+_SHA256_CACHE: dict[tuple[str, int, int], str] = {}
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a model file (for the run record), cached by path, size and mtime."""
+    st = Path(path).stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _SHA256_CACHE:
+        _SHA256_CACHE[key] = sha256_file(Path(path))
+    return _SHA256_CACHE[key]
+
+
 def same_filesystem(a: Path, b: Path) -> bool:
     return a.stat().st_dev == b.stat().st_dev
 
@@ -193,7 +228,7 @@ def file_lock(path: Path, timeout: float = -1) -> Iterator[None]:
         lock.release()
 
 
-def try_lock(path: Path) -> Any:
+def try_lock(path: Path) -> BaseFileLock | None:
     """The acquired lock on ``path``, or None when another process holds it."""
     from filelock import FileLock, Timeout
 

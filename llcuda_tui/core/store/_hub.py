@@ -17,7 +17,7 @@ from typing import Any
 
 from llcuda_tui.core.errors import LlcudaError, UserInputError
 from llcuda_tui.core.gguf import quant_from_filename, split_info
-from llcuda_tui.core.store._fs import UnsafeNameError
+from llcuda_tui.core.store._errors import UnsafeNameError
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 _REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*/[A-Za-z0-9][A-Za-z0-9_.\-]*$")
@@ -164,6 +164,12 @@ def list_models(repo: str, commit: str) -> RepoListing:
         sha = lfs.sha256.lower() if lfs is not None and lfs.sha256 else None
         files.append(RemoteFile(entry.path, int(entry.size), sha, None if sha else entry.blob_id))
     return RepoListing(repo, commit, tuple(group_models(files)), tuple(rejected))
+
+
+def list_repo(repo: str, revision: str | None = None) -> RepoListing:
+    """The GGUF models of a Hub repo at ``revision`` (default: main), at the commit it means."""
+    repo = repo.strip()
+    return list_models(repo, resolve_commit(repo, revision))
 
 
 def group_models(files: list[RemoteFile]) -> list[RemoteModel]:

@@ -15,7 +15,7 @@ from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from llcuda_tui.core.store._fs import StoreError
+from llcuda_tui.core.errors import StoreError
 
 SCHEMA_VERSION = "1"
 _SCHEMA = """

@@ -1,37 +1,37 @@
-"""Store upkeep: verify (full re-hash), repair, gc (mark and sweep), du."""
+"""Store upkeep: verify (full re-hash), repair, gc (mark and sweep), du, the size cap."""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import os
-import re
 import shutil
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from llcuda_tui.core.config import Settings, save_setting
 from llcuda_tui.core.errors import LlcudaError
+from llcuda_tui.core.fmt import fmt_size, parse_size
 from llcuda_tui.core.store import _fs as storefs
 from llcuda_tui.core.store import _hub as hub
-from llcuda_tui.core.store._fs import Progress
+from llcuda_tui.core.store._base import StoreBase
+from llcuda_tui.core.store._errors import StoreError
+from llcuda_tui.core.store._fs import Progress, fingerprint, pid_alive, writer_pid
 from llcuda_tui.core.store._hub import RemoteFile
-from llcuda_tui.core.store._store import (
-    GRACE_S,
-    PARTIAL_MAX_AGE_S,
-    Manifest,
-    ManifestFile,
-    Report,
-    Store,
-    _fingerprint,
-    _now,
-    _pid_alive,
-    _pid_of,
-    fmt_bytes,
-)
+from llcuda_tui.core.store._layout import SHA256_RE
+from llcuda_tui.core.store._manifest import HfSource, Manifest, ManifestFile, StarterSource
+from llcuda_tui.core.store._pull import Status, fetch_file, quiet
+from llcuda_tui.core.store._records import Report
+from llcuda_tui.core.store._starter import starter_path
 
 OnFile = Callable[[str, int], None]
-_SHA_RE = re.compile(r"^[0-9a-f]{64}$")
+"""``on_file(file name, size)``: verify starts re-hashing this file."""
+GRACE_S = 3600.0
+"""Unreferenced blobs and manifests younger than this are kept by gc (a pull may be mid-way)."""
+PARTIAL_MAX_AGE_S = 7 * 86400.0
+"""A partial download is kept this long for a resume (``gc --partials`` drops it at once)."""
 
 
 def _labels(names: dict[str, str]) -> dict[str, str]:
@@ -46,7 +46,7 @@ def _labels(names: dict[str, str]) -> dict[str, str]:
 
 
 def verify(
-    store: Store,
+    store: StoreBase,
     name: str | None = None,
     on_progress: Progress | None = None,
     on_file: OnFile | None = None,
@@ -71,7 +71,7 @@ def verify(
                 f"{labels[digest]}: manifest {digest[:12]} is missing or corrupt"
             )
             continue
-        manifest = store._load_manifest(digest)
+        manifest = store.load_manifest(digest)
         for f in manifest.files:
             if f.sha256 not in seen:
                 seen.add(f.sha256)
@@ -81,7 +81,7 @@ def verify(
 
 
 def _verify_blob(
-    store: Store,
+    store: StoreBase,
     label: str,
     f: ManifestFile,
     report: Report,
@@ -95,7 +95,7 @@ def _verify_blob(
     if on_file is not None:
         on_file(f.filename, f.size)
     size = blob.stat().st_size
-    fingerprint = _fingerprint(blob)
+    seen = fingerprint(blob)
     digest = storefs.sha256_file(blob, on_progress) if size == f.size else ""
     report.checked_files += 1
     if digest != f.sha256:
@@ -105,20 +105,20 @@ def _verify_blob(
             "run llcuda models repair"
         )
         return
-    store.index.set_fingerprint(f.sha256, fingerprint, _now())
+    store.index.set_fingerprint(f.sha256, seen, time.time())
 
 
-def _view_problems(store: Store, digest: str, manifest: Manifest, label: str) -> list[str]:
+def _view_problems(store: StoreBase, digest: str, manifest: Manifest, label: str) -> list[str]:
     problems = []
     for f in manifest.files:
         link = store.layout.view_dir(digest) / f.filename
-        target = Path("..") / ".." / "blobs" / f.sha256
+        target = store.layout.view_target(f.sha256)
         if not link.is_symlink() or Path(os.readlink(link)) != target:
             problems.append(f"{label}: view {f.filename} is missing; run llcuda models repair")
     return problems
 
 
-def _corrupt_manifest_files(store: Store) -> list[str]:
+def _corrupt_manifest_files(store: StoreBase) -> list[str]:
     problems = []
     for f in store.layout.manifests.glob("*.json"):
         try:
@@ -130,11 +130,11 @@ def _corrupt_manifest_files(store: Store) -> list[str]:
     return problems
 
 
-def _stray_blobs(store: Store) -> list[str]:
+def _stray_blobs(store: StoreBase) -> list[str]:
     return [
         f"stray file in blobs/: {f.name} (not a sha256 name; llcuda models gc removes it)"
         for f in store.layout.blobs.iterdir()
-        if not _SHA_RE.match(f.name)
+        if not SHA256_RE.match(f.name)
     ]
 
 
@@ -142,10 +142,10 @@ def _stray_blobs(store: Store) -> list[str]:
 
 
 def repair(
-    store: Store,
+    store: StoreBase,
     dry_run: bool = False,
     on_progress: Progress | None = None,
-    on_status: Callable[[str], None] | None = None,
+    on_status: Status = quiet,
 ) -> Report:
     """Re-fetch missing or quarantined blobs (only those), re-create views, drop dead names."""
     report = Report()
@@ -161,27 +161,27 @@ def repair(
                 store.layout.name_file(n).unlink(missing_ok=True)
     labels = _labels(names)
     for digest in sorted(set(names.values()) & set(known)):
-        manifest = store._load_manifest(digest)
+        manifest = store.load_manifest(digest)
         for f in manifest.files:
             _repair_blob(
                 store, labels[digest], manifest, f, report, dry_run, on_progress, on_status
             )
         if not dry_run and all(store.layout.blob(f.sha256).exists() for f in manifest.files):
-            store._make_views(digest, manifest)
+            store.make_views(digest, manifest)
     if not dry_run:
         store.sync(force=True)
     return report
 
 
 def _repair_blob(
-    store: Store,
+    store: StoreBase,
     label: str,
     manifest: Manifest,
     f: ManifestFile,
     report: Report,
     dry_run: bool,
     on_progress: Progress | None,
-    on_status: Callable[[str], None] | None,
+    on_status: Status,
 ) -> None:
     blob = store.layout.blob(f.sha256)
     if blob.is_file():
@@ -190,61 +190,44 @@ def _repair_blob(
         if not dry_run:
             store.quarantine(f.sha256)
     source = manifest.source
-    report.actions.append(f"{label}: restore {f.filename} from {_describe(source)}")
+    report.actions.append(f"{label}: restore {f.filename} from {source.describe()}")
     if dry_run:
         return
     try:
-        _restore(store, source, f, on_progress, on_status)
+        _restore(store, manifest, f, on_progress, on_status)
     except LlcudaError as exc:
         report.problems.append(f"{label}: cannot restore {f.filename}: {exc}")
 
 
-def _describe(source: dict[str, Any]) -> str:
-    kind = source.get("kind")
-    if kind == "hf":
-        return f"{source.get('repo')}@{str(source.get('commit'))[:12]}"
-    if kind == "starter":
-        return f"starter package {source.get('package')}"
-    return str(source.get("path"))
-
-
 def _restore(
-    store: Store,
-    source: dict[str, Any],
+    store: StoreBase,
+    manifest: Manifest,
     f: ManifestFile,
     on_progress: Progress | None,
-    on_status: Callable[[str], None] | None,
+    on_status: Status,
 ) -> None:
-    from llcuda_tui.core.store import _pull as storepull
-
-    kind = source.get("kind")
-    if kind == "hf":
-        repo, commit = hub.check_repo_id(str(source["repo"])), str(source["commit"])
+    source = manifest.source
+    if isinstance(source, HfSource):
+        repo, commit = hub.check_repo_id(source.repo), source.commit
         rf = RemoteFile(hub.check_remote_path(f.path), f.size, f.sha256)
         with storefs.file_lock(store.layout.lock(f.sha256)):
             if not store.layout.blob(f.sha256).exists():
-                storepull.fetch_file(store, repo, commit, rf, on_progress, on_status or _quiet)
+                fetch_file(store, repo, commit, rf, on_progress, on_status)
         return
-    if kind == "starter":
-        from llcuda_tui.core.store._starter import starter_path
-
-        path = starter_path(str(source["name"]), store.paths)
+    if isinstance(source, StarterSource):
+        path = starter_path(source.name, store.paths)
     else:
-        path = Path(str(source.get("path")))
+        path = Path(source.path)
         if not path.is_file() or path.stat().st_size != f.size:
-            raise storefs.StoreError(f"the original file {path} is gone or changed")
+            raise StoreError(f"the original file {path} is gone or changed")
     store.ingest_file(path, on_progress, expect=f.sha256)
-
-
-def _quiet(_: str) -> None:
-    return None
 
 
 # --- gc --------------------------------------------------------------------------------------
 
 
 def gc(
-    store: Store, grace_s: float = GRACE_S, dry_run: bool = False, partials: bool = False
+    store: StoreBase, grace_s: float = GRACE_S, dry_run: bool = False, partials: bool = False
 ) -> Report:
     """Mark (names -> manifests -> blobs) and sweep what is unreferenced and older than grace."""
     report = Report()
@@ -257,13 +240,13 @@ def gc(
         _sweep_blobs(store, live, grace_s, dry_run, report)
     _sweep_views_and_state(store, kept, dry_run, report)
     _sweep_tmp(store, grace_s, partials, dry_run, report)
-    _sweep_old(store, store.layout.quarantine.iterdir(), grace_s, dry_run, report, "quarantined")
+    _sweep_old(store.layout.quarantine.iterdir(), grace_s, dry_run, report, "quarantined")
     _sweep_leases(store, dry_run)
     return report
 
 
 def _sweep_manifests(
-    store: Store, named: set[str], grace_s: float, dry_run: bool, report: Report
+    store: StoreBase, named: set[str], grace_s: float, dry_run: bool, report: Report
 ) -> set[str]:
     """Remove unreferenced manifests past grace; the young ones (kept)."""
     young = set()
@@ -276,17 +259,17 @@ def _sweep_manifests(
             continue
         report.actions.append(f"remove unreferenced manifest {digest[:12]}")
         if not dry_run:
-            store._delete_manifest(digest)
+            store.delete_manifest(digest)
     return young
 
 
-def _live_shas(store: Store, kept: set[str], report: Report) -> set[str] | None:
+def _live_shas(store: StoreBase, kept: set[str], report: Report) -> set[str] | None:
     """Blobs used by kept manifests; None (sweep nothing) when a kept manifest is unreadable."""
     live: set[str] = set()
     for digest in kept:
         try:
-            manifest = store._load_manifest(digest)
-        except storefs.StoreError:
+            manifest = store.load_manifest(digest)
+        except StoreError:
             report.problems.append(
                 f"manifest {digest[:12]} is unreadable: no blob swept (run llcuda models repair)"
             )
@@ -296,20 +279,20 @@ def _live_shas(store: Store, kept: set[str], report: Report) -> set[str] | None:
 
 
 def _sweep_blobs(
-    store: Store, live: set[str], grace_s: float, dry_run: bool, report: Report
+    store: StoreBase, live: set[str], grace_s: float, dry_run: bool, report: Report
 ) -> None:
     for blob in store.layout.blobs.iterdir():
         if blob.name in live or storefs.age_s(blob) < grace_s:
             continue
         if dry_run:
             size = blob.stat().st_size
-            report.actions.append(f"delete blob {blob.name[:12]} ({fmt_bytes(size)})")
+            report.actions.append(f"delete blob {blob.name[:12]} ({fmt_size(size, 2)})")
             report.freed_bytes += size
         else:
-            report.freed_bytes += store._delete_blob(blob.name, report)
+            report.freed_bytes += store.delete_blob(blob.name, report)
 
 
-def _sweep_views_and_state(store: Store, kept: set[str], dry_run: bool, report: Report) -> None:
+def _sweep_views_and_state(store: StoreBase, kept: set[str], dry_run: bool, report: Report) -> None:
     for view in store.layout.views.iterdir():
         if view.name not in kept:
             report.actions.append(f"remove view {view.name[:12]}")
@@ -325,13 +308,15 @@ def _sweep_views_and_state(store: Store, kept: set[str], dry_run: bool, report: 
         store.sync()
 
 
-def _sweep_tmp(store: Store, grace_s: float, partials: bool, dry_run: bool, report: Report) -> None:
+def _sweep_tmp(
+    store: StoreBase, grace_s: float, partials: bool, dry_run: bool, report: Report
+) -> None:
     """Partial downloads: kept for resume (PARTIAL_MAX_AGE_S) unless ``partials``; temps: grace."""
     for f in store.layout.tmp.iterdir():
-        pid = _pid_of(f)
-        if pid is not None and _pid_alive(pid) and pid != os.getpid():
+        pid = writer_pid(f)
+        if pid is not None and pid_alive(pid) and pid != os.getpid():
             continue
-        is_download = f.suffix in (".part", ".json") and _SHA_RE.match(f.name.split(".")[0])
+        is_download = f.suffix in (".part", ".json") and SHA256_RE.match(f.name.split(".")[0])
         limit = (0.0 if partials else PARTIAL_MAX_AGE_S) if is_download else grace_s
         with contextlib.suppress(FileNotFoundError):
             if storefs.age_s(f) < limit:
@@ -342,7 +327,7 @@ def _sweep_tmp(store: Store, grace_s: float, partials: bool, dry_run: bool, repo
                 continue
             try:
                 size = f.lstat().st_size
-                report.actions.append(f"delete tmp/{f.name} ({fmt_bytes(size)})")
+                report.actions.append(f"delete tmp/{f.name} ({fmt_size(size, 2)})")
                 report.freed_bytes += size
                 if not dry_run:
                     f.unlink()
@@ -352,48 +337,45 @@ def _sweep_tmp(store: Store, grace_s: float, partials: bool, dry_run: bool, repo
 
 
 def _sweep_old(
-    store: Store, files: Any, grace_s: float, dry_run: bool, report: Report, what: str
+    files: Iterable[Path], grace_s: float, dry_run: bool, report: Report, what: str
 ) -> None:
     for f in files:
         with contextlib.suppress(FileNotFoundError):
             if storefs.age_s(f) < grace_s:
                 continue
             size = f.stat().st_size
-            report.actions.append(f"delete {what} {f.name[:24]} ({fmt_bytes(size)})")
+            report.actions.append(f"delete {what} {f.name[:24]} ({fmt_size(size, 2)})")
             report.freed_bytes += size
             if not dry_run:
                 f.unlink()
 
 
-def _sweep_leases(store: Store, dry_run: bool) -> None:
+def _sweep_leases(store: StoreBase, dry_run: bool) -> None:
     for f in store.layout.inuse.glob("*.lease"):
-        pid = _pid_of(f)
-        if (pid is None or not _pid_alive(pid)) and not dry_run:
+        pid = writer_pid(f)
+        if (pid is None or not pid_alive(pid)) and not dry_run:
             f.unlink(missing_ok=True)
 
 
-# --- du --------------------------------------------------------------------------------------
+# --- du and the cap --------------------------------------------------------------------------
 
 
-def set_max_size(settings: Any, text: str) -> Any:
+def set_max_size(settings: Settings, text: str) -> Settings:
     """Save ``text`` ('50GB', '200GiB'; '' = no cap) as ``store.max_size`` in the config file
     and return the updated Settings. It is checked first (one clear line if it is not a size);
     models are evicted only when a pull needs room, never here."""
-    from llcuda_tui.core.config import save_setting
-    from llcuda_tui.core.store._store import parse_size
-
     text = text.strip()
     parse_size(text)
     return save_setting(settings, "store", "max_size", text)
 
 
-def du(store: Store) -> dict[str, Any]:
+def du(store: StoreBase) -> dict[str, Any]:
     """Bytes on disk: per model (with what it shares), unreferenced, partial, quarantined."""
     empty = {"models": [], "blobs_bytes": 0, "live_bytes": 0, "unreferenced_bytes": 0}
     if not store.exists():
         return empty | {"partial_bytes": 0, "quarantine_bytes": 0, "max_size": store.max_size}
     sizes = store.blob_sizes()
-    users = store._live_blobs()
+    users = store.live_blobs()
     names = store.names()
     models = []
     for digest, label in _labels(names).items():

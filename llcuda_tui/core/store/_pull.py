@@ -1,4 +1,4 @@
-"""Bringing models into the store: Hub pulls (resumable), the HF cache, the starter models.
+"""Hub pulls into the store: resumable, verified downloads of one model's files.
 
 A download lands in ``tmp/<key>.<pid>-<rand>.part`` (key: the file's LFS sha256) next to a
 small ``.json`` state file. It is hashed as it streams; after a kill the next pull takes the
@@ -12,41 +12,37 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import re
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any
 
 from llcuda_tui.core.errors import PullCancelled, UserInputError
+from llcuda_tui.core.fmt import fmt_size
 from llcuda_tui.core.store import _fs as storefs
 from llcuda_tui.core.store import _hub as hub
-from llcuda_tui.core.store._fs import IntegrityError, Progress, StoreError, StoreFullError
+from llcuda_tui.core.store._base import StoreBase
+from llcuda_tui.core.store._errors import IntegrityError, StoreFullError
+from llcuda_tui.core.store._fs import Progress, pid_alive, unlink_quietly, writer_pid
 from llcuda_tui.core.store._hub import HubNotFoundError, RemoteFile, RemoteModel, RepoListing
-from llcuda_tui.core.store._store import (
-    STALE_PARTIAL_S,
-    ManifestFile,
-    ModelEntry,
-    PullResult,
-    Report,
-    Store,
-    _pid_alive,
-    _pid_of,
-    _silent_unlink,
-    check_name,
-    fmt_bytes,
-)
+from llcuda_tui.core.store._layout import check_name
+from llcuda_tui.core.store._manifest import HfSource, ManifestFile
+from llcuda_tui.core.store._records import ModelEntry, PullResult, Report
+from llcuda_tui.core.store._space import check_space, enforce_cap
 
 Status = Callable[[str], None]
+"""``on_status(message)``: one line saying what a pull does now (waiting, resuming, ...)."""
 MAX_TRANSFER_RETRIES = 3
+STALE_PARTIAL_S = 30.0
+"""A partial download whose writer is alive is taken over only after this long without writes."""
 _ACTIVE: set[Path] = set()
 """Partial files this process is writing now (others of its pid are free to take over)."""
 _ACTIVE_LOCK = threading.Lock()
 
 
-def _quiet(_: str) -> None:
+def quiet(_: str) -> None:
+    """An ``on_status`` that says nothing."""
     return None
 
 
@@ -54,7 +50,7 @@ def _quiet(_: str) -> None:
 
 
 def pull(
-    store: Store,
+    store: StoreBase,
     repo: str,
     *,
     file: str | None = None,
@@ -62,7 +58,7 @@ def pull(
     revision: str | None = None,
     name: str | None = None,
     on_progress: Progress | None = None,
-    on_status: Status = _quiet,
+    on_status: Status = quiet,
     cancel: threading.Event | None = None,
 ) -> PullResult:
     """Download one model of ``repo`` (by ``file`` or ``quant``) into the store.
@@ -80,11 +76,11 @@ def pull(
     model = select_model(hub.list_models(repo, commit), file, quant)
     primary = check_name(f"{repo}:{model.quant}")
     names = [primary] + ([name] if name and name != primary else [])
-    source = {"kind": "hf", "repo": repo, "revision": revision or "main", "commit": commit}
+    source = HfSource(repo, commit, revision or "main")
     store.ensure()
     existing = store.lookup(primary)
     old_digest = store.names()[existing] if existing else None
-    current = _up_to_date(store, existing, commit, model)
+    current = up_to_date(store, existing, commit, model)
     if current is not None:
         if name and store.lookup(name) != name:
             store.publish(current.manifest, [name])
@@ -95,15 +91,15 @@ def pull(
         files, downloaded, reused = _fetch_all(
             store, repo, commit, model, existing, on_progress, on_status, cancel
         )
-        manifest = store._manifest(source, files)
+        manifest = store.build_manifest(source, files)
         store.publish(manifest, names)
     _drop_replaced(store, old_digest, manifest.digest)
-    evicted = store.enforce_cap(protect={manifest.digest})
+    evicted = enforce_cap(store, protect={manifest.digest})
     return PullResult(store.entry(primary), downloaded, reused, False, tuple(evicted))
 
 
 def _fetch_all(
-    store: Store,
+    store: StoreBase,
     repo: str,
     commit: str,
     model: RemoteModel,
@@ -114,12 +110,12 @@ def _fetch_all(
 ) -> tuple[list[ManifestFile], int, int]:
     missing = [f for f in model.files if not (f.sha256 and store.layout.blob(f.sha256).exists())]
     pending = sum(f.size - _partial_size(store, partial_key(repo, commit, f)) for f in missing)
-    store._check_space(pending, protect=existing)
+    check_space(store, pending, protect=existing)
     files, downloaded = [], 0
     for i, f in enumerate(model.files):
         role = "model" if i == 0 else "shard"
         if f in missing:
-            on_status(f"downloading {f.path} ({fmt_bytes(f.size)})")
+            on_status(f"downloading {f.path} ({fmt_size(f.size, 2)})")
             sha, n = fetch_file(store, repo, commit, f, on_progress, on_status, cancel)
             downloaded += n
         else:
@@ -129,22 +125,24 @@ def _fetch_all(
     return files, downloaded, len(model.files) - len(missing)
 
 
-def _drop_replaced(store: Store, old_digest: str | None, new_digest: str) -> None:
+def _drop_replaced(store: StoreBase, old_digest: str | None, new_digest: str) -> None:
     """After an update, the previous version goes unless another name still uses it."""
     if old_digest is None or old_digest == new_digest:
         return
     if old_digest not in store.names().values():
-        store._drop_model(old_digest, Report())
+        store.drop_model(old_digest, Report())
 
 
-def _up_to_date(
-    store: Store, existing: str | None, commit: str, model: RemoteModel
+def up_to_date(
+    store: StoreBase, existing: str | None, commit: str, model: RemoteModel
 ) -> ModelEntry | None:
+    """The entry of stored name ``existing`` if it holds ``model`` at ``commit``, blobs and all."""
     if existing is None:
         return None
     entry = store.entry(existing)
     m = entry.manifest
-    same = m.source.get("commit") == commit and [(f.path, f.sha256) for f in m.files] == [
+    commit_of = m.source.commit if isinstance(m.source, HfSource) else None
+    same = commit_of == commit and [(f.path, f.sha256) for f in m.files] == [
         (f.path, f.sha256) for f in model.files
     ]
     if same and all(store.layout.blob(f.sha256).exists() for f in m.files):
@@ -153,13 +151,13 @@ def _up_to_date(
 
 
 def _pull_offline(
-    store: Store, repo: str, file: str | None, quant: str | None, name: str | None
+    store: StoreBase, repo: str, file: str | None, quant: str | None, name: str | None
 ) -> PullResult:
     """With HF_HUB_OFFLINE: succeed only when the store already has the model."""
     found: dict[str, ModelEntry] = {}
     for e in store.entries():
         m = e.manifest
-        if m.source.get("kind") != "hf" or m.source.get("repo") != repo:
+        if not isinstance(m.source, HfSource) or m.source.repo != repo:
             continue
         if file and all(f.path != file for f in m.files):
             continue
@@ -226,7 +224,7 @@ def partial_key_of(repo: str, commit: str) -> Callable[[RemoteFile], str]:
 
 
 @contextmanager
-def _blob_lock(store: Store, key: str, label: str, on_status: Status) -> Iterator[None]:
+def _blob_lock(store: StoreBase, key: str, label: str, on_status: Status) -> Iterator[None]:
     path = store.layout.lock(key)
     lock = storefs.try_lock(path)
     if lock is not None:
@@ -241,12 +239,12 @@ def _blob_lock(store: Store, key: str, label: str, on_status: Status) -> Iterato
 
 
 def fetch_file(
-    store: Store,
+    store: StoreBase,
     repo: str,
     commit: str,
     f: RemoteFile,
     on_progress: Progress | None = None,
-    on_status: Status = _quiet,
+    on_status: Status = quiet,
     cancel: threading.Event | None = None,
 ) -> tuple[str, int]:
     """Download ``f`` into ``blobs/`` (caller holds its lock); (sha256, bytes downloaded).
@@ -274,26 +272,26 @@ def fetch_file(
         if storefs.is_disk_full(exc):
             done = partial.size if partial else 0
             raise StoreFullError(
-                f"disk full while downloading {f.path} ({fmt_bytes(done)} of "
-                f"{fmt_bytes(f.size)}); the partial file is kept in {store.layout.tmp} and the "
+                f"disk full while downloading {f.path} ({fmt_size(done, 2)} of "
+                f"{fmt_size(f.size, 2)}); the partial file is kept in {store.layout.tmp} and the "
                 "next pull resumes it"
             ) from None
         raise storefs.os_error(exc, f"cannot write the download of {f.path}") from None
     except IntegrityError:
-        _silent_unlink(part)
-        _silent_unlink(state)
+        unlink_quietly(part)
+        unlink_quietly(state)
         raise
     finally:
         if partial is not None:
             partial.close()
         with _ACTIVE_LOCK:
             _ACTIVE.discard(part)
-    _silent_unlink(part)
-    _silent_unlink(state)
+    unlink_quietly(part)
+    unlink_quietly(state)
     return sha, downloaded
 
 
-def _claim_partial(store: Store, key: str) -> Path:
+def _claim_partial(store: StoreBase, key: str) -> Path:
     """Take over a partial download of ``key`` left by a dead process, or start a new one."""
     tmp = store.layout.tmp
     new = tmp / f"{key}.{storefs.unique_suffix()}.part"
@@ -303,7 +301,7 @@ def _claim_partial(store: Store, key: str) -> Path:
                 continue  # its writer may still be at work
             with contextlib.suppress(FileNotFoundError):
                 os.rename(old, new)
-                _silent_unlink(old.with_suffix(".json"))
+                unlink_quietly(old.with_suffix(".json"))
                 _ACTIVE.add(new)
                 return new
         os.close(os.open(new, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
@@ -313,11 +311,11 @@ def _claim_partial(store: Store, key: str) -> Path:
 
 def _abandoned(part: Path) -> bool:
     """True when no live writer can be behind ``part`` (dead pid, or idle for long)."""
-    pid = _pid_of(part)
+    pid = writer_pid(part)
     if pid == os.getpid():
         return part not in _ACTIVE
     try:
-        return pid is None or not _pid_alive(pid) or storefs.age_s(part) >= STALE_PARTIAL_S
+        return pid is None or not pid_alive(pid) or storefs.age_s(part) >= STALE_PARTIAL_S
     except FileNotFoundError:
         return False
 
@@ -329,8 +327,15 @@ def _size_or_zero(path: Path) -> int:
         return 0
 
 
-def _partial_size(store: Store, key: str) -> int:
+def _partial_size(store: StoreBase, key: str) -> int:
     return max((_size_or_zero(p) for p in store.layout.tmp.glob(f"{key}.*.part")), default=0)
+
+
+def partial_bytes(store: StoreBase, repo: str, commit: str, remote_file: RemoteFile) -> int:
+    """Bytes of a resumable partial download of ``remote_file`` already in the store."""
+    with contextlib.suppress(OSError):
+        return _partial_size(store, partial_key(repo, commit, remote_file))
+    return 0
 
 
 class _Hashes:
@@ -411,7 +416,7 @@ def _download(
         _check_cancel(cancel, partial)
         offset = partial.rehash(None)
         if offset:
-            on_status(f"resuming {f.path} at {fmt_bytes(offset)} (re-hashed the partial file)")
+            on_status(f"resuming {f.path} at {fmt_size(offset, 2)} (re-hashed the partial file)")
         try:
             downloaded += _stream(partial, repo, commit, offset, on_progress, on_status, cancel)
         except hub.HubTransferError as exc:
@@ -436,8 +441,8 @@ def _download(
         expected = f.sha256 or f"git {f.git_oid}"
         got = partial.hashes.sha256.hexdigest()
         raise IntegrityError(
-            f"{f.path} from {repo} is corrupt: got {fmt_bytes(partial.size)} with sha256 "
-            f"{got[:12]}, the Hub lists {fmt_bytes(f.size)} with {expected[:16]}; "
+            f"{f.path} from {repo} is corrupt: got {fmt_size(partial.size, 2)} with sha256 "
+            f"{got[:12]}, the Hub lists {fmt_size(f.size, 2)} with {expected[:16]}; "
             "nothing was stored"
         )
 
@@ -476,129 +481,6 @@ def _stream(
 def _check_cancel(cancel: threading.Event | None, partial: _Partial) -> None:
     if cancel is not None and cancel.is_set():
         raise PullCancelled(
-            f"pull of {partial.file.path} cancelled at {fmt_bytes(partial.size)}: "
+            f"pull of {partial.file.path} cancelled at {fmt_size(partial.size, 2)}: "
             "pull it again to resume"
         )
-
-
-# --- the HF cache and the starter models -------------------------------------------------------
-
-
-def hf_cache_dir() -> Path:
-    """Where huggingface_hub keeps its cache (HF_HUB_CACHE, HF_HOME/hub, ~/.cache/...)."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
-    home = os.environ.get("HF_HOME") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "huggingface"
-    )
-    return Path(home).expanduser() / "hub"
-
-
-def adopt_hf_cache(
-    store: Store,
-    cache_dir: Path | None = None,
-    dry_run: bool = False,
-    on_progress: Progress | None = None,
-) -> list[dict[str, Any]]:
-    """Hardlink the GGUFs of the HF cache into the store, each verified by its hash."""
-    from huggingface_hub import scan_cache_dir
-    from huggingface_hub.errors import CacheNotFound
-
-    cache = Path(cache_dir) if cache_dir else hf_cache_dir()
-    try:
-        info = scan_cache_dir(cache)
-    except CacheNotFound:
-        raise UserInputError(f"no Hugging Face cache at {cache}") from None
-    store.ensure()
-    results = []
-    for repo in sorted(info.repos, key=lambda r: r.repo_id):
-        if repo.repo_type != "model":
-            continue
-        # a revision a ref (main) points at comes last, so its files win the name
-        for rev in sorted(repo.revisions, key=lambda r: (bool(r.refs), r.last_modified)):
-            for model, blobs in _cached_models(rev):
-                results.append(
-                    _adopt_one(store, repo.repo_id, rev, model, blobs, dry_run, on_progress)
-                )
-    return results
-
-
-def _cached_models(rev: Any) -> list[tuple[RemoteModel, dict[str, Path]]]:
-    files, blobs = [], {}
-    for cf in rev.files:
-        rel = Path(cf.file_path).relative_to(rev.snapshot_path).as_posix()
-        if not rel.lower().endswith(".gguf"):
-            continue
-        try:
-            hub.check_remote_path(rel)
-        except UserInputError:
-            continue
-        blob_name = Path(cf.blob_path).name
-        sha = blob_name if re.fullmatch(r"[0-9a-f]{64}", blob_name) else None
-        git = blob_name if sha is None and re.fullmatch(r"[0-9a-f]{40}", blob_name) else None
-        files.append(RemoteFile(rel, int(cf.size_on_disk), sha, git))
-        blobs[rel] = Path(cf.blob_path)
-    return [(m, blobs) for m in hub.group_models(files)]
-
-
-def _adopt_one(
-    store: Store,
-    repo_id: str,
-    rev: Any,
-    model: RemoteModel,
-    blobs: dict[str, Path],
-    dry_run: bool,
-    on_progress: Progress | None,
-) -> dict[str, Any]:
-    name = f"{repo_id}:{model.quant}"
-    result: dict[str, Any] = {"name": name, "commit": rev.commit_hash, "size": model.size}
-    existing = store.lookup(name)
-    if not model.complete:
-        return result | {"status": "skipped: shards are missing from the cache"}
-    if existing and _up_to_date(store, existing, rev.commit_hash, model):
-        return result | {"status": "already in the store"}
-    if any(blobs[f.path].stat().st_dev != store.layout.blobs.stat().st_dev for f in model.files):
-        return result | {"status": "skipped: on another filesystem (llcuda models import copies)"}
-    if dry_run:
-        return result | {"status": "would adopt"}
-    try:
-        check_name(name)
-        files = []
-        for i, f in enumerate(model.files):
-            if f.git_oid:
-                _check_git_oid(blobs[f.path], f)
-            sha = store.ingest_file(blobs[f.path], on_progress, expect=f.sha256, link_only=True)
-            files.append(ManifestFile("model" if i == 0 else "shard", f.path, sha, f.size))
-        refs = sorted(rev.refs)
-        source = {
-            "kind": "hf",
-            "repo": repo_id,
-            "revision": refs[0] if refs else rev.commit_hash,
-            "commit": rev.commit_hash,
-            "adopted_from": "hf-cache",
-        }
-        store.publish(store._manifest(source, files), [name])
-    except (IntegrityError, StoreError, UserInputError) as exc:
-        return result | {"status": f"skipped: {exc}"}
-    return result | {"status": "adopted"}
-
-
-def _check_git_oid(path: Path, f: RemoteFile) -> None:
-    h = storefs.hash_file(path, hasher=hashlib.sha1(f"blob {f.size}\0".encode()))
-    if h.hexdigest() != f.git_oid:
-        raise IntegrityError(f"{f.path} in the HF cache does not match its git id")
-
-
-def import_starters(store: Store, on_progress: Progress | None = None) -> list[ModelEntry]:
-    """Make each starter model an ordinary store entry named after it (hardlinked)."""
-    from llcuda_tui.core.store._starter import STARTERS, starter_path
-
-    entries = []
-    for name, model in STARTERS.items():
-        path = starter_path(name, store.paths)
-        source = {"kind": "starter", "name": name, "package": model.package}
-        entry = store.import_path(path, name=name, source=source, on_progress=on_progress)
-        if model.sha256 and entry.sha256 != model.sha256:
-            raise IntegrityError(f"starter model {name} does not match its published sha256")
-        entries.append(entry)
-    return entries

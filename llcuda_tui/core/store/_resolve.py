@@ -8,10 +8,13 @@ from pathlib import Path
 from llcuda_tui.core.config import Paths
 from llcuda_tui.core.errors import ModelNotFoundError
 from llcuda_tui.core.store._starter import STARTERS, starter_path
+from llcuda_tui.core.store._store import resolve_name
 
 
 @dataclass(frozen=True)
 class ResolvedModel:
+    """A model file to load, with the name it was asked for."""
+
     path: Path
     name: str
     sha256: str | None = None
@@ -19,7 +22,8 @@ class ResolvedModel:
 
 
 def resolve_model(spec: str, paths: Paths) -> ResolvedModel:
-    """Resolve ``spec``: an existing file path, then a store name, then a starter name."""
+    """Resolve ``spec``: an existing file path, then a store name, then a starter name, then a
+    name in the team store (pulled into the store first)."""
     if not spec:
         raise ModelNotFoundError("no model given")
     candidate = Path(spec).expanduser()
@@ -35,6 +39,11 @@ def resolve_model(spec: str, paths: Paths) -> ResolvedModel:
         return from_store
     if spec in STARTERS:
         return ResolvedModel(starter_path(spec, paths), spec, STARTERS[spec].sha256)
+    from llcuda_tui.core.store._remote import pull_missing  # boto3 only with a team store
+
+    pulled = pull_missing(spec, paths)
+    if pulled is not None:
+        return ResolvedModel(pulled[0], spec, pulled[1])
     raise ModelNotFoundError(
         f"no model named '{spec}' (not a file, not in the store; starter models: "
         f"{', '.join(STARTERS)})"
@@ -42,14 +51,7 @@ def resolve_model(spec: str, paths: Paths) -> ResolvedModel:
 
 
 def _resolve_in_store(name: str, paths: Paths) -> ResolvedModel | None:
-    try:
-        from llcuda_tui.core.store import _store as store
-    except ImportError:  # the store lands with its own issue
-        return None
-    resolver = getattr(store, "resolve_name", None)
-    if resolver is None:
-        return None
-    found = resolver(name, paths)
+    found = resolve_name(name, paths)
     if found is None:
         return None
     path, sha256 = found

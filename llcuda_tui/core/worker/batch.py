@@ -15,6 +15,10 @@ context is a second context on the same model, used only by this engine thread.
 
 Each sequence may use ``n_ctx`` positions (``LoadInfo.n_ctx``); the KV cache holds
 ``n_ctx * parallel`` cells, so sequences never run out of cells because of each other.
+
+One module on purpose: the slot loop, its sequences and their sampler chains are one state
+machine that only the engine thread touches. What it shares with the in-process engine (stop
+strings, the run record, decode errors) is in :mod:`llcuda_tui.core.engine` (``_decoding``).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -36,19 +40,27 @@ from llcuda_tui.core.engine import (
     GGML_TYPES,
     Chunk,
     Engine,
+    EngineBase,
     EngineConfig,
     GenerationHandle,
     GenerationRequest,
     LoadInfo,
-    RunRecord,
+    OnChunk,
+    OnError,
     SamplingParams,
+    SeqCells,
+    StatePersistence,
+    StopMatcher,
     TokensFromEngine,
     build_chain,
     check_gguf_file,
-    generate_via,
-    stream_via,
+    choose_slot,
+    decode_error,
+    finish_run,
+    keep_prefix,
+    n_swa_of,
+    persistence_for,
 )
-from llcuda_tui.core.engine._local import _StopMatcher
 from llcuda_tui.core.errors import EngineError, UserInputError
 
 MAX_PARALLEL = 256
@@ -82,8 +94,8 @@ class _Seq:
     """One generation: its request, its slot (KV sequence id) and its decoding state."""
 
     handle: GenerationHandle
-    on_chunk: Callable[[Chunk], None]
-    on_error: Callable[[BaseException], None] | None
+    on_chunk: OnChunk
+    on_error: OnError | None
     tokens: list[int]
     budget: int
     t0: float
@@ -91,6 +103,9 @@ class _Seq:
     slot: int = -1
     n_fed: int = 0
     """Prompt tokens already decoded (or placed in the current batch)."""
+    n_cached: int = 0
+    """Prompt tokens whose cells the slot already held (the prefix cache)."""
+    cache_note: str = ""
     n_past: int = 0
     """Positions this sequence holds in the KV cache."""
     token: int = -1
@@ -101,10 +116,10 @@ class _Seq:
     t_first: float | None = None
     times: list[float] = field(default_factory=list)
     utf8: Any = None
-    stops: _StopMatcher | None = None
+    stops: StopMatcher | None = None
 
 
-class BatchEngine(TokensFromEngine):
+class BatchEngine(TokensFromEngine, EngineBase):
     """A model serving up to ``parallel`` generations at once. Create with :meth:`load`.
 
     The generation API is the :class:`Engine`'s: ``submit``, ``stream`` (the last chunk carries
@@ -120,6 +135,9 @@ class BatchEngine(TokensFromEngine):
         self._pending: deque[_Seq] = deque()
         self._active: list[_Seq] = []
         self._free_slots: list[int] = list(range(parallel - 1, -1, -1))
+        self._cells: list[SeqCells] = []
+        self._held: list[list[int]] = []
+        self._saver: StatePersistence | None = None
         self._closed = False
         self._thread = threading.Thread(target=self._main, name="llcuda-batch", daemon=True)
         self._ready: concurrent.futures.Future[None] = concurrent.futures.Future()
@@ -177,21 +195,10 @@ class BatchEngine(TokensFromEngine):
         self._thread.join()
         self._tok.close()
 
-    def __enter__(self) -> BatchEngine:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    # --- tokens and templates (the in-process engine's, so prompts match exactly) -------------
-
     # --- generation ---------------------------------------------------------------------------
 
     def submit(
-        self,
-        request: GenerationRequest,
-        on_chunk: Callable[[Chunk], None],
-        on_error: Callable[[BaseException], None] | None = None,
+        self, request: GenerationRequest, on_chunk: OnChunk, on_error: OnError | None = None
     ) -> GenerationHandle:
         """Queue a generation; ``on_chunk`` is called on the engine thread for each token.
 
@@ -227,15 +234,6 @@ class BatchEngine(TokensFromEngine):
         )
         self._incoming.put(seq)
         return handle
-
-    def stream(self, request: GenerationRequest) -> Iterator[Chunk]:
-        """Chunks as they are generated; the last carries the RunRecord. Closing the iterator
-        early cancels the generation."""
-        return stream_via(self.submit, request)
-
-    def generate(self, request: GenerationRequest) -> tuple[str, RunRecord]:
-        """The whole reply and its record (blocks)."""
-        return generate_via(self.submit, request)
 
     def cancel(self) -> None:
         """Stop every queued and running generation (each ends with stop reason 'cancelled')."""
@@ -350,9 +348,24 @@ class BatchEngine(TokensFromEngine):
             n_threads=n_threads,
             backend_sampling=self._backend_sampling,
         )
+        # each slot keeps its cells between requests: the prefix cache (core/engine/_prefix.py)
+        n_swa = n_swa_of(self._tok.model_ptr)
+        self._cells = [SeqCells(ctx, slot, n_swa) for slot in range(self.parallel)]
+        self._held = [c.tokens for c in self._cells]  # the lists the step appends to
+        self._saver = persistence_for(
+            cfg.kv_state_dir, cfg.kv_state_max_bytes, cfg.model_sha256, n_ctx=n_ctx_seq,
+            type_k=cfg.type_k, type_v=cfg.type_v, flash_attn=tok.flash_attn,
+            offloaded=tok.n_layers_offloaded,
+        )  # fmt: skip
 
     def _free(self) -> None:
         import llama_cpp as L
+
+        if self._saver is not None and self._ctx:
+            for cells in self._cells:  # the conversations in the slots outlive the worker
+                self._saver.save(cells)
+            self._saver.flush()
+            self._saver = None
 
         if self._batch is not None:
             L.llama_batch_free(self._batch)
@@ -415,15 +428,27 @@ class BatchEngine(TokensFromEngine):
     def _admit(self) -> None:
         while self._pending and self._free_slots:
             seq = self._pending.popleft()
-            seq.slot = self._free_slots.pop()
+            cache_prompt = seq.handle.request.cache_prompt
+            choice = choose_slot(
+                self._free_slots, [c.cache for c in self._cells], seq.tokens if cache_prompt else ()
+            )
+            seq.slot = choice.slot
+            self._free_slots.remove(choice.slot)
             try:
+                cells = self._cells[seq.slot]
+                if cache_prompt:
+                    reuse = keep_prefix(cells, self._saver, seq.tokens)
+                    seq.n_cached, seq.cache_note = reuse.n_keep, reuse.note
+                else:
+                    cells.forget()
+                seq.n_fed = seq.n_past = seq.n_cached
                 self._attach_sampler(seq)
             except BaseException as exc:  # this request fails, the loop goes on
                 self._fail(seq, exc)
                 continue
             seq.t_prefill = time.perf_counter()
             seq.utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
-            seq.stops = _StopMatcher(seq.handle.request.stop)
+            seq.stops = StopMatcher(seq.handle.request.stop)
             self._active.append(seq)
 
     def _attach_sampler(self, seq: _Seq) -> None:
@@ -454,6 +479,7 @@ class BatchEngine(TokensFromEngine):
         import llama_cpp as L
 
         token, pos, logits, seq_rows = self._b_token, self._b_pos, self._b_logits, self._b_seq
+        cells = self._held
         n, room = 0, self._n_batch
         in_batch: list[_Seq] = []
         for seq in list(self._active):
@@ -464,6 +490,7 @@ class BatchEngine(TokensFromEngine):
                 continue
             token[n], pos[n], logits[n] = seq.token, seq.n_past, 1
             seq_rows[n][0] = seq.slot
+            cells[seq.slot].append(seq.token)
             seq.out, seq.n_past = n, seq.n_past + 1
             n += 1
             in_batch.append(seq)
@@ -477,6 +504,7 @@ class BatchEngine(TokensFromEngine):
                 token[n + j], pos[n + j], logits[n + j] = toks[start + j], start + j, 0
                 seq_rows[n + j][0] = slot
             n += k
+            cells[slot].extend(toks[start : start + k])
             seq.n_fed = seq.n_past = start + k
             self._prompted += k
             if seq.n_fed == len(toks):
@@ -491,7 +519,7 @@ class BatchEngine(TokensFromEngine):
         rc = L.llama_decode(self._ctx, self._batch)
         self._steps += 1
         if rc != 0:
-            error = _decode_error(rc)
+            error = decode_error(rc)
             for seq in in_batch:
                 self._fail(seq, error)
             return
@@ -536,8 +564,9 @@ class BatchEngine(TokensFromEngine):
             return
         seq.token = tok
 
-    def _release(self, seq: _Seq) -> None:
-        """Free the sequence's KV cells and slot now."""
+    def _release(self, seq: _Seq, keep_cells: bool = True) -> None:
+        """Free the slot now; its cells stay for the next request that shares their prefix,
+        unless the generation failed (then their content is unknown)."""
         import llama_cpp as L
 
         if not self._backend_sampling and seq.chain is not None:
@@ -545,14 +574,15 @@ class BatchEngine(TokensFromEngine):
         seq.chain = None
         if seq.slot < 0:
             return
-        L.llama_memory_seq_rm(self._mem, seq.slot, -1, -1)
+        if not keep_cells:
+            self._cells[seq.slot].forget()
         if seq in self._active:
             self._active.remove(seq)
         self._free_slots.append(seq.slot)
         seq.slot, seq.n_past = -1, 0
 
     def _finish(self, seq: _Seq, stop_reason: str) -> None:
-        n_evaluated = seq.n_fed
+        n_evaluated = seq.n_fed - seq.n_cached
         self._release(seq)
         tail = ""
         if stop_reason != "stop" and seq.utf8 is not None and seq.stops is not None:
@@ -566,9 +596,11 @@ class BatchEngine(TokensFromEngine):
             n_gpu_layers=cfg.n_gpu_layers,
             n_ctx=info.n_ctx,
             prompt_tokens_evaluated=n_evaluated,
+            prompt_tokens_cached=seq.n_cached,
+            prompt_cache_note=seq.cache_note,
         )
         try:
-            record = self._tok._finish(
+            record = finish_run(
                 seq.on_chunk, tail, stop_reason, seq.t0, seq.t_prefill, seq.t_first, seq.times, base
             )
         except BaseException as exc:  # the callback failed on the last chunk
@@ -578,7 +610,7 @@ class BatchEngine(TokensFromEngine):
             seq.handle.future.set_result(record)
 
     def _fail(self, seq: _Seq, exc: BaseException) -> None:
-        self._release(seq)
+        self._release(seq, keep_cells=False)
         if seq.on_error is not None:
             with contextlib.suppress(Exception):  # nothing left to tell
                 seq.on_error(exc)
@@ -605,11 +637,3 @@ def _chain_key(params: SamplingParams) -> tuple:
             tuple(sorted(params.logit_bias.items())),
         )
     return params.key()
-
-
-def _decode_error(rc: int) -> EngineError:
-    if rc == 1:
-        return EngineError("llama_decode: no KV cache slot (context full)")
-    if rc == 2:
-        return EngineError("llama_decode was aborted")
-    return EngineError(f"llama_decode failed with code {rc}")

@@ -17,12 +17,21 @@ from __future__ import annotations
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 from urllib.parse import urlsplit
 
-from llcuda_tui.core.engine import Chunk, GenerationHandle, GenerationRequest, LoadInfo, RunRecord
+from llcuda_tui.core.engine import (
+    Chunk,
+    EngineBase,
+    GenerationHandle,
+    GenerationRequest,
+    LoadInfo,
+    OnChunk,
+    OnError,
+    RunRecord,
+)
 from llcuda_tui.core.errors import CountUnavailable, LlcudaError, UserInputError
 from llcuda_tui.core.gpu import GpuProcess, GpuReading, GpuSample, MigDevice
 from llcuda_tui.core.worker import protocol as P
@@ -148,7 +157,7 @@ class WorkerGpuPoller:
             engine.close()
 
 
-class RemoteEngine:
+class RemoteEngine(EngineBase):
     """A worker at ``url`` used like a local :class:`Engine`. Create with :meth:`connect`."""
 
     def __init__(
@@ -231,17 +240,13 @@ class RemoteEngine:
         self.cancel()
         self._http.close()
 
-    def __enter__(self) -> RemoteEngine:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     # --- generation ---------------------------------------------------------------------------
 
     def stream(self, request: GenerationRequest) -> Iterator[Chunk]:
         """Chunks as they arrive; the last carries the RunRecord. Closing the iterator early
         cancels the request on the worker (it frees the slot at once)."""
+        # not the base's (submit on a thread, a queue between): here the caller's thread reads
+        # the HTTP stream itself, and closing the iterator closes the connection at once
         cancel = threading.Event()
         with self._lock:
             self._inflight.add(cancel)
@@ -252,10 +257,7 @@ class RemoteEngine:
                 self._inflight.discard(cancel)
 
     def submit(
-        self,
-        request: GenerationRequest,
-        on_chunk: Callable[[Chunk], None],
-        on_error: Callable[[BaseException], None] | None = None,
+        self, request: GenerationRequest, on_chunk: OnChunk, on_error: OnError | None = None
     ) -> GenerationHandle:
         """Run a generation on a thread of its own; ``on_chunk`` is called there per token."""
         handle = GenerationHandle(request)
@@ -280,16 +282,6 @@ class RemoteEngine:
 
         threading.Thread(target=run, name="llcuda-remote", daemon=True).start()
         return handle
-
-    def generate(self, request: GenerationRequest) -> tuple[str, RunRecord]:
-        """The whole reply and its record (blocks)."""
-        parts: list[str] = []
-        record: RunRecord | None = None
-        for chunk in self.stream(request):
-            parts.append(chunk.text)
-            record = chunk.record or record
-        assert record is not None
-        return "".join(parts), record
 
     def cancel(self) -> None:
         """Stop every generation in flight on this client (within one token or heartbeat)."""

@@ -24,6 +24,9 @@ from llcuda_tui.core.engine import GenerationRequest, RunRecord, SamplingParams
 from llcuda_tui.core.errors import UserInputError
 
 EXT_PREFIX = "/llcuda/v1"
+"""Our extensions' paths start with this (OpenAI clients never ask for them)."""
+CHAT_PATH = "/v1/chat/completions"
+COMPLETIONS_PATH = "/v1/completions"
 HEARTBEAT_S = 0.5
 HEARTBEAT = b": ping\n\n"
 DONE = b"data: [DONE]\n\n"
@@ -149,6 +152,7 @@ def _parsed(
         sampling=sampling_from_body(body, defaults),
         stop=_stops(body.get("stop")),
         ignore_eos=_bool(body, "ignore_eos", False),
+        cache_prompt=_bool(body, "cache_prompt", True),
         **prompt,
     )
     return ParsedRequest(
@@ -293,11 +297,14 @@ def new_id(kind: str) -> str:
     return f"{kind}-{secrets.token_hex(12)}"
 
 
-def usage(record: RunRecord) -> dict[str, int]:
+def usage(record: RunRecord) -> dict[str, Any]:
+    """OpenAI's usage object; ``cached_tokens`` counts the prompt tokens the prefix cache (or a
+    restored KV state) did not have to decode, as OpenAI reports its prompt caching."""
     return {
         "prompt_tokens": record.prompt_tokens,
         "completion_tokens": record.generated_tokens,
         "total_tokens": record.prompt_tokens + record.generated_tokens,
+        "prompt_tokens_details": {"cached_tokens": record.prompt_tokens_cached},
     }
 
 
@@ -415,9 +422,9 @@ def request_payload(request: GenerationRequest, model: str | None) -> tuple[str,
         body["ignore_eos"] = True
     if request.messages is not None:
         body["messages"] = [dict(m) for m in request.messages]
-        return "/v1/chat/completions", body
+        return CHAT_PATH, body
     body["prompt"] = list(request.tokens) if request.tokens is not None else request.prompt
-    return "/v1/completions", body
+    return COMPLETIONS_PATH, body
 
 
 def iter_events(lines: Iterable[str]) -> Iterator[dict[str, Any] | None]:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from llcuda_tui.core.engine import EngineConfig
-from llcuda_tui.core.worker.server import WorkerConfig, WorkerServer
+from llcuda_tui.core.worker import WorkerConfig, WorkerServer
 from tests.workerproc import worker_process  # noqa: F401
 
 API_KEY = "test-key-0123456789"

@@ -13,6 +13,7 @@ import pytest
 from llcuda_tui.core.engine import GenerationRequest, RunRecord
 from llcuda_tui.core.errors import UserInputError
 from llcuda_tui.core.gpu import GpuProcess, GpuReading, GpuSample
+from llcuda_tui.core.worker import WorkerServer
 from llcuda_tui.core.worker import protocol as P
 from llcuda_tui.core.worker.client import (
     RemoteEngine,
@@ -22,7 +23,6 @@ from llcuda_tui.core.worker.client import (
     reading_from_dict,
     sample_from_dict,
 )
-from llcuda_tui.core.worker.server import WorkerServer
 from tests.core.worker.conftest import API_KEY
 
 pytestmark = pytest.mark.timeout(30)

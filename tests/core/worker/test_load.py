@@ -10,8 +10,7 @@ import httpx
 import pytest
 
 from llcuda_tui.core.engine import GenerationRequest, SamplingParams
-from llcuda_tui.core.worker.client import RemoteEngine
-from llcuda_tui.core.worker.server import WorkerServer
+from llcuda_tui.core.worker import RemoteEngine, WorkerServer
 from tests.core.worker.conftest import API_KEY, auth
 
 pytestmark = pytest.mark.timeout(90)

@@ -17,14 +17,8 @@ import pytest
 
 from llcuda_tui.cli import build_parser, main
 from llcuda_tui.core.errors import UserInputError
+from llcuda_tui.core.worker import Guard, Listen, WorkerServer, WorkerState, is_loopback
 from llcuda_tui.core.worker import protocol as P
-from llcuda_tui.core.worker.server import (
-    Listen,
-    WorkerServer,
-    WorkerState,
-    _Guard,
-    is_loopback,
-)
 from tests.core.worker.conftest import API_KEY, auth, tiny_config
 from tests.gguf_factory import write_tiny_llama
 
@@ -138,7 +132,7 @@ def test_the_key_comparison_takes_as_long_wherever_the_key_differs(tiny_gguf: Pa
     """A short-circuiting comparison (==) is ~1000x faster when the first byte differs than
     when the last one does, for a 1 MiB key; hmac.compare_digest is not."""
     key = "k" * 2**20
-    guard = _Guard(None, WorkerState(tiny_config(tiny_gguf, api_key=key)))
+    guard = Guard(None, WorkerState(tiny_config(tiny_gguf, api_key=key)), (), ())
 
     def best_of(given: str) -> float:
         scope = {"headers": [(b"authorization", f"Bearer {given}".encode())]}

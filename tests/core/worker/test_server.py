@@ -18,9 +18,15 @@ import pytest
 from llcuda_tui.core.config import Settings
 from llcuda_tui.core.engine import Engine, EngineConfig, GenerationRequest, SamplingParams
 from llcuda_tui.core.errors import UserInputError
-from llcuda_tui.core.worker.batch import BatchEngine
-from llcuda_tui.core.worker.client import RemoteEngine, WorkerError
-from llcuda_tui.core.worker.server import Listen, WorkerConfig, WorkerServer
+from llcuda_tui.core.worker import (
+    ENDPOINTS,
+    BatchEngine,
+    Listen,
+    RemoteEngine,
+    WorkerConfig,
+    WorkerError,
+    WorkerServer,
+)
 from tests.core.worker.conftest import API_KEY, auth
 
 GREEDY = SamplingParams(temperature=0.0)
@@ -177,6 +183,12 @@ def test_api_key_is_required_and_checked(tiny_worker: WorkerServer) -> None:
                 resp = http.request(method, path, json=body, headers=headers)
                 assert resp.status_code == 401, (headers, path)
                 assert resp.json()["error"]["type"] == "authentication_error"
+        for e in ENDPOINTS:  # every route of the table: only the open ones answer without it
+            resp = http.request(e.method, e.path, json=body)
+            if e.needs_key:
+                assert resp.status_code == 401, e.path
+            else:
+                assert resp.status_code == 200, e.path
         ok = http.post("/v1/completions", json=body, headers=auth())
         assert ok.status_code == 200 and ok.json()["usage"]["completion_tokens"] == 2
     with pytest.raises(UserInputError, match="API key"):
@@ -323,6 +335,14 @@ def test_oversize_body_is_413_and_the_server_stays_up(tiny_gguf: Path) -> None:
         assert resp.status_code == 413
         ok = httpx.post(f"{worker.url}/v1/completions", json={"prompt": "hi", "max_tokens": 1})
         assert ok.status_code == 200
+
+
+def test_the_docs_list_every_endpoint() -> None:
+    """docs/worker.md's API table names each route of the one table the server is built from."""
+    docs = (Path(__file__).parents[3] / "docs" / "worker.md").read_text(encoding="utf-8")
+    missing = [f"{e.method} {e.path}" for e in ENDPOINTS if f"`{e.method} {e.path}" not in docs]
+    assert not missing
+    assert [e.path for e in ENDPOINTS if not e.needs_key] == ["/health"]
 
 
 def test_unknown_paths_and_methods_are_json_errors(tiny_worker: WorkerServer) -> None:

@@ -11,7 +11,7 @@ from types import ModuleType
 
 import pytest
 
-from llcuda_tui.core.worker.server import WorkerServer
+from llcuda_tui.core.worker import WorkerServer
 from tests.workerproc import REPO
 
 pytestmark = pytest.mark.timeout(60)

@@ -1,0 +1,171 @@
+"""A multi-turn chat with a growing history: our worker against llama-server, same requests.
+
+Usage (GPU machine, after the device set-up and `bash .device/models.sh 8b`):
+    python bench/multiturn.py /root/models/8b-q4km.gguf [--turns 12] [--reply 64] [--words 120]
+CPU, no anchor (the starter model; the cache-hit counts are what matter there):
+    python bench/multiturn.py smollm2-135m-instruct --no-llama-server --turns 8 --reply 16
+
+Each turn sends the whole conversation so far (system, every user turn, every reply as the
+server returned it) plus a new user turn of about ``--words`` words, streams a greedy reply of
+exactly ``--reply`` tokens (ignore-eos), and records the time to the first content delta at the
+client. Both servers run one slot (`llcuda serve --parallel 1`, `llama-server -np 1`), one after
+the other, alone on the GPU. Prints TTFT per turn, the cached prompt tokens our worker reports
+(`usage.prompt_tokens_details.cached_tokens`), and the engine issue's ratios:
+  our TTFT at the last turn / our first turn                      (target <= 1.2)
+  mean TTFT of our last four turns / llama-server's               (target <= 1.0)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.worker_vs_llama_server import Proc, _free_port, _wait_healthy
+
+TEXT = (
+    "the engine keeps every cell of the conversation it has already seen and decodes only "
+    "what is new so a long chat answers as quickly at its end as at its start while the "
+    "history grows turn after turn with questions about models memory speed and files"
+)
+
+
+def user_turn(i: int, words: int) -> str:
+    words_of = TEXT.split(" ")
+    body = " ".join(words_of[(i * 7 + k) % len(words_of)] for k in range(words))
+    return f"Turn {i}: {body}. What follows?"
+
+
+def chat(url: str, args: argparse.Namespace) -> list[dict[str, Any]]:
+    import httpx
+
+    messages: list[dict[str, str]] = [{"role": "system", "content": "You are terse."}]
+    turns = []
+    with httpx.Client(base_url=url, timeout=600) as client:
+        for i in range(args.turns):
+            messages.append({"role": "user", "content": user_turn(i, args.words)})
+            body = {
+                "model": "m",
+                "messages": messages,
+                "max_tokens": args.reply,
+                "temperature": 0,
+                "top_k": 1,
+                "ignore_eos": True,
+                "stream": True,
+                "stream_options": {"include_usage": True},
+            }
+            text, ttft, usage = [], None, {}
+            t0 = time.perf_counter()
+            with client.stream("POST", "/v1/chat/completions", json=body) as r:
+                r.raise_for_status()
+                for line in r.iter_lines():
+                    if not line.startswith("data: ") or line == "data: [DONE]":
+                        continue
+                    event = json.loads(line[6:])
+                    for choice in event.get("choices") or []:
+                        piece = (choice.get("delta") or {}).get("content")
+                        if piece:
+                            if ttft is None:
+                                ttft = time.perf_counter() - t0
+                            text.append(piece)
+                    usage = event.get("usage") or usage
+            reply = "".join(text)
+            messages.append({"role": "assistant", "content": reply})
+            details = usage.get("prompt_tokens_details") or {}
+            turns.append(
+                {
+                    "turn": i + 1,
+                    "ttft_ms": (ttft or 0.0) * 1000,
+                    "prompt_tokens": usage.get("prompt_tokens"),
+                    "cached_tokens": details.get("cached_tokens"),
+                }
+            )
+    return turns
+
+
+def ours(model: str, args: argparse.Namespace, home: Path) -> list[dict[str, Any]]:
+    cmd = [
+        sys.executable, "-m", "llcuda_tui", "serve", "-m", model, "--port", "0",
+        "--parallel", "1", "--ctx", str(args.ctx), *args.worker_arg,
+    ]  # fmt: skip
+    if args.ngl is not None:
+        cmd += ["--ngl", str(args.ngl)]
+    env = {**os.environ, "LLCUDA_HOME": str(home)}
+    proc = Proc(cmd, home / "worker.log", env, pipe=True)
+    try:
+        url = proc.wait_line(" ready on ", 600).split(" ready on ")[1].split()[0]
+        return chat(url, args)
+    finally:
+        proc.stop()
+
+
+def llama_server(model: str, args: argparse.Namespace, home: Path) -> list[dict[str, Any]]:
+    import shutil
+
+    exe = shutil.which("llama-server")
+    if exe is None:
+        sys.exit("llama-server not on PATH (source /root/env.sh on the GPU machine)")
+    port = _free_port()
+    ngl = "99" if args.ngl is None or args.ngl < 0 else str(args.ngl)
+    cmd = [
+        exe, "-m", model, "--host", "127.0.0.1", "--port", str(port), "-np", "1",
+        "-c", str(args.ctx), "-ngl", ngl, "-fa", "auto",
+    ]  # fmt: skip
+    proc = Proc(cmd, home / "llama-server.log")
+    try:
+        url = f"http://127.0.0.1:{port}"
+        _wait_healthy(url, proc)
+        return chat(url, args)
+    finally:
+        proc.stop()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("model")
+    ap.add_argument("--turns", type=int, default=12)
+    ap.add_argument("--reply", type=int, default=64, help="tokens per reply")
+    ap.add_argument("--words", type=int, default=120, help="words per user turn")
+    ap.add_argument("--ctx", type=int, default=8192)
+    ap.add_argument("--ngl", type=int)
+    ap.add_argument("--no-llama-server", action="store_true")
+    ap.add_argument("--worker-arg", action="append", default=[])
+    ap.add_argument("--json", help="write the turns here")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="llcuda-multiturn-") as tmp:
+        home = Path(tmp)
+        results = {"ours": ours(args.model, args, home)}
+        if not args.no_llama_server:
+            results["llama_server"] = llama_server(args.model, args, home)
+    a = results["ours"]
+    print(f"{'turn':>4} {'prompt':>7} {'cached':>7} {'ours ms':>8} {'llama-server ms':>16}")
+    for i, t in enumerate(a):
+        anchor = results.get("llama_server", [{}] * len(a))[i].get("ttft_ms")
+        anchor_s = f"{anchor:16.1f}" if anchor is not None else f"{'-':>16}"
+        print(
+            f"{t['turn']:>4} {t['prompt_tokens'] or 0:>7} {t['cached_tokens'] or 0:>7} "
+            f"{t['ttft_ms']:8.1f} {anchor_s}"
+        )
+    last_over_first = a[-1]["ttft_ms"] / a[0]["ttft_ms"] if a[0]["ttft_ms"] else float("nan")
+    print(f"ours: last turn / first turn TTFT = {last_over_first:.2f} (target <= 1.2)")
+    if "llama_server" in results:
+        ours4 = statistics.mean(t["ttft_ms"] for t in a[-4:])
+        theirs4 = statistics.mean(t["ttft_ms"] for t in results["llama_server"][-4:])
+        print(
+            f"mean TTFT of the last four turns: ours {ours4:.1f} ms, llama-server "
+            f"{theirs4:.1f} ms, ratio {ours4 / theirs4:.2f} (target <= 1.0)"
+        )
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,239 @@
+"""What goes into an engine and what comes out: the load knobs, the request, the chunks, the
+run record, the handle of a running generation. Every engine (local, process, remote, batch,
+MPI pool) takes and gives these same types.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import KW_ONLY, asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, get_args
+
+from llcuda_tui.core.engine._sampling import SamplingParams
+from llcuda_tui.core.errors import UserInputError
+
+if TYPE_CHECKING:
+    import concurrent.futures
+
+    from llcuda_tui.core.config import Settings
+
+FlashAttn = Literal["auto", "on", "off"]
+"""Flash attention: ``auto`` lets llama.cpp decide on a GPU (see ``flash_attn_type``)."""
+BackendSampling = Literal["auto", "on", "off"]
+"""Sampling in the GPU graph: ``auto`` when the whole model is offloaded."""
+KvType = Literal["f32", "f16", "bf16", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0", "iq4_nl"]
+"""A KV cache element type llama.cpp accepts."""
+
+AUTO_ON_OFF: tuple[FlashAttn, ...] = get_args(FlashAttn)
+KV_TYPES: tuple[KvType, ...] = get_args(KvType)
+GGML_TYPES: dict[KvType, int] = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7,
+                                 "q8_0": 8, "iq4_nl": 20, "bf16": 30}  # fmt: skip
+"""``ggml_type`` of each KV type."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class EngineValues:
+    """The knobs of loading a model and their defaults, in one place for both layers that carry
+    them: the config's ``[engine]`` defaults (``config.EngineDefaults``) and one load
+    (:class:`EngineConfig`)."""
+
+    n_gpu_layers: int = -1
+    """Layers offloaded to the GPU: -1 = all, 0 = none (CPU only), N = the first N."""
+    n_ctx: int = 4096
+    """Context length in tokens; 0 = the model's training context."""
+    n_batch: int = 512
+    """Largest prompt chunk submitted to one llama_decode call."""
+    n_ubatch: int = 512
+    """Physical batch size inside llama.cpp (at most n_batch)."""
+    n_threads: int = 0
+    """CPU threads for generation; 0 = physical cores (at most 8)."""
+    flash_attn: FlashAttn = "auto"
+    """auto = on a GPU, llama.cpp's auto (on where the GPU has a kernel for the model's head
+    size); on the CPU, off unless the V cache is quantized (which needs it)."""
+    type_k: KvType = "f16"
+    """KV cache type for K (one of :data:`KV_TYPES`)."""
+    type_v: KvType = "f16"
+    """KV cache type for V (one of :data:`KV_TYPES`)."""
+
+    def engine_values(self) -> dict[str, Any]:
+        """Just these knobs (not what a subclass adds), by name."""
+        return {f.name: getattr(self, f.name) for f in fields(EngineValues)}
+
+    def validate(self) -> None:
+        """Raise UserInputError naming the first knob that is out of range."""
+        problems = [
+            (self.n_gpu_layers < -1, "n_gpu_layers must be >= -1"),
+            (self.n_ctx < 0, "n_ctx must be >= 0"),
+            (self.n_batch < 1 or self.n_ubatch < 1, "n_batch and n_ubatch must be >= 1"),
+            (self.n_threads < 0, "n_threads must be >= 0"),
+            (self.flash_attn not in AUTO_ON_OFF, "flash_attn must be auto, on or off"),
+        ]
+        for bad, message in problems:
+            if bad:
+                raise UserInputError(message)
+        for key, name in (("type_k", self.type_k), ("type_v", self.type_v)):
+            if name not in KV_TYPES:
+                raise UserInputError(f"{key} must be one of {', '.join(KV_TYPES)} (not {name!r})")
+
+
+@dataclass(frozen=True)
+class EngineConfig(EngineValues):
+    """How to load one model: the file, the knobs (keywords), and what only a load decides."""
+
+    model_path: Path
+    _: KW_ONLY
+    backend_sampling: BackendSampling = "auto"
+    """auto = sample on the GPU when the whole model is offloaded; on; off."""
+    model_sha256: str | None = None
+    use_mmap: bool = True
+    kv_state_dir: Path | None = None
+    """Where conversations' KV states are saved and restored from (None: never; needs
+    ``model_sha256``, which keys them). The TUI and the worker set it; benchmarks do not."""
+    kv_state_max_bytes: int | None = None
+    """Size cap of ``kv_state_dir`` (least recently used states go first); None: no cap."""
+
+    @classmethod
+    def from_settings(cls, model_path: Path, settings: Settings, **overrides: Any) -> EngineConfig:
+        """The config's engine defaults for ``model_path``, with the ``overrides`` not None."""
+        base = cls(Path(model_path), **settings.engine.engine_values())
+        return replace(base, **{k: v for k, v in overrides.items() if v is not None})
+
+    def validate(self) -> None:
+        super().validate()
+        if self.backend_sampling not in AUTO_ON_OFF:
+            raise UserInputError("backend_sampling must be auto, on or off")
+
+
+@dataclass(frozen=True)
+class LoadInfo:
+    """What loading actually did: the backend used, offload, timings, model facts."""
+
+    model_path: str
+    model_desc: str
+    architecture: str
+    n_params: int
+    model_size_bytes: int
+    n_layers: int
+    n_layers_offloaded: int
+    n_vocab: int
+    n_ctx_train: int
+    backend: str
+    """e.g. ``CUDA0 (NVIDIA H100 80GB HBM3)`` or ``CPU``."""
+    load_time_s: float
+    n_ctx: int
+    n_batch: int
+    n_ubatch: int
+    n_threads: int
+    flash_attn: bool
+    backend_sampling: bool
+    type_k: str
+    type_v: str
+    chat_template: str
+    """'gguf' (the model's own) or 'fallback:<arch>'."""
+    llama_cpp_python: str
+    n_gpu_layers: int
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """A raw ``prompt``, chat ``messages`` (rendered with the model's template), or prompt
+    ``tokens`` (ids, used as given)."""
+
+    prompt: str | None = None
+    messages: Sequence[Mapping[str, str]] | None = None
+    tokens: Sequence[int] | None = None
+    max_tokens: int = 256
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    stop: Sequence[str] = ()
+    ignore_eos: bool = False
+    cache_prompt: bool = True
+    """Reuse the KV cells of a previous request's common prefix (llama-server's field of
+    the same name); False prefills the whole prompt, as a cold-prefill benchmark needs."""
+
+    def __post_init__(self) -> None:
+        if sum(x is not None for x in (self.prompt, self.messages, self.tokens)) != 1:
+            raise UserInputError("give exactly one of: a prompt, chat messages, prompt tokens")
+        if self.max_tokens < 1:
+            raise UserInputError("max_tokens must be >= 1")
+        if any(not s for s in self.stop):
+            raise UserInputError("stop strings must not be empty")
+
+
+@dataclass
+class RunRecord:
+    """What one generation did, for the user and the benchmark history."""
+
+    prompt_tokens: int
+    generated_tokens: int
+    ttft_s: float
+    """Request start to first generated token (tokenisation + prefill + first sample)."""
+    prefill_s: float
+    decode_s: float
+    """First token to last token."""
+    prefill_tokens_per_s: float
+    decode_tokens_per_s: float
+    """Tokens after the first / decode_s: one llama_decode each."""
+    total_s: float
+    stop_reason: str
+    """eos, stop (a stop string), length (max_tokens or context full), cancelled."""
+    prompt_tokens_evaluated: int
+    """Prompt tokens actually decoded: not the cached ones, fewer when cancelled mid-prefill."""
+    model_sha256: str | None
+    backend: str
+    n_gpu_layers: int
+    n_ctx: int
+    token_times_s: list[float] = field(default_factory=list, repr=False)
+    """Time of each generated token, seconds since the request started."""
+    prompt_tokens_cached: int = 0
+    """Prompt tokens whose KV cells were reused (the prefix cache, or a restored state)."""
+    prompt_cache_note: str = ""
+    """Why the prefix cache could not be used although tokens were shared (else empty)."""
+
+    def to_dict(self, with_token_times: bool = False) -> dict[str, Any]:
+        d = asdict(self)
+        if not with_token_times:
+            d.pop("token_times_s")
+        return d
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Text produced by one token (may be empty mid UTF-8 sequence or while a stop string is
+    being matched); the last chunk of a generation carries the run record."""
+
+    text: str
+    record: RunRecord | None = None
+
+
+class GenerationHandle:
+    """A submitted generation: ``cancel()`` it, or wait for its ``result()``.
+
+    ``on_cancel`` runs on the first ``cancel()``, for an engine whose generation runs
+    elsewhere (a child process, another MPI rank) and must be told."""
+
+    def __init__(
+        self, request: GenerationRequest, on_cancel: Callable[[], None] | None = None
+    ) -> None:
+        # imported here, once per request: the config (every command's start) imports this
+        # module for the knobs, and concurrent.futures brings logging with it (~10 ms)
+        import concurrent.futures
+        import threading
+
+        self.request = request
+        self.cancel_event = threading.Event()
+        self.future: concurrent.futures.Future[RunRecord] = concurrent.futures.Future()
+        self._on_cancel = on_cancel
+
+    def cancel(self) -> None:
+        if self._on_cancel is None:
+            self.cancel_event.set()
+        elif not self.cancel_event.is_set():
+            self.cancel_event.set()
+            self._on_cancel()
+
+    def result(self, timeout: float | None = None) -> RunRecord:
+        return self.future.result(timeout)
+
+    def done(self) -> bool:
+        return self.future.done()

@@ -1,0 +1,104 @@
+"""Local GGUF files into the store: ``llcuda models import`` (hardlinked, or copied across
+filesystems; every shard of a split model) and ``llcuda models starter`` (the starter models,
+hardlinked from their packages)."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+from llcuda_tui.core.errors import ModelLoadError, UserInputError
+from llcuda_tui.core.gguf import has_gguf_magic, split_info
+from llcuda_tui.core.store import _fs as storefs
+from llcuda_tui.core.store._base import StoreBase
+from llcuda_tui.core.store._errors import IntegrityError
+from llcuda_tui.core.store._fs import Progress
+from llcuda_tui.core.store._layout import check_name
+from llcuda_tui.core.store._manifest import FileSource, ManifestFile, Source, StarterSource
+from llcuda_tui.core.store._records import ModelEntry
+from llcuda_tui.core.store._space import check_space, enforce_cap
+from llcuda_tui.core.store._starter import STARTERS, starter_path
+
+
+def import_path(
+    store: StoreBase,
+    path: Path,
+    name: str | None = None,
+    source: Source | None = None,
+    on_progress: Progress | None = None,
+) -> ModelEntry:
+    """Import a local GGUF (all shards when it is one shard of a split model)."""
+    shards = local_shards(path)
+    name = check_name(name or default_import_name(shards[0]))
+    source = source or FileSource(str(shards[0].resolve()))
+    existing = store.lookup(name)
+    if existing is not None and _same_files(store, existing, shards):
+        return store.entry(existing)
+    check_space(store, sum(p.stat().st_size for p in shards), protect=existing)
+    files = []
+    for i, shard in enumerate(shards):
+        sha = store.ingest_file(shard, on_progress)
+        files.append(
+            ManifestFile("model" if i == 0 else "shard", shard.name, sha, shard.stat().st_size)
+        )
+    manifest = store.build_manifest(source, files)
+    store.publish(manifest, [name])
+    enforce_cap(store, protect={manifest.digest})
+    return store.entry(name)
+
+
+def _same_files(store: StoreBase, name: str, shards: Sequence[Path]) -> bool:
+    """True when ``name`` already holds exactly these files (checked by inode, else hash)."""
+    entry = store.entry(name)
+    if len(entry.manifest.files) != len(shards):
+        return False
+    for f, shard in zip(entry.manifest.files, shards, strict=True):
+        blob = store.layout.blob(f.sha256)
+        if not blob.exists() or shard.stat().st_size != f.size:
+            return False
+        if not os.path.samefile(blob, shard) and storefs.sha256_file(shard) != f.sha256:
+            return False
+    return True
+
+
+def local_shards(path: Path) -> list[Path]:
+    """``path``, or every shard of the split model ``path`` is a shard of, in order."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise UserInputError(f"not a file: {path}")
+    info = split_info(path.name)
+    shards = [path]
+    if info is not None:
+        prefix, _, count = info
+        shards = [
+            path.with_name(f"{prefix}-{i:05d}-of-{count:05d}.gguf") for i in range(1, count + 1)
+        ]
+        missing = [s.name for s in shards if not s.is_file()]
+        if missing:
+            raise UserInputError(f"split model {prefix} is missing shards: {', '.join(missing)}")
+    for shard in shards:
+        if not has_gguf_magic(shard):
+            raise ModelLoadError(f"{shard} is not a GGUF file (bad magic)")
+    return shards
+
+
+def default_import_name(path: Path) -> str:
+    """The store name of an imported file: its name without '.gguf' (or the split suffix)."""
+    info = split_info(path.name)
+    stem = info[0] if info else path.name.removesuffix(".gguf")
+    return re.sub(r"[^A-Za-z0-9._\-+@]", "-", stem).lstrip("._-") or "model"
+
+
+def import_starters(store: StoreBase, on_progress: Progress | None = None) -> list[ModelEntry]:
+    """Make each starter model an ordinary store entry named after it (hardlinked)."""
+    entries = []
+    for name, model in STARTERS.items():
+        path = starter_path(name, store.paths)
+        source = StarterSource(name, model.package)
+        entry = import_path(store, path, name=name, source=source, on_progress=on_progress)
+        if model.sha256 and entry.sha256 != model.sha256:
+            raise IntegrityError(f"starter model {name} does not match its published sha256")
+        entries.append(entry)
+    return entries

@@ -1,0 +1,56 @@
+"""How this side names and reaches its workers: a worker URL as the user typed it, the API key
+file and the CA file of ``llcuda tui --api-key-file/--ca-cert`` (and ``llcuda serve``'s key).
+
+The TUI's "Attach worker" dialog and the command line check the same way through these, so a
+bad URL or an unreadable key file reads the same in both: one line, no traceback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+from llcuda_tui.core.errors import UserInputError
+
+if TYPE_CHECKING:
+    from llcuda_tui.core.worker.client import WorkerAccess
+
+MIN_API_KEY_CHARS = 8
+
+
+def check_worker_url(url: str) -> str:
+    """``url`` if it names an http(s) worker (``http://host:port``), else ValueError."""
+    url = url.strip().rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"worker URL '{url}' must look like http://host:port")
+    return url
+
+
+def read_api_key(path: str) -> str:
+    """The key in ``path`` (first line, stripped); one clear line if unusable."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UserInputError(f"cannot read --api-key-file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise UserInputError(f"--api-key-file {path} is not UTF-8 text") from None
+    key = text.strip().splitlines()[0].strip() if text.strip() else ""
+    if not key:
+        raise UserInputError(f"--api-key-file {path} is empty")
+    if len(key) < MIN_API_KEY_CHARS:
+        raise UserInputError(
+            f"the API key in {path} is too short ({MIN_API_KEY_CHARS} characters at least)"
+        )
+    return key
+
+
+def worker_access(api_key_file: str | None, ca_cert: str | None) -> WorkerAccess:
+    """The ``WorkerAccess`` for ``--api-key-file`` / ``--ca-cert`` (one clear line if unusable)."""
+    from llcuda_tui.core.worker.client import WorkerAccess
+
+    api_key = read_api_key(api_key_file) if api_key_file else None
+    if ca_cert is not None and not Path(ca_cert).is_file():
+        raise UserInputError(f"--ca-cert {ca_cert}: no such file")
+    return WorkerAccess(api_key, ca_cert if ca_cert is not None else True)

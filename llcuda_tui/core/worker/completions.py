@@ -1,0 +1,136 @@
+"""The generation endpoints, ``POST /v1/chat/completions`` and ``/v1/completions``: a request is
+parsed, handed to the engine's thread, and answered as server-sent events (``stream``) or as one
+JSON reply, with usage and our run record.
+
+Tokens come back through the request's :class:`Bridge`, drained here. A client that
+disconnects cancels its sequence (and frees its slot) within one step; on shutdown every
+stream still ends with a proper last event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+from collections.abc import AsyncIterator
+
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive
+
+from llcuda_tui.core.engine import GenerationHandle, RunRecord
+from llcuda_tui.core.errors import UserInputError
+from llcuda_tui.core.worker import protocol as P
+from llcuda_tui.core.worker.bridge import Bridge
+from llcuda_tui.core.worker.endpoints import in_thread, json_reply, read_body
+from llcuda_tui.core.worker.state import WorkerState
+
+SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+"""No caching, and no buffering in a proxy (nginx) in front of the worker."""
+
+
+async def chat(state: WorkerState, request: Request) -> Response:
+    """An OpenAI chat completion (``messages``)."""
+    return await _complete(state, request, chat=True)
+
+
+async def completions(state: WorkerState, request: Request) -> Response:
+    """An OpenAI text completion (``prompt``: text or token ids)."""
+    return await _complete(state, request, chat=False)
+
+
+async def _complete(state: WorkerState, request: Request, chat: bool) -> Response:
+    engine = state.ready_engine()
+    cfg = state.config
+    body = P.parse_body(await read_body(request, cfg.max_body_bytes))
+    parse = P.parse_chat if chat else P.parse_completion
+    parsed = parse(body, cfg.sampling, state.limits())
+    bridge = Bridge(state.waker)
+    handle = await in_thread(lambda: engine.submit(parsed.request, bridge.put, bridge.put))
+    _record_when_done(state, handle, "chat" if chat else "completions")
+    if parsed.stream:
+        shaper = P.StreamShaper(chat, cfg.model_name, parsed.include_usage)
+        events = _events(bridge, handle, shaper, cfg.heartbeat_s)
+        return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
+    return await _whole(state, request, bridge, handle, chat)
+
+
+def _record_when_done(state: WorkerState, handle: GenerationHandle, endpoint: str) -> None:
+    """Keep the run record (also of a cancelled request) once the engine settles it."""
+    loop = asyncio.get_running_loop()
+    model = state.config.model_name
+
+    def done(future: concurrent.futures.Future[RunRecord]) -> None:
+        if future.cancelled() or future.exception() is not None:
+            return
+        with contextlib.suppress(RuntimeError):  # the loop is gone: shutting down
+            loop.call_soon_threadsafe(state.add_run, endpoint, model, future.result())
+
+    handle.future.add_done_callback(done)
+
+
+async def _events(
+    bridge: Bridge, handle: GenerationHandle, shaper: P.StreamShaper, heartbeat_s: float
+) -> AsyncIterator[bytes]:
+    """The SSE stream: one event per token, a heartbeat when idle, a last event either way."""
+    finished = False
+    try:
+        yield shaper.opening() or P.HEARTBEAT
+        while not finished:
+            items = await bridge.get(heartbeat_s)
+            if not items:
+                yield P.HEARTBEAT
+                continue
+            out = []
+            for item in items:
+                if isinstance(item, BaseException):
+                    status = 400 if isinstance(item, UserInputError) else 500
+                    out.append(shaper.error(str(item), status))
+                    finished = True
+                    break
+                if item.record is not None:
+                    out.append(shaper.closing(item.text, item.record))
+                    finished = True
+                    break
+                out.append(shaper.token(item.text))
+            yield b"".join(out)
+    finally:
+        if not finished:  # the client went away (or the server is cancelling us)
+            handle.cancel()
+
+
+async def _whole(
+    state: WorkerState, request: Request, bridge: Bridge, handle: GenerationHandle, chat: bool
+) -> Response:
+    """The whole reply as one JSON body; a client that leaves first cancels the generation."""
+    collect = asyncio.ensure_future(_collect(bridge))
+    gone = asyncio.ensure_future(_wait_disconnect(request.receive))
+    try:
+        await asyncio.wait({collect, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not collect.done():
+            handle.cancel()
+            collect.cancel()
+        gone.cancel()
+    if not collect.done() or collect.cancelled():
+        return Response(status_code=499)  # nobody is listening
+    text, record = collect.result()
+    return json_reply(P.whole_response(chat, state.config.model_name, text, record))
+
+
+async def _collect(bridge: Bridge) -> tuple[str, RunRecord]:
+    parts: list[str] = []
+    while True:
+        for item in await bridge.get(3600.0):
+            if isinstance(item, BaseException):
+                raise item
+            parts.append(item.text)
+            if item.record is not None:
+                return "".join(parts), item.record
+
+
+async def _wait_disconnect(receive: Receive) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return

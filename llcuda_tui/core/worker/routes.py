@@ -1,0 +1,105 @@
+"""The worker's HTTP API, listed once: :data:`ENDPOINTS` builds the Starlette app and tells the
+:class:`Guard` which paths there are (metric labels) and which need no API key (/health).
+
+OpenAI's endpoints, ``/health``, ``/metrics`` (Prometheus) and our extensions under
+``/llcuda/v1/``; every error is an OpenAI-style JSON body (404 and 405 too).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp
+
+from llcuda_tui.core.errors import LlcudaError, UserInputError
+from llcuda_tui.core.worker import completions, endpoints
+from llcuda_tui.core.worker import protocol as P
+from llcuda_tui.core.worker.endpoints import Handler, json_reply
+from llcuda_tui.core.worker.guard import Guard
+from llcuda_tui.core.worker.state import WorkerState
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One route of the worker's API."""
+
+    method: Literal["GET", "POST"]
+    path: str
+    handler: Handler
+    needs_key: bool = True
+    """False: answered without the API key (only /health, so load balancers can probe)."""
+
+
+ENDPOINTS: tuple[Endpoint, ...] = (
+    Endpoint("GET", "/health", endpoints.health, needs_key=False),
+    Endpoint("GET", "/v1/models", endpoints.models),
+    Endpoint("POST", P.CHAT_PATH, completions.chat),
+    Endpoint("POST", P.COMPLETIONS_PATH, completions.completions),
+    Endpoint("GET", "/metrics", endpoints.metrics),
+    Endpoint("GET", f"{P.EXT_PREFIX}/info", endpoints.info),
+    Endpoint("GET", f"{P.EXT_PREFIX}/gpu", endpoints.gpu),
+    Endpoint("GET", f"{P.EXT_PREFIX}/models", endpoints.store_models),
+    Endpoint("GET", f"{P.EXT_PREFIX}/runs", endpoints.runs),
+    Endpoint("POST", f"{P.EXT_PREFIX}/tokenize", endpoints.tokenize),
+)
+
+
+def create_app(state: WorkerState) -> ASGIApp:
+    """The ASGI application serving ``state``: :data:`ENDPOINTS` behind the :class:`Guard`."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        state.waker.loop = asyncio.get_running_loop()
+        state.start_loading()
+        try:
+            yield
+        finally:
+            await asyncio.get_running_loop().run_in_executor(None, state.close)
+
+    app = Starlette(
+        routes=[Route(e.path, _bound(e.handler, state), methods=[e.method]) for e in ENDPOINTS],
+        lifespan=lifespan,
+        exception_handlers={
+            HTTPException: _http_error,
+            LlcudaError: _llcuda_error,
+            Exception: _internal_error,
+        },
+    )
+    known = [e.path for e in ENDPOINTS]
+    return Guard(app, state, known, open_paths=[e.path for e in ENDPOINTS if not e.needs_key])
+
+
+def _bound(handler: Handler, state: WorkerState) -> Callable[[Request], Awaitable[Response]]:
+    """``handler`` as a Starlette endpoint serving ``state``."""
+
+    async def endpoint(request: Request) -> Response:
+        return await handler(state, request)
+
+    return endpoint
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    if not isinstance(exc, HTTPException):  # registered for HTTPException only
+        return await _internal_error(request, exc)
+    message = {404: "no such endpoint", 405: "method not allowed"}.get(exc.status_code, exc.detail)
+    return json_reply(P.error_body(message, exc.status_code), exc.status_code)
+
+
+async def _llcuda_error(_request: Request, exc: Exception) -> Response:
+    if isinstance(exc, P.RequestError):
+        return json_reply(P.error_body(str(exc), exc.status, exc.param), exc.status)
+    status = 400 if isinstance(exc, UserInputError) else 500
+    return json_reply(P.error_body(str(exc), status), status)
+
+
+async def _internal_error(_request: Request, exc: Exception) -> Response:
+    return json_reply(P.error_body(f"internal error: {type(exc).__name__}: {exc}", 500), 500)

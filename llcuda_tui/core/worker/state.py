@@ -1,0 +1,237 @@
+"""What a worker runs with and keeps between requests: :class:`WorkerConfig` and
+:class:`WorkerState` (the engine once loaded, run records, metrics, GPU telemetry, shutdown).
+
+The model loads on a background thread after the socket is bound, so ``/health`` answers at
+once. On SIGTERM the worker stops taking requests (:meth:`WorkerState.drain`), lets in-flight
+ones run for ``shutdown_grace_s`` and then cancels the rest.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from llcuda_tui import __version__
+from llcuda_tui.core.config import Paths, SamplingDefaults
+from llcuda_tui.core.engine import (
+    Chunk,
+    EngineConfig,
+    GenerationHandle,
+    GenerationRequest,
+    LoadInfo,
+    RunRecord,
+)
+from llcuda_tui.core.worker import protocol as P
+from llcuda_tui.core.worker.batch import BatchEngine, BatchStats
+from llcuda_tui.core.worker.bridge import Waker
+from llcuda_tui.core.worker.metrics import WorkerMetrics
+
+if TYPE_CHECKING:
+    from llcuda_tui.core.gpu import GpuReading, GpuSample, GpuSampler
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """How to run a worker."""
+
+    engine: EngineConfig
+    model_name: str
+    parallel: int = 4
+    api_key: str | None = field(default=None, repr=False)
+    """When set, every endpoint but /health needs ``Authorization: Bearer <key>``. Needed to
+    listen on anything but a loopback address. Never shown (not even in the repr)."""
+    max_body_bytes: int = 8 * 2**20
+    max_tokens: int | None = None
+    """Largest max_tokens a request may ask for; None = the per-sequence context."""
+    sampling: SamplingDefaults = field(default_factory=SamplingDefaults)
+    """Defaults for what a request does not say (max_tokens, temperature, ...)."""
+    shutdown_grace_s: float = 10.0
+    """On SIGTERM, in-flight requests may finish for this long before they are cancelled."""
+    heartbeat_s: float = P.HEARTBEAT_S
+    run_history: int = 256
+    paths: Paths | None = None
+    """Where the worker's model store lives (for /llcuda/v1/models)."""
+
+
+class ServedEngine(Protocol):
+    """What the worker needs of its engine: a :class:`BatchEngine`, or the MPI pool's
+    ``PoolEngine`` (the same interface over several ranks)."""
+
+    info: LoadInfo
+    on_step: Callable[[], None] | None
+    """Set by the worker: called on the engine thread after each step."""
+
+    def submit(
+        self,
+        request: GenerationRequest,
+        on_chunk: Callable[[Chunk], None],
+        on_error: Callable[[BaseException], None] | None = None,
+    ) -> GenerationHandle: ...
+
+    def cancel(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def stats(self) -> BatchStats: ...
+
+    def tokenize(
+        self, text: str, add_special: bool = True, parse_special: bool = True
+    ) -> list[int]: ...
+
+    def prompt_tokens(self, request: GenerationRequest) -> list[int]: ...
+
+
+class GpuSource(Protocol):
+    """What ``/llcuda/v1/gpu`` reads: a :class:`GpuSampler` (or the pool's view over nodes)."""
+
+    interval_s: float
+
+    @property
+    def latest(self) -> GpuSample | None: ...
+
+    def sample(self) -> GpuSample: ...
+
+    def history(self, index: int) -> list[GpuReading]: ...
+
+
+class WorkerState:
+    """The loaded engine (once loaded), run records, metrics, GPU telemetry, shutdown state."""
+
+    def __init__(
+        self,
+        config: WorkerConfig,
+        loader: Callable[[], ServedEngine] | None = None,
+        on_load_error: Callable[[BaseException], None] | None = None,
+    ) -> None:
+        self.config = config
+        self._loader = loader or (lambda: BatchEngine.load(config.engine, config.parallel))
+        self._on_load_error = on_load_error
+        self.engine: ServedEngine | None = None
+        self.status = "loading"
+        """loading, ready, error, closed."""
+        self.error: BaseException | None = None
+        self.draining = False
+        self.loaded = threading.Event()
+        """Set when loading ended (either way)."""
+        self.runs: deque[dict[str, Any]] = deque(maxlen=max(1, config.run_history))
+        self.metrics = WorkerMetrics()
+        self.created = int(time.time())
+        self._gpu: GpuSampler | None = None
+        self._gpu_lock = threading.Lock()
+        self._drain_timer: threading.Timer | None = None
+        self.waker = Waker()
+        self._state_lock = threading.Lock()
+
+    def start_loading(self) -> None:
+        threading.Thread(target=self._load, name="llcuda-worker-load", daemon=True).start()
+
+    def _load(self) -> None:
+        try:
+            engine = self._loader()
+        except BaseException as exc:  # reported by /health and the CLI
+            self.error, self.status = exc, "error"
+            self.loaded.set()
+            if self._on_load_error is not None:
+                self._on_load_error(exc)
+            return
+        with self._state_lock:
+            closed = self.status == "closed"  # shut down while loading
+            if not closed:
+                engine.on_step = self.waker.flush
+                self.engine, self.status = engine, "ready"
+        if closed:
+            engine.close()
+        self.loaded.set()
+
+    def ready_engine(self) -> ServedEngine:
+        """The engine, or a 503 while loading, after a failed load, or when shutting down."""
+        if self.draining or self.status == "closed":
+            raise P.RequestError("the worker is shutting down", 503)
+        if self.engine is None:
+            if self.status == "error":
+                raise P.RequestError(f"the model failed to load: {self.error}", 503)
+            raise P.RequestError("the model is still loading", 503)
+        return self.engine
+
+    def drain(self) -> None:
+        """Stop taking requests; cancel what still runs after ``shutdown_grace_s``."""
+        if self.draining:
+            return
+        self.draining = True
+        engine = self.engine
+        if engine is not None:
+            self._drain_timer = threading.Timer(self.config.shutdown_grace_s, engine.cancel)
+            self._drain_timer.daemon = True
+            self._drain_timer.start()
+
+    def close(self) -> None:
+        """Free the engine (cancelling what runs) and stop GPU sampling. Idempotent."""
+        with self._state_lock:
+            self.status = "closed" if self.status != "error" else self.status
+            engine, self.engine = self.engine, None
+        if self._drain_timer is not None:
+            self._drain_timer.cancel()
+        if engine is not None:
+            engine.close()
+        gpu, self._gpu = self._gpu, None
+        if gpu is not None:
+            gpu.close()
+
+    def add_run(self, endpoint: str, model: str, record: RunRecord) -> None:
+        """Count a finished generation in the metrics and keep its record for /runs."""
+        self.metrics.observe_run(record)
+        self.runs.append(
+            {
+                "id": P.new_id("run"),
+                "created": time.time(),
+                "endpoint": endpoint,
+                "model": model,
+                "record": record.to_dict(),
+            }
+        )
+
+    def gpu_sampler(self) -> GpuSource:
+        """NVML sampling starts with the first request for it (1 s interval, 5 min history)."""
+        with self._gpu_lock:
+            if self._gpu is None:
+                from llcuda_tui.core.gpu import GpuSampler
+
+                self._gpu = GpuSampler(interval_s=1.0, history=300, pcie=False)
+                self._gpu.start()
+            return self._gpu
+
+    def info(self) -> dict[str, Any]:
+        """What ``/llcuda/v1/info`` answers: status, model, limits, LoadInfo, slot stats."""
+        cfg = self.config
+        engine = self.engine
+        out: dict[str, Any] = {
+            "server": "llcuda-tui",
+            "version": __version__,
+            "status": "draining" if self.draining else self.status,
+            "model": cfg.model_name,
+            "parallel": cfg.parallel,
+            "limits": {
+                "max_tokens": self.limits().max_tokens,
+                "max_body_bytes": cfg.max_body_bytes,
+            },
+            "load": None,
+            "stats": None,
+        }
+        if self.error is not None:
+            out["error"] = str(self.error)
+        if engine is not None:
+            out["load"] = asdict(engine.info)
+            stats = engine.stats()
+            out["stats"] = {**asdict(stats), "kv_usage": stats.kv_usage}
+        return out
+
+    def limits(self) -> P.Limits:
+        """What one request may ask for: max_tokens up to the configured cap or the context."""
+        engine = self.engine
+        n_ctx = engine.info.n_ctx if engine is not None else self.config.engine.n_ctx or 1 << 20
+        cap = self.config.max_tokens or n_ctx
+        return P.Limits(max_tokens=cap, default_max_tokens=self.config.sampling.max_tokens)

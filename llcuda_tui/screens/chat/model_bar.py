@@ -1,0 +1,137 @@
+"""The model bar: the model picker (each model with its fit on this machine) and the load
+settings (GPU layers, context). It shows and reads; the screen's workers list
+(:func:`list_choices`) and load (:func:`load_choice`), off the UI thread."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from textual.app import ComposeResult
+from textual.containers import Horizontal
+from textual.widgets import Button, Input, Label, Select
+
+from llcuda_tui.core.fmt import fmt_size
+
+if TYPE_CHECKING:
+    from llcuda_tui.core.config import Settings
+    from llcuda_tui.core.engine import ProcessEngine
+    from llcuda_tui.core.fit import DeviceMemory
+    from llcuda_tui.core.store import FitBadge, ModelChoice
+
+
+class LoadProgress:
+    """Written by the engine thread during a load, read by the UI timer."""
+
+    fraction = 0.0
+
+    def set(self, fraction: float) -> None:
+        self.fraction = fraction
+
+
+def list_choices(
+    settings: Settings, device: DeviceMemory | None, ngl: int, ctx: int
+) -> tuple[list[ModelChoice], dict[str, FitBadge]]:
+    """This machine's pickable models and their fit badges at ``ngl``/``ctx`` (blocks: it
+    reads the store and the GGUF headers). Raises ``LlcudaError``."""
+    from llcuda_tui.core.store import fit_badge, model_choices
+
+    e = settings.engine
+    choices = model_choices(settings.paths)
+    return choices, {
+        c.name: fit_badge(c, ctx, ngl, device, e.type_k, e.flash_attn) for c in choices
+    }
+
+
+def load_choice(
+    choice: ModelChoice, settings: Settings, ngl: int, ctx: int, progress: LoadProgress
+) -> tuple[ProcessEngine, str]:
+    """Load ``choice`` in an engine process (blocks); the engine and the model's sha256.
+    Raises ``LlcudaError``."""
+    from llcuda_tui.core.engine import EngineConfig, ProcessEngine
+    from llcuda_tui.core.store import file_sha256, resolve_name
+
+    path, sha256 = choice.path, choice.sha256
+    if choice.source == "store":
+        found = resolve_name(choice.name, settings.paths)
+        if found is not None:
+            path, sha256 = found
+    sha256 = sha256 or file_sha256(path)
+    config = EngineConfig.from_settings(
+        path, settings, n_gpu_layers=ngl, n_ctx=ctx, model_sha256=sha256
+    )
+    # in a child process: a repaint here cannot delay its tokens (engine/_process.py)
+    return ProcessEngine.load(config, on_progress=progress.set), sha256
+
+
+class ModelBar(Horizontal):
+    """``model [picker] ngl [n] ctx [n] [Load]``; the Load button's ``Button.Pressed`` and
+    the fields' ``Input.Changed`` reach the screen."""
+
+    def __init__(self, n_gpu_layers: int, n_ctx: int, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self._defaults = (n_gpu_layers, n_ctx)
+        self.choices: dict[str, ModelChoice] = {}
+        """The pickable models by name, as last listed."""
+        self.badges: dict[str, FitBadge] = {}
+
+    def compose(self) -> ComposeResult:
+        ngl, ctx = self._defaults
+        yield Select([], prompt="model", id="model")
+        yield Label("ngl", classes="field-label")
+        yield Input(str(ngl), id="ngl", type="integer")
+        yield Label("ctx", classes="field-label")
+        yield Input(str(ctx), id="ctx", type="integer")
+        yield Button("Load", id="load", variant="primary")
+
+    def load_settings(self) -> tuple[int, int]:
+        """(GPU layers, context) as typed; the defaults for a field that is not a number."""
+        return self._int_field("ngl", self._defaults[0]), self._int_field("ctx", self._defaults[1])
+
+    def _int_field(self, field_id: str, default: int) -> int:
+        try:
+            return int(self.query_one(f"#{field_id}", Input).value)
+        except ValueError:
+            return default
+
+    @property
+    def picked_name(self) -> str | None:
+        value = self.query_one("#model", Select).value
+        return value if isinstance(value, str) else None
+
+    def picked(self) -> ModelChoice | None:
+        """The picked model, if it is one of the listed choices."""
+        name = self.picked_name
+        return self.choices.get(name) if name is not None else None
+
+    def pick(self, name: str) -> None:
+        """Pick ``name`` when it is listed."""
+        if name in self.choices:
+            self.query_one("#model", Select).value = name
+
+    def show_choices(
+        self,
+        choices: list[ModelChoice],
+        badges: dict[str, FitBadge],
+        loaded: str | None,
+        fallback: str | None,
+    ) -> ModelChoice | None:
+        """List ``choices`` and pick (and return) the default: the ``loaded`` model, else
+        the one picked now, else ``fallback`` (the conversation's model), else core's
+        :func:`default_choice`."""
+        from llcuda_tui.core.store import default_choice  # loaded by then: models are listed
+
+        self.choices = {c.name: c for c in choices}
+        self.badges = badges
+        select = self.query_one("#model", Select)
+        preferred = loaded or self.picked_name or fallback
+        default = default_choice(choices, preferred)
+        select.set_options([(self.choice_label(c), c.name) for c in choices])
+        if default is not None:
+            select.value = default.name
+        return default
+
+    def choice_label(self, c: ModelChoice) -> str:
+        if c.source == "worker":
+            return f"{c.name} (worker)"
+        badge = self.badges.get(c.name)
+        return f"{c.name} {c.quant} {fmt_size(c.size_bytes)} ({badge.short if badge else '?'})"
