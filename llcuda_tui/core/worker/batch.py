@@ -428,7 +428,9 @@ class BatchEngine(TokensFromEngine, EngineBase):
     def _admit(self) -> None:
         while self._pending and self._free_slots:
             seq = self._pending.popleft()
-            cache_prompt = seq.handle.request.cache_prompt
+            # the prefix cache over several slots of a unified KV cache gave greedy text that
+            # differs from cold (smollm2, 2 slots): off there until that is understood
+            cache_prompt = seq.handle.request.cache_prompt and self.parallel == 1
             choice = choose_slot(
                 self._free_slots, [c.cache for c in self._cells], seq.tokens if cache_prompt else ()
             )
