@@ -576,7 +576,7 @@ class BatchEngine(TokensFromEngine, EngineBase):
         seq.chain = None
         if seq.slot < 0:
             return
-        if not keep_cells:
+        if not keep_cells or self.parallel > 1:  # kept cells of other slots changed greedy text
             self._cells[seq.slot].forget()
         if seq in self._active:
             self._active.remove(seq)
