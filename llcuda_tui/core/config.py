@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from llcuda_tui.core import files
 from llcuda_tui.core.engine import KV_TYPES as KV_TYPES  # the engine's, re-exported
 from llcuda_tui.core.engine import EngineValues, SamplingValues
 from llcuda_tui.core.errors import ConfigError, UserInputError
@@ -155,8 +156,6 @@ def save_setting(settings: Settings, section: str, key: str, value: Any) -> Sett
     The value is checked as :meth:`Settings.with_overrides` checks the file; only that one line
     of the file changes (comments and other keys stay); the file is replaced atomically, so a
     reader sees the old or the new file, never a part."""
-    from llcuda_tui.core.store import _fs as storefs
-
     updated = settings.with_overrides({section: {key: value}}, source="setting")
     cfg = settings.paths.config_file
     try:
@@ -171,7 +170,10 @@ def save_setting(settings: Settings, section: str, key: str, value: Any) -> Sett
     if written.get(section, {}).get(key) != value:
         raise ConfigError(f"cannot update {cfg}: [{section}] {key} is set in a way it cannot edit")
     settings.ensure_dirs()
-    storefs.atomic_write(cfg, new.encode("utf-8"), settings.paths.config_dir)
+    try:
+        files.replace_file(cfg, new.encode("utf-8"), settings.paths.config_dir)
+    except OSError as exc:
+        raise ConfigError(f"cannot write config file {cfg}: {exc.strerror or exc}") from None
     return updated
 
 
@@ -244,9 +246,3 @@ def _validate(s: Settings, source: str) -> None:
     for ok, message in checks:
         if not ok:
             raise ConfigError(f"{source}: {message}")
-
-
-def default_threads() -> int:
-    """Physical cores, capped at 8: decode is memory-bound and more threads only contend."""
-    n = os.cpu_count() or 1
-    return max(1, min(8, n // 2 if n >= 4 else n))

@@ -161,6 +161,9 @@ if TYPE_CHECKING:
     from ._templates import (
         ChatTemplate as ChatTemplate,
     )
+    from ._threads import (
+        default_threads as default_threads,
+    )
     from ._types import (
         AUTO_ON_OFF as AUTO_ON_OFF,
     )
@@ -223,6 +226,7 @@ _EXPORTS = {
     "check_decode": "_decoding",
     "decode_error": "_decoding",
     "finish_run": "_decoding",
+    "default_threads": "_threads",
     "Engine": "_local",
     "FLASH_ATTN_AUTO": "_local",
     "TokensFromEngine": "_local",

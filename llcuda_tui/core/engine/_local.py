@@ -23,7 +23,6 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from llcuda_tui.core.config import default_threads
 from llcuda_tui.core.engine._backend import capture_llama_log, list_devices
 from llcuda_tui.core.engine._decoding import StopMatcher, check_decode, finish_run
 from llcuda_tui.core.engine._kvcache import (
@@ -36,6 +35,7 @@ from llcuda_tui.core.engine._kvcache import (
 from llcuda_tui.core.engine._protocol import EngineBase, OnChunk, OnError
 from llcuda_tui.core.engine._sampling import SamplingParams, build_chain
 from llcuda_tui.core.engine._templates import ChatTemplate, choose_template
+from llcuda_tui.core.engine._threads import default_threads
 from llcuda_tui.core.engine._types import (
     GGML_TYPES,
     Chunk,

@@ -13,13 +13,13 @@ import hashlib
 import json
 import os
 import re
-import secrets
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from llcuda_tui.core import files
 from llcuda_tui.core.store._errors import StoreError, StoreFullError
 
 if TYPE_CHECKING:
@@ -32,28 +32,15 @@ Progress = Callable[[int, int], None]
 
 def write_all(fd: int, data: bytes | memoryview) -> None:
     """Write all of ``data`` to ``fd`` (the store's only write call; tests swap it)."""
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
+    files.write_all(fd, data)
 
 
 def is_disk_full(exc: OSError) -> bool:
     return exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
-def fsync_dir(path: Path) -> None:
-    """Make a rename or link inside ``path`` durable."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def unique_suffix() -> str:
-    """``PID-hex``: unique among live processes, and says whose temp file it is."""
-    return f"{os.getpid()}-{secrets.token_hex(4)}"
+fsync_dir = files.fsync_dir
+unique_suffix = files.unique_suffix
 
 
 def writer_pid(path: Path) -> int | None:
@@ -90,19 +77,10 @@ def unlink_quietly(path: Path) -> None:
 
 def atomic_write(path: Path, data: bytes, tmp_dir: Path, mode: int = 0o644) -> None:
     """Write ``data`` to ``path`` so that readers see the old or the new file, never a part."""
-    tmp = tmp_dir / f"w-{unique_suffix()}.tmp"
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            write_all(fd, data)
-            os.fsync(fd)
-            os.fchmod(fd, mode)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
+        # late-bound: a test swaps write_all to fill the disk
+        files.replace_file(path, data, tmp_dir, mode, write=lambda fd, d: write_all(fd, d))
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise os_error(exc, f"cannot write {path}") from None
 
 

@@ -35,7 +35,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from llcuda_tui.core.config import default_threads
 from llcuda_tui.core.engine import (
     GGML_TYPES,
     Chunk,
@@ -56,6 +55,7 @@ from llcuda_tui.core.engine import (
     check_gguf_file,
     choose_slot,
     decode_error,
+    default_threads,
     finish_run,
     keep_prefix,
     n_swa_of,

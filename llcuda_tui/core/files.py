@@ -1,0 +1,59 @@
+"""Writing a file so that a reader sees the old or the new one, never a part.
+
+Here, not in the store, because the config file is written this way too and the config must
+not depend on the store (the store reads the config)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable
+from pathlib import Path
+
+
+def write_all(fd: int, data: bytes | memoryview) -> None:
+    """Write all of ``data`` to ``fd`` (``os.write`` may write less than it was given)."""
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename or link inside ``path`` durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def unique_suffix() -> str:
+    """``PID-hex``: unique among live processes, and says whose temp file it is."""
+    return f"{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def replace_file(
+    path: Path,
+    data: bytes,
+    tmp_dir: Path,
+    mode: int = 0o644,
+    write: Callable[[int, bytes | memoryview], None] = write_all,
+) -> None:
+    """Write ``data`` to a temp file in ``tmp_dir``, fsync it, rename it over ``path``.
+
+    Raises ``OSError`` (the temp file removed); callers turn it into their own error."""
+    tmp = tmp_dir / f"w-{unique_suffix()}.tmp"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            write(fd, data)
+            os.fsync(fd)
+            os.fchmod(fd, mode)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
