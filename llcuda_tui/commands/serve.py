@@ -92,6 +92,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     engine = EngineConfig.from_settings(
         model.path,
         settings,
+        kv_states=True,
         n_gpu_layers=args.ngl,
         n_ctx=args.ctx,
         n_batch=args.batch,

@@ -47,6 +47,11 @@ class Paths:
     def store_dir(self) -> Path:
         return self.data_dir / "store"
 
+    @property
+    def kv_state_dir(self) -> Path:
+        """Conversations' saved KV states (engine/_kvstore.py): derived data, safe to clear."""
+        return self.data_dir / "kv-states"
+
     @classmethod
     def from_env(cls, environ: os._Environ[str] | dict[str, str] | None = None) -> Paths:
         env = os.environ if environ is None else environ
@@ -104,6 +109,9 @@ class RemoteDefaults:
 class StoreDefaults:
     max_size: str = ""
     """Size cap of the model store, e.g. '50GB'; empty = no cap."""
+    kv_states_max_size: str = "8GiB"
+    """Size cap of the conversations' saved KV states (least recently used go first); empty
+    = no cap; '0' = never save one."""
     remote: RemoteDefaults = field(default_factory=RemoteDefaults)
     """The team store (``[store.remote]``)."""
 
@@ -246,3 +254,7 @@ def _validate(s: Settings, source: str) -> None:
     for ok, message in checks:
         if not ok:
             raise ConfigError(f"{source}: {message}")
+    from llcuda_tui.core.fmt import parse_size
+
+    parse_size(s.store.max_size, f"{source}: store.max_size")
+    parse_size(s.store.kv_states_max_size, f"{source}: store.kv_states_max_size")

@@ -8,6 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from llcuda_tui.core.engine._prefix import (
+    KEEP_ALIGN,
     SlotCache,
     choose_slot,
     common_prefix,
@@ -39,10 +40,13 @@ def test_common_prefix_of_long_histories() -> None:
     assert common_prefix(a, a) == 30_000
 
 
-def test_the_last_prompt_token_is_always_decoded_again() -> None:
-    assert reusable_prefix(10, 10) == 9  # the prompt equals the cached tokens
-    assert reusable_prefix(10, 4) == 3  # the prompt is a prefix of them
-    assert reusable_prefix(3, 10) == 3  # diverges after 3 tokens
+def test_the_last_prompt_token_is_always_decoded_again_from_an_aligned_position() -> None:
+    a = KEEP_ALIGN
+    assert reusable_prefix(3 * a + 1, 3 * a + 1) == 3 * a  # the prompt equals the cached tokens
+    assert reusable_prefix(3 * a, 3 * a) == 2 * a  # ... and its last token ends a block
+    assert reusable_prefix(10 * a, 2 * a + 5) == 2 * a  # the prompt is a prefix of them
+    assert reusable_prefix(2 * a + 3, 10 * a) == 2 * a  # diverges 3 tokens after a block
+    assert reusable_prefix(a - 1, 10 * a) == 0
     assert reusable_prefix(0, 10) == 0
     assert reusable_prefix(0, 0) == 0
 

@@ -41,11 +41,21 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return lo
 
 
+KEEP_ALIGN = 32
+"""Kept prefixes end on a multiple of this many tokens. llama.cpp's CPU matrix kernels
+(the repacked Q4_K gemm) take rows in blocks of 4 and the rest one by one, and the two paths
+round differently: a suffix batch that started at an odd position computed its rows in other
+blocks than a cold prefill, and greedy text changed (Gemma-3-270M, 2-core VM). Starting every
+suffix on an aligned position gives each row the block it has in a cold prefill; at most 31
+tokens are decoded again."""
+
+
 def reusable_prefix(n_common: int, n_prompt: int) -> int:
-    """How many cached tokens a request may keep: the whole common prefix, except that the
-    last prompt token is always decoded again, since its logits are what the first sampled
-    token comes from (a prompt equal to, or a prefix of, the cached tokens)."""
-    return min(n_common, n_prompt - 1) if n_prompt > 0 else 0
+    """How many cached tokens a request may keep: the common prefix rounded down to
+    :data:`KEEP_ALIGN`, and never the last prompt token, since its logits are what the first
+    sampled token comes from (a prompt equal to, or a prefix of, the cached tokens)."""
+    n = min(n_common, n_prompt - 1) if n_prompt > 0 else 0
+    return n - n % KEEP_ALIGN
 
 
 @dataclass

@@ -94,9 +94,23 @@ class EngineConfig(EngineValues):
     """Size cap of ``kv_state_dir`` (least recently used states go first); None: no cap."""
 
     @classmethod
-    def from_settings(cls, model_path: Path, settings: Settings, **overrides: Any) -> EngineConfig:
-        """The config's engine defaults for ``model_path``, with the ``overrides`` not None."""
+    def from_settings(
+        cls, model_path: Path, settings: Settings, *, kv_states: bool = False, **overrides: Any
+    ) -> EngineConfig:
+        """The config's engine defaults for ``model_path``, with the ``overrides`` not None.
+
+        ``kv_states``: save and restore conversations' KV states in the settings' directory
+        under its cap (``store.kv_states_max_size``); used by the TUI and the worker, whose
+        users come back to a conversation, not by one-shot commands and benchmarks."""
+        from llcuda_tui.core.fmt import parse_size
+
         base = cls(Path(model_path), **settings.engine.engine_values())
+        if kv_states:
+            cap = parse_size(settings.store.kv_states_max_size, "store.kv_states_max_size")
+            if cap != 0:
+                base = replace(
+                    base, kv_state_dir=settings.paths.kv_state_dir, kv_state_max_bytes=cap
+                )
         return replace(base, **{k: v for k, v in overrides.items() if v is not None})
 
     def validate(self) -> None:

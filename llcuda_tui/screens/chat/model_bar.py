@@ -57,7 +57,7 @@ def load_choice(
             path, sha256 = found
     sha256 = sha256 or file_sha256(path)
     config = EngineConfig.from_settings(
-        path, settings, n_gpu_layers=ngl, n_ctx=ctx, model_sha256=sha256
+        path, settings, kv_states=True, n_gpu_layers=ngl, n_ctx=ctx, model_sha256=sha256
     )
     # in a child process: a repaint here cannot delay its tokens (engine/_process.py)
     return ProcessEngine.load(config, on_progress=progress.set), sha256
