@@ -6,7 +6,6 @@ not depend on the store (the store reads the config)."""
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,7 +29,7 @@ def fsync_dir(path: Path) -> None:
 
 def unique_suffix() -> str:
     """``PID-hex``: unique among live processes, and says whose temp file it is."""
-    return f"{os.getpid()}-{secrets.token_hex(4)}"
+    return f"{os.getpid()}-{os.urandom(4).hex()}"
 
 
 def replace_file(
