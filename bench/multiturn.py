@@ -65,7 +65,8 @@ def chat(url: str, args: argparse.Namespace) -> list[dict[str, Any]]:
             text, ttft, usage = [], None, {}
             t0 = time.perf_counter()
             with client.stream("POST", "/v1/chat/completions", json=body) as r:
-                r.raise_for_status()
+                if r.status_code != 200:
+                    sys.exit(f"turn {i + 1}: HTTP {r.status_code}: {r.read().decode()[:500]}")
                 for line in r.iter_lines():
                     if not line.startswith("data: ") or line == "data: [DONE]":
                         continue

@@ -27,6 +27,7 @@ import contextlib
 import ctypes
 import hashlib
 import json
+import mmap
 import os
 import struct
 import time
@@ -203,10 +204,16 @@ class KvStateStore:
                 head = json.loads(f.read(n_head))
                 if head.get("key") != state.key or head.get("payload_bytes") != state.payload_bytes:
                     raise KvStateError("its header does not match its listing")
-                buf = (ctypes.c_uint8 * state.payload_bytes)()
-                got = f.readinto(memoryview(buf).cast("B"))
-                if got != state.payload_bytes or f.read(1):
+                offset = f.tell()
+                got = os.fstat(f.fileno()).st_size - offset
+                if got != state.payload_bytes:
                     raise KvStateError(f"truncated: {got} of {state.payload_bytes} bytes")
+                # mapped, not read: no zero-filled buffer and no second copy of a state that
+                # can be a GiB. Copy-on-write only because ctypes wants a writable buffer;
+                # states are replaced by rename, never rewritten in place, so the mapped
+                # inode keeps the bytes that are verified below
+                mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+                buf = (ctypes.c_uint8 * state.payload_bytes).from_buffer(mapped, offset)
         except (OSError, ValueError, struct.error) as exc:
             self.remove(state)
             raise KvStateError(f"unreadable saved state {state.key[:12]}: {exc}") from None
