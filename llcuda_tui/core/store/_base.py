@@ -284,12 +284,38 @@ class StoreBase:
     def lease(self, name: str) -> Iterator[ModelEntry]:
         """Mark ``name`` as in use by this process while the block runs (never evicted)."""
         entry = self.entry(name)
-        marker = self.layout.inuse / f"{entry.digest}.{unique_suffix()}.lease"
-        marker.touch()
-        try:
+        with self.hold({entry.digest}):
             yield entry
+
+    @contextlib.contextmanager
+    def hold(self, digests: set[str]) -> Iterator[None]:
+        """Lease markers (``inuse/<digest>.<pid>-<hex>.lease``) on ``digests`` while the block
+        runs: rm refuses, gc and the cap skip them; a dead holder's marker no longer counts."""
+        markers = [self.layout.inuse / f"{d}.{unique_suffix()}.lease" for d in sorted(digests)]
+        held = []
+        try:
+            for marker in markers:
+                # a read-only store cannot be written by rm or gc either: load without a lease
+                with contextlib.suppress(OSError):
+                    marker.parent.mkdir(parents=True, exist_ok=True)
+                    marker.touch()
+                    held.append(marker)
+            yield
         finally:
-            unlink_quietly(marker)
+            for marker in held:
+                unlink_quietly(marker)
+
+    def digests_of_file(self, path: Path) -> set[str]:
+        """The named models that use the blob ``path`` resolves to (a view, a blob); empty for
+        a file outside the store."""
+        if not self.exists():
+            return set()
+        try:
+            real = path.resolve()
+            inside = real.parent == self.layout.blobs.resolve()
+        except OSError:
+            return set()
+        return set(self.live_blobs().get(real.name, set())) if inside else set()
 
     def users(self, digest: str) -> list[int]:
         """Live processes holding a lease on ``digest``."""

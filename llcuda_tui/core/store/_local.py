@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from llcuda_tui.core.errors import ModelLoadError, UserInputError
@@ -28,10 +28,13 @@ def import_path(
     name: str | None = None,
     source: Source | None = None,
     on_progress: Progress | None = None,
+    on_evict: Callable[[str], None] | None = None,
 ) -> ModelEntry:
-    """Import a local GGUF (all shards when it is one shard of a split model)."""
+    """Import a local GGUF (all shards when it is one shard of a split model); ``on_evict``
+    hears each name the size cap evicted to make room."""
     shards = local_shards(path)
-    name = check_name(name or default_import_name(shards[0]))
+    # an empty --name is an error, not the default name
+    name = check_name(default_import_name(shards[0]) if name is None else name)
     source = source or FileSource(str(shards[0].resolve()))
     existing = store.lookup(name)
     if existing is not None and _same_files(store, existing, shards):
@@ -45,7 +48,9 @@ def import_path(
         )
     manifest = store.build_manifest(source, files)
     store.publish(manifest, [name])
-    enforce_cap(store, protect={manifest.digest})
+    for evicted in enforce_cap(store, protect={manifest.digest}):
+        if on_evict is not None:
+            on_evict(evicted)
     return store.entry(name)
 
 

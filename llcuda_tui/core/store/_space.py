@@ -103,7 +103,10 @@ def remove(store: StoreBase, name: str, dry_run: bool = False, force: bool = Fal
     if state.pinned and not force:
         raise UserInputError(f"{stored} is pinned: unpin it first (or use --force)")
     if users and not force:
-        raise UserInputError(f"{stored} is in use by process {users[0]} (or use --force)")
+        raise UserInputError(
+            f"{stored} is in use by process {users[0]} (--force removes the name only; "
+            "gc frees the model once it is unloaded)"
+        )
     report = Report(actions=[f"remove name {stored}"])
     others = [n for n, d in names.items() if d == digest and n != stored]
     if dry_run:
@@ -114,6 +117,9 @@ def remove(store: StoreBase, name: str, dry_run: bool = False, force: bool = Fal
     unlink_quietly(store.layout.name_file(stored))
     if others:
         report.actions.append(f"model stays under {', '.join(others)}")
+    elif users:
+        # --force on a model in use: unname only; gc reclaims it once its last user is gone
+        report.actions.append(f"model stays while process {users[0]} uses it (gc frees it after)")
     else:
         store.drop_model(digest, report)
     store.sync()
