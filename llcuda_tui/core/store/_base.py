@@ -42,6 +42,10 @@ from llcuda_tui.core.store._layout import SHA256_RE, Layout, check_name
 from llcuda_tui.core.store._manifest import Manifest, ManifestFile, Source, iso_utc
 from llcuda_tui.core.store._records import ModelEntry, ModelState, Report
 
+INGESTING = "ingesting"
+"""The lease key an import or a pull holds until its manifest is published: while a live
+process holds it, gc sweeps no unreferenced blob (a new blob has no name yet)."""
+
 
 class StoreBase:
     """The model store under ``paths.store_dir``: its files, its index, and the primitives the

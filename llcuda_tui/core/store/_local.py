@@ -12,7 +12,7 @@ from pathlib import Path
 from llcuda_tui.core.errors import ModelLoadError, UserInputError
 from llcuda_tui.core.gguf import has_gguf_magic, split_info
 from llcuda_tui.core.store import _fs as storefs
-from llcuda_tui.core.store._base import StoreBase
+from llcuda_tui.core.store._base import INGESTING, StoreBase
 from llcuda_tui.core.store._errors import IntegrityError
 from llcuda_tui.core.store._fs import Progress
 from llcuda_tui.core.store._layout import check_name
@@ -41,13 +41,14 @@ def import_path(
         return store.entry(existing)
     check_space(store, sum(p.stat().st_size for p in shards), protect=existing)
     files = []
-    for i, shard in enumerate(shards):
-        sha = store.ingest_file(shard, on_progress)
-        files.append(
-            ManifestFile("model" if i == 0 else "shard", shard.name, sha, shard.stat().st_size)
-        )
-    manifest = store.build_manifest(source, files)
-    store.publish(manifest, [name])
+    with store.hold({INGESTING}):  # gc (even --grace 0) keeps the new blobs until published
+        for i, shard in enumerate(shards):
+            sha = store.ingest_file(shard, on_progress)
+            files.append(
+                ManifestFile("model" if i == 0 else "shard", shard.name, sha, shard.stat().st_size)
+            )
+        manifest = store.build_manifest(source, files)
+        store.publish(manifest, [name])
     for evicted in enforce_cap(store, protect={manifest.digest}):
         if on_evict is not None:
             on_evict(evicted)

@@ -11,7 +11,7 @@ from llcuda_tui.core.errors import UserInputError
 from llcuda_tui.core.fmt import fmt_size
 from llcuda_tui.core.store._base import StoreBase
 from llcuda_tui.core.store._errors import StoreError, StoreFullError
-from llcuda_tui.core.store._fs import unlink_quietly
+from llcuda_tui.core.store._fs import pid_alive, unlink_quietly, writer_pid
 from llcuda_tui.core.store._manifest import parse_iso_utc
 from llcuda_tui.core.store._records import Report
 
@@ -26,10 +26,13 @@ def check_space(store: StoreBase, incoming: int, protect: str | None = None) -> 
     """
     store.ensure()
     free = shutil.disk_usage(store.layout.tmp).free
-    if incoming + SPACE_MARGIN > free:
+    margin = space_margin(incoming)
+    if incoming + margin > free:
+        dead = dead_temp_bytes(store)
+        hint = f"; llcuda models gc frees {fmt_size(dead, 2)} of dead imports' temps"
         raise StoreFullError(
-            f"not enough disk space: need {fmt_size(incoming, 2)}, "
-            f"{fmt_size(free, 2)} free in {store.layout.root}"
+            f"not enough disk space: need {fmt_size(incoming, 2)} + {fmt_size(margin, 2)} "
+            f"kept free, {fmt_size(free, 2)} free in {store.layout.root}{hint if dead else ''}"
         )
     if store.max_size is None:
         return
@@ -40,6 +43,23 @@ def check_space(store: StoreBase, incoming: int, protect: str | None = None) -> 
             f"store.max_size {fmt_size(store.max_size, 2)} cannot fit {fmt_size(incoming, 2)} "
             "more: the rest is pinned or in use (unpin or rm something, or raise the cap)"
         )
+
+
+def space_margin(incoming: int) -> int:
+    """Bytes kept free beyond an import of ``incoming`` bytes: a quarter of it (at least
+    1 MiB), at most SPACE_MARGIN, so a small model fits on a nearly full disk."""
+    return min(SPACE_MARGIN, max(1 << 20, incoming // 4))
+
+
+def dead_temp_bytes(store: StoreBase) -> int:
+    """Bytes of temps in ``tmp/`` whose writer process is gone (gc deletes them at once)."""
+    total = 0
+    for f in store.layout.tmp.iterdir():
+        pid = writer_pid(f)
+        if pid is not None and not pid_alive(pid):
+            with contextlib.suppress(OSError):
+                total += f.lstat().st_size
+    return total
 
 
 def live_size(store: StoreBase) -> int:
