@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -415,7 +416,11 @@ class StoreBase:
             if blob.exists():
                 self.keep_blob(sha256)
                 return
-            os.chmod(tmp, 0o444)
+            if os.stat(tmp).st_nlink == 1:
+                # a copy is ours: read-only. A hardlink shares the user's inode: their file
+                # keeps its mode (a chmod here outlived a killed import); the quick check
+                # (size, fingerprint) catches an edit through it
+                os.chmod(tmp, 0o444)
             try:
                 os.link(tmp, blob)
             except FileExistsError:
@@ -426,7 +431,8 @@ class StoreBase:
     def keep_blob(self, sha256: str) -> None:
         """Refresh an existing blob's ctime so gc's grace period covers its new use."""
         with contextlib.suppress(FileNotFoundError):
-            os.chmod(self.layout.blob(sha256), 0o444)
+            blob = self.layout.blob(sha256)
+            os.chmod(blob, stat.S_IMODE(blob.stat().st_mode))  # same mode, new ctime
 
     # -- sizes --
 

@@ -414,5 +414,7 @@ def _dir_bytes(path: Path) -> int:
     total = 0
     for f in path.iterdir():
         with contextlib.suppress(FileNotFoundError):
-            total += f.lstat().st_size
+            st = f.lstat()
+            # a hardlink to the user's own file (an import in progress or killed) takes no room
+            total += st.st_size if st.st_nlink <= 1 else 0
     return total

@@ -58,7 +58,8 @@ def dead_temp_bytes(store: StoreBase) -> int:
         pid = writer_pid(f)
         if pid is not None and not pid_alive(pid):
             with contextlib.suppress(OSError):
-                total += f.lstat().st_size
+                st = f.lstat()
+                total += st.st_size if st.st_nlink <= 1 else 0  # a link frees nothing
     return total
 
 
