@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from llcuda_tui.core.config import Paths, Settings
+from llcuda_tui.core.errors import UserInputError
 from llcuda_tui.core.store import Store, UnsafeNameError, lease, lease_file
 from llcuda_tui.core.store._base import INGESTING
 from llcuda_tui.core.store._layout import check_name
@@ -205,3 +206,43 @@ def test_blobs_on_another_filesystem_says_how_to_fix_it(store: Store, models, tm
         assert "different filesystems" in one_line_error(proc)
     finally:
         shutil.rmtree(elsewhere, ignore_errors=True)
+
+
+# --- 3. two TUIs on one home: a conversation deleted in the other ---------------------------------
+
+
+@pytest.mark.timeout(180)
+def test_a_reply_to_a_conversation_deleted_elsewhere_fails_loudly(
+    llcuda_home: Path, smollm_path: Path, cpu_threads: int
+) -> None:
+    from llcuda_tui.core.chat import ChatSession, Phase
+    from llcuda_tui.core.conversations import ChatSettings, ConversationStore
+    from llcuda_tui.core.engine import Engine, EngineConfig
+    from llcuda_tui.core.store import ModelChoice
+
+    class Holder:
+        engine: Engine | None = None
+        engine_choice: ModelChoice | None = None
+
+    mine, other = (ConversationStore.open(Paths.from_env()) for _ in range(2))
+    config = EngineConfig(smollm_path, n_gpu_layers=0, n_ctx=256, n_threads=cpu_threads)
+    with Engine.load(config) as engine:
+        holder = Holder()
+        holder.engine = engine
+        holder.engine_choice = ModelChoice("smollm", smollm_path, None, "Q4_1", 1, "starter")
+        greedy = ChatSettings(temperature=0.0, max_tokens=8)
+        session = ChatSession(mine, holder, default_settings=lambda: greedy)
+        session.start_reply(session.begin_send("Say hello."))
+        conv = session.conversation
+        assert conv is not None and session.reply is not None
+        other.delete(conv.id)  # the other window
+        assert session.reply.handle is not None
+        session.reply.handle.result(timeout=120)
+        done = session.finish_reply()
+    assert session.phase is Phase.IDLE and done.saved is None
+    assert done.error is not None and "deleted" in str(done.error)
+    assert other.conversations() == []  # nothing written behind the user's back
+    with pytest.raises(UserInputError, match="deleted"):  # and the next turn says so too
+        mine.add_message(conv.id, "user", "still there?")
+    mine.close()
+    other.close()
