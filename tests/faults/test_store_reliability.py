@@ -246,3 +246,29 @@ def test_a_reply_to_a_conversation_deleted_elsewhere_fails_loudly(
         mine.add_message(conv.id, "user", "still there?")
     mine.close()
     other.close()
+
+
+# --- 9. the index is derived data: commands work from the files when it cannot be used ---------
+
+
+def test_an_index_that_cannot_be_opened_does_not_stop_ls_verify_or_loading(
+    store: Store, models, tmp_path
+) -> None:
+    entry = store.import_path(copy_of(models["a"], tmp_path), name="a")
+    index = store.layout.index_path
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{index}{suffix}").unlink(missing_ok=True)
+    index.mkdir()  # the attacker's "index.sqlite as a directory"
+    listed = llcuda("models", "ls")
+    assert listed.returncode == 0 and "a " in listed.stdout, listed.stderr
+    assert llcuda("models", "verify").returncode == 0
+    assert llcuda("models", "pin", "a").returncode == 0
+    from llcuda_tui.core.store import resolve_name
+
+    found = resolve_name("a", store.paths)
+    assert found is not None and found[1] == entry.sha256
+    refused = llcuda("models", "reindex")
+    assert "is a directory" in one_line_error(refused)
+    index.rmdir()
+    assert llcuda("models", "reindex").returncode == 0
+    assert Store(store.paths).entry("a").state.pinned

@@ -96,7 +96,12 @@ class StoreBase:
         stamp = self._stamp()
         if not force and self.index.stamp() == stamp:
             return
-        self.index.rebuild(self._snapshot(), stamp)
+        snapshot = self._snapshot()
+        try:
+            self.index.rebuild(snapshot, stamp)
+        except StoreError as exc:  # the file refused it: the files are the truth, index them
+            self.index.use_memory(str(exc))
+            self.index.rebuild(snapshot, stamp)
 
     def _snapshot(self) -> Snapshot:
         names: dict[str, str] = {}
@@ -121,10 +126,17 @@ class StoreBase:
     def reindex(self) -> dict[str, int]:
         """Throw the index away and rebuild it from the files (fingerprints are lost too)."""
         self.ensure()
+        if self.layout.index_path.is_dir():
+            raise StoreError(
+                f"{self.layout.index_path} is a directory, not the store's index: "
+                "remove it, then run llcuda models reindex"
+            )
         for suffix in ("", "-wal", "-shm"):
             unlink_quietly(Path(f"{self.layout.index_path}{suffix}"))
         self._index = None
         self.sync(force=True)
+        if self.index.notice:
+            raise StoreError(f"cannot rebuild the index: {self.index.notice}")
         return {
             "names": len(self.index.names()),
             "manifests": len(self.index.manifests()),
@@ -218,7 +230,9 @@ class StoreBase:
         if not has_gguf_magic(view):
             raise CorruptModelError(f"model {stored}: {view} is not a GGUF file")
         if record:
-            self.record_use(stored)
+            # LRU bookkeeping only: a full disk or a read-only store still loads the model
+            with contextlib.suppress(OSError, StoreError):
+                self.record_use(stored)
         return view, entry.sha256
 
     def check_blob(self, f: ManifestFile, name: str, on_progress: Progress | None = None) -> None:
