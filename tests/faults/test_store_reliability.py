@@ -272,3 +272,26 @@ def test_an_index_that_cannot_be_opened_does_not_stop_ls_verify_or_loading(
     index.rmdir()
     assert llcuda("models", "reindex").returncode == 0
     assert Store(store.paths).entry("a").state.pinned
+
+
+def test_the_tui_holds_a_lease_while_its_engine_is_loaded(
+    settings: Settings, tiny_gguf: Path, tmp_path: Path, cpu_threads: int
+) -> None:
+    from llcuda_tui.core.engine import Engine, EngineConfig
+    from llcuda_tui.core.store import ModelChoice
+    from tests.tui.conftest import make_app
+
+    store = Store(settings.paths)
+    entry = store.import_path(copy_of(tiny_gguf, tmp_path), name="tiny")
+    choice = ModelChoice("tiny", entry.path, entry.sha256, "F32", 1, "store")
+    app = make_app(settings)
+    config = EngineConfig(entry.path, n_gpu_layers=0, n_ctx=128, n_threads=cpu_threads)
+    engine = Engine.load(config)
+    app.set_engine(engine, choice)  # what the Chat screen does once a load finished
+    assert store.users(entry.digest) == [os.getpid()]
+    refused = llcuda("models", "rm", "tiny")
+    assert f"in use by process {os.getpid()}" in one_line_error(refused)
+    app.release_engine()  # unload (or a load of another model)
+    assert store.users(entry.digest) == []
+    app.conversations.close()
+    assert llcuda("models", "rm", "tiny").returncode == 0
