@@ -8,6 +8,7 @@ app's and the current screen's ``BINDINGS`` give a title (``llcuda_tui.palette``
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -116,6 +117,8 @@ class LlcudaApp(App[int]):
         self.engine_choice: ModelChoice | None = engine_choice
         """The model picker's entry that ``engine`` was loaded from."""
         self._owns_engine = engine is None
+        self._lease = contextlib.ExitStack()
+        """The store lease on the loaded model (rm refuses, gc and the cap skip it)."""
         self.autoload = autoload
         self.clock = clock
         self.start_screen = start_screen
@@ -138,6 +141,7 @@ class LlcudaApp(App[int]):
         self.gpu_sampler.close()
         if self.engine is not None and self._owns_engine:
             self.engine.close()
+        self._lease.close()
         self.conversations.close()
 
     # --- engine -------------------------------------------------------------------------------
@@ -145,6 +149,11 @@ class LlcudaApp(App[int]):
     def set_engine(self, engine: EngineProtocol, choice: ModelChoice | None) -> None:
         """Make ``engine`` the chat engine (the app closes it on exit)."""
         self.engine, self.engine_choice, self._owns_engine = engine, choice, True
+        if choice is not None and choice.source != "worker":
+            from llcuda_tui.core.store import lease_file
+
+            self._lease.close()
+            self._lease.enter_context(lease_file(choice.path, self.settings.paths))
         pid = getattr(engine, "pid", None)  # an engine process: its GPU memory is ours
         if pid is not None:
             self.gpu_sampler.add_own_pid(pid)
@@ -160,6 +169,7 @@ class LlcudaApp(App[int]):
         (in a worker: closing an engine process can take a while), or None when the app
         does not own it (an injected one stays open)."""
         engine, self.engine = self.engine, None
+        self._lease.close()
         return engine if self._owns_engine else None
 
     # --- screens and commands -----------------------------------------------------------------

@@ -97,7 +97,7 @@ def _run(args: argparse.Namespace, settings: Settings, comm: Any, placement: Any
     from llcuda_tui.commands.infer import sampling_from_args
     from llcuda_tui.core.engine import EngineConfig
     from llcuda_tui.core.mpi.batch import BatchJob, run_batch
-    from llcuda_tui.core.store import resolve_model
+    from llcuda_tui.core.store import lease_file, resolve_model
 
     model = resolve_model(args.model, settings.paths)
     engine = EngineConfig.from_settings(
@@ -118,7 +118,8 @@ def _run(args: argparse.Namespace, settings: Settings, comm: Any, placement: Any
     )
     rank0 = comm is None or comm.Get_rank() == 0
     progress = _Progress() if rank0 and not args.quiet else None
-    summary = run_batch(job, comm, placement, on_progress=progress)
+    with lease_file(model.path, settings.paths):  # every rank: rm refuses, gc skips it
+        summary = run_batch(job, comm, placement, on_progress=progress)
     if not rank0:
         return 0
     if progress is not None:

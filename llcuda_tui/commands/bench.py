@@ -13,6 +13,7 @@ List values take commas and llama-bench's ranges: ``-p 128,512``, ``-p 128-1024*
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import signal
 import sys
@@ -390,9 +391,19 @@ def _progress_printer(args: argparse.Namespace) -> Callable[[BenchProgress], Non
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from llcuda_tui.core.bench import BenchSpec, render_run, run_bench
+    from llcuda_tui.core.store import lease_file
 
     models = _models(args, settings)
+    # every model stays leased while the bench children load it: rm refuses, gc skips it
+    with contextlib.ExitStack() as leases:
+        for ref in models:
+            leases.enter_context(lease_file(ref.path, settings.paths))
+        return _run_models(args, settings, models)
+
+
+def _run_models(args: argparse.Namespace, settings: Settings, models: tuple[ModelRef, ...]) -> int:
+    from llcuda_tui.core.bench import BenchSpec, render_run, run_bench
+
     settings.ensure_dirs()
     if args.latency or args.concurrency > 1:
         return _run_latency(args, settings, models)

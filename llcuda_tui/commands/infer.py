@@ -57,7 +57,7 @@ def sampling_from_args(args: argparse.Namespace, settings: Settings) -> Sampling
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from llcuda_tui.core.engine import Engine, EngineConfig, GenerationRequest
-    from llcuda_tui.core.store import resolve_model
+    from llcuda_tui.core.store import lease_file, resolve_model
 
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
     sampling = sampling_from_args(args, settings)
@@ -80,7 +80,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         model.path, settings, n_gpu_layers=args.ngl, n_ctx=args.ctx, n_batch=args.batch,
         n_threads=args.threads, flash_attn=args.fa, model_sha256=model.sha256,
     )  # fmt: skip
-    with Engine.load(config) as engine:
+    # the lease (rm refuses, gc and the cap skip the model) lasts as long as the engine
+    with lease_file(model.path, settings.paths), Engine.load(config) as engine:
         parts: list[str] = []
         record = None
         for chunk in engine.stream(request):

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from llcuda_tui.core.errors import UserInputError
 from llcuda_tui.core.fmt import fmt_ago, fmt_size
 
 if TYPE_CHECKING:  # the parser imports this module: the store loads in the commands
@@ -246,10 +247,16 @@ def run_pull(args: argparse.Namespace, settings: Settings) -> int:
 
 def run_import(args: argparse.Namespace, settings: Settings) -> int:
     store = _store(settings)
-    entry = store.import_path(args.path, name=args.name, on_progress=ProgressBar(args.path.name))
+    evicted: list[str] = []
+    entry = store.import_path(
+        args.path, name=args.name, on_progress=ProgressBar(args.path.name),
+        on_evict=evicted.append,
+    )  # fmt: skip
     if args.json:
-        _print_json(entry.to_json())
+        _print_json(entry.to_json() | {"evicted": evicted})
     else:
+        for name in evicted:
+            print(f"evicted {name} (store.max_size)", file=sys.stderr)
         print(
             f"{entry.name}  {entry.manifest.quant}  {fmt_size(entry.manifest.size, 2)}  "
             f"{entry.sha256[:12]}"
@@ -273,12 +280,15 @@ def run_adopt(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_show(args: argparse.Namespace, settings: Settings) -> int:
+    from llcuda_tui.core.config import KV_TYPES
     from llcuda_tui.core.fit import FitRequest, fit
     from llcuda_tui.core.store import describe_model, detail_text
 
     entry = _store(settings).entry(args.name)
     summary = entry.manifest.summary
     e = settings.engine
+    if args.kv_type is not None and args.kv_type not in KV_TYPES:
+        raise UserInputError(f"--kv-type {args.kv_type!r}: one of {', '.join(KV_TYPES)}")
     request = FitRequest(
         n_ctx=args.ctx if args.ctx is not None else e.n_ctx,
         n_gpu_layers=args.ngl if args.ngl is not None else e.n_gpu_layers,

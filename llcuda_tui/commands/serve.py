@@ -67,7 +67,7 @@ def _add_pool_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from llcuda_tui.core.engine import EngineConfig, check_gguf_file
-    from llcuda_tui.core.store import resolve_model
+    from llcuda_tui.core.store import lease_file, resolve_model
     from llcuda_tui.core.worker import Listen, WorkerConfig, is_loopback, read_api_key, serve
 
     _check_numbers(args)
@@ -119,12 +119,14 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         print(f"llcuda serve: ready on {url} ({config.model_name}, {args.parallel} slots)")
         sys.stdout.flush()
 
-    if args.mpi:  # every rank of an mpiexec job: rank 0 serves, all ranks generate
-        from llcuda_tui.core.mpi.serve import options_from_args, serve_pool
+    # held by every rank for as long as it serves: rm refuses, gc and the cap skip the model
+    with lease_file(model.path, settings.paths):
+        if args.mpi:  # every rank of an mpiexec job: rank 0 serves, all ranks generate
+            from llcuda_tui.core.mpi.serve import options_from_args, serve_pool
 
-        return serve_pool(config, listen, ready, options_from_args(args))
-    print(f"llcuda serve: loading {model.path}", flush=True)
-    code = serve(config, listen, on_ready=ready)
+            return serve_pool(config, listen, ready, options_from_args(args))
+        print(f"llcuda serve: loading {model.path}", flush=True)
+        code = serve(config, listen, on_ready=ready)
     print("llcuda serve: stopped", flush=True)
     return code
 

@@ -34,7 +34,7 @@ from llcuda_tui.core.conversations import (
     last_user_turn,
     write_export,
 )
-from llcuda_tui.core.errors import LlcudaError
+from llcuda_tui.core.errors import LlcudaError, UserInputError
 
 if TYPE_CHECKING:
     from llcuda_tui.core.engine import Chunk, GenerationHandle, GenerationRequest, RunRecord
@@ -538,9 +538,13 @@ class ChatSession:
         if reply.error is not None or conv is None or record is None:
             return FinishedReply(reply.text, name, reply.error)
         self.last_record = record
-        saved = self.store.add_message(
-            conv.id, "assistant", reply.text, model=name, record=record.to_dict()
-        )
+        try:
+            saved = self.store.add_message(
+                conv.id, "assistant", reply.text, model=name, record=record.to_dict()
+            )
+        except UserInputError as exc:  # deleted (another TUI on this home): say so, loudly
+            self.conversation, self.messages = None, []
+            return FinishedReply(reply.text, name, exc)
         self.messages.append(saved)
         self.conversation = self.store.get(conv.id)
         return FinishedReply(reply.text, name, None, record, saved)

@@ -180,7 +180,10 @@ class ConversationStore(SqliteStore):
                 (conversation_id,),
             ).fetchone()
         if row is None:
-            raise UserInputError(f"no conversation {conversation_id}")
+            raise UserInputError(
+                f"no conversation {conversation_id} (deleted, perhaps in another window): "
+                "nothing was saved to it"
+            )
         return _conversation(row)
 
     def conversations(self, query: str = "", limit: int = 500) -> list[Conversation]:

@@ -354,10 +354,14 @@ class ModelsScreen(Screen[None]):
             if not path:
                 return
             target = Path(path).expanduser()
+            evicted: list[str] = []  # filled on the worker thread, read once it is done
+
+            def done(e: ModelEntry) -> str:
+                gone = f"; evicted {', '.join(evicted)} (store.max_size)" if evicted else ""
+                return f"imported {e.name} ({fmt_size(e.manifest.size)}){gone}"
+
             self.run_store_action(
-                "import",
-                lambda: self.store().import_path(target),
-                lambda e: f"imported {e.name} ({fmt_size(e.manifest.size)})",
+                "import", lambda: self.store().import_path(target, on_evict=evicted.append), done
             )
 
         self.app.push_screen(

@@ -49,12 +49,14 @@ def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, s
 
 def test_import_hardlinks_a_read_only_blob_and_a_view(store: Store, models, tmp_path) -> None:
     src = copy_of(models["a"], tmp_path)
+    mode = stat.S_IMODE(src.stat().st_mode)
     entry = store.import_path(src)
     sha = sha256_hex(src.read_bytes())
     blob = store.layout.blob(sha)
     assert entry.name == "alpha-Q4_K_M" and entry.sha256 == sha
     assert os.path.samefile(blob, src)  # hardlinked, not copied
-    assert not blob.stat().st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH)
+    # shared inode: the user's file keeps its mode (a killed import left it 0444, #23)
+    assert stat.S_IMODE(blob.stat().st_mode) == mode
     assert entry.path.name == "alpha-Q4_K_M.gguf" and entry.path.resolve() == blob.resolve()
     manifest = store.layout.manifest(entry.digest)
     assert sha256_hex(manifest.read_bytes()) == entry.digest  # content-addressed

@@ -66,6 +66,7 @@ if TYPE_CHECKING:
     from ._starter import starter_path as starter_path
     from ._store import Store as Store
     from ._store import lease as lease
+    from ._store import lease_file as lease_file
     from ._store import list_models as list_models
     from ._store import record_use as record_use
     from ._store import resolve_name as resolve_name
@@ -91,6 +92,7 @@ _EXPORTS = {
     "Report": "_records",
     "Store": "_store",
     "lease": "_store",
+    "lease_file": "_store",
     "list_models": "_store",
     "record_use": "_store",
     "resolve_name": "_store",

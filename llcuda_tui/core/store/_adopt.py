@@ -46,6 +46,8 @@ def adopt_hf_cache(
     from huggingface_hub.errors import CacheNotFound
 
     cache = Path(cache_dir) if cache_dir else hf_cache_dir()
+    if cache.exists() and not cache.is_dir():
+        raise UserInputError(f"--hf-cache {cache} is not a directory")
     try:
         info = scan_cache_dir(cache)
     except CacheNotFound:

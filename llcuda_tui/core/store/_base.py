@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -41,6 +42,10 @@ from llcuda_tui.core.store._index import Snapshot, StoreIndex
 from llcuda_tui.core.store._layout import SHA256_RE, Layout, check_name
 from llcuda_tui.core.store._manifest import Manifest, ManifestFile, Source, iso_utc
 from llcuda_tui.core.store._records import ModelEntry, ModelState, Report
+
+INGESTING = "ingesting"
+"""The lease key an import or a pull holds until its manifest is published: while a live
+process holds it, gc sweeps no unreferenced blob (a new blob has no name yet)."""
 
 
 class StoreBase:
@@ -91,7 +96,12 @@ class StoreBase:
         stamp = self._stamp()
         if not force and self.index.stamp() == stamp:
             return
-        self.index.rebuild(self._snapshot(), stamp)
+        snapshot = self._snapshot()
+        try:
+            self.index.rebuild(snapshot, stamp)
+        except StoreError as exc:  # the file refused it: the files are the truth, index them
+            self.index.use_memory(str(exc))
+            self.index.rebuild(snapshot, stamp)
 
     def _snapshot(self) -> Snapshot:
         names: dict[str, str] = {}
@@ -116,10 +126,17 @@ class StoreBase:
     def reindex(self) -> dict[str, int]:
         """Throw the index away and rebuild it from the files (fingerprints are lost too)."""
         self.ensure()
+        if self.layout.index_path.is_dir():
+            raise StoreError(
+                f"{self.layout.index_path} is a directory, not the store's index: "
+                "remove it, then run llcuda models reindex"
+            )
         for suffix in ("", "-wal", "-shm"):
             unlink_quietly(Path(f"{self.layout.index_path}{suffix}"))
         self._index = None
         self.sync(force=True)
+        if self.index.notice:
+            raise StoreError(f"cannot rebuild the index: {self.index.notice}")
         return {
             "names": len(self.index.names()),
             "manifests": len(self.index.manifests()),
@@ -213,7 +230,9 @@ class StoreBase:
         if not has_gguf_magic(view):
             raise CorruptModelError(f"model {stored}: {view} is not a GGUF file")
         if record:
-            self.record_use(stored)
+            # LRU bookkeeping only: a full disk or a read-only store still loads the model
+            with contextlib.suppress(OSError, StoreError):
+                self.record_use(stored)
         return view, entry.sha256
 
     def check_blob(self, f: ManifestFile, name: str, on_progress: Progress | None = None) -> None:
@@ -284,12 +303,38 @@ class StoreBase:
     def lease(self, name: str) -> Iterator[ModelEntry]:
         """Mark ``name`` as in use by this process while the block runs (never evicted)."""
         entry = self.entry(name)
-        marker = self.layout.inuse / f"{entry.digest}.{unique_suffix()}.lease"
-        marker.touch()
-        try:
+        with self.hold({entry.digest}):
             yield entry
+
+    @contextlib.contextmanager
+    def hold(self, digests: set[str]) -> Iterator[None]:
+        """Lease markers (``inuse/<digest>.<pid>-<hex>.lease``) on ``digests`` while the block
+        runs: rm refuses, gc and the cap skip them; a dead holder's marker no longer counts."""
+        markers = [self.layout.inuse / f"{d}.{unique_suffix()}.lease" for d in sorted(digests)]
+        held = []
+        try:
+            for marker in markers:
+                # a read-only store cannot be written by rm or gc either: load without a lease
+                with contextlib.suppress(OSError):
+                    marker.parent.mkdir(parents=True, exist_ok=True)
+                    marker.touch()
+                    held.append(marker)
+            yield
         finally:
-            unlink_quietly(marker)
+            for marker in held:
+                unlink_quietly(marker)
+
+    def digests_of_file(self, path: Path) -> set[str]:
+        """The named models that use the blob ``path`` resolves to (a view, a blob); empty for
+        a file outside the store."""
+        if not self.exists():
+            return set()
+        try:
+            real = path.resolve()
+            inside = real.parent == self.layout.blobs.resolve()
+        except OSError:
+            return set()
+        return set(self.live_blobs().get(real.name, set())) if inside else set()
 
     def users(self, digest: str) -> list[int]:
         """Live processes holding a lease on ``digest``."""
@@ -385,7 +430,11 @@ class StoreBase:
             if blob.exists():
                 self.keep_blob(sha256)
                 return
-            os.chmod(tmp, 0o444)
+            if os.stat(tmp).st_nlink == 1:
+                # a copy is ours: read-only. A hardlink shares the user's inode: their file
+                # keeps its mode (a chmod here outlived a killed import); the quick check
+                # (size, fingerprint) catches an edit through it
+                os.chmod(tmp, 0o444)
             try:
                 os.link(tmp, blob)
             except FileExistsError:
@@ -396,7 +445,8 @@ class StoreBase:
     def keep_blob(self, sha256: str) -> None:
         """Refresh an existing blob's ctime so gc's grace period covers its new use."""
         with contextlib.suppress(FileNotFoundError):
-            os.chmod(self.layout.blob(sha256), 0o444)
+            blob = self.layout.blob(sha256)
+            os.chmod(blob, stat.S_IMODE(blob.stat().st_mode))  # same mode, new ctime
 
     # -- sizes --
 

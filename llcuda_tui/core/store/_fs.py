@@ -102,6 +102,11 @@ def os_error(exc: OSError, what: str) -> StoreError:
     """A store error (one line) for an OSError while doing ``what``."""
     if is_disk_full(exc):
         return StoreFullError(f"disk full: {what}; free some space and retry")
+    if exc.errno == errno.EXDEV:  # blobs/ (or tmp/) is a link to another filesystem
+        return StoreError(
+            f"{what}: the store's blobs/ and tmp/ are on different filesystems "
+            "(keep the whole store directory on one filesystem, or move it with LLCUDA_HOME)"
+        )
     return StoreError(f"{what}: {exc.strerror or exc}")
 
 

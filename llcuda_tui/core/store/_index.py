@@ -9,9 +9,10 @@ mtime, inode) of the last full hash: losing them only costs a re-hash on the nex
 
 from __future__ import annotations
 
+import os
 import sqlite3
-from collections.abc import Iterable, Iterator
-from contextlib import closing, contextmanager
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import closing, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,21 +47,65 @@ class StoreIndex:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._memory: sqlite3.Connection | None = None
+        self.notice: str | None = None
+        """Why this process keeps the index in memory (None: it uses the file)."""
+
+    def use_memory(self, why: str) -> sqlite3.Connection:
+        """Keep the index in memory from now on (rebuilt from the files at the next sync):
+        the index is derived data, so a full disk, a read-only store or a broken index file
+        must not stop the commands that only read."""
+        if self._memory is None:
+            memory = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+            self._memory = memory
+            memory.executescript(_SCHEMA)
+            self.notice = why
+        return self._memory
+
+    def _open(self) -> sqlite3.Connection:
+        if self._memory is not None:
+            return self._memory
+        try:
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        except sqlite3.Error as exc:
+            return self.use_memory(self._why(exc))
+        try:
+            conn.execute("PRAGMA busy_timeout = 30000")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            conn.close()
+            return self.use_memory(self._why(exc))
+        return conn
+
+    def _why(self, exc: sqlite3.Error) -> str:
+        """What is wrong with the index file, in the user's words."""
+        text = str(exc)
+        if "full" in text:
+            return f"the disk holding {self.path} is full"
+        if "readonly" in text or not os.access(self.path.parent, os.W_OK):
+            return f"the store is read-only ({self.path.parent})"
+        if self.path.is_dir():
+            return f"{self.path} is a directory, not the store's index (remove it)"
+        return f"the store's index {self.path} cannot be used: {text}"
 
     @contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
+        conn = self._open()
         try:
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            with closing(conn):
-                conn.execute("PRAGMA busy_timeout = 30000")
-                conn.execute("PRAGMA journal_mode = WAL")
-                conn.execute("PRAGMA synchronous = NORMAL")
-                conn.executescript(_SCHEMA)
+            with closing(conn) if conn is not self._memory else nullcontext(conn):
                 yield conn
         except sqlite3.Error as exc:
-            raise StoreError(
-                f"the store's index {self.path} failed: {exc} (llcuda models reindex rebuilds it)"
-            ) from None
+            raise StoreError(f"{self._why(exc)} (llcuda models reindex rebuilds it)") from None
+
+    def try_write(self, write: Callable[[], None]) -> None:
+        """Run a write that only keeps the index fresh; when the file refuses it (disk full,
+        read-only), go on in memory rather than fail the command."""
+        try:
+            write()
+        except StoreError as exc:
+            self.use_memory(str(exc))
 
     def stamp(self) -> str | None:
         with self._db() as db:
@@ -71,9 +116,14 @@ class StoreIndex:
         return row[0] if row else None
 
     def invalidate(self) -> None:
-        """Mark the index stale (before the files change)."""
-        with self._db() as db:
-            db.execute("DELETE FROM meta WHERE key = 'stamp'")
+        """Mark the index stale (before the files change; the stamp over the files would
+        show the change anyway, so a refused write moves the index to memory)."""
+
+        def write() -> None:
+            with self._db() as db:
+                db.execute("DELETE FROM meta WHERE key = 'stamp'")
+
+        self.try_write(write)
 
     def rebuild(self, snapshot: Snapshot, stamp: str) -> None:
         with self._db() as db:
@@ -127,14 +177,23 @@ class StoreIndex:
         return row[0] if row else None
 
     def set_fingerprint(self, sha256: str, fingerprint: str, verified_at: float) -> None:
-        with self._db() as db:
-            db.execute(
-                "INSERT OR REPLACE INTO blobs VALUES (?, ?, ?)", (sha256, fingerprint, verified_at)
-            )
+        def write() -> None:  # a lost fingerprint costs a re-hash at the next load, no more
+            with self._db() as db:
+                db.execute(
+                    "INSERT OR REPLACE INTO blobs VALUES (?, ?, ?)",
+                    (sha256, fingerprint, verified_at),
+                )
+
+        self.try_write(write)
 
     def forget_blobs(self, sha256s: Iterable[str]) -> None:
-        with self._db() as db:
-            db.executemany("DELETE FROM blobs WHERE sha256 = ?", ((s,) for s in sha256s))
+        shas = list(sha256s)
+
+        def write() -> None:
+            with self._db() as db:
+                db.executemany("DELETE FROM blobs WHERE sha256 = ?", ((s,) for s in shas))
+
+        self.try_write(write)
 
     def verified_at(self) -> dict[str, float]:
         with self._db() as db:

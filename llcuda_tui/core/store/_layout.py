@@ -114,11 +114,19 @@ def check_name(name: str) -> str:
     bad = (
         not name
         or len(name) > 200
-        or not _NAME_RE.match(name)
+        or len(quote(name, safe="")) > 240  # its file under names/ must fit NAME_MAX (255)
+        or not _NAME_RE.fullmatch(name)  # match() with '$' let a trailing newline through
         or any(part in ("", ".", "..") for part in name.split("/"))
     )
     if bad:
         raise UnsafeNameError(
-            f"'{name}' cannot name a model (letters, digits and ._-/:+@; no '..', no leading '/')"
+            f"{_shown(name)} cannot name a model (letters, digits and ._-/:+@, at most 200; "
+            "no '..', no leading '/')"
         )
     return name
+
+
+def _shown(name: str) -> str:
+    """``name`` quoted for an error line (escapes visible, long ones cut)."""
+    text = repr(name)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from llcuda_tui.core.errors import ModelLoadError, UserInputError
 from llcuda_tui.core.gguf import has_gguf_magic, split_info
 from llcuda_tui.core.store import _fs as storefs
-from llcuda_tui.core.store._base import StoreBase
+from llcuda_tui.core.store._base import INGESTING, StoreBase
 from llcuda_tui.core.store._errors import IntegrityError
 from llcuda_tui.core.store._fs import Progress
 from llcuda_tui.core.store._layout import check_name
@@ -28,24 +28,30 @@ def import_path(
     name: str | None = None,
     source: Source | None = None,
     on_progress: Progress | None = None,
+    on_evict: Callable[[str], None] | None = None,
 ) -> ModelEntry:
-    """Import a local GGUF (all shards when it is one shard of a split model)."""
+    """Import a local GGUF (all shards when it is one shard of a split model); ``on_evict``
+    hears each name the size cap evicted to make room."""
     shards = local_shards(path)
-    name = check_name(name or default_import_name(shards[0]))
+    # an empty --name is an error, not the default name
+    name = check_name(default_import_name(shards[0]) if name is None else name)
     source = source or FileSource(str(shards[0].resolve()))
     existing = store.lookup(name)
     if existing is not None and _same_files(store, existing, shards):
         return store.entry(existing)
     check_space(store, sum(p.stat().st_size for p in shards), protect=existing)
     files = []
-    for i, shard in enumerate(shards):
-        sha = store.ingest_file(shard, on_progress)
-        files.append(
-            ManifestFile("model" if i == 0 else "shard", shard.name, sha, shard.stat().st_size)
-        )
-    manifest = store.build_manifest(source, files)
-    store.publish(manifest, [name])
-    enforce_cap(store, protect={manifest.digest})
+    with store.hold({INGESTING}):  # gc (even --grace 0) keeps the new blobs until published
+        for i, shard in enumerate(shards):
+            sha = store.ingest_file(shard, on_progress)
+            files.append(
+                ManifestFile("model" if i == 0 else "shard", shard.name, sha, shard.stat().st_size)
+            )
+        manifest = store.build_manifest(source, files)
+        store.publish(manifest, [name])
+    for evicted in enforce_cap(store, protect={manifest.digest}):
+        if on_evict is not None:
+            on_evict(evicted)
     return store.entry(name)
 
 

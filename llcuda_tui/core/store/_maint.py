@@ -16,7 +16,7 @@ from llcuda_tui.core.errors import LlcudaError
 from llcuda_tui.core.fmt import fmt_size, parse_size
 from llcuda_tui.core.store import _fs as storefs
 from llcuda_tui.core.store import _hub as hub
-from llcuda_tui.core.store._base import StoreBase
+from llcuda_tui.core.store._base import INGESTING, StoreBase
 from llcuda_tui.core.store._errors import StoreError
 from llcuda_tui.core.store._fs import Progress, fingerprint, pid_alive, writer_pid
 from llcuda_tui.core.store._hub import RemoteFile
@@ -236,7 +236,10 @@ def gc(
     named = set(store.names().values())
     kept = named | _sweep_manifests(store, named, grace_s, dry_run, report)
     live = _live_shas(store, kept, report)
-    if live is not None:
+    ingesting = store.users(INGESTING)
+    if ingesting:
+        report.actions.append(f"keep unreferenced blobs: process {ingesting[0]} is importing")
+    elif live is not None:
         _sweep_blobs(store, live, grace_s, dry_run, report)
     _sweep_views_and_state(store, kept, dry_run, report)
     _sweep_tmp(store, grace_s, partials, dry_run, report)
@@ -317,7 +320,11 @@ def _sweep_tmp(
         if pid is not None and pid_alive(pid) and pid != os.getpid():
             continue
         is_download = f.suffix in (".part", ".json") and SHA256_RE.match(f.name.split(".")[0])
+        # a temp whose writer died (kill -9) is garbage now, not after the grace period
+        dead_writer = pid is not None and pid != os.getpid()
         limit = (0.0 if partials else PARTIAL_MAX_AGE_S) if is_download else grace_s
+        if dead_writer and not is_download:
+            limit = 0.0
         with contextlib.suppress(FileNotFoundError):
             if storefs.age_s(f) < limit:
                 continue
@@ -407,5 +414,7 @@ def _dir_bytes(path: Path) -> int:
     total = 0
     for f in path.iterdir():
         with contextlib.suppress(FileNotFoundError):
-            total += f.lstat().st_size
+            st = f.lstat()
+            # a hardlink to the user's own file (an import in progress or killed) takes no room
+            total += st.st_size if st.st_nlink <= 1 else 0
     return total

@@ -22,7 +22,7 @@ from llcuda_tui.core.errors import PullCancelled, UserInputError
 from llcuda_tui.core.fmt import fmt_size
 from llcuda_tui.core.store import _fs as storefs
 from llcuda_tui.core.store import _hub as hub
-from llcuda_tui.core.store._base import StoreBase
+from llcuda_tui.core.store._base import INGESTING, StoreBase
 from llcuda_tui.core.store._errors import IntegrityError, StoreFullError
 from llcuda_tui.core.store._fs import Progress, pid_alive, unlink_quietly, writer_pid
 from llcuda_tui.core.store._hub import HubNotFoundError, RemoteFile, RemoteModel, RepoListing
@@ -86,6 +86,7 @@ def pull(
             store.publish(current.manifest, [name])
         return PullResult(store.entry(primary), up_to_date=True)
     with ExitStack() as held:
+        held.enter_context(store.hold({INGESTING}))  # gc keeps new blobs until published
         for f in sorted(model.files, key=partial_key_of(repo, commit)):
             held.enter_context(_blob_lock(store, partial_key(repo, commit, f), f.path, on_status))
         files, downloaded, reused = _fetch_all(

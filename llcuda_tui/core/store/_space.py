@@ -11,7 +11,7 @@ from llcuda_tui.core.errors import UserInputError
 from llcuda_tui.core.fmt import fmt_size
 from llcuda_tui.core.store._base import StoreBase
 from llcuda_tui.core.store._errors import StoreError, StoreFullError
-from llcuda_tui.core.store._fs import unlink_quietly
+from llcuda_tui.core.store._fs import pid_alive, unlink_quietly, writer_pid
 from llcuda_tui.core.store._manifest import parse_iso_utc
 from llcuda_tui.core.store._records import Report
 
@@ -26,10 +26,13 @@ def check_space(store: StoreBase, incoming: int, protect: str | None = None) -> 
     """
     store.ensure()
     free = shutil.disk_usage(store.layout.tmp).free
-    if incoming + SPACE_MARGIN > free:
+    margin = space_margin(incoming)
+    if incoming + margin > free:
+        dead = dead_temp_bytes(store)
+        hint = f"; llcuda models gc frees {fmt_size(dead, 2)} of dead imports' temps"
         raise StoreFullError(
-            f"not enough disk space: need {fmt_size(incoming, 2)}, "
-            f"{fmt_size(free, 2)} free in {store.layout.root}"
+            f"not enough disk space: need {fmt_size(incoming, 2)} + {fmt_size(margin, 2)} "
+            f"kept free, {fmt_size(free, 2)} free in {store.layout.root}{hint if dead else ''}"
         )
     if store.max_size is None:
         return
@@ -40,6 +43,24 @@ def check_space(store: StoreBase, incoming: int, protect: str | None = None) -> 
             f"store.max_size {fmt_size(store.max_size, 2)} cannot fit {fmt_size(incoming, 2)} "
             "more: the rest is pinned or in use (unpin or rm something, or raise the cap)"
         )
+
+
+def space_margin(incoming: int) -> int:
+    """Bytes kept free beyond an import of ``incoming`` bytes: a quarter of it (at least
+    1 MiB), at most SPACE_MARGIN, so a small model fits on a nearly full disk."""
+    return min(SPACE_MARGIN, max(1 << 20, incoming // 4))
+
+
+def dead_temp_bytes(store: StoreBase) -> int:
+    """Bytes of temps in ``tmp/`` whose writer process is gone (gc deletes them at once)."""
+    total = 0
+    for f in store.layout.tmp.iterdir():
+        pid = writer_pid(f)
+        if pid is not None and not pid_alive(pid):
+            with contextlib.suppress(OSError):
+                st = f.lstat()
+                total += st.st_size if st.st_nlink <= 1 else 0  # a link frees nothing
+    return total
 
 
 def live_size(store: StoreBase) -> int:
@@ -103,7 +124,10 @@ def remove(store: StoreBase, name: str, dry_run: bool = False, force: bool = Fal
     if state.pinned and not force:
         raise UserInputError(f"{stored} is pinned: unpin it first (or use --force)")
     if users and not force:
-        raise UserInputError(f"{stored} is in use by process {users[0]} (or use --force)")
+        raise UserInputError(
+            f"{stored} is in use by process {users[0]} (--force removes the name only; "
+            "gc frees the model once it is unloaded)"
+        )
     report = Report(actions=[f"remove name {stored}"])
     others = [n for n, d in names.items() if d == digest and n != stored]
     if dry_run:
@@ -114,6 +138,9 @@ def remove(store: StoreBase, name: str, dry_run: bool = False, force: bool = Fal
     unlink_quietly(store.layout.name_file(stored))
     if others:
         report.actions.append(f"model stays under {', '.join(others)}")
+    elif users:
+        # --force on a model in use: unname only; gc reclaims it once its last user is gone
+        report.actions.append(f"model stays while process {users[0]} uses it (gc frees it after)")
     else:
         store.drop_model(digest, report)
     store.sync()

@@ -5,14 +5,15 @@ layout is in ``_layout.py``, the files and the index in ``_base.py``).
 method with its full signature, implemented in the module named for it (``_local``,
 ``_pull``, ``_adopt``, ``_maint``, ``_space``). For other parts of the program:
 :func:`resolve_name` (what the engine loads; it checks the files and records the use),
-:func:`record_use`, :func:`list_models`, :func:`lease`.
+:func:`record_use`, :func:`list_models`, :func:`lease`, :func:`lease_file` (what every engine
+load holds while its model is loaded).
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,9 +45,11 @@ class Store(StoreBase):
         name: str | None = None,
         source: Source | None = None,
         on_progress: Progress | None = None,
+        on_evict: Callable[[str], None] | None = None,
     ) -> ModelEntry:
-        """Import a local GGUF (all shards when it is one shard of a split model)."""
-        return _local.import_path(self, path, name, source, on_progress)
+        """Import a local GGUF (all shards when it is one shard of a split model);
+        ``on_evict`` hears each name the size cap evicted to make room."""
+        return _local.import_path(self, path, name, source, on_progress, on_evict)
 
     def import_starters(self, on_progress: Progress | None = None) -> list[ModelEntry]:
         """Make each starter model an ordinary store entry named after it (hardlinked)."""
@@ -156,3 +159,14 @@ def lease(name: str, paths: Paths) -> Iterator[ModelEntry]:
     """Hold ``name`` as in use (gc and eviction skip it) for the duration of the block."""
     with Store(paths).lease(name) as entry:
         yield entry
+
+
+@contextlib.contextmanager
+def lease_file(path: Path, paths: Paths) -> Iterator[set[str]]:
+    """Hold the store models whose blob ``path`` is (a view or a blob) as in use by this
+    process for the duration of the block: ``models rm`` refuses with this pid, gc and the
+    size cap skip them. A file outside the store holds nothing. The digests held."""
+    store = Store(paths)
+    digests = store.digests_of_file(path)
+    with store.hold(digests):
+        yield digests
