@@ -45,7 +45,12 @@ from llcuda_tui.core.engine._types import (
     LoadInfo,
     RunRecord,
 )
-from llcuda_tui.core.errors import EngineError, ModelLoadError, UserInputError
+from llcuda_tui.core.errors import (
+    ContextLengthError,
+    EngineError,
+    ModelLoadError,
+    UserInputError,
+)
 from llcuda_tui.core.gguf import check_gguf_file
 
 PIECE_BUFFER_BYTES = 256
@@ -404,7 +409,7 @@ class Engine(EngineBase):
         if n_prompt == 0:
             raise UserInputError("the prompt is empty")
         if n_prompt >= n_ctx:
-            raise UserInputError(
+            raise ContextLengthError(
                 f"the prompt has {n_prompt} tokens but the context holds {n_ctx}: "
                 "shorten it or load the model with a larger --ctx"
             )

@@ -61,7 +61,7 @@ from llcuda_tui.core.engine import (
     n_swa_of,
     persistence_for,
 )
-from llcuda_tui.core.errors import EngineError, UserInputError
+from llcuda_tui.core.errors import ContextLengthError, EngineError, UserInputError
 
 MAX_PARALLEL = 256
 TOKENIZER_CTX = 256
@@ -212,7 +212,7 @@ class BatchEngine(TokensFromEngine, EngineBase):
         if not tokens:
             raise UserInputError("the prompt is empty")
         if len(tokens) >= n_ctx:
-            raise UserInputError(
+            raise ContextLengthError(
                 f"the prompt has {len(tokens)} tokens but a sequence holds {n_ctx}: "
                 "shorten it or start the worker with a larger --ctx"
             )
