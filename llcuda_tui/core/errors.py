@@ -40,6 +40,10 @@ class ContextLengthError(UserInputError):
     answers it with OpenAI's ``context_length_exceeded`` code, on which clients fall back."""
 
 
+class GrammarError(UserInputError):
+    """A grammar (GBNF) that llama.cpp's grammar sampler cannot parse."""
+
+
 class EngineError(LlcudaError):
     """llama.cpp failed at run time (decode error, out of memory, ...)."""
 

@@ -388,9 +388,12 @@ class Engine(EngineBase):
         if self._chain is not None and key == self._chain_key and params.greedy:
             L.llama_sampler_reset(self._chain)
             return self._chain
-        chain = build_chain(params, self._n_vocab)
-        if self._backend_sampling and not L.llama_set_sampler(self._ctx, 0, chain):
-            # not offloadable: sample on the CPU from now on
+        chain = build_chain(params, self._n_vocab, self._vocab)
+        offloaded = not self._backend_sampling or L.llama_set_sampler(self._ctx, 0, chain)
+        # not offloadable: llama.cpp detached the GPU chain, this one samples on the CPU (from
+        # now on; but a grammar is never offloadable, so after a grammar's request the next
+        # chain without one is offered to the GPU again)
+        if not offloaded and params.grammar is None:
             self._backend_sampling = False
         old, self._chain, self._chain_key = self._chain, chain, key
         if old is not None:

@@ -6,7 +6,7 @@ import random
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from llcuda_tui.core.errors import UserInputError
+from llcuda_tui.core.errors import GrammarError, UserInputError
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,9 @@ class SamplingParams(SamplingValues):
 
     logit_bias: dict[int, float] = field(default_factory=dict)
     """Token id -> added logit (applied in C by llama.cpp's logit-bias sampler)."""
+    grammar: str | None = None
+    """A GBNF grammar (root rule ``root``) every reply must match (llama.cpp's grammar
+    sampler; CPU only, so a request with one is sampled on the CPU)."""
 
     def __post_init__(self) -> None:
         problems = [
@@ -64,13 +67,16 @@ class SamplingParams(SamplingValues):
             self.repeat_last_n,
             self.seed,
             tuple(sorted(self.logit_bias.items())),
+            self.grammar,
         )
 
 
-def build_chain(params: SamplingParams, n_vocab: int) -> Any:  # a llama_sampler_p
-    """A llama.cpp sampler chain in the order llama.cpp's own tools use.
+def build_chain(params: SamplingParams, n_vocab: int, vocab: Any = None) -> Any:
+    """A llama.cpp sampler chain (a ``llama_sampler_p``) in the order llama.cpp's own tools use.
 
-    Every sampler here has a backend implementation, so the chain can also run on the GPU.
+    Every sampler here but the grammar's has a backend implementation, so a chain without a
+    grammar can also run on the GPU. A grammar needs the model's ``vocab``; one that does not
+    parse is a UserInputError.
     """
     import ctypes
 
@@ -92,6 +98,14 @@ def build_chain(params: SamplingParams, n_vocab: int) -> Any:  # a llama_sampler
                 n_vocab, n, ctypes.cast(arr, ctypes.POINTER(L.llama_logit_bias))
             ),
         )
+    if params.grammar is not None:
+        grammar = None
+        if vocab is not None:
+            grammar = L.llama_sampler_init_grammar(vocab, params.grammar.encode(), b"root")
+        if not grammar:
+            L.llama_sampler_free(chain)
+            raise GrammarError("the grammar does not parse (GBNF with a 'root' rule)")
+        add(chain, grammar)  # before the penalties and the pick: only allowed tokens remain
     if params.repeat_penalty != 1.0:
         last_n = params.repeat_last_n
         add(chain, L.llama_sampler_init_penalties(n_vocab, last_n, params.repeat_penalty, 0.0, 0.0))

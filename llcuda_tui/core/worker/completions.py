@@ -19,7 +19,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive
 
 from llcuda_tui.core.engine import GenerationHandle, GenerationRequest, RunRecord
-from llcuda_tui.core.errors import ContextLengthError, UserInputError
+from llcuda_tui.core.errors import ContextLengthError, GrammarError, UserInputError
 from llcuda_tui.core.worker import protocol as P
 from llcuda_tui.core.worker.bridge import Bridge
 from llcuda_tui.core.worker.endpoints import in_thread, json_reply, read_body
@@ -52,6 +52,9 @@ async def _complete(state: WorkerState, request: Request, chat: bool) -> Respons
     except ContextLengthError as exc:  # clients fall back to a larger model on this code
         param = "messages" if chat else "prompt"
         raise P.RequestError(str(exc), param=param, code="context_length_exceeded") from None
+    except GrammarError as exc:
+        given = [k for k in ("response_format", "json_schema", "grammar") if k in body]
+        raise P.RequestError(str(exc), param=given[0] if given else "grammar") from None
     _record_when_done(state, handle, "chat" if chat else "completions")
     if parsed.stream:
         shaper = P.StreamShaper(chat, cfg.model_name, parsed.include_usage)

@@ -32,6 +32,7 @@ HEARTBEAT = b": ping\n\n"
 DONE = b"data: [DONE]\n\n"
 MAX_STOP_STRINGS = 16
 MAX_STOP_CHARS = 512
+MAX_GRAMMAR_CHARS = 256 * 1024
 MAX_MESSAGES = 4096
 """Most messages in one chat request (each is rendered by the chat template before the prompt's
 length is known, so the count is capped up front)."""
@@ -219,6 +220,7 @@ def sampling_from_body(body: Mapping[str, Any], defaults: SamplingDefaults) -> S
             repeat_last_n=int(_num(body, "repeat_last_n", defaults.repeat_last_n, integer=True)),
             seed=int(seed),
             logit_bias=_logit_bias(body.get("logit_bias")),
+            grammar=_grammar(body),
         )
     except RequestError:
         raise
@@ -254,20 +256,58 @@ def _refuse_unsupported(body: Mapping[str, Any]) -> None:
         refuse("suffix", "'suffix' (fill-in-the-middle) is not supported")
     if body.get("best_of") not in (None, 1):
         refuse("best_of", "'best_of' is not supported (send n = 1 requests with seeds)")
+
+
+def _grammar(body: Mapping[str, Any]) -> str | None:
+    """The GBNF grammar the reply must match: OpenAI's ``response_format`` (``json_object``,
+    ``json_schema``; ``strict`` or not, the schema is enforced), or llama-server's
+    ``grammar`` (GBNF) / ``json_schema`` fields; None for free text."""
+    from llcuda_tui.core.engine import json_object_grammar, json_schema_grammar
+
+    given = [k for k in ("response_format", "grammar", "json_schema") if body.get(k) is not None]
+    if len(given) > 1:
+        raise RequestError(f"give one of {', '.join(given)}", param=given[1])
     fmt = body.get("response_format")
-    if fmt is not None:
-        kind = fmt.get("type") if isinstance(fmt, dict) else None
-        if kind in ("json_object", "json_schema"):
-            refuse("response_format", f"response_format '{kind}' is not supported yet")
-        if kind != "text":
+    try:
+        if fmt is not None:
+            kind = fmt.get("type") if isinstance(fmt, dict) else None
+            if kind == "text":
+                return None
+            if kind == "json_object":
+                return json_object_grammar()
+            if kind == "json_schema":
+                spec = fmt.get("json_schema")
+                schema = spec.get("schema") if isinstance(spec, dict) else None
+                if schema is None and isinstance(spec, dict):
+                    schema = {}  # OpenAI: no schema is any JSON
+                if not isinstance(schema, dict):
+                    raise RequestError(
+                        "response_format.json_schema.schema must be an object",
+                        param="response_format",
+                    )
+                return json_schema_grammar(schema)
             raise RequestError(
-                f"response_format.type must be 'text', 'json_object' or 'json_schema' "
+                "response_format.type must be 'text', 'json_object' or 'json_schema' "
                 f"(not {kind!r})",
                 param="response_format",
             )
-    for key in ("grammar", "json_schema"):
-        if body.get(key) is not None:
-            refuse(key, f"'{key}' is not supported yet")
+        schema = body.get("json_schema")
+        if schema is not None:
+            if not isinstance(schema, dict):
+                raise RequestError("'json_schema' must be an object", param="json_schema")
+            return json_schema_grammar(schema)
+    except RequestError:
+        raise
+    except UserInputError as exc:
+        raise RequestError(str(exc), param=given[0]) from None
+    grammar = body.get("grammar")
+    if grammar is None:
+        return None
+    if not isinstance(grammar, str) or not grammar.strip():
+        raise RequestError("'grammar' must be a non-empty GBNF string", param="grammar")
+    if len(grammar) > MAX_GRAMMAR_CHARS:
+        raise RequestError(f"'grammar' is over {MAX_GRAMMAR_CHARS} characters", param="grammar")
+    return grammar
 
 
 def _message(m: Any, i: int) -> dict[str, str]:
@@ -485,6 +525,8 @@ def request_payload(request: GenerationRequest, model: str | None) -> tuple[str,
     }
     if s.logit_bias:
         body["logit_bias"] = {str(k): v for k, v in s.logit_bias.items()}
+    if s.grammar is not None:
+        body["grammar"] = s.grammar
     if request.stop:
         body["stop"] = list(request.stop)
     if request.ignore_eos:
