@@ -62,8 +62,6 @@ def test_null_max_completion_tokens_leaves_max_tokens_in_force(tiny_worker: Work
         ({"n": 2}, "n"),
         ({"logprobs": 2}, "logprobs"),
         ({"presence_penalty": 0.5}, "presence_penalty"),
-        ({"response_format": {"type": "json_object"}}, "response_format"),
-        ({"grammar": 'root ::= "a"'}, "grammar"),
     ],
 )
 def test_unsupported_fields_are_a_400_naming_them(
