@@ -418,7 +418,7 @@ class Engine(EngineBase):
             )
         budget = min(req.max_tokens, n_ctx - n_prompt)
         chain = self._sampler_for(req.sampling)
-        if req.sampling.repeat_penalty != 1.0:
+        if req.sampling.penalized:
             last_n = req.sampling.repeat_last_n
             window = tokens if last_n < 0 else tokens[len(tokens) - last_n :] if last_n else []
             for t in window:  # the penalty covers the prompt too, as in llama.cpp's tools

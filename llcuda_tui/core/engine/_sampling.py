@@ -34,6 +34,11 @@ class SamplingParams(SamplingValues):
 
     logit_bias: dict[int, float] = field(default_factory=dict)
     """Token id -> added logit (applied in C by llama.cpp's logit-bias sampler)."""
+    presence_penalty: float = 0.0
+    """Subtracted from the logit of every token already in the window (OpenAI's field; llama.cpp's
+    penalties sampler, over the last ``repeat_last_n`` tokens)."""
+    frequency_penalty: float = 0.0
+    """Subtracted once per occurrence in the window."""
     grammar: str | None = None
     """A GBNF grammar (root rule ``root``) every reply must match (llama.cpp's grammar
     sampler; CPU only, so a request with one is sampled on the CPU)."""
@@ -47,6 +52,8 @@ class SamplingParams(SamplingValues):
             (self.repeat_penalty <= 0, "repeat penalty must be > 0"),
             (self.repeat_last_n < -1, "repeat-last-n must be >= -1"),
             (self.seed < -1 or self.seed >= 2**32, "seed must be -1 or in [0, 2^32)"),
+            (not -2 <= self.presence_penalty <= 2, "presence penalty must be in [-2, 2]"),
+            (not -2 <= self.frequency_penalty <= 2, "frequency penalty must be in [-2, 2]"),
         ]
         for bad, message in problems:
             if bad:
@@ -55,6 +62,13 @@ class SamplingParams(SamplingValues):
     @property
     def greedy(self) -> bool:
         return self.temperature <= 0
+
+    @property
+    def penalized(self) -> bool:
+        """Whether the chain has a penalties sampler (it must see the prompt's tokens too)."""
+        return (
+            self.repeat_penalty != 1.0 or self.presence_penalty != 0 or self.frequency_penalty != 0
+        )
 
     def key(self) -> tuple:
         """Identity of the chain this builds (a chain can be reused for the same key)."""
@@ -67,6 +81,8 @@ class SamplingParams(SamplingValues):
             self.repeat_last_n,
             self.seed,
             tuple(sorted(self.logit_bias.items())),
+            self.presence_penalty,
+            self.frequency_penalty,
             self.grammar,
         )
 
@@ -106,9 +122,16 @@ def build_chain(params: SamplingParams, n_vocab: int, vocab: Any = None) -> Any:
             L.llama_sampler_free(chain)
             raise GrammarError("the grammar does not parse (GBNF with a 'root' rule)")
         add(chain, grammar)  # before the penalties and the pick: only allowed tokens remain
-    if params.repeat_penalty != 1.0:
+    if params.penalized:
         last_n = params.repeat_last_n
-        add(chain, L.llama_sampler_init_penalties(n_vocab, last_n, params.repeat_penalty, 0.0, 0.0))
+        penalties = L.llama_sampler_init_penalties(
+            n_vocab,
+            last_n,
+            params.repeat_penalty,
+            params.frequency_penalty,
+            params.presence_penalty,
+        )
+        add(chain, penalties)
     if params.greedy:
         add(chain, L.llama_sampler_init_greedy())
         return chain

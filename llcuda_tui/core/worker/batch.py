@@ -477,7 +477,7 @@ class BatchEngine(TokensFromEngine, EngineBase):
                 L.llama_sampler_free(self._slot_chains[slot])
                 self._slot_chains[slot], self._slot_keys[slot] = chain, key
             seq.chain = self._slot_chains[slot]
-        if params.repeat_penalty != 1.0:
+        if params.penalized:
             last_n, tokens = params.repeat_last_n, seq.tokens
             window = tokens if last_n < 0 else tokens[len(tokens) - last_n :] if last_n else []
             for t in window:  # the penalty covers the prompt too, as in the Engine
@@ -643,6 +643,8 @@ def _chain_key(params: SamplingParams) -> tuple:
         return (
             "greedy",
             params.repeat_penalty,
+            params.presence_penalty,
+            params.frequency_penalty,
             params.repeat_last_n,
             tuple(sorted(params.logit_bias.items())),
         )

@@ -90,6 +90,8 @@ SAMPLING_PARAMS = {
     "top-p": "top_p",
     "min-p": "min_p",
     "repeat penalty": "repeat_penalty",
+    "presence penalty": "presence_penalty",
+    "frequency penalty": "frequency_penalty",
     "repeat-last-n": "repeat_last_n",
     "seed": "seed",
 }
@@ -217,6 +219,8 @@ def sampling_from_body(body: Mapping[str, Any], defaults: SamplingDefaults) -> S
             top_p=_num(body, "top_p", defaults.top_p),
             min_p=_num(body, "min_p", defaults.min_p),
             repeat_penalty=_num(body, "repeat_penalty", defaults.repeat_penalty),
+            presence_penalty=_num(body, "presence_penalty", 0.0),
+            frequency_penalty=_num(body, "frequency_penalty", 0.0),
             repeat_last_n=int(_num(body, "repeat_last_n", defaults.repeat_last_n, integer=True)),
             seed=int(seed),
             logit_bias=_logit_bias(body.get("logit_bias")),
@@ -246,10 +250,6 @@ def _refuse_unsupported(body: Mapping[str, Any]) -> None:
         refuse("top_logprobs", "top_logprobs are not supported")
     if body.get("tools"):
         refuse("tools", "tools are not supported by this worker")
-    for key in ("frequency_penalty", "presence_penalty"):
-        value = body.get(key)
-        if value not in (None, 0, 0.0):
-            refuse(key, f"'{key}' is not supported (use repeat_penalty)")
     if body.get("echo") not in (None, False):
         refuse("echo", "'echo' is not supported")
     if body.get("suffix") not in (None, ""):
@@ -527,6 +527,10 @@ def request_payload(request: GenerationRequest, model: str | None) -> tuple[str,
         body["logit_bias"] = {str(k): v for k, v in s.logit_bias.items()}
     if s.grammar is not None:
         body["grammar"] = s.grammar
+    if s.presence_penalty:
+        body["presence_penalty"] = s.presence_penalty
+    if s.frequency_penalty:
+        body["frequency_penalty"] = s.frequency_penalty
     if request.stop:
         body["stop"] = list(request.stop)
     if request.ignore_eos:

@@ -61,7 +61,6 @@ def test_null_max_completion_tokens_leaves_max_tokens_in_force(tiny_worker: Work
         ({"best_of": 3}, "best_of"),
         ({"n": 2}, "n"),
         ({"logprobs": 2}, "logprobs"),
-        ({"presence_penalty": 0.5}, "presence_penalty"),
     ],
 )
 def test_unsupported_fields_are_a_400_naming_them(
@@ -192,3 +191,25 @@ def test_cors_is_off_by_default(tiny_worker: WorkerServer) -> None:
     resp = _preflight(tiny_worker, ORIGIN)
     assert resp.status_code == 401
     assert "access-control-allow-origin" not in resp.headers
+
+
+# --- presence / frequency penalties ---------------------------------------------------------------
+
+
+def test_presence_and_frequency_penalties_change_greedy_text(tiny_worker: WorkerServer) -> None:
+    body = {"prompt": "the cat", "max_tokens": 40, "temperature": 0, "ignore_eos": True}
+
+    def text(**extra: float) -> str:
+        resp = _post(tiny_worker, "/v1/completions", {**body, **extra})
+        assert resp.status_code == 200, resp.text
+        return str(resp.json()["choices"][0]["text"])
+
+    plain = text()
+    assert text() == plain  # greedy is deterministic
+    tokens = _post(tiny_worker, "/llcuda/v1/tokenize", {"content": plain, "add_special": False})
+    ids = tokens.json()["tokens"]
+    assert len(set(ids)) < len(ids)  # the random model repeats itself: penalties have a target
+    assert text(frequency_penalty=2.0) != plain
+    assert text(presence_penalty=2.0) != plain
+    bad = _post(tiny_worker, "/v1/completions", {**body, "presence_penalty": 3})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "presence_penalty"
