@@ -33,6 +33,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--chat", action="store_true", help="wrap the prompt in the chat template")
     p.add_argument("--system", help="system prompt (implies --chat)")
     p.add_argument("--json", action="store_true", help="print one JSON object at the end")
+    constrain = p.add_mutually_exclusive_group()
+    constrain.add_argument("--grammar", metavar="FILE", help="GBNF grammar the reply must match")
+    constrain.add_argument(
+        "--json-schema", metavar="FILE", help="JSON Schema the reply must validate against"
+    )
     p.set_defaults(func=run)
 
 
@@ -52,7 +57,40 @@ def sampling_from_args(args: argparse.Namespace, settings: Settings) -> Sampling
         repeat_penalty=float(pick(args.repeat_penalty, d.repeat_penalty)),  # type: ignore[arg-type]
         repeat_last_n=d.repeat_last_n,
         seed=int(pick(args.seed, d.seed)),  # type: ignore[call-overload]
+        grammar=grammar_from_args(args),
     )
+
+
+def grammar_from_args(args: argparse.Namespace) -> str | None:
+    """The GBNF grammar of ``--grammar FILE`` or ``--json-schema FILE`` (None without either);
+    an unreadable file or a bad schema is one clear line."""
+    from pathlib import Path
+
+    from llcuda_tui.core.engine import json_schema_grammar
+    from llcuda_tui.core.errors import UserInputError
+
+    for flag, path in (("--grammar", getattr(args, "grammar", None)),
+                       ("--json-schema", getattr(args, "json_schema", None))):  # fmt: skip
+        if path is None:
+            continue
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise UserInputError(f"cannot read {flag} {path}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise UserInputError(f"{flag} {path} is not UTF-8 text") from None
+        if flag == "--grammar":
+            if not text.strip():
+                raise UserInputError(f"{flag} {path} is empty")
+            return text
+        try:
+            schema = json.loads(text)
+        except ValueError as exc:
+            raise UserInputError(f"{flag} {path} is not JSON: {exc}") from None
+        if not isinstance(schema, dict):
+            raise UserInputError(f"{flag} {path} must hold a JSON object (a schema)")
+        return json_schema_grammar(schema)
+    return None
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:

@@ -44,6 +44,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--shutdown-grace", type=float, default=10.0, help="seconds in-flight requests may run on"
     )
     p.add_argument("--name", help="model name shown to clients (default: the model's)")
+    p.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="browser origin allowed to call the worker (repeat; '*' for any; default: none)",
+    )
     p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     _add_pool_arguments(p)
     p.set_defaults(func=run)
@@ -112,6 +119,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         sampling=settings.sampling,
         shutdown_grace_s=args.shutdown_grace,
         paths=settings.paths,
+        cors_origins=tuple(args.cors_origin),
     )
     listen = Listen(args.host, args.port, args.tls_cert, args.tls_key, args.log_level)
 

@@ -35,6 +35,15 @@ class ModelLoadError(UserInputError):
     """A file exists but is not a loadable GGUF (missing, truncated, wrong magic, bad tensors)."""
 
 
+class ContextLengthError(UserInputError):
+    """A prompt (with what the request asks to generate) does not fit the context; the worker
+    answers it with OpenAI's ``context_length_exceeded`` code, on which clients fall back."""
+
+
+class GrammarError(UserInputError):
+    """A grammar (GBNF) that llama.cpp's grammar sampler cannot parse."""
+
+
 class EngineError(LlcudaError):
     """llama.cpp failed at run time (decode error, out of memory, ...)."""
 

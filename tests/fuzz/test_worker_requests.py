@@ -249,7 +249,7 @@ def post(client: httpx.Client, path: str, content: bytes) -> None:
     assert resp.status_code < 500, (resp.status_code, resp.text[:500], content[:300])
     if resp.headers.get("content-type", "").startswith("text/event-stream"):
         assert resp.status_code == 200 and resp.text.rstrip().endswith("data: [DONE]")
-        assert '"code":5' not in resp.text, resp.text[-500:]  # no error event mid-stream
+        assert '"type":"server_error"' not in resp.text, resp.text[-500:]  # no error mid-stream
     else:
         payload = resp.json()
         assert isinstance(payload, dict)

@@ -38,6 +38,12 @@ if TYPE_CHECKING:
     from ._decoding import (
         finish_run as finish_run,
     )
+    from ._grammar import (
+        json_object_grammar as json_object_grammar,
+    )
+    from ._grammar import (
+        json_schema_grammar as json_schema_grammar,
+    )
     from ._kvcache import (
         Reuse as Reuse,
     )
@@ -246,6 +252,8 @@ _EXPORTS = {
     "SubmitFn": "_protocol",
     "generate_via": "_protocol",
     "stream_via": "_protocol",
+    "json_object_grammar": "_grammar",
+    "json_schema_grammar": "_grammar",
     "SamplingParams": "_sampling",
     "SamplingValues": "_sampling",
     "build_chain": "_sampling",

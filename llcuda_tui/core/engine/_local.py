@@ -45,7 +45,12 @@ from llcuda_tui.core.engine._types import (
     LoadInfo,
     RunRecord,
 )
-from llcuda_tui.core.errors import EngineError, ModelLoadError, UserInputError
+from llcuda_tui.core.errors import (
+    ContextLengthError,
+    EngineError,
+    ModelLoadError,
+    UserInputError,
+)
 from llcuda_tui.core.gguf import check_gguf_file
 
 PIECE_BUFFER_BYTES = 256
@@ -383,9 +388,12 @@ class Engine(EngineBase):
         if self._chain is not None and key == self._chain_key and params.greedy:
             L.llama_sampler_reset(self._chain)
             return self._chain
-        chain = build_chain(params, self._n_vocab)
-        if self._backend_sampling and not L.llama_set_sampler(self._ctx, 0, chain):
-            # not offloadable: sample on the CPU from now on
+        chain = build_chain(params, self._n_vocab, self._vocab)
+        offloaded = not self._backend_sampling or L.llama_set_sampler(self._ctx, 0, chain)
+        # not offloadable: llama.cpp detached the GPU chain, this one samples on the CPU (from
+        # now on; but a grammar is never offloadable, so after a grammar's request the next
+        # chain without one is offered to the GPU again)
+        if not offloaded and params.grammar is None:
             self._backend_sampling = False
         old, self._chain, self._chain_key = self._chain, chain, key
         if old is not None:
@@ -404,13 +412,13 @@ class Engine(EngineBase):
         if n_prompt == 0:
             raise UserInputError("the prompt is empty")
         if n_prompt >= n_ctx:
-            raise UserInputError(
+            raise ContextLengthError(
                 f"the prompt has {n_prompt} tokens but the context holds {n_ctx}: "
                 "shorten it or load the model with a larger --ctx"
             )
         budget = min(req.max_tokens, n_ctx - n_prompt)
         chain = self._sampler_for(req.sampling)
-        if req.sampling.repeat_penalty != 1.0:
+        if req.sampling.penalized:
             last_n = req.sampling.repeat_last_n
             window = tokens if last_n < 0 else tokens[len(tokens) - last_n :] if last_n else []
             for t in window:  # the penalty covers the prompt too, as in llama.cpp's tools

@@ -6,7 +6,7 @@ import random
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from llcuda_tui.core.errors import UserInputError
+from llcuda_tui.core.errors import GrammarError, UserInputError
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,14 @@ class SamplingParams(SamplingValues):
 
     logit_bias: dict[int, float] = field(default_factory=dict)
     """Token id -> added logit (applied in C by llama.cpp's logit-bias sampler)."""
+    presence_penalty: float = 0.0
+    """Subtracted from the logit of every token already in the window (OpenAI's field; llama.cpp's
+    penalties sampler, over the last ``repeat_last_n`` tokens)."""
+    frequency_penalty: float = 0.0
+    """Subtracted once per occurrence in the window."""
+    grammar: str | None = None
+    """A GBNF grammar (root rule ``root``) every reply must match (llama.cpp's grammar
+    sampler; CPU only, so a request with one is sampled on the CPU)."""
 
     def __post_init__(self) -> None:
         problems = [
@@ -44,6 +52,8 @@ class SamplingParams(SamplingValues):
             (self.repeat_penalty <= 0, "repeat penalty must be > 0"),
             (self.repeat_last_n < -1, "repeat-last-n must be >= -1"),
             (self.seed < -1 or self.seed >= 2**32, "seed must be -1 or in [0, 2^32)"),
+            (not -2 <= self.presence_penalty <= 2, "presence penalty must be in [-2, 2]"),
+            (not -2 <= self.frequency_penalty <= 2, "frequency penalty must be in [-2, 2]"),
         ]
         for bad, message in problems:
             if bad:
@@ -52,6 +62,13 @@ class SamplingParams(SamplingValues):
     @property
     def greedy(self) -> bool:
         return self.temperature <= 0
+
+    @property
+    def penalized(self) -> bool:
+        """Whether the chain has a penalties sampler (it must see the prompt's tokens too)."""
+        return (
+            self.repeat_penalty != 1.0 or self.presence_penalty != 0 or self.frequency_penalty != 0
+        )
 
     def key(self) -> tuple:
         """Identity of the chain this builds (a chain can be reused for the same key)."""
@@ -64,13 +81,18 @@ class SamplingParams(SamplingValues):
             self.repeat_last_n,
             self.seed,
             tuple(sorted(self.logit_bias.items())),
+            self.presence_penalty,
+            self.frequency_penalty,
+            self.grammar,
         )
 
 
-def build_chain(params: SamplingParams, n_vocab: int) -> Any:  # a llama_sampler_p
-    """A llama.cpp sampler chain in the order llama.cpp's own tools use.
+def build_chain(params: SamplingParams, n_vocab: int, vocab: Any = None) -> Any:
+    """A llama.cpp sampler chain (a ``llama_sampler_p``) in the order llama.cpp's own tools use.
 
-    Every sampler here has a backend implementation, so the chain can also run on the GPU.
+    Every sampler here but the grammar's has a backend implementation, so a chain without a
+    grammar can also run on the GPU. A grammar needs the model's ``vocab``; one that does not
+    parse is a UserInputError.
     """
     import ctypes
 
@@ -92,9 +114,24 @@ def build_chain(params: SamplingParams, n_vocab: int) -> Any:  # a llama_sampler
                 n_vocab, n, ctypes.cast(arr, ctypes.POINTER(L.llama_logit_bias))
             ),
         )
-    if params.repeat_penalty != 1.0:
+    if params.grammar is not None:
+        grammar = None
+        if vocab is not None:
+            grammar = L.llama_sampler_init_grammar(vocab, params.grammar.encode(), b"root")
+        if not grammar:
+            L.llama_sampler_free(chain)
+            raise GrammarError("the grammar does not parse (GBNF with a 'root' rule)")
+        add(chain, grammar)  # before the penalties and the pick: only allowed tokens remain
+    if params.penalized:
         last_n = params.repeat_last_n
-        add(chain, L.llama_sampler_init_penalties(n_vocab, last_n, params.repeat_penalty, 0.0, 0.0))
+        penalties = L.llama_sampler_init_penalties(
+            n_vocab,
+            last_n,
+            params.repeat_penalty,
+            params.frequency_penalty,
+            params.presence_penalty,
+        )
+        add(chain, penalties)
     if params.greedy:
         add(chain, L.llama_sampler_init_greedy())
         return chain

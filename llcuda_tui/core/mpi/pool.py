@@ -38,7 +38,7 @@ from llcuda_tui.core.engine import (
     RunRecord,
     TokensFromEngine,
 )
-from llcuda_tui.core.errors import EngineError, LlcudaError, UserInputError
+from llcuda_tui.core.errors import ContextLengthError, EngineError, LlcudaError, UserInputError
 from llcuda_tui.core.mpi.devices import Placement
 from llcuda_tui.core.mpi.pool_rank import POLL_MAX_S, POLL_MIN_S, TAG_EVT, TAG_REQ
 from llcuda_tui.core.mpi.ranks import agree
@@ -169,7 +169,7 @@ class PoolEngine(TokensFromEngine, EngineBase):
         if n == 0:
             raise UserInputError("the prompt is empty")
         if n >= self.info.n_ctx:
-            raise UserInputError(
+            raise ContextLengthError(
                 f"the prompt has {n} tokens but a sequence holds {self.info.n_ctx}: "
                 "shorten it or start the pool with a larger --ctx"
             )

@@ -61,7 +61,7 @@ from llcuda_tui.core.engine import (
     n_swa_of,
     persistence_for,
 )
-from llcuda_tui.core.errors import EngineError, UserInputError
+from llcuda_tui.core.errors import ContextLengthError, EngineError, UserInputError
 
 MAX_PARALLEL = 256
 TOKENIZER_CTX = 256
@@ -212,7 +212,7 @@ class BatchEngine(TokensFromEngine, EngineBase):
         if not tokens:
             raise UserInputError("the prompt is empty")
         if len(tokens) >= n_ctx:
-            raise UserInputError(
+            raise ContextLengthError(
                 f"the prompt has {len(tokens)} tokens but a sequence holds {n_ctx}: "
                 "shorten it or start the worker with a larger --ctx"
             )
@@ -220,8 +220,10 @@ class BatchEngine(TokensFromEngine, EngineBase):
         if bad:
             raise UserInputError(f"logit bias names token {bad[0]}, outside the vocabulary")
         chain = None
-        if not self._backend_sampling:
-            chain = build_chain(request.sampling, self.info.n_vocab)  # checks the logit bias
+        if not self._backend_sampling or request.sampling.grammar is not None:
+            # checks the logit bias and the grammar here, so a bad one is the caller's 400;
+            # a grammar always samples on the CPU (it has no GPU implementation)
+            chain = build_chain(request.sampling, self.info.n_vocab, self._vocab)
         handle = GenerationHandle(request)
         seq = _Seq(
             handle,
@@ -458,7 +460,12 @@ class BatchEngine(TokensFromEngine, EngineBase):
         import llama_cpp as L
 
         params = seq.handle.request.sampling
-        if self._backend_sampling:
+        if self._backend_sampling and seq.chain is not None:
+            # a CPU chain (a grammar): llama.cpp refuses to offload it and detaches the slot's
+            # GPU chain, so this slot samples on the CPU; the next request re-attaches one
+            L.llama_set_sampler(self._ctx, seq.slot, seq.chain)
+            self._slot_keys[seq.slot] = None
+        elif self._backend_sampling:
             slot, key = seq.slot, _chain_key(params)
             if self._slot_keys[slot] == key and (params.greedy or params.seed >= 0):
                 L.llama_sampler_reset(self._slot_chains[slot])
@@ -470,7 +477,7 @@ class BatchEngine(TokensFromEngine, EngineBase):
                 L.llama_sampler_free(self._slot_chains[slot])
                 self._slot_chains[slot], self._slot_keys[slot] = chain, key
             seq.chain = self._slot_chains[slot]
-        if params.repeat_penalty != 1.0:
+        if params.penalized:
             last_n, tokens = params.repeat_last_n, seq.tokens
             window = tokens if last_n < 0 else tokens[len(tokens) - last_n :] if last_n else []
             for t in window:  # the penalty covers the prompt too, as in the Engine
@@ -571,7 +578,8 @@ class BatchEngine(TokensFromEngine, EngineBase):
         unless the generation failed (then their content is unknown)."""
         import llama_cpp as L
 
-        if not self._backend_sampling and seq.chain is not None:
+        own = not self._backend_sampling or seq.handle.request.sampling.grammar is not None
+        if own and seq.chain is not None:
             L.llama_sampler_free(seq.chain)
         seq.chain = None
         if seq.slot < 0:
@@ -635,6 +643,8 @@ def _chain_key(params: SamplingParams) -> tuple:
         return (
             "greedy",
             params.repeat_penalty,
+            params.presence_penalty,
+            params.frequency_penalty,
             params.repeat_last_n,
             tuple(sorted(params.logit_bias.items())),
         )

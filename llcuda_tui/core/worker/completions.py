@@ -18,8 +18,8 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive
 
-from llcuda_tui.core.engine import GenerationHandle, RunRecord
-from llcuda_tui.core.errors import UserInputError
+from llcuda_tui.core.engine import GenerationHandle, GenerationRequest, RunRecord
+from llcuda_tui.core.errors import ContextLengthError, GrammarError, UserInputError
 from llcuda_tui.core.worker import protocol as P
 from llcuda_tui.core.worker.bridge import Bridge
 from llcuda_tui.core.worker.endpoints import in_thread, json_reply, read_body
@@ -45,14 +45,36 @@ async def _complete(state: WorkerState, request: Request, chat: bool) -> Respons
     body = P.parse_body(await read_body(request, cfg.max_body_bytes))
     parse = P.parse_chat if chat else P.parse_completion
     parsed = parse(body, cfg.sampling, state.limits())
+    _check_vocabulary(parsed.request, engine.info.n_vocab)
     bridge = Bridge(state.waker)
-    handle = await in_thread(lambda: engine.submit(parsed.request, bridge.put, bridge.put))
+    try:
+        handle = await in_thread(lambda: engine.submit(parsed.request, bridge.put, bridge.put))
+    except ContextLengthError as exc:  # clients fall back to a larger model on this code
+        param = "messages" if chat else "prompt"
+        raise P.RequestError(str(exc), param=param, code="context_length_exceeded") from None
+    except GrammarError as exc:
+        given = [k for k in ("response_format", "json_schema", "grammar") if k in body]
+        raise P.RequestError(str(exc), param=given[0] if given else "grammar") from None
     _record_when_done(state, handle, "chat" if chat else "completions")
     if parsed.stream:
         shaper = P.StreamShaper(chat, cfg.model_name, parsed.include_usage)
         events = _events(bridge, handle, shaper, cfg.heartbeat_s)
         return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
     return await _whole(state, request, bridge, handle, chat)
+
+
+def _check_vocabulary(request: GenerationRequest, n_vocab: int) -> None:
+    """A 400 naming the field for token ids outside the model's vocabulary."""
+    if n_vocab <= 0:
+        return
+    bad = [t for t in request.sampling.logit_bias if not 0 <= t < n_vocab]
+    if bad:
+        message = f"logit bias names token {bad[0]}, outside the vocabulary ({n_vocab})"
+        raise P.RequestError(message, param="logit_bias")
+    bad = [t for t in request.tokens or () if not 0 <= t < n_vocab]
+    if bad:
+        message = f"token id {bad[0]} is outside the vocabulary ({n_vocab})"
+        raise P.RequestError(message, param="prompt")
 
 
 def _record_when_done(state: WorkerState, handle: GenerationHandle, endpoint: str) -> None:

@@ -43,13 +43,26 @@ async def health(state: WorkerState, _request: Request) -> Response:
 
 async def models(state: WorkerState, _request: Request) -> Response:
     """The OpenAI model list: the one model this worker serves."""
-    model = {
+    return json_reply({"object": "list", "data": [_model_object(state)]})
+
+
+async def model(state: WorkerState, request: Request) -> Response:
+    """One model by id (OpenAI's ``GET /v1/models/{id}``); 404 ``model_not_found`` for any id
+    but the one served."""
+    model_id, served = request.path_params["model_id"], state.config.model_name
+    if model_id != served:
+        message = f"the model '{model_id}' does not exist (this worker serves '{served}')"
+        raise P.RequestError(message, 404, param="model", code="model_not_found")
+    return json_reply(_model_object(state))
+
+
+def _model_object(state: WorkerState) -> dict[str, Any]:
+    return {
         "id": state.config.model_name,
         "object": "model",
         "created": state.created,
         "owned_by": "llcuda",
     }
-    return json_reply({"object": "list", "data": [model]})
 
 
 async def metrics(state: WorkerState, _request: Request) -> Response:

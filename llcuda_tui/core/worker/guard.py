@@ -107,7 +107,7 @@ class Guard:
                 await _send_json(
                     send,
                     401,
-                    P.error_body("missing or wrong API key", 401),
+                    P.error_body("missing or wrong API key", 401, code="invalid_api_key"),
                     [(b"www-authenticate", b"Bearer")],
                 )
                 status["code"] = 401

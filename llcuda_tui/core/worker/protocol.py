@@ -32,6 +32,7 @@ HEARTBEAT = b": ping\n\n"
 DONE = b"data: [DONE]\n\n"
 MAX_STOP_STRINGS = 16
 MAX_STOP_CHARS = 512
+MAX_GRAMMAR_CHARS = 256 * 1024
 MAX_MESSAGES = 4096
 """Most messages in one chat request (each is rendered by the chat template before the prompt's
 length is known, so the count is capped up front)."""
@@ -40,23 +41,61 @@ FINISH_REASONS = {"eos": "stop", "stop": "stop", "length": "length", "cancelled"
 
 
 class RequestError(UserInputError):
-    """A request the server refuses with a 4xx and an OpenAI-style error body."""
+    """A request the server refuses with a 4xx and an OpenAI-style error body: ``param`` names
+    the field at fault, ``code`` is OpenAI's string (None: the status's default code)."""
 
-    def __init__(self, message: str, status: int = 400, param: str | None = None) -> None:
+    def __init__(
+        self, message: str, status: int = 400, param: str | None = None, code: str | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.param = param
+        self.code = code
 
 
-def error_body(message: str, status: int, param: str | None = None) -> dict[str, Any]:
+ERROR_TYPES = {
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "invalid_request_error",
+    503: "unavailable_error",
+}
+ERROR_CODES = {
+    400: "invalid_value",
+    401: "invalid_api_key",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "request_too_large",
+    500: "internal_error",
+    503: "unavailable",
+}
+"""OpenAI's ``code`` is a string clients key on (``context_length_exceeded``,
+``invalid_api_key``, ``model_not_found``); these are the defaults per status."""
+
+
+def error_body(
+    message: str, status: int, param: str | None = None, code: str | None = None
+) -> dict[str, Any]:
     """``{"error": {...}}`` as the OpenAI API shapes it."""
-    kind = {
-        401: "authentication_error",
-        404: "not_found_error",
-        413: "invalid_request_error",
-        503: "unavailable_error",
-    }.get(status, "invalid_request_error" if status < 500 else "server_error")
-    return {"error": {"message": message, "type": kind, "param": param, "code": status}}
+    kind = ERROR_TYPES.get(status, "invalid_request_error" if status < 500 else "server_error")
+    if code is None:
+        code = ERROR_CODES.get(status, "invalid_request" if status < 500 else "server_error")
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+SAMPLING_PARAMS = {
+    "temperature": "temperature",
+    "top-k": "top_k",
+    "top-p": "top_p",
+    "min-p": "min_p",
+    "repeat penalty": "repeat_penalty",
+    "presence penalty": "presence_penalty",
+    "frequency penalty": "frequency_penalty",
+    "repeat-last-n": "repeat_last_n",
+    "seed": "seed",
+}
+"""The start of a SamplingParams complaint -> the request field it is about."""
 
 
 @dataclass(frozen=True)
@@ -132,7 +171,10 @@ def _parsed(
     body: Mapping[str, Any], defaults: SamplingDefaults, limits: Limits, **prompt: Any
 ) -> ParsedRequest:
     _refuse_unsupported(body)
-    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+    # the openai SDK sends ``"max_completion_tokens": null`` next to a set ``max_tokens``
+    max_tokens = body.get("max_completion_tokens")
+    if max_tokens is None:
+        max_tokens = body.get("max_tokens")
     if max_tokens is None:
         max_tokens = min(defaults.max_tokens, limits.default_max_tokens, limits.max_tokens)
     elif not _is_int(max_tokens) or max_tokens < 1:
@@ -177,28 +219,95 @@ def sampling_from_body(body: Mapping[str, Any], defaults: SamplingDefaults) -> S
             top_p=_num(body, "top_p", defaults.top_p),
             min_p=_num(body, "min_p", defaults.min_p),
             repeat_penalty=_num(body, "repeat_penalty", defaults.repeat_penalty),
+            presence_penalty=_num(body, "presence_penalty", 0.0),
+            frequency_penalty=_num(body, "frequency_penalty", 0.0),
             repeat_last_n=int(_num(body, "repeat_last_n", defaults.repeat_last_n, integer=True)),
             seed=int(seed),
             logit_bias=_logit_bias(body.get("logit_bias")),
+            grammar=_grammar(body),
         )
     except RequestError:
         raise
     except UserInputError as exc:
-        raise RequestError(str(exc)) from None
+        text = str(exc)
+        param = next((v for k, v in SAMPLING_PARAMS.items() if text.startswith(k)), None)
+        raise RequestError(text, param=param) from None
 
 
 def _refuse_unsupported(body: Mapping[str, Any]) -> None:
-    n = body.get("n", 1)
-    if n != 1:
-        raise RequestError("only n = 1 is supported", param="n")
+    """A 400 naming the field for what this worker cannot do, so nothing is silently ignored
+    (a null is "not given": the openai SDK sends ``"n": null``)."""
+
+    def refuse(key: str, message: str) -> None:
+        raise RequestError(message, param=key, code="unsupported_parameter")
+
+    n = body.get("n")
+    if n is not None and n != 1:
+        refuse("n", "only n = 1 is supported")
     if body.get("logprobs") not in (None, False, 0):
-        raise RequestError("logprobs are not supported", param="logprobs")
+        refuse("logprobs", "logprobs are not supported")
+    if body.get("top_logprobs") not in (None, 0):
+        refuse("top_logprobs", "top_logprobs are not supported")
     if body.get("tools"):
-        raise RequestError("tools are not supported by this worker", param="tools")
-    for key in ("frequency_penalty", "presence_penalty"):
-        value = body.get(key)
-        if value not in (None, 0, 0.0):
-            raise RequestError(f"'{key}' is not supported (use repeat_penalty)", param=key)
+        refuse("tools", "tools are not supported by this worker")
+    if body.get("echo") not in (None, False):
+        refuse("echo", "'echo' is not supported")
+    if body.get("suffix") not in (None, ""):
+        refuse("suffix", "'suffix' (fill-in-the-middle) is not supported")
+    if body.get("best_of") not in (None, 1):
+        refuse("best_of", "'best_of' is not supported (send n = 1 requests with seeds)")
+
+
+def _grammar(body: Mapping[str, Any]) -> str | None:
+    """The GBNF grammar the reply must match: OpenAI's ``response_format`` (``json_object``,
+    ``json_schema``; ``strict`` or not, the schema is enforced), or llama-server's
+    ``grammar`` (GBNF) / ``json_schema`` fields; None for free text."""
+    from llcuda_tui.core.engine import json_object_grammar, json_schema_grammar
+
+    given = [k for k in ("response_format", "grammar", "json_schema") if body.get(k) is not None]
+    if len(given) > 1:
+        raise RequestError(f"give one of {', '.join(given)}", param=given[1])
+    fmt = body.get("response_format")
+    try:
+        if fmt is not None:
+            kind = fmt.get("type") if isinstance(fmt, dict) else None
+            if kind == "text":
+                return None
+            if kind == "json_object":
+                return json_object_grammar()
+            if kind == "json_schema":
+                spec = fmt.get("json_schema")
+                schema = spec.get("schema") if isinstance(spec, dict) else None
+                if schema is None and isinstance(spec, dict):
+                    schema = {}  # OpenAI: no schema is any JSON
+                if not isinstance(schema, dict):
+                    raise RequestError(
+                        "response_format.json_schema.schema must be an object",
+                        param="response_format",
+                    )
+                return json_schema_grammar(schema)
+            raise RequestError(
+                "response_format.type must be 'text', 'json_object' or 'json_schema' "
+                f"(not {kind!r})",
+                param="response_format",
+            )
+        schema = body.get("json_schema")
+        if schema is not None:
+            if not isinstance(schema, dict):
+                raise RequestError("'json_schema' must be an object", param="json_schema")
+            return json_schema_grammar(schema)
+    except RequestError:
+        raise
+    except UserInputError as exc:
+        raise RequestError(str(exc), param=given[0]) from None
+    grammar = body.get("grammar")
+    if grammar is None:
+        return None
+    if not isinstance(grammar, str) or not grammar.strip():
+        raise RequestError("'grammar' must be a non-empty GBNF string", param="grammar")
+    if len(grammar) > MAX_GRAMMAR_CHARS:
+        raise RequestError(f"'grammar' is over {MAX_GRAMMAR_CHARS} characters", param="grammar")
+    return grammar
 
 
 def _message(m: Any, i: int) -> dict[str, str]:
@@ -359,9 +468,9 @@ class StreamShaper:
             out += self._event([], usage=usage(record))
         return out + DONE
 
-    def error(self, message: str, status: int) -> bytes:
+    def error(self, message: str, status: int, code: str | None = None) -> bytes:
         """An error that happened after the stream started (the status line is already sent)."""
-        return ("data: " + _dumps(error_body(message, status)) + "\n\n").encode() + DONE
+        return ("data: " + _dumps(error_body(message, status, code=code)) + "\n\n").encode() + DONE
 
     def _event(self, choices: list[dict[str, Any]], **extra: Any) -> bytes:
         body = _dumps({"choices": choices, **extra})
@@ -416,6 +525,12 @@ def request_payload(request: GenerationRequest, model: str | None) -> tuple[str,
     }
     if s.logit_bias:
         body["logit_bias"] = {str(k): v for k, v in s.logit_bias.items()}
+    if s.grammar is not None:
+        body["grammar"] = s.grammar
+    if s.presence_penalty:
+        body["presence_penalty"] = s.presence_penalty
+    if s.frequency_penalty:
+        body["frequency_penalty"] = s.frequency_penalty
     if request.stop:
         body["stop"] = list(request.stop)
     if request.ignore_eos:

@@ -15,6 +15,7 @@ from typing import Literal
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -42,6 +43,7 @@ class Endpoint:
 ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("GET", "/health", endpoints.health, needs_key=False),
     Endpoint("GET", "/v1/models", endpoints.models),
+    Endpoint("GET", "/v1/models/{model_id:path}", endpoints.model),
     Endpoint("POST", P.CHAT_PATH, completions.chat),
     Endpoint("POST", P.COMPLETIONS_PATH, completions.completions),
     Endpoint("GET", "/metrics", endpoints.metrics),
@@ -75,7 +77,19 @@ def create_app(state: WorkerState) -> ASGIApp:
         },
     )
     known = [e.path for e in ENDPOINTS]
-    return Guard(app, state, known, open_paths=[e.path for e in ENDPOINTS if not e.needs_key])
+    guarded = Guard(app, state, known, open_paths=[e.path for e in ENDPOINTS if not e.needs_key])
+    origins = state.config.cors_origins
+    if not origins:
+        return guarded
+    # outside the Guard: a preflight carries no Authorization header, so it is answered here;
+    # the Guard's own replies (401, 403) get the CORS headers too, so the page can read them
+    return CORSMiddleware(
+        guarded,
+        allow_origins=list(origins),
+        allow_methods=["GET", "POST"],
+        allow_headers=["authorization", "content-type"],
+        max_age=600,
+    )
 
 
 def _bound(handler: Handler, state: WorkerState) -> Callable[[Request], Awaitable[Response]]:
@@ -91,12 +105,14 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     if not isinstance(exc, HTTPException):  # registered for HTTPException only
         return await _internal_error(request, exc)
     message = {404: "no such endpoint", 405: "method not allowed"}.get(exc.status_code, exc.detail)
-    return json_reply(P.error_body(message, exc.status_code), exc.status_code)
+    code = "unknown_url" if exc.status_code == 404 else None  # OpenAI's code for a bad path
+    return json_reply(P.error_body(message, exc.status_code, code=code), exc.status_code)
 
 
 async def _llcuda_error(_request: Request, exc: Exception) -> Response:
     if isinstance(exc, P.RequestError):
-        return json_reply(P.error_body(str(exc), exc.status, exc.param), exc.status)
+        body = P.error_body(str(exc), exc.status, exc.param, exc.code)
+        return json_reply(body, exc.status)
     status = 400 if isinstance(exc, UserInputError) else 500
     return json_reply(P.error_body(str(exc), status), status)
 

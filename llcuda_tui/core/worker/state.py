@@ -55,6 +55,9 @@ class WorkerConfig:
     run_history: int = 256
     paths: Paths | None = None
     """Where the worker's model store lives (for /llcuda/v1/models)."""
+    cors_origins: tuple[str, ...] = ()
+    """Browser origins allowed to call the worker (``"*"``: any); empty: CORS off. Preflights
+    are answered before the API key is checked (browsers send them without credentials)."""
 
 
 class ServedEngine(Protocol):

@@ -348,9 +348,9 @@ def test_the_docs_list_every_endpoint() -> None:
 def test_unknown_paths_and_methods_are_json_errors(tiny_worker: WorkerServer) -> None:
     with httpx.Client(base_url=tiny_worker.url, headers=auth(), timeout=5) as http:
         nf = http.get("/v2/nothing")
-        assert nf.status_code == 404 and nf.json()["error"]["code"] == 404
+        assert nf.status_code == 404 and nf.json()["error"]["code"] == "unknown_url"
         bad = http.get("/v1/completions")
-        assert bad.status_code == 405 and bad.json()["error"]["code"] == 405
+        assert bad.status_code == 405 and bad.json()["error"]["code"] == "method_not_allowed"
 
 
 # --- health while loading, metrics and extensions ----------------------------------------------
