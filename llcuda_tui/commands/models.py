@@ -65,6 +65,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
     cmd("ls", run_ls, "list stored models")
 
+    p = cmd("quantize", run_quantize, "make quantized store entries from a stored model")
+    p.add_argument("name", help="the stored model (F16/BF16/F32)")
+    p.add_argument("--type", required=True, help="quant type(s), e.g. Q4_K_M or Q4_K_M,Q8_0")
+    p.add_argument("--imatrix", type=Path, help="importance matrix file (not supported yet)")
+    p.add_argument(
+        "--allow-requantize", action="store_true", help="quantize an already quantized model"
+    )
+    p.add_argument("--threads", type=int, default=0, help="threads (default: all cores)")
+
     p = cmd("rm", run_rm, "remove a name (and the model with its last name)")
     p.add_argument("name")
     p.add_argument("--dry-run", action="store_true", help="only say what would be removed")
@@ -254,6 +263,35 @@ def run_import(args: argparse.Namespace, settings: Settings) -> int:
             f"{entry.name}  {entry.manifest.quant}  {fmt_size(entry.manifest.size, 2)}  "
             f"{entry.sha256[:12]}"
         )
+    return 0
+
+
+def run_quantize(args: argparse.Namespace, settings: Settings) -> int:
+    from llcuda_tui.core.experiment import parse_types, quantize
+
+    bars: dict[str, ProgressBar] = {}
+
+    def progress(qtype: str, done: int, total: int) -> None:
+        bar = bars.setdefault(qtype, ProgressBar(f"quantize {qtype}"))
+        bar(done, total)
+
+    results = quantize(
+        _store(settings),
+        args.name,
+        parse_types(args.type),
+        allow_requantize=args.allow_requantize,
+        imatrix=args.imatrix,
+        threads=args.threads,
+        on_progress=progress,
+        on_warning=lambda line: print(line, file=sys.stderr),
+    )
+    if args.json:
+        _print_json([r.entry.to_json() | {"created": r.created} for r in results])
+        return 0
+    for r in results:
+        e = r.entry
+        made = "" if r.created else "  (already there)"
+        print(f"{e.name}  {e.manifest.quant}  {fmt_size(e.manifest.size, 2)}  {e.sha256[:12]}{made}")
     return 0
 
 
