@@ -291,7 +291,9 @@ def run_quantize(args: argparse.Namespace, settings: Settings) -> int:
     for r in results:
         e = r.entry
         made = "" if r.created else "  (already there)"
-        print(f"{e.name}  {e.manifest.quant}  {fmt_size(e.manifest.size, 2)}  {e.sha256[:12]}{made}")
+        print(
+            f"{e.name}  {e.manifest.quant}  {fmt_size(e.manifest.size, 2)}  {e.sha256[:12]}{made}"
+        )
     return 0
 
 

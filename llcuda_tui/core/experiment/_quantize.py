@@ -123,9 +123,7 @@ def quantize(
                 results.append(QuantizeResult(store.entry(existing), qtype, False))
                 continue
             raise UserInputError(f"a model named '{out_name}' already exists (llcuda models rm it)")
-        results.append(
-            _quantize_one(store, source, qtype, out_name, requant, threads, on_progress)
-        )
+        results.append(_quantize_one(store, source, qtype, out_name, requant, threads, on_progress))
     return results
 
 

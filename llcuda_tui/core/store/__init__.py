@@ -44,8 +44,8 @@ if TYPE_CHECKING:
     from ._manifest import HfSource as HfSource
     from ._manifest import Manifest as Manifest
     from ._manifest import ManifestFile as ManifestFile
-    from ._manifest import Source as Source
     from ._manifest import QuantizedSource as QuantizedSource
+    from ._manifest import Source as Source
     from ._manifest import StarterSource as StarterSource
     from ._progress import TransferProgress as TransferProgress
     from ._pulljob import PullJob as PullJob

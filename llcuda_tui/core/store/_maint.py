@@ -223,9 +223,7 @@ def _restore(
     if isinstance(source, StarterSource):
         path = starter_path(source.name, store.paths)
     elif isinstance(source, QuantizedSource):
-        raise StoreError(
-            f"it was made here: quantize {source.source_name} to {source.type} again"
-        )
+        raise StoreError(f"it was made here: quantize {source.source_name} to {source.type} again")
     else:
         path = Path(source.path)
         if not path.is_file() or path.stat().st_size != f.size:
