@@ -45,7 +45,8 @@ def write_tiny_llama(
     split_max_tensors: int = 0,
     f16: bool = False,
 ) -> Path:
-    """Write the model (its matrices F16 with ``f16``, for quantize tests); with ``split_max_tensors`` gguf writes ``<stem>-0000N-of-0000M.gguf``
+    """Write the model (its matrices F16 with ``f16``, for quantize tests); with
+    ``split_max_tensors`` gguf writes ``<stem>-0000N-of-0000M.gguf``
     shards beside ``path`` instead (see :func:`shards`)."""
     import gguf
 

@@ -83,7 +83,7 @@ def cell_table(store: ExperimentStore, exp: StoredExperiment) -> list[dict[str, 
             ttft = ((d.latency or {}).get("ttft_ms") or {}) if d else {}
             for p in ("p50", "p95", "p99"):
                 row[f"ttft {p} ms"] = _num(ttft.get(p), 1)
-        jpt = [r.get("j_per_token") for r in (d.rows if d else []) if r.get("j_per_token")]
+        jpt = [float(r["j_per_token"]) for r in (d.rows if d else []) if r.get("j_per_token")]
         if any(r.get("j_per_token") for x in done.values() for r in x.rows):
             row["mJ/token"] = _num(jpt[0] * 1000 if jpt else None, 2)
         row["size"] = fmt_size(d.size_bytes, 2) if d and d.size_bytes else "-"

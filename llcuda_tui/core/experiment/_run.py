@@ -149,8 +149,8 @@ def run_experiment(
             try:
                 sampler.start()
 
-                def inner(p: BenchProgress, label: str = label) -> None:
-                    say(label, f"cell {done + 1}/{total}: {label}: {p.message}")
+                def inner(p: BenchProgress, label: str = label, n: int = done + 1) -> None:
+                    say(label, f"cell {n}/{total}: {label}: {p.message}")
 
                 run = _run_cell(spec, cell, ref, inner, cancel, nvml)
             except BenchCancelled:
@@ -215,7 +215,13 @@ def _run_cell(
             ppl_ctx=spec.perplexity.ctx if spec.perplexity else 512,
             ppl_chunks=spec.perplexity.chunks if spec.perplexity else 4,
             command=f"llcuda experiment run ({spec.name}: {cell.key})",
-            **{k: (v,) for k, v in common.items()},
+            n_gpu_layers=(ngl,),
+            n_batch=(common["n_batch"],),
+            n_ubatch=(common["n_ubatch"],),
+            flash_attn=(common["flash_attn"],),
+            type_k=(common["type_k"],),
+            type_v=(common["type_v"],),
+            n_threads=(common["n_threads"],),
         )
         run = run_bench(bench, on_progress, cancel, nvml=nvml)
     if spec.latency is not None:

@@ -11,7 +11,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from llcuda_tui.core.bench import BenchStore, StoredRun
+from llcuda_tui.core.bench import BenchStore, StoredRun, store_path
+from llcuda_tui.core.config import Paths
 from llcuda_tui.core.errors import UserInputError
 
 _EXPERIMENT_SCHEMA = """
@@ -89,6 +90,10 @@ class ExperimentStore(BenchStore):
     """:class:`BenchStore` plus the experiment tables."""
 
     SCHEMA = BenchStore.SCHEMA + _EXPERIMENT_SCHEMA
+
+    @classmethod
+    def open(cls, paths: Paths) -> ExperimentStore:
+        return cls(store_path(paths))
 
     def create_experiment(
         self,
