@@ -116,8 +116,8 @@ class ExperimentPanel(Vertical):
         cells.clear(columns=True)
         if view.table:
             cells.add_columns(*view.table[0])
-            for row in view.table:
-                cells.add_row(*row.values())
+            for cell_row in view.table:
+                cells.add_row(*cell_row.values())
         self.query_one("#experiment-plot", Static).update("\n".join(self.plot_lines(view)))
 
     @staticmethod
