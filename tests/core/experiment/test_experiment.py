@@ -18,8 +18,10 @@ from llcuda_tui.core.config import Settings
 from llcuda_tui.core.errors import UserInputError
 from llcuda_tui.core.experiment import (
     ExperimentStore,
+    expand_cells,
     load_experiment,
     pareto_front,
+    parse_experiment,
     prepare_models,
     run_experiment,
     start_or_resume,
@@ -121,6 +123,23 @@ def test_killed_after_first_cell_resumes_with_exactly_four_results(
             assert {r["test"] for r in run.results} == {"pp256", "tg48"}
             assert all(r["valid"] for r in run.results)  # validity flags computed per cell
 
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [LLCUDA, "experiment", *args], capture_output=True, text=True, timeout=120,
+            env=dict(os.environ),
+        )  # fmt: skip
+
+    shown = cli("show", str(exp.experiment_id))
+    assert shown.returncode == 0, shown.stderr
+    assert "tiny-Q8_0 fa=off" in shown.stdout and "tiny-Q4_0 fa=on" in shown.stdout
+    assert "4/4 cells  tiny 2x2" in cli("ls").stdout
+    assert cli("rm", "last").returncode == 0
+    assert cli("ls").stdout.startswith("no experiments")
+    with ExperimentStore.open(settings.paths) as store:
+        assert store.list_runs(limit=100) == []  # the cells' runs went with it
+    missing = cli("show", "7")
+    assert missing.returncode != 0 and "no experiment '7'" in missing.stderr
+
 
 @pytest.mark.parametrize(
     ("text", "key"),
@@ -163,6 +182,33 @@ def test_malformed_file_on_the_command_line_is_one_line(tmp_path: Path) -> None:
     )
     assert proc.returncode != 0 and len(proc.stderr.strip().splitlines()) == 1
     assert "not valid TOML" in proc.stderr
+
+
+def test_listed_cells_filter_the_cross_product() -> None:
+    spec = parse_experiment(
+        {
+            "models": {"names": ["a", "b"]},
+            "axes": {"flash_attn": ["off", "on"], "n_batch": [256, 512]},
+            "cells": [{"model": "a", "flash_attn": "on"}, {"n_batch": 256, "flash_attn": "off"}],
+        },
+        "test",
+    )
+    assert (
+        len(
+            expand_cells(
+                parse_experiment({"models": {"names": ["a", "b"]}, "axes": dict(spec.axes)}, "t"),
+                ["a", "b"],
+            )
+        )
+        == 8
+    )
+    cells = expand_cells(spec, ["a", "b"])
+    assert [c.key for c in cells] == [
+        "model=a;flash_attn=off;n_batch=256",
+        "model=a;flash_attn=on;n_batch=256",
+        "model=a;flash_attn=on;n_batch=512",
+        "model=b;flash_attn=off;n_batch=256",
+    ]
 
 
 def test_pareto_front_keeps_only_undominated_points() -> None:
