@@ -178,7 +178,7 @@ def parse_experiment(raw: dict[str, Any], where: str, default_name: str = "") ->
         return value
 
     table("(top level)", raw, _TOP)
-    name = raw.get("name", default_name)
+    name = raw.get("name", default_name or "experiment")
     if not isinstance(name, str) or not name.strip():
         raise bad("name", "must be a non-empty string")
 
