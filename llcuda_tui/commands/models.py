@@ -116,8 +116,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 class ProgressBar:
     """Progress on stderr: a redrawn bar on a terminal, a line per quarter otherwise."""
 
-    def __init__(self, label: str = "") -> None:
+    def __init__(self, label: str = "", unit: str | None = None) -> None:
         self.label = label
+        self.unit = unit
+        """Counted things ('tensors'); None: bytes."""
         self.tty = sys.stderr.isatty()
         self.started = time.monotonic()
         self.last_draw = 0.0
@@ -137,10 +139,12 @@ class ProgressBar:
             self.last_draw = now
             rate = done / max(now - self.started, 1e-6)
             bar = "#" * int(frac * 30)
-            sys.stderr.write(
-                f"\r{self.label[:32]:32} [{bar:30}] {frac:4.0%} {fmt_size(done, 2)} "
-                f"{fmt_size(rate, 2)}/s "
+            amount = (
+                f"{done}/{total} {self.unit}"
+                if self.unit
+                else f"{fmt_size(done, 2)} {fmt_size(rate, 2)}/s"
             )
+            sys.stderr.write(f"\r{self.label[:32]:32} [{bar:30}] {frac:4.0%} {amount} ")
             if done >= total:
                 sys.stderr.write("\n")
             sys.stderr.flush()
@@ -148,7 +152,8 @@ class ProgressBar:
         quarter = int(frac * 4)
         if quarter > self.last_quarter:
             self.last_quarter = quarter
-            print(f"{self.label}: {frac:.0%} of {fmt_size(total, 2)}", file=sys.stderr)
+            of = f"{total} {self.unit}" if self.unit else fmt_size(total, 2)
+            print(f"{self.label}: {frac:.0%} of {of}", file=sys.stderr)
 
     def relabel(self, label: str) -> None:
         self.label = label
@@ -272,7 +277,7 @@ def run_quantize(args: argparse.Namespace, settings: Settings) -> int:
     bars: dict[str, ProgressBar] = {}
 
     def progress(qtype: str, done: int, total: int) -> None:
-        bar = bars.setdefault(qtype, ProgressBar(f"quantize {qtype}"))
+        bar = bars.setdefault(qtype, ProgressBar(f"quantize {qtype}", unit="tensors"))
         bar(done, total)
 
     results = quantize(
