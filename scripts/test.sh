@@ -11,6 +11,10 @@ LLCUDA_EXTRAS="${LLCUDA_EXTRAS-test,dev,mpi}" bash scripts/setup.sh
 if ! command -v tmux >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   { apt-get update -qq && apt-get install -y -qq tmux; } >/dev/null 2>&1 || echo "test: could not install tmux" >&2
 fi
+# pdftoppm (poppler-utils) renders an experiment report's PDF page to check it has the plots
+if ! command -v pdftoppm >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  { apt-get update -qq && apt-get install -y -qq poppler-utils; } >/dev/null 2>&1 || echo "test: could not install poppler-utils" >&2
+fi
 .venv/bin/ruff check llcuda_tui tests bench
 .venv/bin/ruff format --check llcuda_tui tests bench
 .venv/bin/python -m mypy   # the whole package, strict on core (pyproject.toml)

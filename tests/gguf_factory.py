@@ -43,8 +43,10 @@ def write_tiny_llama(
     seed: int = 0,
     name: str = "tiny-test-llama",
     split_max_tensors: int = 0,
+    f16: bool = False,
 ) -> Path:
-    """Write the model; with ``split_max_tensors`` gguf writes ``<stem>-0000N-of-0000M.gguf``
+    """Write the model (its matrices F16 with ``f16``, for quantize tests); with
+    ``split_max_tensors`` gguf writes ``<stem>-0000N-of-0000M.gguf``
     shards beside ``path`` instead (see :func:`shards`)."""
     import gguf
 
@@ -62,7 +64,7 @@ def write_tiny_llama(
     w.add_head_count_kv(n_head_kv)
     w.add_rope_dimension_count(head_dim)
     w.add_layer_norm_rms_eps(1e-5)
-    w.add_file_type(gguf.LlamaFileType.ALL_F32)
+    w.add_file_type(gguf.LlamaFileType.MOSTLY_F16 if f16 else gguf.LlamaFileType.ALL_F32)
     w.add_tokenizer_model("llama")
     w.add_token_list(tokens)
     w.add_token_scores([-float(i) for i in range(n_vocab)])
@@ -74,7 +76,7 @@ def write_tiny_llama(
         w.add_chat_template(chat_template)
 
     def rand(*shape: int) -> np.ndarray:
-        return (rng.standard_normal(shape) * 0.5).astype(np.float32)
+        return (rng.standard_normal(shape) * 0.5).astype(np.float16 if f16 else np.float32)
 
     ones = np.ones(n_embd, dtype=np.float32)
     w.add_tensor("token_embd.weight", rand(n_vocab, n_embd))

@@ -66,6 +66,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
     cmd("ls", run_ls, "list stored models")
 
+    p = cmd("quantize", run_quantize, "make quantized store entries from a stored model")
+    p.add_argument("name", help="the stored model (F16/BF16/F32)")
+    p.add_argument("--type", required=True, help="quant type(s), e.g. Q4_K_M or Q4_K_M,Q8_0")
+    p.add_argument("--imatrix", type=Path, help="importance matrix file (not supported yet)")
+    p.add_argument(
+        "--allow-requantize", action="store_true", help="quantize an already quantized model"
+    )
+    p.add_argument("--threads", type=int, default=0, help="threads (default: all cores)")
+
     p = cmd("rm", run_rm, "remove a name (and the model with its last name)")
     p.add_argument("name")
     p.add_argument("--dry-run", action="store_true", help="only say what would be removed")
@@ -108,8 +117,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 class ProgressBar:
     """Progress on stderr: a redrawn bar on a terminal, a line per quarter otherwise."""
 
-    def __init__(self, label: str = "") -> None:
+    def __init__(self, label: str = "", unit: str | None = None) -> None:
         self.label = label
+        self.unit = unit
+        """Counted things ('tensors'); None: bytes."""
         self.tty = sys.stderr.isatty()
         self.started = time.monotonic()
         self.last_draw = 0.0
@@ -129,10 +140,12 @@ class ProgressBar:
             self.last_draw = now
             rate = done / max(now - self.started, 1e-6)
             bar = "#" * int(frac * 30)
-            sys.stderr.write(
-                f"\r{self.label[:32]:32} [{bar:30}] {frac:4.0%} {fmt_size(done, 2)} "
-                f"{fmt_size(rate, 2)}/s "
+            amount = (
+                f"{done}/{total} {self.unit}"
+                if self.unit
+                else f"{fmt_size(done, 2)} {fmt_size(rate, 2)}/s"
             )
+            sys.stderr.write(f"\r{self.label[:32]:32} [{bar:30}] {frac:4.0%} {amount} ")
             if done >= total:
                 sys.stderr.write("\n")
             sys.stderr.flush()
@@ -140,7 +153,8 @@ class ProgressBar:
         quarter = int(frac * 4)
         if quarter > self.last_quarter:
             self.last_quarter = quarter
-            print(f"{self.label}: {frac:.0%} of {fmt_size(total, 2)}", file=sys.stderr)
+            of = f"{total} {self.unit}" if self.unit else fmt_size(total, 2)
+            print(f"{self.label}: {frac:.0%} of {of}", file=sys.stderr)
 
     def relabel(self, label: str) -> None:
         self.label = label
@@ -260,6 +274,37 @@ def run_import(args: argparse.Namespace, settings: Settings) -> int:
         print(
             f"{entry.name}  {entry.manifest.quant}  {fmt_size(entry.manifest.size, 2)}  "
             f"{entry.sha256[:12]}"
+        )
+    return 0
+
+
+def run_quantize(args: argparse.Namespace, settings: Settings) -> int:
+    from llcuda_tui.core.experiment import parse_types, quantize
+
+    bars: dict[str, ProgressBar] = {}
+
+    def progress(qtype: str, done: int, total: int) -> None:
+        bar = bars.setdefault(qtype, ProgressBar(f"quantize {qtype}", unit="tensors"))
+        bar(done, total)
+
+    results = quantize(
+        _store(settings),
+        args.name,
+        parse_types(args.type),
+        allow_requantize=args.allow_requantize,
+        imatrix=args.imatrix,
+        threads=args.threads,
+        on_progress=progress,
+        on_warning=lambda line: print(line, file=sys.stderr),
+    )
+    if args.json:
+        _print_json([r.entry.to_json() | {"created": r.created} for r in results])
+        return 0
+    for r in results:
+        e = r.entry
+        made = "" if r.created else "  (already there)"
+        print(
+            f"{e.name}  {e.manifest.quant}  {fmt_size(e.manifest.size, 2)}  {e.sha256[:12]}{made}"
         )
     return 0
 

@@ -143,6 +143,10 @@ class BenchScreen(Screen[None]):
                 yield DataTable(id="history", cursor_type="row")
             with TabPane("Compare", id="tab-compare"):
                 yield DataTable(id="compare", cursor_type="row")
+            with TabPane("Experiments", id="tab-experiments"):
+                from llcuda_tui.widgets import ExperimentPanel
+
+                yield ExperimentPanel(self.llcuda.settings.paths, id="experiment-panel")
         with Horizontal(id="export-bar"):
             yield Select(FORMATS, value="md", allow_blank=False, id="export-format")
             yield Button("Export", id="export")

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from llcuda_tui.widgets.context_meter import ContextMeter as ContextMeter
     from llcuda_tui.widgets.conversation_list import ConversationItem as ConversationItem
     from llcuda_tui.widgets.conversation_list import ConversationList as ConversationList
+    from llcuda_tui.widgets.experiment_panel import ExperimentPanel as ExperimentPanel
     from llcuda_tui.widgets.gpu_panel import GpuPanel as GpuPanel
     from llcuda_tui.widgets.metric_plot import MetricPlot as MetricPlot
     from llcuda_tui.widgets.stream_view import StreamView as StreamView
@@ -23,6 +24,7 @@ _EXPORTS = {
     "ContextMeter": "context_meter",
     "ConversationItem": "conversation_list",
     "ConversationList": "conversation_list",
+    "ExperimentPanel": "experiment_panel",
     "GpuPanel": "gpu_panel",
     "MetricPlot": "metric_plot",
     "StreamView": "stream_view",

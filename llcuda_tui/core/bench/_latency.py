@@ -134,6 +134,10 @@ def latency_metrics(timings: Sequence[RequestTiming], duration_s: float) -> dict
         "engine_decode_tokens_per_s": summarize(
             [t.engine_decode_tokens_per_s for t in timings if t.engine_decode_tokens_per_s]
         ).to_dict(),
+        # the raw values, for distributions (an experiment report plots their CDFs)
+        "ttft_ms_samples": [t.ttft_s * ms for t in timings],
+        "e2e_ms_samples": [t.e2e_s * ms for t in timings],
+        "itl_ms_samples": [x * ms for t in timings for x in t.itls_s],
     }
 
 

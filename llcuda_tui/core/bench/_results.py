@@ -148,38 +148,43 @@ class BenchStore(SqliteStore):
     def save_run(self, run: StoredRun) -> int:
         """Store ``run`` and its rows in one transaction; sets and returns ``run.run_id``."""
         with self._errors("save the run"), self._db:
-            cur = self._db.execute(
-                "INSERT INTO runs (created_at, mode, status, models, summary, command,"
-                " env_json, spec_json, latency_json, perplexity_json)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            return self.insert_run(run)
+
+    def insert_run(self, run: StoredRun) -> int:
+        """:meth:`save_run` inside the caller's transaction (an experiment stores a cell's run
+        and marks the cell done in one)."""
+        cur = self._db.execute(
+            "INSERT INTO runs (created_at, mode, status, models, summary, command,"
+            " env_json, spec_json, latency_json, perplexity_json)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                run.created_at,
+                run.mode,
+                run.status,
+                ",".join(run.models),
+                run.summary(),
+                run.command,
+                _dumps(run.env),
+                _dumps(run.spec),
+                _dumps(run.latency) if run.latency is not None else None,
+                _dumps(run.perplexity),
+            ),
+        )
+        run_id = int(cur.lastrowid or 0)
+        for seq, row in enumerate(run.results):
+            row["run_id"] = run_id
+            self._db.execute(
+                "INSERT INTO results (run_id, seq, test, model_filename, avg_ts, row_json)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
                 (
-                    run.created_at,
-                    run.mode,
-                    run.status,
-                    ",".join(run.models),
-                    run.summary(),
-                    run.command,
-                    _dumps(run.env),
-                    _dumps(run.spec),
-                    _dumps(run.latency) if run.latency is not None else None,
-                    _dumps(run.perplexity),
+                    run_id,
+                    seq,
+                    str(row.get("test", "")),
+                    row.get("model_filename"),
+                    row.get("avg_ts"),
+                    _dumps(row),
                 ),
             )
-            run_id = int(cur.lastrowid or 0)
-            for seq, row in enumerate(run.results):
-                row["run_id"] = run_id
-                self._db.execute(
-                    "INSERT INTO results (run_id, seq, test, model_filename, avg_ts, row_json)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    (
-                        run_id,
-                        seq,
-                        str(row.get("test", "")),
-                        row.get("model_filename"),
-                        row.get("avg_ts"),
-                        _dumps(row),
-                    ),
-                )
         run.run_id = run_id
         return run_id
 

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from ._manifest import HfSource as HfSource
     from ._manifest import Manifest as Manifest
     from ._manifest import ManifestFile as ManifestFile
+    from ._manifest import QuantizedSource as QuantizedSource
     from ._manifest import Source as Source
     from ._manifest import StarterSource as StarterSource
     from ._progress import TransferProgress as TransferProgress
@@ -86,6 +87,7 @@ _EXPORTS = {
     "ManifestFile": "_manifest",
     "Source": "_manifest",
     "StarterSource": "_manifest",
+    "QuantizedSource": "_manifest",
     "ModelEntry": "_records",
     "ModelState": "_records",
     "PullResult": "_records",

@@ -21,7 +21,13 @@ from llcuda_tui.core.store._errors import StoreError
 from llcuda_tui.core.store._fs import Progress, fingerprint, pid_alive, writer_pid
 from llcuda_tui.core.store._hub import RemoteFile
 from llcuda_tui.core.store._layout import SHA256_RE
-from llcuda_tui.core.store._manifest import HfSource, Manifest, ManifestFile, StarterSource
+from llcuda_tui.core.store._manifest import (
+    HfSource,
+    Manifest,
+    ManifestFile,
+    QuantizedSource,
+    StarterSource,
+)
 from llcuda_tui.core.store._pull import Status, fetch_file, quiet
 from llcuda_tui.core.store._records import Report
 from llcuda_tui.core.store._starter import starter_path
@@ -216,6 +222,8 @@ def _restore(
         return
     if isinstance(source, StarterSource):
         path = starter_path(source.name, store.paths)
+    elif isinstance(source, QuantizedSource):
+        raise StoreError(f"it was made here: quantize {source.source_name} to {source.type} again")
     else:
         path = Path(source.path)
         if not path.is_file() or path.stat().st_size != f.size:

@@ -90,7 +90,42 @@ class FileSource:
         return {"kind": self.kind, "path": self.path}
 
 
-Source = HfSource | StarterSource | FileSource
+@dataclass(frozen=True)
+class QuantizedSource:
+    """Made here by ``llcuda models quantize`` from another stored model (the provenance)."""
+
+    kind: ClassVar[str] = "quantized"
+    source_sha256: str
+    """The sha256 of the model file that was quantized."""
+    source_name: str
+    type: str
+    """The llama.cpp quantization type, e.g. 'Q4_K_M'."""
+    source_quant: str = ""
+    """The source's own type ('F16'; a quantized type when re-quantization was allowed)."""
+    requantized: bool = False
+    imatrix_sha256: str | None = None
+    llama_cpp_version: str | None = None
+
+    def describe(self) -> str:
+        return f"quantized {self.type} from {self.source_name} ({self.source_sha256[:12]})"
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "kind": self.kind,
+            "source_sha256": self.source_sha256,
+            "source_name": self.source_name,
+            "type": self.type,
+            "source_quant": self.source_quant,
+            "requantized": self.requantized,
+        }
+        if self.imatrix_sha256 is not None:
+            d["imatrix_sha256"] = self.imatrix_sha256
+        if self.llama_cpp_version is not None:
+            d["llama_cpp_version"] = self.llama_cpp_version
+        return d
+
+
+Source = HfSource | StarterSource | FileSource | QuantizedSource
 
 
 def source_from_dict(d: dict[str, Any]) -> Source:
@@ -100,6 +135,16 @@ def source_from_dict(d: dict[str, Any]) -> Source:
         return HfSource(str(d["repo"]), str(d["commit"]), d.get("revision"), d.get("adopted_from"))
     if kind == StarterSource.kind:
         return StarterSource(str(d["name"]), str(d["package"]))
+    if kind == QuantizedSource.kind:
+        return QuantizedSource(
+            str(d["source_sha256"]),
+            str(d["source_name"]),
+            str(d["type"]),
+            str(d.get("source_quant", "")),
+            bool(d.get("requantized", False)),
+            d.get("imatrix_sha256"),
+            d.get("llama_cpp_version"),
+        )
     return FileSource(str(d.get("path")))
 
 
