@@ -5,6 +5,7 @@ turn is prefilled. Hit counts, not times: the times are the benchmark's."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -28,7 +29,7 @@ def test_each_turn_reuses_the_conversation_so_far(smollm_path: Path, tmp_path: P
     turns = json.loads(out.read_text())["ours"]
     assert [t["turn"] for t in turns] == [1, 2, 3, 4, 5]
     assert turns[0]["cached_tokens"] == 0
-    for before, turn in zip(turns, turns[1:], strict=False):
+    for before, turn in itertools.pairwise(turns):
         assert turn["prompt_tokens"] > before["prompt_tokens"]
         # everything the previous request sent is still in the slot (to an aligned position)
         assert turn["cached_tokens"] >= before["prompt_tokens"] - KEEP_ALIGN, turn
