@@ -256,5 +256,4 @@ def _validate(s: Settings, source: str) -> None:
             raise ConfigError(f"{source}: {message}")
     from llcuda_tui.core.fmt import parse_size
 
-    parse_size(s.store.max_size, f"{source}: store.max_size")
     parse_size(s.store.kv_states_max_size, f"{source}: store.kv_states_max_size")
