@@ -183,26 +183,23 @@ def test_bad_numbers_on_the_command_line_are_one_line(args: list[str]) -> None:
 
 
 @pytest.mark.timeout(120)
-def test_a_lowercase_bearer_is_accepted_and_a_query_key_is_not_logged(
-    tiny_gguf: Path,
-) -> None:
+def test_a_lowercase_bearer_is_accepted_and_a_query_key_is_not_logged(tiny_gguf: Path) -> None:
     access = logging.getLogger("uvicorn.access")
     seen: list[logging.LogRecord] = []
     handler = logging.Handler()
     handler.emit = seen.append  # type: ignore[method-assign]
-    with WorkerServer(tiny_config(tiny_gguf), Listen(port=0, log_level="info")) as w:
-        with httpx.Client() as client:
-            ok = client.get(w.url + "/v1/models", headers={"authorization": f"bearer {API_KEY}"})
-            assert ok.status_code == 200
-            wrong = client.get(w.url + "/v1/models", headers={"authorization": f"Basic {API_KEY}"})
-            assert wrong.status_code == 401
-            access.addHandler(handler)  # the logger's own filters run first, as for uvicorn's
-            try:
-                leaked = client.get(w.url + f"/v1/models?api_key={API_KEY}")
-                assert leaked.status_code == 401
-            finally:
-                w.stop()  # every line is logged by now
-                access.removeHandler(handler)
+    access.addHandler(handler)  # before connecting: uvicorn logs only if the logger has one
+    try:
+        listen = Listen(port=0, log_level="info")
+        with WorkerServer(tiny_config(tiny_gguf), listen) as w, httpx.Client() as client:
+            auth = {"authorization": f"bearer {API_KEY}"}
+            assert client.get(w.url + "/v1/models", headers=auth).status_code == 200
+            basic = {"authorization": f"Basic {API_KEY}"}
+            assert client.get(w.url + "/v1/models", headers=basic).status_code == 401
+            leaked = client.get(w.url + f"/v1/models?api_key={API_KEY}")
+            assert leaked.status_code == 401
+    finally:
+        access.removeHandler(handler)
     logged = [r.getMessage() for r in seen]
     assert any("/v1/models?" in m for m in logged), logged
     assert not any(API_KEY in m for m in logged), logged
@@ -217,7 +214,9 @@ def test_sighup_drains_like_sigterm(smollm_path: Path, worker_process: type) -> 
 
     def run() -> None:
         try:
-            long = GenerationRequest(prompt="Once", max_tokens=800, ignore_eos=True, sampling=GREEDY)
+            long = GenerationRequest(
+                prompt="Once", max_tokens=800, ignore_eos=True, sampling=GREEDY
+            )
             with RemoteEngine.connect(w.url) as remote:
                 stream = remote.stream(long)
                 chunks = [next(stream)]

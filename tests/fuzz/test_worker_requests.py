@@ -28,6 +28,7 @@ LIMITS = P.Limits(max_tokens=64, default_max_tokens=16)
 DEFAULTS = SamplingDefaults()
 HUGE_INTS = [2**31, 2**63, 2**64, 10**400, -(10**400)]
 
+
 def texts(max_size: int, min_size: int = 0) -> st.SearchStrategy[str]:
     """Any text, lone surrogates included (valid JSON as ``"\\ud800"``, not valid UTF-8):
     Hypothesis leaves category Cs out unless told."""

@@ -96,7 +96,9 @@ def parse_body(raw: bytes) -> dict[str, Any]:
     bad = find_bad_text(body)
     if bad is not None:  # a lone surrogate would crash the tokenizer (docs/reliability.md)
         path, code = bad
-        raise RequestError(f"'{path}' is not valid Unicode text (lone surrogate {code})", param=path)
+        raise RequestError(
+            f"'{path}' is not valid Unicode text (lone surrogate {code})", param=path
+        )
     return body
 
 
