@@ -139,7 +139,7 @@ def test_config_threads_out_of_range_are_refused() -> None:
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("n_ctx", [99_999_999_999, 2**32, 4096])
+@pytest.mark.parametrize("n_ctx", [99_999_999_999, 2**32, 8192])
 def test_a_context_beyond_the_model_is_refused_before_allocating(
     tiny_gguf: Path, n_ctx: int
 ) -> None:

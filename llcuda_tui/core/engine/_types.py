@@ -116,13 +116,16 @@ class EngineConfig(EngineValues):
             raise UserInputError("backend_sampling must be auto, on or off")
 
     def check_ctx(self, n_ctx: int, n_ctx_train: int) -> None:
-        """Refuse a context (``n_ctx`` tokens in all) beyond the model's training context
-        before llama.cpp allocates it: without RoPE scaling the model degrades past it, and
-        `--ctx 99999999999` used to sit in "loading" while memory ran out."""
-        if n_ctx_train > 0 and n_ctx > n_ctx_train:
+        """Refuse a context of ``n_ctx`` tokens (per sequence) beyond the model's training
+        context before llama.cpp allocates it: without RoPE scaling the model degrades past
+        it, and `--ctx 99999999999` used to sit in "loading" while memory ran out. Up to the
+        default context (:class:`EngineValues`) is always allowed, so the config's default
+        still loads a model trained on less (llama.cpp only warns)."""
+        limit = max(n_ctx_train, EngineValues.n_ctx)
+        if n_ctx_train > 0 and n_ctx > limit:
             raise UserInputError(
                 f"a context of {n_ctx} tokens is more than {self.model_path.name} was trained "
-                f"on ({n_ctx_train}); ask for {n_ctx_train} or fewer (0 = the training context)"
+                f"on ({n_ctx_train}); ask for {limit} or fewer (0 = the training context)"
             )
 
 
