@@ -150,6 +150,13 @@ def test_a_context_beyond_the_model_is_refused_before_allocating(
         BatchEngine.load(cfg, 2).close()
 
 
+@pytest.mark.timeout(60)
+def test_a_longer_context_loads_when_asked_for_explicitly(tiny_gguf: Path) -> None:
+    cfg = EngineConfig(tiny_gguf, n_ctx=8192, n_threads=1, ctx_beyond_training=True)
+    with Engine.load(cfg) as engine:
+        assert engine.info.n_ctx == 8192
+
+
 def test_serve_ctx_beyond_the_model_is_one_line(tiny_gguf: Path) -> None:
     proc = llcuda("serve", "-m", str(tiny_gguf), "--ctx", "99999999999", timeout=60)
     assert proc.returncode != 0

@@ -102,6 +102,9 @@ class EngineConfig(EngineValues):
     """Where conversations' KV states are saved and restored from (None: never; needs
     ``model_sha256``, which keys them). The TUI and the worker set it; benchmarks do not."""
     kv_state_max_bytes: int | None = None
+    ctx_beyond_training: bool = False
+    """Allow a context longer than the model was trained on (the caller takes the quality
+    loss, or has set up RoPE scaling in the GGUF); off, :meth:`check_ctx` refuses one."""
     """Size cap of ``kv_state_dir`` (least recently used states go first); None: no cap."""
 
     @classmethod
@@ -122,7 +125,7 @@ class EngineConfig(EngineValues):
         default context (:class:`EngineValues`) is always allowed, so the config's default
         still loads a model trained on less (llama.cpp only warns)."""
         limit = max(n_ctx_train, EngineValues.n_ctx)
-        if n_ctx_train > 0 and n_ctx > limit:
+        if n_ctx_train > 0 and n_ctx > limit and not self.ctx_beyond_training:
             raise UserInputError(
                 f"a context of {n_ctx} tokens is more than {self.model_path.name} was trained "
                 f"on ({n_ctx_train}); ask for {limit} or fewer (0 = the training context)"
