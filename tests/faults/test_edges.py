@@ -171,18 +171,21 @@ def test_sampling_numbers_must_be_finite(knob: str, value: float) -> None:
 
 
 @pytest.mark.parametrize(
-    "args",
+    ("args", "fragment"),
     [
-        ["infer", "-m", "x", "-p", "hi", "--temp", "nan"],
-        ["infer", "-m", "x", "-p", "hi", "--temp", "inf"],
-        ["models", "show", "x", "--ctx", "-5"],
-        ["models", "gc", "--grace", "nan"],
+        (["infer", "-m", "MODEL", "-p", "hi", "--temp", "nan"], "must be finite"),
+        (["infer", "-m", "MODEL", "-p", "hi", "--temp", "inf"], "must be finite"),
+        (["models", "show", "MODEL", "--ctx", "-5"], "argument --ctx: must be >= 0"),
+        (["models", "gc", "--grace", "nan"], "argument --grace: must be a finite number"),
     ],
 )
-def test_bad_numbers_on_the_command_line_are_one_line(args: list[str]) -> None:
-    proc = llcuda(*args, timeout=60)
+def test_bad_numbers_on_the_command_line_are_one_line(
+    args: list[str], fragment: str, tiny_gguf: Path
+) -> None:
+    proc = llcuda(*(str(tiny_gguf) if a == "MODEL" else a for a in args), timeout=60)
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
+    assert fragment in proc.stderr
     assert len(proc.stderr.strip().splitlines()) <= 2  # argparse: usage + one error line
 
 
