@@ -157,6 +157,7 @@ class _Progress:
 
 
 def _check_numbers(args: argparse.Namespace) -> None:
+    from llcuda_tui.core.engine import max_threads
     from llcuda_tui.core.worker.batch import MAX_PARALLEL
 
     checks = [
@@ -165,7 +166,10 @@ def _check_numbers(args: argparse.Namespace) -> None:
         (args.max_tokens is None or args.max_tokens >= 1, "--max-tokens must be >= 1"),
         (args.ctx is None or args.ctx >= 0, "--ctx must be >= 0"),
         (args.batch is None or args.batch >= 1, "--batch must be >= 1"),
-        (args.threads is None or args.threads >= 0, "--threads must be >= 0"),
+        (
+            args.threads is None or 0 <= args.threads <= max_threads(),
+            f"--threads must be in [1, {max_threads()}] (0 = default)",
+        ),
         (args.mpi or not args.no_root_engine, "--no-root-engine needs --mpi"),
     ]
     for ok, message in checks:

@@ -97,7 +97,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from llcuda_tui.core.engine import Engine, EngineConfig, GenerationRequest
     from llcuda_tui.core.store import lease_file, resolve_model
 
-    prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+    # bytes that are not UTF-8 (from stdin or argv) become lone surrogates, which the request
+    # refuses in one line (core/unicode.py) rather than crashing in the tokenizer
+    stdin = sys.stdin.buffer.read().decode("utf-8", "surrogateescape") if args.prompt == "-" else ""
+    prompt = stdin if args.prompt == "-" else args.prompt
     sampling = sampling_from_args(args, settings)
     max_tokens = args.max_tokens if args.max_tokens is not None else settings.sampling.max_tokens
     chat = args.chat or args.system is not None

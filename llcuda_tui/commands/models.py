@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from llcuda_tui.commands import argtypes
 from llcuda_tui.core.errors import UserInputError
 from llcuda_tui.core.fmt import fmt_ago, fmt_size
 
@@ -60,7 +61,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
     p = cmd("show", run_show, "a model's metadata and whether it fits this machine")
     p.add_argument("name")
-    p.add_argument("--ctx", type=int, help="context length for the fit estimate (default: config)")
+    p.add_argument(
+        "--ctx", type=argtypes.count, help="context length for the fit estimate (default: config)"
+    )
     p.add_argument("--ngl", type=int, help="GPU layers for the fit estimate (default: config)")
     p.add_argument("--kv-type", help="KV cache type for the fit estimate (default: config)")
 
@@ -88,7 +91,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dry-run", action="store_true", help="only say what would be deleted")
     p.add_argument(
         "--grace",
-        type=float,
+        type=argtypes.seconds,
         default=3600.0,
         metavar="SECONDS",
         help="keep unreferenced files younger than this (default 3600)",

@@ -144,6 +144,7 @@ def _warn(message: str) -> None:
 
 
 def _check_numbers(args: argparse.Namespace) -> None:
+    from llcuda_tui.core.engine import max_threads
     from llcuda_tui.core.worker import MAX_PARALLEL
 
     checks = [
@@ -151,7 +152,10 @@ def _check_numbers(args: argparse.Namespace) -> None:
         (1 <= args.parallel <= MAX_PARALLEL, f"--parallel must be in [1, {MAX_PARALLEL}]"),
         (args.ctx is None or args.ctx >= 0, "--ctx must be >= 0"),
         (args.batch is None or args.batch >= 1, "--batch must be >= 1"),
-        (args.threads is None or args.threads >= 0, "--threads must be >= 0"),
+        (
+            args.threads is None or 0 <= args.threads <= max_threads(),
+            f"--threads must be in [1, {max_threads()}] (0 = default)",
+        ),
         (args.max_tokens_limit is None or args.max_tokens_limit >= 1, "--max-tokens-limit >= 1"),
         (args.max_body_bytes >= 1024, "--max-body-bytes must be >= 1024"),
         (args.shutdown_grace >= 0, "--shutdown-grace must be >= 0"),

@@ -28,18 +28,25 @@ LIMITS = P.Limits(max_tokens=64, default_max_tokens=16)
 DEFAULTS = SamplingDefaults()
 HUGE_INTS = [2**31, 2**63, 2**64, 10**400, -(10**400)]
 
+
+def texts(max_size: int, min_size: int = 0) -> st.SearchStrategy[str]:
+    """Any text, lone surrogates included (valid JSON as ``"\\ud800"``, not valid UTF-8):
+    Hypothesis leaves category Cs out unless told."""
+    return st.text(st.characters(exclude_categories=()), min_size=min_size, max_size=max_size)
+
+
 scalars = st.one_of(
     st.none(),
     st.booleans(),
     st.integers(),
     st.sampled_from(HUGE_INTS),
     st.floats(allow_nan=True, allow_infinity=True),
-    st.text(max_size=20),
+    texts(20),
 )
 json_values = st.recursive(
     scalars,
     lambda inner: st.one_of(
-        st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)
+        st.lists(inner, max_size=4), st.dictionaries(texts(8), inner, max_size=4)
     ),
     max_leaves=12,
 )
@@ -47,7 +54,7 @@ roles = st.one_of(
     st.sampled_from(["system", "user", "assistant", "tool", "developer"]), json_values
 )
 contents = st.one_of(
-    st.text(max_size=30),
+    texts(30),
     st.lists(
         st.one_of(
             st.fixed_dictionaries({"type": st.just("text"), "text": json_values}),
@@ -67,9 +74,9 @@ messages = st.one_of(
 plausible: dict[str, st.SearchStrategy[Any]] = {
     "messages": messages,
     "prompt": st.one_of(
-        st.text(max_size=20),
+        texts(20),
         st.lists(st.integers(-5, 600), max_size=5),
-        st.lists(st.text(max_size=5), max_size=2),
+        st.lists(texts(5), max_size=2),
     ),
     "max_tokens": st.one_of(st.integers(-2, 80), st.sampled_from(HUGE_INTS)),
     "max_completion_tokens": st.integers(-2, 80),
@@ -81,11 +88,11 @@ plausible: dict[str, st.SearchStrategy[Any]] = {
     "repeat_last_n": st.one_of(st.integers(), st.sampled_from(HUGE_INTS)),
     "seed": st.one_of(st.integers(), st.sampled_from(HUGE_INTS)),
     "logit_bias": st.dictionaries(
-        st.one_of(st.integers(-5, 600).map(str), st.text(max_size=6), st.just("9" * 5000)),
+        st.one_of(st.integers(-5, 600).map(str), texts(6), st.just("9" * 5000)),
         st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.sampled_from(HUGE_INTS)),
         max_size=3,
     ),
-    "stop": st.one_of(st.text(max_size=5), st.lists(st.text(max_size=5), max_size=20)),
+    "stop": st.one_of(texts(5), st.lists(texts(5), max_size=20)),
     "n": st.one_of(st.just(1), st.integers(-1, 3), st.floats()),
     "stream": st.booleans(),
     "stream_options": st.fixed_dictionaries({"include_usage": json_values}),
@@ -106,7 +113,7 @@ sane: dict[str, st.SearchStrategy[Any]] = {  # values a valid request may hold
     "min_p": st.floats(0, 1),
     "repeat_penalty": st.floats(0.5, 2),
     "seed": st.integers(-1, 2**32 - 1),
-    "stop": st.lists(st.text(min_size=1, max_size=5), max_size=3),
+    "stop": st.lists(texts(5, min_size=1), max_size=3),
     "logit_bias": st.dictionaries(st.integers(0, 500).map(str), st.floats(-100, 100), max_size=2),
     "n": st.just(1),
     "stream_options": st.fixed_dictionaries({"include_usage": st.booleans()}),
@@ -117,7 +124,7 @@ cores = st.one_of(
         {
             "messages": st.lists(
                 st.fixed_dictionaries(
-                    {"role": st.sampled_from(["system", "user", "assistant"]), "content": st.text()}
+                    {"role": st.sampled_from(["system", "user", "assistant"]), "content": texts(40)}
                 ),
                 min_size=1,
                 max_size=3,
@@ -125,7 +132,7 @@ cores = st.one_of(
         }
     ),
     st.fixed_dictionaries(
-        {"prompt": st.one_of(st.text(max_size=20), st.lists(st.integers(3, 500), min_size=1))}
+        {"prompt": st.one_of(texts(20), st.lists(st.integers(3, 500), min_size=1))}
     ),
 )
 
@@ -141,7 +148,7 @@ def bodies(draw: st.DrawFn) -> dict[str, Any]:
         if key in sane:
             choices.insert(0, sane[key])
         body[key] = draw(st.one_of(*choices))
-    body.update(draw(st.dictionaries(st.text(max_size=8), json_values, max_size=2)))
+    body.update(draw(st.dictionaries(texts(8), json_values, max_size=2)))
     return body
 
 

@@ -104,8 +104,10 @@ class BenchSpec:
             raise UserInputError("batch sizes must be >= 1")
         if any(c < 0 for c in self.n_ctx):
             raise UserInputError("--ctx values must be >= 0")
-        if any(t < 0 for t in self.n_threads):
-            raise UserInputError("thread counts must be >= 0")
+        from llcuda_tui.core.engine import max_threads
+
+        if any(not 0 <= t <= max_threads() for t in self.n_threads):
+            raise UserInputError(f"thread counts must be in [1, {max_threads()}] (0 = default)")
         for fa in self.flash_attn:
             if fa not in ("auto", "on", "off"):
                 raise UserInputError(f"flash attention must be on, off or auto (got '{fa}')")

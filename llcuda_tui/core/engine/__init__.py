@@ -170,6 +170,9 @@ if TYPE_CHECKING:
     from ._threads import (
         default_threads as default_threads,
     )
+    from ._threads import (
+        max_threads as max_threads,
+    )
     from ._types import (
         AUTO_ON_OFF as AUTO_ON_OFF,
     )
@@ -233,6 +236,7 @@ _EXPORTS = {
     "decode_error": "_decoding",
     "finish_run": "_decoding",
     "default_threads": "_threads",
+    "max_threads": "_threads",
     "Engine": "_local",
     "FLASH_ATTN_AUTO": "_local",
     "TokensFromEngine": "_local",

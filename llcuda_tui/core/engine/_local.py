@@ -169,6 +169,7 @@ class Engine(EngineBase):
             cfg.backend_sampling == "auto" and full_offload
         )
         n_threads = cfg.n_threads or default_threads()
+        cfg.check_ctx(cfg.n_ctx, L.llama_model_n_ctx_train(model))
 
         cparams = L.llama_context_default_params()
         cparams.n_ctx = cfg.n_ctx

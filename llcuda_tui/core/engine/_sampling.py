@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -44,7 +45,11 @@ class SamplingParams(SamplingValues):
     sampler; CPU only, so a request with one is sampled on the CPU)."""
 
     def __post_init__(self) -> None:
+        floats = (self.temperature, self.top_p, self.min_p, self.repeat_penalty)
         problems = [
+            # nan passes every comparison and inf overflows the sampler: finite numbers only
+            (not all(math.isfinite(x) for x in floats), "sampling numbers must be finite"),
+            (any(math.isnan(b) for b in self.logit_bias.values()), "logit bias must not be nan"),
             (self.temperature < 0, "temperature must be >= 0"),
             (self.top_k < 0, "top-k must be >= 0"),
             (not 0 <= self.top_p <= 1, "top-p must be in [0, 1]"),

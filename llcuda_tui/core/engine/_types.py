@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from llcuda_tui.core.engine._sampling import SamplingParams
+from llcuda_tui.core.engine._threads import max_threads
 from llcuda_tui.core.errors import UserInputError
+from llcuda_tui.core.unicode import check_text
 
 if TYPE_CHECKING:
     import concurrent.futures
@@ -30,6 +32,9 @@ KV_TYPES: tuple[KvType, ...] = get_args(KvType)
 GGML_TYPES: dict[KvType, int] = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7,
                                  "q8_0": 8, "iq4_nl": 20, "bf16": 30}  # fmt: skip
 """``ggml_type`` of each KV type."""
+MAX_CTX = 1 << 24
+"""The largest context any load may ask for (16 Mi tokens, far beyond any model's training
+context); the real check is against the model's own, when it loads."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,8 +70,14 @@ class EngineValues:
         problems = [
             (self.n_gpu_layers < -1, "n_gpu_layers must be >= -1"),
             (self.n_ctx < 0, "n_ctx must be >= 0"),
+            # llama.cpp keeps n_ctx in a uint32: 2^32 wrapped to 0 and larger ones allocate
+            # until memory runs out; the model's own limit is checked when it loads
+            (self.n_ctx > MAX_CTX, f"n_ctx must be at most {MAX_CTX}"),
             (self.n_batch < 1 or self.n_ubatch < 1, "n_batch and n_ubatch must be >= 1"),
-            (self.n_threads < 0, "n_threads must be >= 0"),
+            (
+                not 0 <= self.n_threads <= max_threads(),
+                f"n_threads must be in [1, {max_threads()}] (0 = default)",
+            ),
             (self.flash_attn not in AUTO_ON_OFF, "flash_attn must be auto, on or off"),
         ]
         for bad, message in problems:
@@ -91,6 +102,9 @@ class EngineConfig(EngineValues):
     """Where conversations' KV states are saved and restored from (None: never; needs
     ``model_sha256``, which keys them). The TUI and the worker set it; benchmarks do not."""
     kv_state_max_bytes: int | None = None
+    ctx_beyond_training: bool = False
+    """Allow a context longer than the model was trained on (the caller takes the quality
+    loss, or has set up RoPE scaling in the GGUF); off, :meth:`check_ctx` refuses one."""
     """Size cap of ``kv_state_dir`` (least recently used states go first); None: no cap."""
 
     @classmethod
@@ -117,6 +131,19 @@ class EngineConfig(EngineValues):
         super().validate()
         if self.backend_sampling not in AUTO_ON_OFF:
             raise UserInputError("backend_sampling must be auto, on or off")
+
+    def check_ctx(self, n_ctx: int, n_ctx_train: int) -> None:
+        """Refuse a context of ``n_ctx`` tokens (per sequence) beyond the model's training
+        context before llama.cpp allocates it: without RoPE scaling the model degrades past
+        it, and `--ctx 99999999999` used to sit in "loading" while memory ran out. Up to the
+        default context (:class:`EngineValues`) is always allowed, so the config's default
+        still loads a model trained on less (llama.cpp only warns)."""
+        limit = max(n_ctx_train, EngineValues.n_ctx)
+        if n_ctx_train > 0 and n_ctx > limit and not self.ctx_beyond_training:
+            raise UserInputError(
+                f"a context of {n_ctx} tokens is more than {self.model_path.name} was trained "
+                f"on ({n_ctx_train}); ask for {limit} or fewer (0 = the training context)"
+            )
 
 
 @dataclass(frozen=True)
@@ -172,6 +199,15 @@ class GenerationRequest:
             raise UserInputError("max_tokens must be >= 1")
         if any(not s for s in self.stop):
             raise UserInputError("stop strings must not be empty")
+        # a lone surrogate cannot be tokenized: one rule for every edge (core/unicode.py)
+        if self.prompt is not None:
+            check_text(self.prompt, "the prompt")
+        for i, message in enumerate(self.messages or ()):
+            for key, value in message.items():
+                if isinstance(value, str):
+                    check_text(value, f"message {i + 1}'s {key}")
+        for s in self.stop:
+            check_text(s, "a stop string")
 
 
 @dataclass

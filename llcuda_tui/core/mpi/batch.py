@@ -16,6 +16,7 @@ receive spins a core, which the engine thread needs.
 from __future__ import annotations
 
 import contextlib
+import os
 import queue
 import threading
 import time
@@ -115,6 +116,9 @@ class _Runner:
             handle = self.engine.submit(request, lambda chunk: parts.append(chunk.text))
         except LlcudaError as exc:  # a bad item (prompt too long, ...): its result is the error
             self.results.put({**base, "error": str(exc)})
+            return
+        except Exception as exc:  # one item must never end the batch (docs/reliability.md)
+            self.results.put({**base, "error": f"{type(exc).__name__}: {exc}"})
             return
 
         def done(future: Any) -> None:
@@ -376,6 +380,10 @@ def run_batch(
 
 
 def _plan(job: BatchJob) -> tuple[list[jobs.Item], BatchSummary]:
+    inp, out = Path(job.input_path), Path(job.output_path)
+    if out.exists() and inp.exists() and os.path.samefile(inp, out):
+        # the input's ids would all count as done ("all N items are already in X")
+        raise UserInputError(f"--input and --output are the same file ({out})")
     items = jobs.read_items(job.input_path, job.sampling, job.max_tokens, job.ignore_eos)
     done = jobs.completed_ids(job.output_path)
     todo = [i for i in items if jobs.id_key(i.id) not in done]
@@ -406,6 +414,10 @@ def _run_root(
     local = _LocalChannel() if engine is not None else None
     port = _RootPort(comm if comm is not None and comm.Get_size() > 1 else None, local)
     writer = jobs.ResultWriter(job.output_path, [i.index for i in todo], fsync=job.fsync)
+    for bad in (i for i in todo if i.error is not None):  # a bad line's result is its error
+        writer.add(bad.index, {"id": bad.id, "index": bad.index, "error": bad.error, "rank": 0})
+        summary.errors += 1
+    todo = [i for i in todo if i.request is not None]
     thread = None
     if engine is not None and local is not None:
         runner = _Runner(engine, 0)

@@ -34,7 +34,10 @@ class Item:
 
     index: int
     id: Any
-    request: GenerationRequest
+    request: GenerationRequest | None
+    error: str | None = None
+    """Why this line is not a request (bad JSON, a bad field): its result is this error, and
+    the other items still run."""
 
 
 def parse_item(
@@ -116,9 +119,13 @@ def _is_messages(value: Any) -> bool:
 def read_items(
     path: Path, base: SamplingParams, max_tokens: int, ignore_eos: bool = False
 ) -> list[Item]:
-    """Every item of the JSON-lines file ``path`` (blank lines skipped); ids must be unique."""
+    """Every item of the JSON-lines file ``path`` (blank lines skipped); ids must be unique.
+    A bad line is an item whose ``error`` says why (its id, if it has one, else its line)."""
+    p = Path(path)
+    if p.exists() and not p.is_file():  # /dev/zero, a FIFO: would be read until memory ran out
+        raise UserInputError(f"input {path} is not a regular file")
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise UserInputError(f"input file not found: {path}") from None
     except OSError as exc:
@@ -130,7 +137,10 @@ def read_items(
     for index, line in enumerate(text.splitlines()):
         if not line.strip():
             continue
-        item = parse_item(index, line, base, max_tokens, str(path), ignore_eos)
+        try:
+            item = parse_item(index, line, base, max_tokens, str(path), ignore_eos)
+        except UserInputError as exc:
+            item = Item(index, _line_id(line, index), None, str(exc))
         key = id_key(item.id)
         if key in seen:
             raise UserInputError(
@@ -141,6 +151,20 @@ def read_items(
     if not items:
         raise UserInputError(f"{path} holds no prompts")
     return items
+
+
+def _line_id(line: str, index: int) -> Any:
+    """The id of a bad line if it is a JSON object with one, else its line number."""
+    try:
+        raw = json.loads(line)
+    except ValueError:
+        return index + 1
+    item_id = raw.get("id", index + 1) if isinstance(raw, dict) else index + 1
+    try:
+        json.dumps(item_id).encode()
+    except (TypeError, ValueError):
+        return index + 1
+    return item_id
 
 
 def id_key(value: Any) -> str:

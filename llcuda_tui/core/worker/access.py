@@ -7,6 +7,8 @@ bad URL or an unreadable key file reads the same in both: one line, no traceback
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -17,6 +19,8 @@ if TYPE_CHECKING:
     from llcuda_tui.core.worker.client import WorkerAccess
 
 MIN_API_KEY_CHARS = 8
+MAX_KEY_FILE_BYTES = 4096
+"""A key file holds one line: anything larger (``/dev/zero``, a log) is not one."""
 
 
 def check_worker_url(url: str) -> str:
@@ -31,7 +35,7 @@ def check_worker_url(url: str) -> str:
 def read_api_key(path: str) -> str:
     """The key in ``path`` (first line, stripped); one clear line if unusable."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = _read_small(Path(path), MAX_KEY_FILE_BYTES, "--api-key-file").decode("utf-8")
     except OSError as exc:
         raise UserInputError(f"cannot read --api-key-file {path}: {exc.strerror}") from None
     except UnicodeDecodeError:
@@ -44,6 +48,18 @@ def read_api_key(path: str) -> str:
             f"the API key in {path} is too short ({MIN_API_KEY_CHARS} characters at least)"
         )
     return key
+
+
+def _read_small(path: Path, limit: int, what: str) -> bytes:
+    """The bytes of the regular file ``path`` if it holds at most ``limit``; one clear line
+    otherwise (a device or FIFO would be read until memory ran out)."""
+    with open(path, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+            raise UserInputError(f"{what} {path} is not a regular file")
+        data = fh.read(limit + 1)
+    if len(data) > limit:
+        raise UserInputError(f"{what} {path} is larger than {limit} bytes: not a key file")
+    return data
 
 
 def worker_access(api_key_file: str | None, ca_cert: str | None) -> WorkerAccess:

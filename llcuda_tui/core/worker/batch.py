@@ -290,6 +290,7 @@ class BatchEngine(TokensFromEngine, EngineBase):
         cfg, tok = self.config, self._tok.info
         t0 = time.perf_counter()
         n_ctx_seq = cfg.n_ctx or tok.n_ctx_train
+        cfg.check_ctx(n_ctx_seq, tok.n_ctx_train)
         n_batch = max(cfg.n_batch, self.parallel)
         n_threads = cfg.n_threads or default_threads()
         full_offload = tok.n_layers_offloaded >= tok.n_layers > 0

@@ -78,7 +78,7 @@ class Guard:
         self.known_paths = frozenset(known_paths)
         self.open_paths = frozenset(open_paths)
         key = state.config.api_key
-        self._key = f"Bearer {key}".encode() if key else None
+        self._key = key.encode() if key else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -121,7 +121,10 @@ class Guard:
         given = b""
         for name, value in scope.get("headers", ()):
             if name == b"authorization":
-                given = value
+                # the scheme is case-insensitive (RFC 7235): "bearer KEY" is as good
+                scheme, _, token = value.strip().partition(b" ")
+                if scheme.lower() == b"bearer":
+                    given = token.strip()
                 break
         return hmac.compare_digest(given, self._key)
 

@@ -22,6 +22,7 @@ from typing import Any
 from llcuda_tui.core.config import SamplingDefaults
 from llcuda_tui.core.engine import GenerationRequest, RunRecord, SamplingParams
 from llcuda_tui.core.errors import UserInputError
+from llcuda_tui.core.unicode import find_bad_text
 
 EXT_PREFIX = "/llcuda/v1"
 """Our extensions' paths start with this (OpenAI clients never ask for them)."""
@@ -131,6 +132,12 @@ def parse_body(raw: bytes) -> dict[str, Any]:
         raise RequestError(f"the request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise RequestError("the request body must be a JSON object")
+    bad = find_bad_text(body)
+    if bad is not None:  # a lone surrogate would crash the tokenizer (docs/reliability.md)
+        path, code = bad
+        raise RequestError(
+            f"'{path}' is not valid Unicode text (lone surrogate {code})", param=path
+        )
     return body
 
 

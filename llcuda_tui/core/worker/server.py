@@ -17,6 +17,7 @@ each stream ending with a proper last event.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import socket
 import threading
@@ -83,6 +84,15 @@ def base_url(listen: Listen, sock: socket.socket) -> str:
     return f"{scheme}://{shown}:{port}"
 
 
+def _hide_query(record: logging.LogRecord) -> bool:
+    """Access-log filter: a query string may carry a secret (``?api_key=...``, which clients
+    send though only the header is accepted); log the path only."""
+    args = record.args
+    if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str) and "?" in args[2]:
+        record.args = (*args[:2], args[2].split("?", 1)[0] + "?…", *args[3:])
+    return True
+
+
 class UvicornServer:
     """uvicorn's Server with our SIGTERM handling: drain, then exit 0 (no re-raised signal)."""
 
@@ -103,6 +113,7 @@ class UvicornServer:
         )
         self.state = state
         outer = self
+        logging.getLogger("uvicorn.access").addFilter(_hide_query)  # added once (same object)
 
         class Server(uvicorn.Server):
             def handle_exit(self, sig: int, frame: FrameType | None) -> None:
@@ -118,7 +129,9 @@ class UvicornServer:
                 if threading.current_thread() is not threading.main_thread():
                     yield
                     return
-                sigs = (signal.SIGINT, signal.SIGTERM)
+                # SIGHUP (the terminal closed, a supervisor's "reload") drains like SIGTERM:
+                # its default, exiting at once with rc 129, cut streams off with no final event
+                sigs = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
                 old = {s: signal.signal(s, self.handle_exit) for s in sigs}
                 try:
                     yield

@@ -94,7 +94,6 @@ def _one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
 @pytest.mark.parametrize(
     ("content", "extra", "fragment"),
     [
-        ('{"prompt": "a"}\n{"prompt": 1}\n', [], "in.jsonl line 2: 'prompt' must be a string"),
         ("", [], "holds no prompts"),
         ('{"prompt": "a"}\n', ["--parallel", "0"], "--parallel must be in"),
         ('{"prompt": "a"}\n', ["--no-root-engine"], "--no-root-engine needs --mpi"),

@@ -454,7 +454,10 @@ def test_store_listing_comes_from_the_workers_store(tiny_gguf: Path, settings: S
 
 def test_drain_finishes_short_streams_and_cancels_long_ones(tiny_gguf: Path) -> None:
     cfg = WorkerConfig(
-        EngineConfig(tiny_gguf, n_ctx=16384, n_threads=1), "tiny", parallel=2, shutdown_grace_s=1.5
+        EngineConfig(tiny_gguf, n_ctx=16384, n_threads=1, ctx_beyond_training=True),
+        "tiny",
+        parallel=2,
+        shutdown_grace_s=1.5,
     )
     worker = WorkerServer(cfg).start()
     results: dict[str, object] = {}
