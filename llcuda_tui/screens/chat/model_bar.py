@@ -115,15 +115,16 @@ class ModelBar(Horizontal):
         loaded: str | None,
         fallback: str | None,
     ) -> ModelChoice | None:
-        """List ``choices`` and pick (and return) the default: the ``loaded`` model, else
-        the one picked now, else ``fallback`` (the conversation's model), else core's
-        :func:`default_choice`."""
+        """List ``choices`` and pick (and return) the default: the one picked now (a new
+        ctx or ngl relists the models: the pick must survive it, or Load loads the wrong
+        model), else the ``loaded`` model, else ``fallback`` (the conversation's model),
+        else core's :func:`default_choice`."""
         from llcuda_tui.core.store import default_choice  # loaded by then: models are listed
 
         self.choices = {c.name: c for c in choices}
         self.badges = badges
         select = self.query_one("#model", Select)
-        preferred = loaded or self.picked_name or fallback
+        preferred = self.picked_name or loaded or fallback
         default = default_choice(choices, preferred)
         select.set_options([(self.choice_label(c), c.name) for c in choices])
         if default is not None:
