@@ -11,6 +11,7 @@ from textual.widgets import Static
 
 if TYPE_CHECKING:
     from markdown_it import MarkdownIt
+    from markdown_it.rules_core import StateCore
 
 _FENCE = re.compile(r"^\s*(```|~~~)")
 _BLOCK_START = re.compile(r"^\s*([-*+]\s|\d+[.)]\s|#|>|\|)")
@@ -53,10 +54,21 @@ def keep_shape(text: str) -> str:
 
 
 def hard_break_parser() -> MarkdownIt:
-    """Textual's "gfm-like" parser, with a line break in the text kept as one."""
+    """Textual's "gfm-like" parser, with a line break in the text kept as one.
+
+    markdown-it's ``breaks`` option only changes its HTML output; Textual renders a
+    ``softbreak`` token as a space, so the tokens themselves become ``hardbreak``."""
     from markdown_it import MarkdownIt
 
-    return MarkdownIt("gfm-like", {"breaks": True})
+    def soft_to_hard(state: StateCore) -> None:
+        for token in state.tokens:
+            for child in token.children or ():
+                if child.type == "softbreak":
+                    child.type = "hardbreak"
+
+    parser = MarkdownIt("gfm-like")
+    parser.core.ruler.push("soft_to_hard_breaks", soft_to_hard)
+    return parser
 
 
 class ChatMessage(Vertical, can_focus=True):

@@ -92,8 +92,9 @@ class ChatScreen(Screen[None]):
             title="Chat: Rename conversation", tooltip="Give it a title",
         ),
         Binding("ctrl+f", "search", "Search", show=False),
+        # priority: Ctrl+E moves to the line's end in an Input (End still does that)
         PaletteBinding(
-            "ctrl+e", "focus_prompt", "Message", show=False,
+            "ctrl+e", "focus_prompt", "Message", priority=True,
             title="Chat: Write a message", tooltip="Jump to the message box",
         ),
     ]  # fmt: skip
