@@ -27,8 +27,8 @@ from llcuda_tui.core.engine import FLUSH_INTERVAL_S, ProcessEngine
 from llcuda_tui.core.store import ModelChoice, file_sha256
 from llcuda_tui.messages import ContextPlanned, ModelLoaded
 from llcuda_tui.screens.chat import ChatScreen
-from llcuda_tui.screens.chat.transcript import LiveReply
 from llcuda_tui.screens.chat.settings_dialog import ChatSettingsDialog
+from llcuda_tui.screens.chat.transcript import LiveReply
 from llcuda_tui.screens.dialogs import ConfirmDialog, TextPromptDialog
 from llcuda_tui.widgets import ChatMessage, ConversationItem, StreamView
 from tests.tui.conftest import SIZE, make_app, notices, wait_for

@@ -94,7 +94,7 @@ class ChatScreen(Screen[None]):
         Binding("ctrl+f", "search", "Search", show=False),
         # priority: Ctrl+E moves to the line's end in an Input (End still does that)
         PaletteBinding(
-            "ctrl+e", "focus_prompt", "Message", priority=True,
+            "ctrl+e", "focus_prompt", "Message", show=False, priority=True,
             title="Chat: Write a message", tooltip="Jump to the message box",
         ),
     ]  # fmt: skip
@@ -544,7 +544,9 @@ class ChatScreen(Screen[None]):
         self.live.end()
         done = self.session.finish_reply()
         if done.saved is None and done.record is not None:
-            self.set_status(f"{done.model or 'model'}: stopped before the first token; nothing saved")
+            self.set_status(
+                f"{done.model or 'model'}: stopped before the first token; nothing saved"
+            )
             self.schedule_count()
             return
         if done.saved is None or done.record is None:
