@@ -95,6 +95,8 @@ class BenchScreen(Screen[None]):
 
     def __init__(self) -> None:
         super().__init__()
+        self.listed_generation = -1
+        """The app's ``store_generation`` when the models were last listed."""
         self.choices: dict[str, ModelChoice] = {}
         self.progress = BenchProgressHolder()
         self.cancel_event: threading.Event | None = None
@@ -163,6 +165,8 @@ class BenchScreen(Screen[None]):
 
     def on_screen_resume(self) -> None:
         self.refresh_targets()
+        if self.listed_generation != self.llcuda.store_generation:
+            self.list_models()  # a model was imported, pulled or deleted on F2
 
     @on(Select.Changed, "#bench-mode, #bench-target")
     def form_fields(self) -> None:
@@ -198,8 +202,12 @@ class BenchScreen(Screen[None]):
 
     # --- models ---------------------------------------------------------------------------------
 
-    @work(thread=True, exclusive=True, group="bench-models", exit_on_error=False)
     def list_models(self) -> None:
+        self.listed_generation = self.llcuda.store_generation
+        self.find_models()
+
+    @work(thread=True, exclusive=True, group="bench-models", exit_on_error=False)
+    def find_models(self) -> None:
         from llcuda_tui.core.store import model_choices
 
         try:

@@ -116,6 +116,8 @@ class ChatScreen(Screen[None]):
         self.load_progress = LoadProgress()
         self._autoloaded = False
         self.count_timer: Timer | None = None
+        self.listed_generation = -1
+        """The app's ``store_generation`` when the models were last listed."""
 
     @property
     def llcuda(self) -> LlcudaApp:
@@ -182,9 +184,14 @@ class ChatScreen(Screen[None]):
 
     # --- models -------------------------------------------------------------------------------
 
+    def on_screen_resume(self) -> None:
+        if self.listed_generation != self.llcuda.store_generation:
+            self.list_models()  # a model was imported, pulled or deleted on F2
+
     def list_models(self) -> None:
         """List the pickable models with their fit at the bar's load settings (a worker)."""
         app = self.llcuda
+        self.listed_generation = app.store_generation
         ngl, ctx = self.bar.load_settings()
         remote = list(app.remote_choices.values())
         self.find_models(app.settings, app.fit_device, ngl, ctx, remote)
