@@ -447,6 +447,7 @@ class BenchScreen(Screen[None]):
         from llcuda_tui.core.bench import BenchStore
 
         table = self.query_one("#history", DataTable)
+        at = self.history_cursor_run()  # clear() puts the cursor on row 1: put it back
         table.clear()
         try:
             with BenchStore.open(self.llcuda.settings.paths) as store:
@@ -466,6 +467,8 @@ class BenchScreen(Screen[None]):
                 r.summary,
                 key=str(r.run_id),
             )
+        if at is not None and str(at) in table.rows:
+            table.move_cursor(row=table.get_row_index(str(at)), animate=False)
 
     def history_cursor_run(self) -> int | None:
         table = self.query_one("#history", DataTable)
