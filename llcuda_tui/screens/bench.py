@@ -152,7 +152,7 @@ class BenchScreen(Screen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.query_one("#history", DataTable).add_columns(
+        self.mark_column, *_ = self.query_one("#history", DataTable).add_columns(
             "sel", "run", "date", "mode", "status", "models", "summary"
         )
         self.query_one("#compare", DataTable).add_columns("test", "metric", "A", "B", "B/A")
@@ -447,7 +447,6 @@ class BenchScreen(Screen[None]):
         from llcuda_tui.core.bench import BenchStore
 
         table = self.query_one("#history", DataTable)
-        at = self.history_cursor_run()  # clear() puts the cursor on row 1: put it back
         table.clear()
         try:
             with BenchStore.open(self.llcuda.settings.paths) as store:
@@ -467,8 +466,6 @@ class BenchScreen(Screen[None]):
                 r.summary,
                 key=str(r.run_id),
             )
-        if at is not None and str(at) in table.rows:
-            table.move_cursor(row=table.get_row_index(str(at)), animate=False)
 
     def history_cursor_run(self) -> int | None:
         table = self.query_one("#history", DataTable)
@@ -498,7 +495,11 @@ class BenchScreen(Screen[None]):
             self.marked.remove(run_id)
         else:
             self.marked = [*self.marked[-1:], run_id]
-        self.show_history()
+        # only the marks change: rebuilding the table put the cursor back on row 1
+        table = self.query_one("#history", DataTable)
+        for key in table.rows:
+            mark = "●" if key.value is not None and int(key.value) in self.marked else ""
+            table.update_cell(key, self.mark_column, mark)
         self.notify(f"marked for compare: {', '.join(map(str, self.marked)) or 'none'}")
 
     def action_compare(self) -> None:
