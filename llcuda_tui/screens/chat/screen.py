@@ -296,6 +296,7 @@ class ChatScreen(Screen[None]):
         if app.engine is not message.engine:
             app.release_engine()
         app.set_engine(message.engine, message.choice)
+        self.bar.prefer(message.choice.name)  # the picker shows what is loaded now
         self.show_engine_status()
         self.schedule_count()
         self.prompt.focus()  # the next thing to do is to write
