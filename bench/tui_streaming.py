@@ -75,15 +75,13 @@ def request_for(prompt: str, tokens: int) -> Any:
 async def tui_round(pilot: Any, app: Any, prompt: str) -> tuple[Any, float]:
     """One generation through the Chat screen: its RunRecord, and the UI thread's CPU share
     (of one core) while the reply streamed."""
-    from textual.widgets import Input
-
     screen = app.screen
     session = screen.session  # the chat's state (core's ChatSession)
     screen.action_new_conversation()
     await pilot.pause()
     conv = screen.new_conversation()
     session.conversation = app.conversations.update(conv.id, settings=app.bench_settings)
-    screen.query_one("#prompt", Input).value = prompt
+    screen.prompt.value = prompt  # the multi-line message box (a PromptArea)
     previous = session.last_record
     cpu0, wall0 = time.thread_time(), time.perf_counter()  # this thread runs the app
     # the Pilot's press() may return only once the reply is over (it waits for the app to go

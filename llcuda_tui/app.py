@@ -126,6 +126,9 @@ class LlcudaApp(App[int]):
         self.conversations = ConversationStore.open(settings.paths, clock=clock)
         self.chat_screen: ChatScreen | None = None
         """The Chat screen once it exists (workers' engines are handed to it)."""
+        self.store_generation = 0
+        """Counts the store's changes made here (import, delete, pull): a screen with a model
+        picker relists when it is shown again and the count moved (one store, one list)."""
 
     def on_mount(self) -> None:
         if self.gpu_live:

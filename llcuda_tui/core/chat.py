@@ -277,7 +277,8 @@ class FinishedReply:
     error: BaseException | None = None
     record: RunRecord | None = None
     saved: Message | None = None
-    """The assistant turn as stored; None when the reply failed."""
+    """The assistant turn as stored; None when the reply failed, or was stopped before its
+    first token (then ``record`` is set: nothing was said, nothing is kept)."""
 
 
 class ChatSession:
@@ -538,6 +539,10 @@ class ChatSession:
         if reply.error is not None or conv is None or record is None:
             return FinishedReply(reply.text, name, reply.error)
         self.last_record = record
+        if record.stop_reason == "cancelled" and not reply.text.strip():
+            # stopped before the first token: an empty assistant turn would be sent back
+            # to the model with the next turn and shown as a blank reply; keep none
+            return FinishedReply(reply.text, name, None, record)
         try:
             saved = self.store.add_message(
                 conv.id, "assistant", reply.text, model=name, record=record.to_dict()

@@ -95,6 +95,8 @@ class BenchScreen(Screen[None]):
 
     def __init__(self) -> None:
         super().__init__()
+        self.listed_generation = -1
+        """The app's ``store_generation`` when the models were last listed."""
         self.choices: dict[str, ModelChoice] = {}
         self.progress = BenchProgressHolder()
         self.cancel_event: threading.Event | None = None
@@ -154,7 +156,7 @@ class BenchScreen(Screen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.query_one("#history", DataTable).add_columns(
+        self.mark_column, *_ = self.query_one("#history", DataTable).add_columns(
             "sel", "run", "date", "mode", "status", "models", "summary"
         )
         self.query_one("#compare", DataTable).add_columns("test", "metric", "A", "B", "B/A")
@@ -167,6 +169,8 @@ class BenchScreen(Screen[None]):
 
     def on_screen_resume(self) -> None:
         self.refresh_targets()
+        if self.listed_generation != self.llcuda.store_generation:
+            self.list_models()  # a model was imported, pulled or deleted on F2
 
     @on(Select.Changed, "#bench-mode, #bench-target")
     def form_fields(self) -> None:
@@ -202,8 +206,12 @@ class BenchScreen(Screen[None]):
 
     # --- models ---------------------------------------------------------------------------------
 
-    @work(thread=True, exclusive=True, group="bench-models", exit_on_error=False)
     def list_models(self) -> None:
+        self.listed_generation = self.llcuda.store_generation
+        self.find_models()
+
+    @work(thread=True, exclusive=True, group="bench-models", exit_on_error=False)
+    def find_models(self) -> None:
         from llcuda_tui.core.store import model_choices
 
         try:
@@ -491,7 +499,11 @@ class BenchScreen(Screen[None]):
             self.marked.remove(run_id)
         else:
             self.marked = [*self.marked[-1:], run_id]
-        self.show_history()
+        # only the marks change: rebuilding the table put the cursor back on row 1
+        table = self.query_one("#history", DataTable)
+        for key in table.rows:
+            mark = "●" if key.value is not None and int(key.value) in self.marked else ""
+            table.update_cell(key, self.mark_column, mark)
         self.notify(f"marked for compare: {', '.join(map(str, self.marked)) or 'none'}")
 
     def action_compare(self) -> None:

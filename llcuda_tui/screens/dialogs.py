@@ -10,11 +10,15 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label
 
+# a Label is as wide as its text by default: a long question ran past the dialog's edge and
+# was cut (it wraps at the dialog's width now)
 DIALOG_CSS = """
 {name} {{ align: center middle; }}
 {name} > Vertical {{
-    width: 72; height: auto; padding: 1 2; border: thick $primary; background: $surface;
+    width: 72; max-width: 100%; height: auto; padding: 1 2;
+    border: thick $primary; background: $surface;
 }}
+{name} > Vertical > Label {{ width: 1fr; }}
 {name} .buttons {{ height: auto; margin-top: 1; align-horizontal: right; }}
 {name} Button {{ margin-left: 1; }}
 """

@@ -2,9 +2,73 @@
 
 from __future__ import annotations
 
+import re
+from typing import TYPE_CHECKING
+
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import Static
+
+if TYPE_CHECKING:
+    from markdown_it import MarkdownIt
+    from markdown_it.rules_core import StateCore
+
+_FENCE = re.compile(r"^\s*(```|~~~)")
+_BLOCK_START = re.compile(r"^\s*([-*+]\s|\d+[.)]\s|#|>|\|)")
+
+
+def keep_shape(text: str) -> str:
+    """``text`` as Markdown that keeps the shape the model gave it.
+
+    Models often write code without fences: a paragraph whose later lines are indented
+    (``def f(s):`` / ``    return s[::-1]``). Markdown would join those lines and drop
+    the indent, so such a paragraph is fenced here. Line breaks elsewhere (poems, addresses)
+    are kept by the parser (``breaks``); fenced blocks, lists and tables pass through.
+    """
+    out: list[str] = []
+    para: list[str] = []
+    in_fence = False
+
+    def flush() -> None:
+        indented = any(line[:1].isspace() for line in para[1:])
+        if indented and not any(_BLOCK_START.match(line) for line in para):
+            out.extend(["```", *para, "```"])
+        else:
+            out.extend(para)
+        para.clear()
+
+    for line in text.split("\n"):
+        if _FENCE.match(line):
+            flush()
+            in_fence = not in_fence
+            out.append(line)
+        elif in_fence:
+            out.append(line)
+        elif not line.strip():
+            flush()
+            out.append(line)
+        else:
+            para.append(line)
+    flush()
+    return "\n".join(out)
+
+
+def hard_break_parser() -> MarkdownIt:
+    """Textual's "gfm-like" parser, with a line break in the text kept as one.
+
+    markdown-it's ``breaks`` option only changes its HTML output; Textual renders a
+    ``softbreak`` token as a space, so the tokens themselves become ``hardbreak``."""
+    from markdown_it import MarkdownIt
+
+    def soft_to_hard(state: StateCore) -> None:
+        for token in state.tokens:
+            for child in token.children or ():
+                if child.type == "softbreak":
+                    child.type = "hardbreak"
+
+    parser = MarkdownIt("gfm-like")
+    parser.core.ruler.push("soft_to_hard_breaks", soft_to_hard)
+    return parser
 
 
 class ChatMessage(Vertical, can_focus=True):
@@ -49,7 +113,7 @@ class ChatMessage(Vertical, can_focus=True):
         from textual.widgets import Markdown
 
         yield Static(self._label, classes="role", markup=False)
-        yield Markdown(self._text)
+        yield Markdown(keep_shape(self._text), parser_factory=hard_break_parser)
         yield Static(
             self._record_text,
             classes="record" + ("" if self._record_text else " -empty"),

@@ -16,7 +16,7 @@ class ContextMeter(Static):
     """Shows a ContextPlan; classes ``-warn`` / ``-over`` colour it."""
 
     DEFAULT_CSS = """
-    ContextMeter { height: 1; padding: 0 1; color: $text-muted; }
+    ContextMeter { height: auto; max-height: 3; padding: 0 1; color: $text-muted; }
     ContextMeter.-warn { color: $warning; }
     ContextMeter.-over { color: $error; text-style: bold; }
     """
@@ -27,8 +27,10 @@ class ContextMeter(Static):
         self.set_class(state == "warn", "-warn")
         self.set_class(state == "over", "-over")
         if plan is None:
-            self.update(f"context: {note or 'no model loaded'}", layout=False)
+            # layout: a long note wraps to a second line (it was cut at the edge); the meter
+            # is never updated while a reply streams, so this costs no streaming time
+            self.update(f"context: {note or 'no model loaded'}")
             return
         filled = min(BAR_CELLS, round(plan.fraction * BAR_CELLS))
         bar = "█" * filled + "░" * (BAR_CELLS - filled)
-        self.update(f"context {bar} {plan.describe()}", layout=False)
+        self.update(f"context {bar} {plan.describe()}")

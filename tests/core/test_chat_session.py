@@ -4,6 +4,7 @@ real conversation store (SQLite under LLCUDA_HOME) with the starter model on the
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -236,12 +237,38 @@ def test_a_stopped_reply_is_saved_as_cancelled(store: ConversationStore, loaded:
     session.start_reply(turns)
     reply = session.reply
     assert reply is not None and reply.handle is not None
+    deadline = time.monotonic() + 60
+    while not reply.text.strip():  # stopped after it said something
+        assert time.monotonic() < deadline and not reply.done, "no token within 60 s"
+        time.sleep(0.01)
     assert session.stop_reply()
     record = reply.handle.result(timeout=120)
     assert record.stop_reason == "cancelled" and record.generated_tokens < 200
     done = session.finish_reply()
     assert done.saved is not None and done.saved.record is not None
     assert done.saved.record["stop_reason"] == "cancelled"
+
+
+def test_a_reply_stopped_before_its_first_token_is_not_saved(
+    store: ConversationStore, loaded: Holder
+) -> None:
+    session = session_on(store, loaded)
+    conv = store.create(settings=ChatSettings(temperature=0.0, max_tokens=200))
+    session.open_conversation(conv)
+    # a long prompt: its prefill keeps the first token well behind the stop below
+    session.start_reply(session.begin_send("Summarize this: " + "river stone " * 90))
+    reply = session.reply
+    assert reply is not None and reply.handle is not None
+    assert session.stop_reply()
+    record = reply.handle.result(timeout=120)
+    assert record.stop_reason == "cancelled" and reply.text == ""
+    done = session.finish_reply()
+    assert session.phase is Phase.IDLE
+    assert done.saved is None and done.record is record and done.error is None
+    # the user's turn stays (to regenerate or edit); no empty assistant turn after it
+    assert [m.role for m in store.messages(conv.id)] == ["user"]
+    assert [m.role for m in session.messages] == ["user"]
+    assert session.last_record is record
 
 
 def test_a_failed_reply_is_not_saved(store: ConversationStore, loaded: Holder) -> None:

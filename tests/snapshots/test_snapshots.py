@@ -93,8 +93,8 @@ class StandInEngine:
 
 
 def no_blink(app: Any) -> None:
-    for widget in app.screen.query(Input):
-        widget.cursor_blink = False
+    for widget in app.screen.query("Input, TextArea"):
+        widget.cursor_blink = False  # type: ignore[attr-defined]
 
 
 @pytest.fixture()
@@ -126,7 +126,7 @@ def test_chat_screen(snap_compare: Any, settings: Settings, smollm_path: Path) -
         chat = app.screen
         await wait_for(pilot, lambda: chat.choices and chat.plan is not None, what="ready")
         before = chat.plan.history_tokens
-        chat.query_one("#prompt", Input).value = "And how is it different from safetensors?"
+        chat.prompt.value = "And how is it different\nfrom safetensors?"
         await wait_for(pilot, lambda: chat.plan.history_tokens > before, what="recount")
         no_blink(app)
         await pilot.pause()

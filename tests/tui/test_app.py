@@ -74,6 +74,7 @@ async def test_palette_commands_are_the_titled_bindings(settings: Settings) -> N
             "Chat: Copy message",
             "Chat: Export conversation",
             "Chat: Rename conversation",
+            "Chat: Write a message",
         ]
         assert commands["Chat: New conversation"].help == "Start a new chat (ctrl+n)"
         assert "Chat: Search" not in commands  # Ctrl+F, a binding without a palette title

@@ -26,8 +26,9 @@ from llcuda_tui.core.conversations import ChatSettings
 from llcuda_tui.core.engine import FLUSH_INTERVAL_S, ProcessEngine
 from llcuda_tui.core.store import ModelChoice, file_sha256
 from llcuda_tui.messages import ContextPlanned, ModelLoaded
-from llcuda_tui.screens.chat import DRAIN_HZ, ChatScreen
+from llcuda_tui.screens.chat import ChatScreen
 from llcuda_tui.screens.chat.settings_dialog import ChatSettingsDialog
+from llcuda_tui.screens.chat.transcript import LiveReply
 from llcuda_tui.screens.dialogs import ConfirmDialog, TextPromptDialog
 from llcuda_tui.widgets import ChatMessage, ConversationItem, StreamView
 from tests.tui.conftest import SIZE, make_app, notices, wait_for
@@ -143,6 +144,14 @@ async def test_escape_stops_within_one_token_and_input_stays_live(
         original_append(self, text)
 
     monkeypatch.setattr(StreamView, "append", counting_append)
+    ticks: list[int] = []
+    original_tick = LiveReply.tick
+
+    def counting_tick(self: LiveReply, reply: ReplyStream) -> bool:
+        ticks.append(reply.tokens)
+        return original_tick(self, reply)
+
+    monkeypatch.setattr(LiveReply, "tick", counting_tick)
     at_cancel: list[int] = []
     original_cancel = ReplyStream.cancel
 
@@ -155,7 +164,7 @@ async def test_escape_stops_within_one_token_and_input_stays_live(
     async with app.run_test(size=SIZE) as pilot:
         chat = await load_smollm(pilot, app)
         session = chat.session
-        prompt = chat.query_one("#prompt", Input)
+        prompt = chat.prompt
         prompt.value = "Write a very long story about a dragon who learns to bake bread."
         await focused(pilot, prompt)
         await pilot.press("enter")
@@ -164,7 +173,6 @@ async def test_escape_stops_within_one_token_and_input_stays_live(
             lambda: session.reply is not None and session.reply.tokens >= 12,
             what="streaming",
         )
-        started = session.reply.started
         # the input keeps working while tokens stream (keys go straight to the focused input:
         # Pilot.press waits for the process to idle, up to 2 s a key while the engine computes)
         assert app.focused is prompt
@@ -174,16 +182,17 @@ async def test_escape_stops_within_one_token_and_input_stays_live(
         assert session.reply is not None
         await pilot.press("escape")
         await wait_for(pilot, lambda: session.reply is None, what="stop")
-        elapsed = time.perf_counter() - started
         record = session.last_record
         assert record.stop_reason == "cancelled"
         # the engine stops within one token of the cancel reaching it; what the app had seen
         # at Esc lags by at most one flush of the engine process (FLUSH_INTERVAL_S of tokens)
         late = 1 + math.ceil(record.decode_tokens_per_s * FLUSH_INTERVAL_S)
         assert at_cancel and record.generated_tokens <= at_cancel[0] + late
-        # tokens reached the widget in batches at the drain rate, not one refresh per token
-        assert len(appends) <= elapsed * DRAIN_HZ + 2
-        assert sum(appends) > 0 and len(appends) < record.generated_tokens
+        # tokens reached the widget in batches, one per drain tick, never one per token.
+        # Counted against the ticks, not the clock or the token count: under load the
+        # timer fires late and the engine may make less than a token a tick (this compared
+        # appends with elapsed time and with tokens, and failed on a loaded 2-core VM)
+        assert sum(appends) > 0 and ticks and len(appends) <= len(ticks)
         saved = app.conversations.messages(session.conversation.id)[-1]
         assert saved.record["stop_reason"] == "cancelled"
 
@@ -235,7 +244,7 @@ async def test_regenerate_edit_copy_export_settings(settings: Settings, smollm_p
         # edit the last user turn: it and its reply are replaced
         await focused(pilot, chat.prompt)
         await pilot.press("ctrl+g")
-        prompt = chat.query_one("#prompt", Input)
+        prompt = chat.prompt
         assert prompt.value == "Name a color."
         prompt.value = "Name a fruit."
         await focused(pilot, prompt)
@@ -287,7 +296,7 @@ async def test_context_over_asks_before_leaving_turns_out(
         chat = await load_smollm(pilot, app)
         session = chat.session
         assert session.conversation is not None and session.conversation.id == conv.id
-        prompt = chat.query_one("#prompt", Input)
+        prompt = chat.prompt
         prompt.value = "And lakes?"
         await wait_for(pilot, lambda: session.plan is not None and session.plan.state == "over")
         assert "Over by" in str(chat.query_one("#meter").render())

@@ -97,3 +97,32 @@ def _alive(tmux: Tmux) -> bool:
         [TMUX or "tmux", "-L", tmux.socket, "has-session", "-t", "llcuda"], capture_output=True
     )
     return proc.returncode == 0
+
+
+def test_a_pasted_multi_line_prompt_is_sent_whole(tmux: Tmux, llcuda_home: Path) -> None:
+    from llcuda_tui.core.config import Paths
+    from llcuda_tui.core.conversations import ConversationStore
+
+    lines = ["Summarize this:", "Rivers carry water.", "Lakes hold it.", "Clouds return it."]
+    tmux.wait_for("message: Enter sends", "loaded in")  # the starter model loaded itself
+    # a bracketed paste, as a terminal sends one (tmux turns its newlines into CRs, as
+    # terminals do)
+    tmux("set-buffer", "-b", "prompt", "\n".join(lines))
+    tmux("paste-buffer", "-p", "-d", "-b", "prompt", "-t", "llcuda")
+    tmux.wait_for(*lines)  # all four lines in the message box, none sent yet
+    tmux("send-keys", "-t", "llcuda", "Enter")
+    deadline = time.monotonic() + 60
+    store = ConversationStore.open(Paths.from_env())
+    try:
+        while True:
+            convs = store.conversations()
+            sent = [m for c in convs for m in store.messages(c.id) if m.role == "user"]
+            if sent:
+                break
+            assert time.monotonic() < deadline, f"nothing sent:\n{tmux.screen()}"
+            time.sleep(0.2)
+    finally:
+        store.close()
+    assert sent[0].content == "\n".join(lines)
+    tmux("send-keys", "-t", "llcuda", "Escape")
+    tmux("send-keys", "-t", "llcuda", "C-q")

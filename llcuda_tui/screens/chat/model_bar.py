@@ -73,6 +73,7 @@ class ModelBar(Horizontal):
         self.choices: dict[str, ModelChoice] = {}
         """The pickable models by name, as last listed."""
         self.badges: dict[str, FitBadge] = {}
+        self._next_pick: str | None = None
 
     def compose(self) -> ComposeResult:
         ngl, ctx = self._defaults
@@ -108,6 +109,14 @@ class ModelBar(Horizontal):
         if name in self.choices:
             self.query_one("#model", Select).value = name
 
+    def prefer(self, name: str) -> None:
+        """Pick ``name`` now if it is listed, and at the next listing (a model just loaded,
+        e.g. a worker's, which the next listing brings)."""
+        if name in self.choices:
+            self.pick(name)
+        else:
+            self._next_pick = name
+
     def show_choices(
         self,
         choices: list[ModelChoice],
@@ -115,15 +124,18 @@ class ModelBar(Horizontal):
         loaded: str | None,
         fallback: str | None,
     ) -> ModelChoice | None:
-        """List ``choices`` and pick (and return) the default: the ``loaded`` model, else
-        the one picked now, else ``fallback`` (the conversation's model), else core's
-        :func:`default_choice`."""
+        """List ``choices`` and pick (and return) the default: the one picked now (a new
+        ctx or ngl relists the models: the pick must survive it, or Load loads the wrong
+        model) unless a model was just loaded (:meth:`prefer`), else the ``loaded`` model,
+        else ``fallback`` (the conversation's model), else core's :func:`default_choice`."""
         from llcuda_tui.core.store import default_choice  # loaded by then: models are listed
 
         self.choices = {c.name: c for c in choices}
         self.badges = badges
         select = self.query_one("#model", Select)
-        preferred = loaded or self.picked_name or fallback
+        preferred = self._next_pick or self.picked_name or loaded or fallback
+        if self._next_pick in self.choices:  # a listing made before the load may lack it
+            self._next_pick = None
         default = default_choice(choices, preferred)
         select.set_options([(self.choice_label(c), c.name) for c in choices])
         if default is not None:

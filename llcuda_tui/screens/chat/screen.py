@@ -18,7 +18,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.timer import Timer
-from textual.widgets import Button, Footer, Input, ListView, ProgressBar, Static
+from textual.widgets import Button, Footer, Input, ListView, ProgressBar, Static, TextArea
 from textual.worker import Worker, WorkerState
 
 from llcuda_tui.core.chat import ChatSession, ContextPlan, Phase, PlanJob
@@ -38,7 +38,7 @@ from llcuda_tui.screens.chat.model_bar import LoadProgress, ModelBar, list_choic
 from llcuda_tui.screens.chat.sidebar import Sidebar
 from llcuda_tui.screens.chat.transcript import DRAIN_HZ, LiveReply, Transcript
 from llcuda_tui.screens.dialogs import ConfirmDialog
-from llcuda_tui.widgets import ChatMessage, ContextMeter, ConversationItem, StreamView
+from llcuda_tui.widgets import ChatMessage, ContextMeter, ConversationItem, PromptArea, StreamView
 
 if TYPE_CHECKING:
     from llcuda_tui.app import LlcudaApp
@@ -92,13 +92,18 @@ class ChatScreen(Screen[None]):
             title="Chat: Rename conversation", tooltip="Give it a title",
         ),
         Binding("ctrl+f", "search", "Search", show=False),
+        # priority: Ctrl+E moves to the line's end in an Input (End still does that)
+        PaletteBinding(
+            "ctrl+e", "focus_prompt", "Message", show=False, priority=True,
+            title="Chat: Write a message", tooltip="Jump to the message box",
+        ),
     ]  # fmt: skip
 
     bar = getters.query_one(ModelBar)
     sidebar = getters.query_one(Sidebar)
     transcript = getters.query_one(Transcript)
     meter = getters.query_one(ContextMeter)
-    prompt = getters.query_one("#prompt", Input)
+    prompt = getters.query_one("#prompt", PromptArea)
 
     def __init__(self) -> None:
         super().__init__()
@@ -111,6 +116,8 @@ class ChatScreen(Screen[None]):
         self.load_progress = LoadProgress()
         self._autoloaded = False
         self.count_timer: Timer | None = None
+        self.listed_generation = -1
+        """The app's ``store_generation`` when the models were last listed."""
 
     @property
     def llcuda(self) -> LlcudaApp:
@@ -137,7 +144,10 @@ class ChatScreen(Screen[None]):
                 yield ProgressBar(total=1.0, id="load-progress", show_eta=False)
                 yield Transcript(id="transcript")
                 yield ContextMeter(id="meter")
-                yield Input(placeholder="message: Enter sends, Esc stops a reply", id="prompt")
+                yield PromptArea(
+                    placeholder="message: Enter sends, Ctrl+J adds a line, Esc stops a reply",
+                    id="prompt",
+                )
         # a child of the screen, not of the chat column: a repaint of the streaming reply
         # then re-renders 4 widgets (screen, column, footer, view) instead of 12
         yield StreamView(id="live")
@@ -174,9 +184,14 @@ class ChatScreen(Screen[None]):
 
     # --- models -------------------------------------------------------------------------------
 
+    def on_screen_resume(self) -> None:
+        if self.listed_generation != self.llcuda.store_generation:
+            self.list_models()  # a model was imported, pulled or deleted on F2
+
     def list_models(self) -> None:
         """List the pickable models with their fit at the bar's load settings (a worker)."""
         app = self.llcuda
+        self.listed_generation = app.store_generation
         ngl, ctx = self.bar.load_settings()
         remote = list(app.remote_choices.values())
         self.find_models(app.settings, app.fit_device, ngl, ctx, remote)
@@ -281,8 +296,10 @@ class ChatScreen(Screen[None]):
         if app.engine is not message.engine:
             app.release_engine()
         app.set_engine(message.engine, message.choice)
+        self.bar.prefer(message.choice.name)  # the picker shows what is loaded now
         self.show_engine_status()
         self.schedule_count()
+        self.prompt.focus()  # the next thing to do is to write
 
     def show_engine_status(self) -> None:
         engine, choice = self.session.engine, self.session.choice
@@ -380,6 +397,9 @@ class ChatScreen(Screen[None]):
     def open_deleted(self) -> None:
         self.show_conversation()
 
+    def action_focus_prompt(self) -> None:
+        self.prompt.focus()
+
     def action_search(self) -> None:
         self.sidebar.focus_search()
 
@@ -404,7 +424,7 @@ class ChatScreen(Screen[None]):
 
     # --- context meter --------------------------------------------------------------------------
 
-    @on(Input.Changed, "#prompt")
+    @on(TextArea.Changed, "#prompt")
     def schedule_count(self) -> None:
         if self.session.phase is not Phase.STREAMING:
             if self.count_timer is not None:
@@ -477,8 +497,8 @@ class ChatScreen(Screen[None]):
 
     # --- sending and streaming ------------------------------------------------------------------
 
-    @on(Input.Submitted, "#prompt")
-    def prompt_submitted(self, event: Input.Submitted) -> None:
+    @on(PromptArea.Submitted, "#prompt")
+    def prompt_submitted(self, event: PromptArea.Submitted) -> None:
         self.send(event.value)
 
     def send(self, text: str) -> None:
@@ -531,6 +551,12 @@ class ChatScreen(Screen[None]):
         self.drain_timer.pause()
         self.live.end()
         done = self.session.finish_reply()
+        if done.saved is None and done.record is not None:
+            self.set_status(
+                f"{done.model or 'model'}: stopped before the first token; nothing saved"
+            )
+            self.schedule_count()
+            return
         if done.saved is None or done.record is None:
             self.transcript.add_failed(done.text, done.model, done.error)
             self.set_status(f"generation failed: {done.error}")

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Iterable
 
 from textual.containers import VerticalScroll
-from textual.widgets import Input
+from textual.widgets import TextArea
 
 from llcuda_tui.core.chat import RateMeter, ReplyStream
 from llcuda_tui.core.conversations import Message, describe_record
@@ -64,7 +64,7 @@ class LiveReply:
     screen's timer calling :meth:`tick`), its speed in the view's border. While it streams
     the prompt's cursor holds still and the GIL switch interval is short."""
 
-    def __init__(self, view: StreamView, prompt: Input) -> None:
+    def __init__(self, view: StreamView, prompt: TextArea) -> None:
         self.view = view
         self.prompt = prompt
         self.rate = RateMeter()
