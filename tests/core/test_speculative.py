@@ -44,18 +44,30 @@ def _plain(path: Path, threads: int, prompts: list[str]) -> list[str]:
         return [_reply(eng, p, cache_prompt=False)[0] for p in prompts]
 
 
-PROMPTS = [EDIT, EDIT, "Once upon a time, in a small village by the sea,"]
+OTHER = (
+    "Change every 'cat' to 'dog' in this text and repeat it:\n\nThe cat sat on the mat. The "
+    "cat saw a bird. The bird flew away and the cat went back to sleep on the mat.\n\n"
+)
+# Where the target's top two logits are within ~0.1, a batch of several tokens (a verify step,
+# or a prefill) and one token at a time can round to different argmaxes on the CPU: on
+# SmolLM2 after OTHER + "\nThe" a batch gives ' cat' 23.76 vs ' original' 23.67, one token at
+# a time ' original'. The draft-model path (a full draft_max batch every step) hits that on
+# OTHER, so it is checked on the edit prompt; llama.cpp's own loop has the same property.
+PROMPTS = {"ngram": [EDIT, EDIT, OTHER], "draft": [EDIT, EDIT]}
 
 
 @pytest.mark.parametrize("mode", ["ngram", "draft"])
 def test_greedy_output_is_the_output_without_speculation(
     target: Path, mode: str, cpu_threads: int
 ) -> None:
-    plain = _plain(target, cpu_threads, PROMPTS)
+    prompts = PROMPTS[mode]
+    plain = _plain(target, cpu_threads, prompts)
     spec = SpecSettings(mode=mode, draft_model=target if mode == "draft" else None, draft_max=8)
-    with Engine.load(EngineConfig(target, n_ctx=1024, n_threads=cpu_threads, speculative=spec)) as eng:
+    with Engine.load(
+        EngineConfig(target, n_ctx=1024, n_threads=cpu_threads, speculative=spec)
+    ) as eng:
         records = []
-        for prompt, want in zip(PROMPTS, plain, strict=True):
+        for prompt, want in zip(prompts, plain, strict=True):
             text, record = _reply(eng, prompt)  # the second reuses the first's cells
             assert text == want
             records.append(record)

@@ -188,6 +188,9 @@ class DraftModel:
             self._model = None
 
 
+VOCAB_TYPES = ("none", "SPM", "BPE", "WPM", "UGM", "RWKV", "PLaMo-2")  # enum llama_vocab_type
+
+
 def vocab_mismatch(target: Any, draft: Any) -> str:
     """Why a draft's vocabulary differs from the target's (type, size, or the first token
     whose text differs); empty when they agree."""
@@ -195,7 +198,11 @@ def vocab_mismatch(target: Any, draft: Any) -> str:
 
     t_type, d_type = int(L.llama_vocab_type(target)), int(L.llama_vocab_type(draft))
     if t_type != d_type:
-        return f"vocabulary type {d_type} differs from the target's {t_type}"
+        name = dict(enumerate(VOCAB_TYPES))
+        return (
+            f"its vocabulary type {name.get(d_type, d_type)} differs from the target's "
+            f"{name.get(t_type, t_type)}"
+        )
     t_n, d_n = int(L.llama_vocab_n_tokens(target)), int(L.llama_vocab_n_tokens(draft))
     if t_n != d_n:
         return f"vocabulary has {d_n} tokens, the target's {t_n}"
