@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.test_cli import assert_one_line_error, llcuda
 
 PROMPT = (
@@ -20,6 +22,7 @@ def _infer(*extra: str) -> dict:
     return json.loads(proc.stdout)
 
 
+@pytest.mark.timeout(900)
 def test_infer_with_prompt_lookup_and_a_draft_gives_the_plain_text() -> None:
     plain = _infer()
     ngram = _infer("--spec", "ngram", "--draft-max", "8")
@@ -38,3 +41,16 @@ def test_infer_refuses_bad_speculative_options_in_one_line() -> None:
     assert_one_line_error(llcuda(*base, "--draft", "gemma-3-270m"), 2)  # another vocabulary
     assert_one_line_error(llcuda(*base, "--spec", "draft"), 2)
     assert_one_line_error(llcuda(*base, "--spec", "ngram", "--draft-max", "0"), 2)
+
+
+@pytest.mark.timeout(900)
+def test_bench_spec_reports_speed_with_and_without() -> None:
+    proc = llcuda("bench", "-m", "smollm2-135m-instruct", "--spec", "ngram", "-n", "16", "-r",
+                  "1", "-ngl", "0", "-o", "json", timeout=600)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    plain, ngram = json.loads(proc.stdout)
+    assert (plain["mode"], ngram["mode"]) == ("plain", "ngram")
+    assert plain["drafted_tokens"] == 0 and ngram["drafted_tokens"] > 0
+    assert plain["decode_tokens_per_s"] > 0 and ngram["same_text"]
+    assert ngram["ratio"] == ngram["decode_tokens_per_s"] / plain["decode_tokens_per_s"]
+    assert_one_line_error(llcuda("bench", "-m", "smollm2-135m-instruct", "--spec", "draft"), 2)

@@ -29,7 +29,7 @@ TEXT = (
 EDIT = f"Repeat this text exactly, word for word:\n\n{TEXT}\n\nRepeated:\n\n"
 
 
-def _reply(engine: Engine, prompt: str, n: int = 48, **kw: object) -> tuple[str, object]:
+def _reply(engine: Engine, prompt: str, n: int = 32, **kw: object) -> tuple[str, object]:
     req = GenerationRequest(prompt=prompt, max_tokens=n, sampling=GREEDY, ignore_eos=True, **kw)  # type: ignore[arg-type]
     return engine.generate(req)
 
@@ -56,6 +56,7 @@ OTHER = (
 PROMPTS = {"ngram": [EDIT, EDIT, OTHER], "draft": [EDIT, EDIT]}
 
 
+@pytest.mark.timeout(900)  # two engines, several replies: slow on a loaded 2-core machine
 @pytest.mark.parametrize("mode", ["ngram", "draft"])
 def test_greedy_output_is_the_output_without_speculation(
     target: Path, mode: str, cpu_threads: int
@@ -71,9 +72,9 @@ def test_greedy_output_is_the_output_without_speculation(
             text, record = _reply(eng, prompt)  # the second reuses the first's cells
             assert text == want
             records.append(record)
-        # the opt-out decodes plainly, and gives the same text
-        text, record = _reply(eng, EDIT, speculative=False)
-        assert text == plain[0] and record.drafted_tokens == 0
+        if mode == "ngram":  # the opt-out decodes plainly, and gives the same text
+            text, record = _reply(eng, EDIT, speculative=False)
+            assert text == plain[0] and record.drafted_tokens == 0
     first = records[0]
     assert first.spec_mode == mode
     assert first.drafted_tokens > 0 and 0 < first.accepted_tokens <= first.drafted_tokens
@@ -94,6 +95,7 @@ def test_a_draft_with_another_vocabulary_is_refused(
     assert "\n" not in message and "vocabulary" in message and str(gemma_path) in message
 
 
+@pytest.mark.timeout(600)
 def test_cancel_stops_within_one_step(smollm_path: Path, cpu_threads: int) -> None:
     spec = SpecSettings(mode="ngram", draft_max=8)
     cfg = EngineConfig(smollm_path, n_ctx=1024, n_threads=cpu_threads, speculative=spec)
@@ -115,7 +117,7 @@ def test_cancel_stops_within_one_step(smollm_path: Path, cpu_threads: int) -> No
         assert record.generated_tokens <= 3 + spec.draft_max
         # and the engine decodes correctly afterwards
         again, _ = _reply(eng, EDIT, n=16)
-        assert again == _plain(smollm_path, cpu_threads, [EDIT])[0].removesuffix("")[: len(again)]
+        assert _plain(smollm_path, cpu_threads, [EDIT])[0].startswith(again)
 
 
 def test_prompt_lookup_proposes_what_followed_the_latest_match() -> None:
