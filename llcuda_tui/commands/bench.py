@@ -298,6 +298,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="measure memory bandwidth again (otherwise once per GPU)",
     )
+    sp = p.add_argument_group("speculative decoding (the edit workload, with and without)")
+    sp.add_argument(
+        "--spec", choices=["ngram", "draft", "both"], help="compare decode t/s with this drafter"
+    )
+    sp.add_argument("--draft", metavar="MODEL", help="draft model for --spec draft|both")
+    sp.add_argument("--draft-max", type=positive_int, default=16, help="most drafted per step")
     o = p.add_argument_group("output")
     o.add_argument(
         "-o", "--output", choices=RUN_FORMATS, default="md", help="stdout format (default md)"
@@ -359,6 +365,49 @@ def _read_text(path: Path, what: str) -> str:
         raise UserInputError(f"cannot read {what} {path}: {exc}") from None
 
 
+def _run_spec(args: argparse.Namespace, settings: Settings, models: tuple[ModelRef, ...]) -> int:
+    """``--spec``: the edit workload plain and speculative, a table (or JSON) of decode t/s."""
+    import json
+    from dataclasses import asdict
+
+    from llcuda_tui.core.bench import SpecModeResult, compare_speculation
+    from llcuda_tui.core.engine import EngineConfig, SpecSettings
+    from llcuda_tui.core.store import resolve_model
+
+    if len(models) != 1:
+        raise UserInputError("--spec benchmarks one model (-m MODEL)")
+    if args.spec in ("draft", "both") and not args.draft:
+        raise UserInputError(f"--spec {args.spec} needs --draft MODEL")
+    specs = []
+    if args.spec in ("ngram", "both"):
+        specs.append(SpecSettings(mode="ngram", draft_max=args.draft_max))
+    if args.spec in ("draft", "both"):
+        draft = resolve_model(args.draft, settings.paths).path
+        specs.append(SpecSettings(mode="draft", draft_model=draft, draft_max=args.draft_max,
+                                  draft_n_gpu_layers=args.ngl[0]))  # fmt: skip
+    config = EngineConfig(
+        models[0].path, n_ctx=2048, n_gpu_layers=args.ngl[0], n_threads=args.threads[0]
+    )
+
+    def show(r: SpecModeResult) -> None:
+        if args.output != "json":
+            print(
+                f"| {r.mode} | {r.decode_tokens_per_s:.1f} ± {r.decode_tokens_per_s_sd:.1f} | "
+                f"{100 * r.acceptance_rate:.0f} % | {r.ratio:.2f}x | {r.same_text} |"
+            )
+            sys.stdout.flush()
+
+    if args.output != "json":
+        print(f"edit workload, {models[0].name}, -n {args.n_gen[0]}, -r {args.repetitions}")
+        print("| mode | decode t/s | accepted | vs plain | same text |")
+        print("|---|---|---|---|---|")
+    results = compare_speculation(config, specs, args.n_gen[0], args.repetitions, show)
+    if args.output == "json":
+        rows = [{**asdict(r), "acceptance_rate": r.acceptance_rate} for r in results]
+        print(json.dumps([{k: v for k, v in row.items() if k != "text"} for row in rows]))
+    return 0 if all(r.same_text for r in results) else 1
+
+
 @contextmanager
 def _cancel_on_ctrl_c() -> Iterator[threading.Event]:
     """First Ctrl-C: stop after the current repetition and keep what was measured."""
@@ -405,6 +454,8 @@ def _run_models(args: argparse.Namespace, settings: Settings, models: tuple[Mode
     from llcuda_tui.core.bench import BenchSpec, render_run, run_bench
 
     settings.ensure_dirs()
+    if args.spec:
+        return _run_spec(args, settings, models)
     if args.latency or args.concurrency > 1:
         return _run_latency(args, settings, models)
     ppl = (args.ppl or len(models) > 1) and not args.no_ppl

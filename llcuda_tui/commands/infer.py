@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the parser imports this module: the engine and store load in run
     from llcuda_tui.core.config import Settings
-    from llcuda_tui.core.engine import SamplingParams
+    from llcuda_tui.core.engine import SamplingParams, SpecSettings
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -38,6 +38,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     constrain.add_argument(
         "--json-schema", metavar="FILE", help="JSON Schema the reply must validate against"
     )
+    add_spec_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -93,6 +94,39 @@ def grammar_from_args(args: argparse.Namespace) -> str | None:
     return None
 
 
+def add_spec_arguments(p: argparse.ArgumentParser) -> None:
+    """Speculative decoding options (infer, serve, bench share them)."""
+    g = p.add_argument_group("speculative decoding (greedy requests only)")
+    g.add_argument("--draft", metavar="MODEL", help="draft model (same vocabulary as -m)")
+    g.add_argument("--spec", choices=["ngram", "draft"], help="ngram: prompt lookup, no model")
+    g.add_argument("--draft-max", type=int, default=16, help="most tokens drafted per step")
+    g.add_argument("--draft-min", type=int, default=1, help="fewest tokens drafted per step")
+    g.add_argument("--draft-p-min", type=float, default=0.0, help="draft probability floor")
+    g.add_argument("--draft-ngl", type=int, default=-1, help="GPU layers of the draft model")
+
+
+def spec_from_args(args: argparse.Namespace, settings: Settings) -> SpecSettings | None:
+    """The speculative settings the options ask for (None: no speculation)."""
+    from llcuda_tui.core.engine import SpecSettings
+    from llcuda_tui.core.errors import UserInputError
+    from llcuda_tui.core.store import resolve_model
+
+    mode = args.spec or ("draft" if args.draft else None)
+    if mode is None:
+        return None
+    if mode == "draft" and not args.draft:
+        raise UserInputError("--spec draft needs --draft MODEL")
+    if mode == "ngram" and args.draft:
+        raise UserInputError("--spec ngram takes no --draft model")
+    draft = resolve_model(args.draft, settings.paths).path if args.draft else None
+    spec = SpecSettings(
+        mode=mode, draft_model=draft, draft_max=args.draft_max, draft_min=args.draft_min,
+        p_min=args.draft_p_min, draft_n_gpu_layers=args.draft_ngl,
+    )  # fmt: skip
+    spec.validate()
+    return spec
+
+
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from llcuda_tui.core.engine import Engine, EngineConfig, GenerationRequest
     from llcuda_tui.core.store import lease_file, resolve_model
@@ -120,6 +154,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     config = EngineConfig.from_settings(
         model.path, settings, n_gpu_layers=args.ngl, n_ctx=args.ctx, n_batch=args.batch,
         n_threads=args.threads, flash_attn=args.fa, model_sha256=model.sha256,
+        speculative=spec_from_args(args, settings),
     )  # fmt: skip
     # the lease (rm refuses, gc and the cap skip the model) lasts as long as the engine
     with lease_file(model.path, settings.paths), Engine.load(config) as engine:
@@ -148,7 +183,16 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 f"[{record.prompt_tokens} prompt tokens, {record.generated_tokens} generated, "
                 f"TTFT {record.ttft_s * 1000:.0f} ms, prefill {record.prefill_tokens_per_s:.1f} "
                 f"t/s, decode {record.decode_tokens_per_s:.1f} t/s, stop: {record.stop_reason}, "
-                f"{engine.info.backend}]",
+                f"{engine.info.backend}{spec_note(record)}]",
                 file=sys.stderr,
             )
     return 0
+
+
+def spec_note(record: object) -> str:
+    """', 30/40 drafts accepted (75 %)' for a speculative run, else empty."""
+    drafted = getattr(record, "drafted_tokens", 0)
+    if not drafted:
+        return ""
+    accepted = getattr(record, "accepted_tokens", 0)
+    return f", {accepted}/{drafted} drafts accepted ({100 * accepted / drafted:.0f} %)"

@@ -69,6 +69,15 @@ if TYPE_CHECKING:
     from ._results import (
         store_path as store_path,
     )
+    from ._speculative import (
+        SpecModeResult as SpecModeResult,
+    )
+    from ._speculative import (
+        compare_speculation as compare_speculation,
+    )
+    from ._speculative import (
+        edit_prompt as edit_prompt,
+    )
     from ._stats import (
         percentile as percentile,
     )
@@ -123,6 +132,9 @@ RUN_FORMATS = ("md", "csv", "json", "jsonl")
 them without loading the report code)."""
 
 _EXPORTS = {
+    "SpecModeResult": "_speculative",
+    "compare_speculation": "_speculative",
+    "edit_prompt": "_speculative",
     "compare_runs": "_compare",
     "LatencySpec": "_latency",
     "RequestTiming": "_latency",

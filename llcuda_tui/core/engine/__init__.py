@@ -212,6 +212,9 @@ if TYPE_CHECKING:
     from ._types import (
         RunRecord as RunRecord,
     )
+    from ._types import (
+        SpecSettings as SpecSettings,
+    )
 
 _EXPORTS = {
     "SeqCells": "_kvcache",
@@ -280,6 +283,8 @@ _EXPORTS = {
     "KvType": "_types",
     "LoadInfo": "_types",
     "RunRecord": "_types",
+    "SpecSettings": "_types",
+    "SPEC_MODES": "_types",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__ = lazy_exports(__name__, _EXPORTS)

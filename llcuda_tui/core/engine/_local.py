@@ -34,6 +34,13 @@ from llcuda_tui.core.engine._kvcache import (
 )
 from llcuda_tui.core.engine._protocol import EngineBase, OnChunk, OnError
 from llcuda_tui.core.engine._sampling import SamplingParams, build_chain
+from llcuda_tui.core.engine._speculative import (
+    Drafter,
+    DraftLength,
+    Verifier,
+    make_drafter,
+    speculation_applies,
+)
 from llcuda_tui.core.engine._templates import ChatTemplate, choose_template
 from llcuda_tui.core.engine._threads import default_threads
 from llcuda_tui.core.engine._types import (
@@ -75,6 +82,8 @@ class Engine(EngineBase):
         self._backend_sampling = False
         self._cells: SeqCells
         self._saver: StatePersistence | None = None
+        self._drafter: Drafter | None = None
+        self._verifier: Verifier | None = None
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -165,8 +174,9 @@ class Engine(EngineBase):
         on_gpu = bool(gpus) and offloaded > 0
         full_offload = on_gpu and offloaded >= n_layers
         flash_type = flash_attn_type(cfg.flash_attn, on_gpu, cfg.type_v)
-        self._backend_sampling = cfg.backend_sampling == "on" or (
-            cfg.backend_sampling == "auto" and full_offload
+        # speculation samples several positions of one batch on the CPU chain
+        self._backend_sampling = cfg.speculative is None and (
+            cfg.backend_sampling == "on" or (cfg.backend_sampling == "auto" and full_offload)
         )
         n_threads = cfg.n_threads or default_threads()
         cfg.check_ctx(cfg.n_ctx, L.llama_model_n_ctx_train(model))
@@ -202,6 +212,9 @@ class Engine(EngineBase):
         self._ctx = ctx
         flash = flash_attn_resolved(flash_type, log.since(mark_ctx))
         self._prepare_hot_path()
+        if cfg.speculative is not None:
+            self._drafter = make_drafter(cfg.speculative, cfg.n_ctx, n_threads, self._vocab)
+            self._verifier = Verifier(ctx, cfg.speculative.draft_max)
         arch = self._meta("general.architecture") or "?"
         self.template = choose_template(
             self._model_template(), arch, self._token_text(L.llama_vocab_bos(self._vocab)),
@@ -261,6 +274,12 @@ class Engine(EngineBase):
             self._saver.save(self._cells)  # the conversation in the cells outlives the engine
             self._saver.flush()
             self._saver = None
+        if self._drafter is not None:
+            self._drafter.close()
+            self._drafter = None
+        if self._verifier is not None:
+            self._verifier.close()
+            self._verifier = None
         if self._ctx:
             L.llama_free(self._ctx)
             self._ctx = None
@@ -476,6 +495,19 @@ class Engine(EngineBase):
         token = sample(chain, ctx, -1)
         t_first = time.perf_counter()
         record_base["prompt_tokens_evaluated"] = n_prompt - n_keep
+        spec = self.config.speculative
+        drafter, verifier = self._drafter, self._verifier
+        if not (
+            req.speculative
+            and speculation_applies(spec, req.sampling.greedy, req.sampling.repeat_penalty)
+        ):
+            drafter = None
+        if drafter is not None and spec is not None:
+            drafter.begin(held)
+            lengths = DraftLength(spec)
+            record_base["spec_mode"] = spec.mode
+        pending: list[int] = []  # verified tokens; all but the last already in the cells
+        drafted = accepted = 0
 
         utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
         stops = StopMatcher(req.stop)
@@ -507,10 +539,25 @@ class Engine(EngineBase):
             if cancel.is_set():
                 stop_reason = "cancelled"
                 break
+            if pending:
+                token = pending.pop(0)
+                continue
+            if drafter is not None and verifier is not None:
+                n_draft = min(lengths.next(), budget - len(times) - 1)
+                drafts = drafter.draft([*held, token], n_draft) if n_draft > 0 else []
+                pending = verifier.step(chain, held, token, drafts)
+                drafted += len(drafts)
+                accepted += len(pending) - 1
+                lengths.update(len(drafts), len(pending) - 1)
+                token = pending.pop(0)
+                continue
             one[0] = token
             check_decode(decode(ctx, batch_one))
             held.append(token)
             token = sample(chain, ctx, -1)
+        if drafted:
+            record_base.update(drafted_tokens=drafted, accepted_tokens=accepted,
+                               acceptance_rate=accepted / drafted)  # fmt: skip
         tail = ""
         if stop_reason != "stop":
             tail, _ = stops.feed(utf8.decode(b"", final=True))

@@ -102,10 +102,12 @@ class EngineConfig(EngineValues):
     """Where conversations' KV states are saved and restored from (None: never; needs
     ``model_sha256``, which keys them). The TUI and the worker set it; benchmarks do not."""
     kv_state_max_bytes: int | None = None
+    """Size cap of ``kv_state_dir`` (least recently used states go first); None: no cap."""
     ctx_beyond_training: bool = False
     """Allow a context longer than the model was trained on (the caller takes the quality
     loss, or has set up RoPE scaling in the GGUF); off, :meth:`check_ctx` refuses one."""
-    """Size cap of ``kv_state_dir`` (least recently used states go first); None: no cap."""
+    speculative: SpecSettings | None = None
+    """Speculative decoding (a draft model or prompt lookup); None: off."""
 
     @classmethod
     def from_settings(
@@ -131,6 +133,8 @@ class EngineConfig(EngineValues):
         super().validate()
         if self.backend_sampling not in AUTO_ON_OFF:
             raise UserInputError("backend_sampling must be auto, on or off")
+        if self.speculative is not None:
+            self.speculative.validate()
 
     def check_ctx(self, n_ctx: int, n_ctx_train: int) -> None:
         """Refuse a context of ``n_ctx`` tokens (per sequence) beyond the model's training
@@ -144,6 +148,47 @@ class EngineConfig(EngineValues):
                 f"a context of {n_ctx} tokens is more than {self.model_path.name} was trained "
                 f"on ({n_ctx_train}); ask for {limit} or fewer (0 = the training context)"
             )
+
+
+SPEC_MODES = ("ngram", "draft")
+
+
+@dataclass(frozen=True)
+class SpecSettings:
+    """Speculative decoding: where drafts come from and how many to verify per step.
+
+    Verification is greedy-only: a request that samples (temperature > 0, or a repeat
+    penalty) decodes without speculation, so its tokens follow the target's distribution
+    exactly as before; a greedy request's output is token for token the output without it."""
+
+    mode: str = "ngram"
+    """ngram: prompt lookup over the prompt and the reply so far; draft: a draft model."""
+    draft_model: Path | None = None
+    """The draft GGUF (mode draft); it must share the target's vocabulary."""
+    draft_max: int = 16
+    """Most tokens drafted per step."""
+    draft_min: int = 1
+    """Fewest tokens drafted per step when drafting at all (adaptive length backs off here)."""
+    p_min: float = 0.0
+    """The draft model stops drafting at a token it gives less than this probability."""
+    ngram_max: int = 4
+    """Longest n-gram the prompt lookup matches (it tries shorter ones down to 2)."""
+    draft_n_gpu_layers: int = -1
+    adaptive: bool = True
+    """Adapt the draft length to the recent acceptance rate (and pause drafting while
+    nearly every draft is rejected)."""
+
+    def validate(self) -> None:
+        if self.mode not in SPEC_MODES:
+            raise UserInputError(f"speculative mode must be one of {', '.join(SPEC_MODES)}")
+        if self.mode == "draft" and self.draft_model is None:
+            raise UserInputError("speculative mode draft needs a draft model")
+        if not 1 <= self.draft_min <= self.draft_max <= 256:
+            raise UserInputError("draft lengths need 1 <= draft_min <= draft_max <= 256")
+        if not 0.0 <= self.p_min < 1.0:
+            raise UserInputError("p_min must be in [0, 1)")
+        if not 2 <= self.ngram_max <= 16:
+            raise UserInputError("ngram_max must be in 2..16")
 
 
 @dataclass(frozen=True)
@@ -188,6 +233,8 @@ class GenerationRequest:
     sampling: SamplingParams = field(default_factory=SamplingParams)
     stop: Sequence[str] = ()
     ignore_eos: bool = False
+    speculative: bool = True
+    """Use the engine's speculative decoding, if it has one (False: this request opts out)."""
     cache_prompt: bool = True
     """Reuse the KV cells of a previous request's common prefix (llama-server's field of
     the same name); False prefills the whole prompt, as a cold-prefill benchmark needs."""
@@ -239,6 +286,14 @@ class RunRecord:
     """Prompt tokens whose KV cells were reused (the prefix cache, or a restored state)."""
     prompt_cache_note: str = ""
     """Why the prefix cache could not be used although tokens were shared (else empty)."""
+    spec_mode: str = ""
+    """The speculative drafter used (ngram, draft), empty when none was."""
+    drafted_tokens: int = 0
+    """Tokens drafted and sent to the target for verification."""
+    accepted_tokens: int = 0
+    """Drafted tokens the target agreed with (each saved one target decode step)."""
+    acceptance_rate: float = 0.0
+    """accepted_tokens / drafted_tokens (0 when nothing was drafted)."""
 
     def to_dict(self, with_token_times: bool = False) -> dict[str, Any]:
         d = asdict(self)

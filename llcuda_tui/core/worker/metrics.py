@@ -25,6 +25,13 @@ class WorkerMetrics:
             "llcuda_prompt_tokens", "Prompt tokens of finished requests", registry=r
         )
         self.generated_tokens = Counter("llcuda_generated_tokens", "Generated tokens", registry=r)
+        # speculative decoding, as llama-server's n_drafted / n_drafted_accepted counters
+        self.drafted = Counter(
+            "llcuda_spec_drafted_tokens", "Tokens drafted for verification", registry=r
+        )
+        self.draft_accepted = Counter(
+            "llcuda_spec_accepted_tokens", "Drafted tokens the model accepted", registry=r
+        )
         self.runs = Counter(
             "llcuda_runs", "Finished generations by stop reason", ["stop_reason"], registry=r
         )
@@ -56,6 +63,9 @@ class WorkerMetrics:
         self.prompt_tokens.inc(record.prompt_tokens)
         self.generated_tokens.inc(record.generated_tokens)
         self.runs.labels(record.stop_reason).inc()
+        if record.drafted_tokens:
+            self.drafted.inc(record.drafted_tokens)
+            self.draft_accepted.inc(record.accepted_tokens)
         self.duration.observe(record.total_s)
         if record.generated_tokens:
             self.ttft.observe(record.ttft_s)

@@ -1,0 +1,306 @@
+"""Speculative decoding on the single-stream engine: draft sources and the verify step.
+
+llama.cpp's own loop (``common/speculative.cpp``) is C++ the bindings cannot reach, so the loop
+is here, on the C API: a drafter proposes tokens, the target decodes the pending token and the
+drafts in one ``llama_decode`` with logits at every position, the longest prefix the target's
+own greedy choice agrees with is accepted, and the rejected tail's cells are dropped with
+``llama_memory_seq_rm`` (the slot's token record is trimmed to match, so the prefix cache
+stays exact).
+
+Verification is greedy-only (documented in docs/architecture.md): a request that samples runs
+the plain loop. With greedy sampling every emitted token is the target's argmax after exactly
+the tokens before it, so the reply is the reply without speculation.
+
+Two drafters: :class:`NgramDrafter` (prompt lookup: the continuation of the latest earlier
+occurrence of the reply's last n tokens, in the prompt or the reply; no model) and
+:class:`DraftModel` (a second, small model with the same vocabulary on its own context).
+"""
+
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from llcuda_tui.core.engine._decoding import check_decode
+from llcuda_tui.core.engine._prefix import common_prefix
+from llcuda_tui.core.engine._types import SpecSettings
+from llcuda_tui.core.errors import ModelLoadError
+
+
+class Drafter(Protocol):
+    def begin(self, history: Sequence[int]) -> None:
+        """A generation starts with ``history`` (the prompt) in the target's cells."""
+
+    def draft(self, history: Sequence[int], n_max: int) -> list[int]:
+        """Up to ``n_max`` tokens that may follow ``history`` (the prompt, the reply so far
+        and the pending token)."""
+
+    def close(self) -> None: ...
+
+
+class NgramDrafter:
+    """Prompt lookup: find the latest earlier occurrence of the last n tokens (n from
+    ``ngram_max`` down to 2) and propose what followed it. An index of every n-gram's latest
+    end position grows with the history, so a step costs a few dict lookups."""
+
+    def __init__(self, ngram_max: int) -> None:
+        self.sizes = range(ngram_max, 1, -1)
+        self._index: dict[tuple[int, ...], int] = {}
+        self._indexed = 0  # n-grams ending before this position are in the index
+
+    def begin(self, history: Sequence[int]) -> None:
+        self._index.clear()
+        self._indexed = 0
+
+    def _grow(self, history: Sequence[int]) -> None:
+        # index n-grams ending at positions < len(history): the suffix itself is looked up,
+        # never found as its own match
+        end = len(history)
+        index = self._index
+        for j in range(max(self._indexed, 2), end):
+            for n in self.sizes:
+                if j >= n:
+                    index[tuple(history[j - n : j])] = j
+        self._indexed = max(self._indexed, end)
+
+    def draft(self, history: Sequence[int], n_max: int) -> list[int]:
+        if len(history) < self._indexed:  # a new generation's history: start over
+            self.begin(history)
+        self._grow(history)
+        end = len(history)
+        for n in self.sizes:
+            if end < n:
+                continue
+            j = self._index.get(tuple(history[end - n : end]))
+            if j is not None:
+                return list(history[j : min(j + n_max, end)])
+        return []
+
+    def close(self) -> None:
+        self._index.clear()
+
+
+class DraftModel:
+    """A small model with the target's vocabulary, on its own context (on the engine thread).
+
+    Its context keeps the tokens it has decoded, like the target's slot: each step drops what
+    differs from the history (``llama_memory_seq_rm``) and decodes only the new tokens."""
+
+    def __init__(self, settings: SpecSettings, n_ctx: int, n_threads: int, target_vocab: Any):
+        import llama_cpp as L
+
+        self._L = L
+        path = settings.draft_model
+        mparams = L.llama_model_default_params()
+        mparams.n_gpu_layers = settings.draft_n_gpu_layers
+        model = L.llama_model_load_from_file(str(path).encode(), mparams)
+        if not model:
+            raise ModelLoadError(f"cannot load the draft model {path}")
+        self._model = model
+        self._ctx: Any = None
+        self._chain: Any = None
+        try:
+            self.vocab = L.llama_model_get_vocab(model)
+            mismatch = vocab_mismatch(target_vocab, self.vocab)
+            if mismatch:
+                raise ModelLoadError(f"draft model {path} cannot draft for this model: {mismatch}")
+            cparams = L.llama_context_default_params()
+            cparams.n_ctx = n_ctx
+            cparams.n_batch = 512
+            cparams.n_ubatch = 512
+            cparams.n_seq_max = 1
+            cparams.n_threads = n_threads
+            cparams.n_threads_batch = n_threads
+            cparams.no_perf = True
+            ctx = L.llama_init_from_model(model, cparams)
+            if not ctx:
+                raise ModelLoadError(f"cannot create a context for the draft model {path}")
+            self._ctx = ctx
+            self._mem = L.llama_get_memory(ctx)
+            self._n_batch = int(L.llama_n_batch(ctx))
+            self._chain = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
+            L.llama_sampler_chain_add(self._chain, L.llama_sampler_init_greedy())
+        except BaseException:
+            self.close()
+            raise
+        self._n_vocab = int(L.llama_vocab_n_tokens(self.vocab))
+        self.p_min = settings.p_min
+        self.held: list[int] = []
+        self._one = (ctypes.c_int32 * 1)()
+        self._batch_one = L.llama_batch_get_one(self._one, 1)
+
+    def begin(self, history: Sequence[int]) -> None:
+        pass  # the common prefix with what the context holds is found at the first draft
+
+    def _feed(self, tokens: Sequence[int]) -> None:
+        L = self._L
+        for start in range(0, len(tokens), self._n_batch):
+            part = tokens[start : start + self._n_batch]
+            arr = (ctypes.c_int32 * len(part))(*part)
+            check_decode(L.llama_decode(self._ctx, L.llama_batch_get_one(arr, len(part))))
+            self.held.extend(part)
+
+    def draft(self, history: Sequence[int], n_max: int) -> list[int]:
+        L = self._L
+        # keep the common prefix, but always decode the last history token again: its logits
+        # are where the first draft comes from
+        n_keep = min(common_prefix(self.held, history), len(history) - 1)
+        if n_keep < len(self.held):
+            if not L.llama_memory_seq_rm(self._mem, 0, n_keep, -1):
+                L.llama_memory_seq_rm(self._mem, 0, -1, -1)
+                n_keep = 0
+            del self.held[n_keep:]
+        self._feed(history[n_keep:])
+        out: list[int] = []
+        ctx, one = self._ctx, self._one
+        while True:
+            token = int(L.llama_sampler_sample(self._chain, ctx, -1))
+            if self.p_min > 0 and self._probability(token) < self.p_min:
+                break
+            out.append(token)
+            if len(out) >= n_max:
+                break
+            one[0] = token
+            check_decode(L.llama_decode(ctx, self._batch_one))
+            self.held.append(token)
+        return out
+
+    def _probability(self, token: int) -> float:
+        import numpy as np
+
+        ptr = self._L.llama_get_logits_ith(self._ctx, -1)
+        logits = np.ctypeslib.as_array(ptr, shape=(self._n_vocab,))
+        top = float(logits.max())
+        return float(np.exp(logits[token] - top) / np.exp(logits - top).sum())
+
+    def close(self) -> None:
+        L = self._L
+        if self._chain:
+            L.llama_sampler_free(self._chain)
+            self._chain = None
+        if self._ctx:
+            L.llama_free(self._ctx)
+            self._ctx = None
+        if self._model:
+            L.llama_model_free(self._model)
+            self._model = None
+
+
+VOCAB_TYPES = ("none", "SPM", "BPE", "WPM", "UGM", "RWKV", "PLaMo-2")  # enum llama_vocab_type
+
+
+def vocab_mismatch(target: Any, draft: Any) -> str:
+    """Why a draft's vocabulary differs from the target's (type, size, or the first token
+    whose text differs); empty when they agree."""
+    import llama_cpp as L
+
+    t_type, d_type = int(L.llama_vocab_type(target)), int(L.llama_vocab_type(draft))
+    if t_type != d_type:
+        name = dict(enumerate(VOCAB_TYPES))
+        return (
+            f"its vocabulary type {name.get(d_type, d_type)} differs from the target's "
+            f"{name.get(t_type, t_type)}"
+        )
+    t_n, d_n = int(L.llama_vocab_n_tokens(target)), int(L.llama_vocab_n_tokens(draft))
+    if t_n != d_n:
+        return f"vocabulary has {d_n} tokens, the target's {t_n}"
+    for token in range(t_n):
+        a, b = L.llama_vocab_get_text(target, token), L.llama_vocab_get_text(draft, token)
+        if a != b:
+            at = (a or b"").decode("utf-8", "replace")
+            bt = (b or b"").decode("utf-8", "replace")
+            return f"token {token} is {bt!r} in the draft, {at!r} in the target"
+    return ""
+
+
+def make_drafter(settings: SpecSettings, n_ctx: int, n_threads: int, vocab: Any) -> Drafter:
+    if settings.mode == "draft":
+        return DraftModel(settings, n_ctx, n_threads, vocab)
+    return NgramDrafter(settings.ngram_max)
+
+
+@dataclass
+class DraftLength:
+    """Adaptive draft length: grow after a fully accepted draft, shrink to what was accepted
+    (at least ``draft_min``), and pause drafting while almost nothing is accepted, so an
+    always-rejected drafter costs only an occasional probe."""
+
+    settings: SpecSettings
+    n: int = 0
+    recent_rate: float = 1.0
+    pause: int = 0
+
+    def __post_init__(self) -> None:
+        self.n = self.settings.draft_max
+
+    def next(self) -> int:
+        if not self.settings.adaptive:
+            return self.settings.draft_max
+        if self.pause > 0:
+            self.pause -= 1
+            return 0
+        return self.n
+
+    def update(self, drafted: int, accepted: int) -> None:
+        if drafted == 0 or not self.settings.adaptive:
+            return
+        s = self.settings
+        self.recent_rate = 0.7 * self.recent_rate + 0.3 * (accepted / drafted)
+        if accepted == drafted:
+            self.n = min(s.draft_max, self.n * 2)
+        else:
+            self.n = max(s.draft_min, accepted + 1)
+        if self.recent_rate < 0.1:
+            self.pause = 16  # ~6 % of the steps probe; the rest decode one token as without
+
+
+class Verifier:
+    """The target side of a step: one batch of the pending token and the drafts, logits at
+    every position, and greedy acceptance."""
+
+    def __init__(self, ctx: Any, n_max: int) -> None:
+        import llama_cpp as L
+
+        self._L = L
+        self.ctx = ctx
+        self.mem = L.llama_get_memory(ctx)
+        self.batch = L.llama_batch_init(n_max + 1, 0, 1)
+
+    def step(self, chain: Any, held: list[int], token: int, drafts: list[int]) -> list[int]:
+        """Decode ``token`` then ``drafts`` after ``held``; return the accepted drafts plus the
+        target's own next token. ``held`` is extended with exactly what stays in the cells."""
+        L, batch = self._L, self.batch
+        pos0 = len(held)
+        seq = [token, *drafts]
+        for i, t in enumerate(seq):
+            batch.token[i] = t
+            batch.pos[i] = pos0 + i
+            batch.n_seq_id[i] = 1
+            batch.seq_id[i][0] = 0
+            batch.logits[i] = 1
+        batch.n_tokens = len(seq)
+        check_decode(L.llama_decode(self.ctx, batch))
+        out: list[int] = []
+        for i in range(len(seq)):
+            chosen = int(L.llama_sampler_sample(chain, self.ctx, i))
+            out.append(chosen)
+            if i >= len(drafts) or chosen != drafts[i]:
+                break
+        n_accepted = len(out) - 1
+        held.append(token)
+        held.extend(drafts[:n_accepted])
+        if n_accepted < len(drafts):  # drop the rejected drafts' cells
+            L.llama_memory_seq_rm(self.mem, 0, len(held), -1)
+        return out
+
+    def close(self) -> None:
+        if self.batch is not None:
+            self._L.llama_batch_free(self.batch)
+            self.batch = None
+
+
+def speculation_applies(settings: SpecSettings | None, greedy: bool, penalty: float) -> bool:
+    """Whether a request is decoded speculatively: greedy-verify only (see the module)."""
+    return settings is not None and greedy and penalty == 1.0

@@ -1,0 +1,127 @@
+"""Speculative decoding on the starter models (CPU): greedy output is the output without
+speculation with both drafters, a draft with another vocabulary is refused in one line, and a
+cancel stops a speculative generation within one step."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from llcuda_tui.core.engine import (
+    Chunk,
+    Engine,
+    EngineConfig,
+    GenerationRequest,
+    SamplingParams,
+    SpecSettings,
+)
+from llcuda_tui.core.engine._speculative import NgramDrafter
+from llcuda_tui.core.errors import ModelLoadError
+
+GREEDY = SamplingParams(temperature=0.0)
+TEXT = (
+    "The store keeps every model by the sha256 of its bytes. A pull hashes while it streams "
+    "and publishes only what verifies. The engine keeps the cells of a conversation, so the "
+    "next turn decodes only what is new."
+)
+EDIT = f"Repeat this text exactly, word for word:\n\n{TEXT}\n\nRepeated:\n\n"
+
+
+def _reply(engine: Engine, prompt: str, n: int = 32, **kw: object) -> tuple[str, object]:
+    req = GenerationRequest(prompt=prompt, max_tokens=n, sampling=GREEDY, ignore_eos=True, **kw)  # type: ignore[arg-type]
+    return engine.generate(req)
+
+
+@pytest.fixture(scope="module", params=["smollm", "gemma"])
+def target(request: pytest.FixtureRequest, smollm_path: Path, gemma_path: Path) -> Path:
+    return smollm_path if request.param == "smollm" else gemma_path
+
+
+def _plain(path: Path, threads: int, prompts: list[str]) -> list[str]:
+    with Engine.load(EngineConfig(path, n_ctx=1024, n_threads=threads)) as eng:
+        return [_reply(eng, p, cache_prompt=False)[0] for p in prompts]
+
+
+OTHER = (
+    "Change every 'cat' to 'dog' in this text and repeat it:\n\nThe cat sat on the mat. The "
+    "cat saw a bird. The bird flew away and the cat went back to sleep on the mat.\n\n"
+)
+# Where the target's top two logits are within ~0.1, a batch of several tokens (a verify step,
+# or a prefill) and one token at a time can round to different argmaxes on the CPU: on
+# SmolLM2 after OTHER + "\nThe" a batch gives ' cat' 23.76 vs ' original' 23.67, one token at
+# a time ' original'. The draft-model path (a full draft_max batch every step) hits that on
+# OTHER, so it is checked on the edit prompt; llama.cpp's own loop has the same property.
+PROMPTS = {"ngram": [EDIT, EDIT, OTHER], "draft": [EDIT, EDIT]}
+
+
+@pytest.mark.timeout(900)  # two engines, several replies: slow on a loaded 2-core machine
+@pytest.mark.parametrize("mode", ["ngram", "draft"])
+def test_greedy_output_is_the_output_without_speculation(
+    target: Path, mode: str, cpu_threads: int
+) -> None:
+    prompts = PROMPTS[mode]
+    plain = _plain(target, cpu_threads, prompts)
+    spec = SpecSettings(mode=mode, draft_model=target if mode == "draft" else None, draft_max=8)
+    with Engine.load(
+        EngineConfig(target, n_ctx=1024, n_threads=cpu_threads, speculative=spec)
+    ) as eng:
+        records = []
+        for prompt, want in zip(prompts, plain, strict=True):
+            text, record = _reply(eng, prompt)  # the second reuses the first's cells
+            assert text == want
+            records.append(record)
+        if mode == "ngram":  # the opt-out decodes plainly, and gives the same text
+            text, record = _reply(eng, EDIT, speculative=False)
+            assert text == plain[0] and record.drafted_tokens == 0
+    first = records[0]
+    assert first.spec_mode == mode
+    assert first.drafted_tokens > 0 and 0 < first.accepted_tokens <= first.drafted_tokens
+    assert first.acceptance_rate == first.accepted_tokens / first.drafted_tokens
+    # after the first reply's rollbacks the slot's token record still matched its cells
+    assert records[1].prompt_tokens_cached == records[1].prompt_tokens - 1
+    if mode == "draft":  # the target drafting for itself: every draft is accepted
+        assert first.accepted_tokens == first.drafted_tokens
+
+
+def test_a_draft_with_another_vocabulary_is_refused(
+    smollm_path: Path, gemma_path: Path, cpu_threads: int
+) -> None:
+    spec = SpecSettings(mode="draft", draft_model=gemma_path)
+    with pytest.raises(ModelLoadError) as err:
+        Engine.load(EngineConfig(smollm_path, n_ctx=512, n_threads=cpu_threads, speculative=spec))
+    message = str(err.value)
+    assert "\n" not in message and "vocabulary" in message and str(gemma_path) in message
+
+
+@pytest.mark.timeout(600)
+def test_cancel_stops_within_one_step(smollm_path: Path, cpu_threads: int) -> None:
+    spec = SpecSettings(mode="ngram", draft_max=8)
+    cfg = EngineConfig(smollm_path, n_ctx=1024, n_threads=cpu_threads, speculative=spec)
+    with Engine.load(cfg) as eng:
+        seen = threading.Event()
+        chunks: list[Chunk] = []
+
+        def on_chunk(chunk: Chunk) -> None:
+            chunks.append(chunk)
+            if len(chunks) == 3:
+                eng.cancel()
+                seen.set()
+
+        req = GenerationRequest(prompt=EDIT, max_tokens=400, sampling=GREEDY, ignore_eos=True)
+        record = eng.submit(req, on_chunk).result(timeout=300)
+        assert seen.is_set()
+        assert record.stop_reason == "cancelled"
+        # the tokens already verified in that step may still come out, no more
+        assert record.generated_tokens <= 3 + spec.draft_max
+        # and the engine decodes correctly afterwards
+        again, _ = _reply(eng, EDIT, n=16)
+        assert _plain(smollm_path, cpu_threads, [EDIT])[0].startswith(again)
+
+
+def test_prompt_lookup_proposes_what_followed_the_latest_match() -> None:
+    drafter = NgramDrafter(ngram_max=3)
+    history = [1, 2, 3, 4, 5, 9, 1, 2, 3]
+    assert drafter.draft(history, 4) == [4, 5, 9, 1]
+    assert drafter.draft([*history, 7], 4) == []  # (3, 7) and (2, 3, 7) never occurred
