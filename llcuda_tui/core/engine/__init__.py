@@ -74,20 +74,17 @@ if TYPE_CHECKING:
     from ._kvstore import (
         layout_fingerprint as layout_fingerprint,
     )
-    from ._local import (
+    from ._loadlog import (
         FLASH_ATTN_AUTO as FLASH_ATTN_AUTO,
+    )
+    from ._loadlog import (
+        flash_attn_type as flash_attn_type,
     )
     from ._local import (
         Engine as Engine,
     )
     from ._local import (
-        TokensFromEngine as TokensFromEngine,
-    )
-    from ._local import (
         check_gguf_file as check_gguf_file,
-    )
-    from ._local import (
-        flash_attn_type as flash_attn_type,
     )
     from ._prefix import (
         SlotCache as SlotCache,
@@ -173,6 +170,9 @@ if TYPE_CHECKING:
     from ._threads import (
         max_threads as max_threads,
     )
+    from ._tokens import (
+        TokensFromEngine as TokensFromEngine,
+    )
     from ._types import (
         AUTO_ON_OFF as AUTO_ON_OFF,
     )
@@ -241,10 +241,10 @@ _EXPORTS = {
     "default_threads": "_threads",
     "max_threads": "_threads",
     "Engine": "_local",
-    "FLASH_ATTN_AUTO": "_local",
-    "TokensFromEngine": "_local",
+    "FLASH_ATTN_AUTO": "_loadlog",
+    "TokensFromEngine": "_tokens",
     "check_gguf_file": "_local",
-    "flash_attn_type": "_local",
+    "flash_attn_type": "_loadlog",
     "FLUSH_INTERVAL_S": "_process",
     "ProcessEngine": "_process",
     "last_words": "_process",

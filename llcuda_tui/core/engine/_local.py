@@ -17,13 +17,13 @@ import codecs
 import concurrent.futures
 import ctypes
 import queue
-import re
 import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from llcuda_tui.core.engine._backend import capture_llama_log, list_devices
+from llcuda_tui.core.engine._benchops import gen_s, prompt_s
 from llcuda_tui.core.engine._decoding import StopMatcher, check_decode, finish_run
 from llcuda_tui.core.engine._kvcache import (
     SeqCells,
@@ -31,6 +31,12 @@ from llcuda_tui.core.engine._kvcache import (
     keep_prefix,
     n_swa_of,
     persistence_for,
+)
+from llcuda_tui.core.engine._loadlog import (
+    flash_attn_resolved,
+    flash_attn_type,
+    offloaded_layers,
+    tidy,
 )
 from llcuda_tui.core.engine._protocol import EngineBase, OnChunk, OnError
 from llcuda_tui.core.engine._sampling import SamplingParams, build_chain
@@ -41,7 +47,7 @@ from llcuda_tui.core.engine._speculative import (
     make_drafter,
     speculation_applies,
 )
-from llcuda_tui.core.engine._templates import ChatTemplate, choose_template
+from llcuda_tui.core.engine._templates import choose_template
 from llcuda_tui.core.engine._threads import default_threads
 from llcuda_tui.core.engine._types import (
     GGML_TYPES,
@@ -164,12 +170,12 @@ class Engine(EngineBase):
         if not model:
             reason = log.first_error(mark) or "llama.cpp could not load it"
             raise ModelLoadError(
-                f"cannot load {cfg.model_path}: {_tidy(reason)} (truncated or corrupt GGUF?)"
+                f"cannot load {cfg.model_path}: {tidy(reason)} (truncated or corrupt GGUF?)"
             )
         self._model = model
         self._vocab = L.llama_model_get_vocab(model)
         n_layers = L.llama_model_n_layer(model)
-        offloaded = _offloaded_layers(log.since(mark), cfg.n_gpu_layers, n_layers)
+        offloaded = offloaded_layers(log.since(mark), cfg.n_gpu_layers, n_layers)
         gpus = [d for d in list_devices() if d.kind in ("GPU", "IGPU")]
         on_gpu = bool(gpus) and offloaded > 0
         full_offload = on_gpu and offloaded >= n_layers
@@ -208,7 +214,7 @@ class Engine(EngineBase):
         ctx = L.llama_init_from_model(model, cparams)
         if not ctx:
             reason = log.first_error(mark_ctx) or "out of memory?"
-            raise ModelLoadError(f"cannot create a context for {cfg.model_path}: {_tidy(reason)}")
+            raise ModelLoadError(f"cannot create a context for {cfg.model_path}: {tidy(reason)}")
         self._ctx = ctx
         flash = flash_attn_resolved(flash_type, log.since(mark_ctx))
         self._prepare_hot_path()
@@ -568,51 +574,19 @@ class Engine(EngineBase):
 
     def bench_prompt(self, n_prompt: int, n_batch: int | None = None) -> float:
         """Seconds to decode ``n_prompt`` random tokens in ``n_batch`` chunks (llama-bench pp)."""
-        return float(self._call(lambda: self._bench_prompt(n_prompt, n_batch or self.info.n_batch)))
+        n_batch = n_batch or self.info.n_batch
+        return float(self._call(lambda: self._bench(prompt_s, n_prompt, n_batch)))
 
     def bench_gen(self, n_gen: int) -> float:
         """Seconds to decode ``n_gen`` random tokens one at a time (llama-bench tg)."""
-        return float(self._call(lambda: self._bench_gen(n_gen)))
+        return float(self._call(lambda: self._bench(gen_s, n_gen, self._one, self._batch_one)))
 
-    def _bench_prompt(self, n_prompt: int, n_batch: int) -> float:
-        import random
-
+    def _bench(self, fn: Callable[..., float], *args: Any) -> float:
         import llama_cpp as L
 
         L.llama_memory_clear(self._mem, True)
         self._cells.forgot()
-        bos = L.llama_vocab_bos(self._vocab) if L.llama_vocab_get_add_bos(self._vocab) else -1
-        # the random batches are made before the clock starts: in Python they take ~0.25 ms per
-        # 512 tokens, ~3 % of a fast GPU's pp512 (llama-bench's C++ rand() costs next to nothing)
-        batches = []
-        for start in range(0, n_prompt, n_batch):
-            toks = [random.randrange(self._n_vocab) for _ in range(min(n_batch, n_prompt - start))]
-            if start == 0 and bos >= 0:
-                toks[0] = bos
-            batches.append((ctypes.c_int32 * len(toks))(*toks))
-        t0 = time.perf_counter()
-        for arr in batches:
-            check_decode(L.llama_decode(self._ctx, L.llama_batch_get_one(arr, len(arr))))
-        L.llama_synchronize(self._ctx)
-        return time.perf_counter() - t0
-
-    def _bench_gen(self, n_gen: int) -> float:
-        import random
-
-        import llama_cpp as L
-
-        L.llama_memory_clear(self._mem, True)
-        self._cells.forgot()
-        add_bos = L.llama_vocab_get_add_bos(self._vocab)
-        token = L.llama_vocab_bos(self._vocab) if add_bos else random.randrange(self._n_vocab)
-        ctx, decode, one, batch = self._ctx, L.llama_decode, self._one, self._batch_one
-        t0 = time.perf_counter()
-        for _ in range(n_gen):
-            one[0] = token
-            check_decode(decode(ctx, batch))
-            L.llama_synchronize(ctx)
-            token = random.randrange(self._n_vocab)
-        return time.perf_counter() - t0
+        return fn(self._ctx, self._vocab, self._n_vocab, *args)
 
     # --- helpers ------------------------------------------------------------------------------
 
@@ -640,73 +614,3 @@ class Engine(EngineBase):
                 self._cells.forget()
 
         return self._call(wrapped)
-
-
-class TokensFromEngine:
-    """Tokens and chat template from a wrapped in-process :class:`Engine` (``self._tok``), so
-    engines built around one (the batch engine, the MPI pool) count prompts exactly alike."""
-
-    _tok: Engine
-
-    @property
-    def template(self) -> ChatTemplate:
-        return self._tok.template
-
-    def tokenize(
-        self, text: str, add_special: bool = True, parse_special: bool = True
-    ) -> list[int]:
-        return self._tok.tokenize(text, add_special, parse_special)
-
-    def prompt_tokens(self, request: GenerationRequest) -> list[int]:
-        return self._tok.prompt_tokens(request)
-
-    def count_tokens(self, request: GenerationRequest) -> int:
-        return len(self.prompt_tokens(request))
-
-
-FLASH_ATTN_AUTO, FLASH_ATTN_OFF, FLASH_ATTN_ON = -1, 0, 1  # llama_flash_attn_type
-
-
-def flash_attn_type(setting: str, on_gpu: bool, type_v: str) -> int:
-    """The ``flash_attn_type`` to ask llama.cpp for.
-
-    ``auto`` with layers on a GPU is llama.cpp's own auto: flash attention where the device that
-    runs a layer has a kernel for it, off where it has none. Forcing it on for a head size the
-    CUDA kernels lack (160, say) moves attention to the CPU: a 425M model then decoded at 470
-    t/s instead of 1150 on an H100. Without a GPU, auto stays off unless the V cache is
-    quantized (which needs flash attention)."""
-    if setting == "on":
-        return FLASH_ATTN_ON
-    if setting == "auto" and (on_gpu or type_v not in ("f32", "f16", "bf16")):
-        return FLASH_ATTN_AUTO
-    return FLASH_ATTN_OFF
-
-
-def flash_attn_resolved(requested: int, log: list[tuple[str, str]]) -> bool:
-    """Whether the context got flash attention: llama.cpp resolves auto while creating the
-    context and logs the outcome (there is no getter)."""
-    if requested != FLASH_ATTN_AUTO:
-        return requested == FLASH_ATTN_ON
-    for _, line in log:
-        if "Flash Attention not supported" in line:
-            return False
-        if "Flash Attention enabled" in line:
-            return True
-    return True  # auto starts enabled; llama.cpp turns it off only with the line above
-
-
-_OFFLOAD_RE = re.compile(r"offloaded (\d+)/(\d+) layers to GPU")
-
-
-def _offloaded_layers(lines: list[tuple[str, str]], requested: int, n_layers: int) -> int:
-    """Layers llama.cpp put on the GPU, from its load log (it reports layers + output)."""
-    for _level, line in reversed(lines):
-        m = _OFFLOAD_RE.search(line)
-        if m:
-            return min(int(m.group(1)), n_layers)
-    return 0
-
-
-def _tidy(reason: str) -> str:
-    reason = re.sub(r"^\w+: ", "", reason.strip())
-    return reason.rstrip(".")
