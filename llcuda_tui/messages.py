@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from llcuda_tui.core.chat import ContextPlan
     from llcuda_tui.core.config import Settings
     from llcuda_tui.core.engine import EngineProtocol
-    from llcuda_tui.core.store import FitBadge, ModelChoice, ModelEntry, RepoListing
+    from llcuda_tui.core.store import FitBadge, ModelChoice, ModelEntry, RemoteEntry, RepoListing
     from llcuda_tui.core.worker import WorkerGpu
 
 
@@ -121,6 +121,15 @@ class StoreListed(Message):
     usage: dict[str, object]
     """What ``Store.du`` reports."""
     badges: dict[str, FitBadge]
+
+
+@dataclass
+class TeamListed(Message):
+    """The team store was read: its models that this store lacks, or why it could not be."""
+
+    entries: list[RemoteEntry]
+    where: str
+    error: str = ""
 
 
 @dataclass

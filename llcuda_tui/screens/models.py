@@ -1,6 +1,7 @@
 """Models: the store's table and a detail pane (GGUF metadata, fit on this machine and on
-each attached worker's free VRAM), the store's size cap (c edits it), and Hugging Face (list
-a repo's GGUFs, pull with progress, speed and ETA, cancel, resume).
+each attached worker's free VRAM), the store's size cap (c edits it), the team store's models
+that this store lacks (listed after the local ones; t pulls one), and Hugging Face (list a
+repo's GGUFs, pull with progress, speed and ETA, cancel, resume).
 
 Every store call runs in a thread worker; results come back as messages.
 """
@@ -28,7 +29,9 @@ from llcuda_tui.core.store import (
     ModelEntry,
     PullCancelled,
     PullJob,
+    RemoteEntry,
     Store,
+    TeamPullJob,
     choice_from_entry,
     describe_model,
     detail_text,
@@ -44,6 +47,7 @@ from llcuda_tui.messages import (
     StoreActionDone,
     StoreFailed,
     StoreListed,
+    TeamListed,
     WorkerFitsListed,
     WorkFailed,
 )
@@ -65,6 +69,7 @@ class ModelsScreen(Screen[None]):
         Binding("h", "focus_hub", "HF repo"),
         Binding("c", "edit_cap", "Size cap", show=False),  # named on the disk line
         Binding("r", "refresh", "Refresh", show=False),
+        Binding("t", "pull_team", "Pull from team", show=False),  # named in the detail
         Binding("escape", "cancel_pull", "Cancel"),
     ]
 
@@ -76,6 +81,9 @@ class ModelsScreen(Screen[None]):
         """Per worker URL: {model name: FitBadge}, or why there is no estimate."""
         self.listing: Any = None
         self.pull_job: PullJob | None = None
+        self.team: dict[str, RemoteEntry] = {}
+        """The team store's models that this store lacks, by name (rows keyed ``team:NAME``)."""
+        self.team_line = ""
 
     @property
     def llcuda(self) -> LlcudaApp:
@@ -87,6 +95,7 @@ class ModelsScreen(Screen[None]):
                 yield Static("Model store", classes="section-title")
                 yield DataTable(id="store-table", cursor_type="row", zebra_stripes=True)
                 yield Static("", id="du-line", classes="hint", markup=False)
+                yield Static("", id="team-line", classes="hint", markup=False)
             with VerticalScroll(id="detail-pane"):
                 yield Static("", id="detail", markup=False)
         with Vertical(id="hub-pane"):
@@ -128,9 +137,51 @@ class ModelsScreen(Screen[None]):
             self.post_message(StoreFailed(str(exc)))
             return
         self.post_message(StoreListed(entries, usage, self.fit_badges(entries, app.fit_device)))
+        self.list_team({e.name for e in entries})
         urls = list(getattr(app, "worker_urls", []))
         if urls:
             self.post_message(WorkerFitsListed(self.fits_on_workers(entries, urls)))
+
+    def list_team(self, local: set[str]) -> None:
+        """Post the team store's models missing here (in the listing thread); a team store
+        that cannot be read is a line on the screen, never a failed listing."""
+        from llcuda_tui.core.store import RemoteConfig, RemoteStore
+
+        config = RemoteConfig.from_settings(self.llcuda.settings)
+        if not config.configured:
+            return
+        try:
+            remote = RemoteStore(config)
+            found = [e for e in remote.entries() if e.name not in local]
+        except LlcudaError as exc:
+            self.post_message(TeamListed([], config.where, str(exc)))
+            return
+        self.post_message(TeamListed(found, config.where))
+
+    @on(TeamListed)
+    def show_team(self, message: TeamListed) -> None:
+        table = self.query_one("#store-table", DataTable)
+        for name in list(self.team):
+            key = f"team:{name}"
+            if key in table.rows:
+                table.remove_row(key)
+        self.team = {e.name: e for e in message.entries if e.name not in self.entries}
+        for e in self.team.values():
+            table.add_row(
+                e.name, e.quant or "?", fmt_size(e.size), "team store", "", "", key=f"team:{e.name}"
+            )
+        if message.error:
+            self.team_line = f"team store: {message.error}"
+        elif self.team:
+            self.team_line = (
+                f"team store {message.where}: {len(self.team)} more model(s), t pulls one"
+            )
+        else:
+            self.team_line = f"team store {message.where}: nothing this store lacks"
+        line = self.query_one("#team-line", Static)
+        line.update(self.team_line)
+        line.display = True
+        self.show_detail(self.selected_name())
 
     def fit_badges(
         self, entries: list[ModelEntry], device: DeviceMemory | None
@@ -207,6 +258,16 @@ class ModelsScreen(Screen[None]):
         return "disk: " + " · ".join(parts)
 
     def selected_name(self) -> str | None:
+        """The local model under the cursor (None on a team-store row)."""
+        key = self.selected_key()
+        return None if key is None or key.startswith("team:") else key
+
+    def selected_team(self) -> str | None:
+        """The team-store model under the cursor (None on a local row)."""
+        key = self.selected_key()
+        return key.removeprefix("team:") if key and key.startswith("team:") else None
+
+    def selected_key(self) -> str | None:
         table = self.query_one("#store-table", DataTable)
         if table.row_count == 0:
             return None
@@ -223,6 +284,18 @@ class ModelsScreen(Screen[None]):
     def show_detail(self, name: str | None) -> None:
         detail = self.query_one("#detail", Static)
         entry = self.entries.get(name) if name else None
+        team = self.team.get(self.selected_team() or "")
+        if entry is None and team is not None:
+            rows = [
+                ("name", team.name),
+                ("where", "the team store only (t pulls it into this store)"),
+                ("quant", team.quant or "?"),
+                ("size", fmt_size(team.size)),
+                ("sha256", team.sha256),
+                ("pushed", team.pushed),
+            ]
+            detail.update(detail_text(rows))
+            return
         if entry is None:
             detail.update(
                 "The store is empty.\n\n"
@@ -442,10 +515,27 @@ class ModelsScreen(Screen[None]):
             return
         path = str(event.row_key.value)
         self.pull_job = job = PullJob(self.store(), self.listing.repo, path, threading.Event())
+        self.start_pull(job, f"pulling {path}…")
+
+    def action_pull_team(self) -> None:
+        name = self.selected_team()
+        if name is None:
+            self.notify("pick a model marked 'team store' to pull it", severity="warning")
+            return
+        if self.pull_job is not None:
+            self.notify("a pull is running (Esc cancels it)", severity="warning")
+            return
+        from llcuda_tui.core.store import RemoteStore
+
+        remote = RemoteStore.from_settings(self.llcuda.settings)
+        self.pull_job = job = TeamPullJob(self.store(), remote, name, threading.Event())
+        self.start_pull(job, f"pulling {name} from the team store…")
+
+    def start_pull(self, job: PullJob, status: str) -> None:
         bar = self.query_one("#pull-progress", ProgressBar)
         bar.update(total=None, progress=0)
         bar.add_class("-visible")
-        self.query_one("#pull-status", Static).update(f"pulling {path}…")
+        self.query_one("#pull-status", Static).update(status)
         self.pull_timer.resume()
         self.run_pull(job)
 

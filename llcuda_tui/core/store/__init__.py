@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from ._manifest import StarterSource as StarterSource
     from ._progress import TransferProgress as TransferProgress
     from ._pulljob import PullJob as PullJob
+    from ._pulljob import TeamPullJob as TeamPullJob
     from ._records import ModelEntry as ModelEntry
     from ._records import ModelState as ModelState
     from ._records import PullResult as PullResult
@@ -117,6 +118,7 @@ _EXPORTS = {
     "fit_badge": "_badges",
     "TransferProgress": "_progress",
     "PullJob": "_pulljob",
+    "TeamPullJob": "_pulljob",
     "file_sha256": "_fs",
     "PushResult": "_remote_records",
     "RemoteEntry": "_remote_records",
