@@ -33,12 +33,22 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from llcuda_tui.commands import batch, bench, experiment, gpu, infer, models, serve, tui
+    from llcuda_tui.commands import (
+        batch,
+        bench,
+        cache,
+        experiment,
+        gpu,
+        infer,
+        models,
+        serve,
+        tui,
+    )
 
     parser = _Parser(prog="llcuda", description="Terminal workbench for local GGUF LLMs.")
     parser.add_argument("--version", action="store_true", help="show versions and backend")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for module in (infer, models, gpu, bench, experiment, tui, serve, batch):
+    for module in (infer, models, cache, gpu, bench, experiment, tui, serve, batch):
         module.add_parser(sub)
     return parser
 

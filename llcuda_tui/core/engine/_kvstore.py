@@ -164,6 +164,10 @@ class KvStateStore:
             with contextlib.suppress(FileNotFoundError):
                 state.path.with_suffix(suffix).unlink()
 
+    def disk_bytes(self, state: SavedState) -> int:
+        """Bytes ``state`` takes on disk (payload and listing)."""
+        return _disk_bytes(state)
+
     def clear(self) -> int:
         """Remove every state; the number removed."""
         states = self.states()
