@@ -1,4 +1,4 @@
-"""`llcuda cache ls|clear` on a state the engine really saved (SmolLM2, CPU)."""
+"""`llcuda cache ls|clear` and `models du` on a state the engine really saved (SmolLM2, CPU)."""
 
 from __future__ import annotations
 
@@ -40,6 +40,9 @@ def test_cache_lists_and_clears_saved_states(
     listed = llcuda("cache", "ls", "--json")
     states = json.loads(listed.stdout)["states"]
     assert len(states) == 1 and states[0]["tokens"] > 40 and states[0]["bytes"] > 0
+    du = json.loads(llcuda("models", "du", "--json").stdout)
+    assert du["kv_state_bytes"] == states[0]["bytes"]
+    assert "saved KV states" in llcuda("models", "du").stdout
     human = llcuda("cache", "ls")
     assert human.stdout.startswith("1 saved state(s)") and states[0]["key"][:12] in human.stdout
     cleared = llcuda("cache", "clear")

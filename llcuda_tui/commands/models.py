@@ -402,7 +402,11 @@ def run_gc(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_du(args: argparse.Namespace, settings: Settings) -> int:
+    from llcuda_tui.core.engine import KvStateStore
+
     usage = _store(settings).du()
+    kv = KvStateStore(settings.paths.kv_state_dir)
+    usage["kv_state_bytes"] = sum(kv.disk_bytes(s) for s in kv.states())
     if args.json:
         _print_json(usage)
         return 0
@@ -413,7 +417,8 @@ def run_du(args: argparse.Namespace, settings: Settings) -> int:
     print(f"{fmt_size(usage['live_bytes'], 2):>11}  total in models (cap: {cap})")
     for key, label in (("unreferenced_bytes", "unreferenced (llcuda models gc)"),
                        ("partial_bytes", "partial downloads and temp files"),
-                       ("quarantine_bytes", "quarantined")):  # fmt: skip
+                       ("quarantine_bytes", "quarantined"),
+                       ("kv_state_bytes", "saved KV states (llcuda cache)")):  # fmt: skip
         if usage.get(key):
             print(f"{fmt_size(usage[key], 2):>11}  {label}")
     if "free_bytes" in usage:
