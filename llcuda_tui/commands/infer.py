@@ -180,7 +180,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         else:
             sys.stdout.write("\n")
             print(
-                f"[{record.prompt_tokens} prompt tokens, {record.generated_tokens} generated, "
+                f"[{record.prompt_tokens} prompt tokens"
+                + (
+                    f" ({record.prompt_tokens_cached} cached)"
+                    if record.prompt_tokens_cached
+                    else ""
+                )
+                + f", {record.generated_tokens} generated, "
                 f"TTFT {record.ttft_s * 1000:.0f} ms, prefill {record.prefill_tokens_per_s:.1f} "
                 f"t/s, decode {record.decode_tokens_per_s:.1f} t/s, stop: {record.stop_reason}, "
                 f"{engine.info.backend}{spec_note(record)}]",

@@ -391,13 +391,16 @@ def write_export(conv: Conversation, messages: list[Message], directory: Path) -
 
 
 def describe_record(r: Mapping[str, Any]) -> str:
-    """One line: TTFT, prefill and decode t/s, tokens, model sha256 prefix, backend, ngl."""
+    """One line: TTFT, prefill and decode t/s, tokens (and how many of the prompt's came from
+    the KV cache), model sha256 prefix, backend, ngl."""
     sha = r.get("model_sha256")
+    cached = int(r.get("prompt_tokens_cached") or 0)
     parts = [
         f"TTFT {float(r.get('ttft_s') or 0) * 1000:.0f} ms",
         f"prefill {float(r.get('prefill_tokens_per_s') or 0):.1f} t/s",
         f"decode {float(r.get('decode_tokens_per_s') or 0):.1f} t/s",
-        f"{r.get('prompt_tokens', '?')}+{r.get('generated_tokens', '?')} tokens",
+        f"{r.get('prompt_tokens', '?')}+{r.get('generated_tokens', '?')} tokens"
+        + (f" ({cached} cached)" if cached else ""),
         f"sha256 {sha[:12]}" if sha else "sha256 n/a",
         str(r.get("backend") or "?"),
         f"ngl {r.get('n_gpu_layers', '?')}",

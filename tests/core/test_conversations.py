@@ -155,6 +155,10 @@ def test_describe_record_has_every_field() -> None:
     )
     assert describe_record({**RECORD, "stop_reason": "cancelled"}).endswith("stop: cancelled")
     assert "sha256 n/a" in describe_record({**RECORD, "model_sha256": None})
+    # prompt tokens that came from the KV prefix cache are said
+    assert " · 31+12 tokens (24 cached) · " in describe_record(
+        {**RECORD, "prompt_tokens_cached": 24}
+    )
 
 
 def test_title_from_long_text() -> None:
