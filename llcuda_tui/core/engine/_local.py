@@ -67,6 +67,9 @@ from llcuda_tui.core.errors import (
 from llcuda_tui.core.gguf import check_gguf_file
 
 PIECE_BUFFER_BYTES = 256
+SURELY_LONG_BYTES_PER_TOKEN = 16
+"""A text of more bytes than this many per context token is checked against the vocabulary's
+longest piece before it is tokenized (typical text is ~4 bytes a token)."""
 """Start size of the detokeniser's buffer; a longer piece is retried with its exact size."""
 
 
@@ -83,6 +86,7 @@ class Engine(EngineBase):
         self._model: Any = None
         self._ctx: Any = None
         self._vocab: Any = None
+        self._max_piece_bytes = 0  # found on first need (_refuse_if_surely_too_long)
         self._chain: Any = None
         self._chain_key: tuple | None = None
         self._backend_sampling = False
@@ -337,6 +341,17 @@ class Engine(EngineBase):
             raise EngineError("tokenisation failed")
         return list(arr[:n])
 
+    def _longest_piece(self) -> int:
+        """Bytes of the vocabulary's longest token text, special tokens' included (the
+        tokenizer matches those in the text too); a buffer of its own, so any thread may ask."""
+        import llama_cpp as L
+
+        buf, vocab, longest = ctypes.create_string_buffer(512), self._vocab, 1
+        for token in range(self._n_vocab):
+            n = L.llama_token_to_piece(vocab, token, buf, len(buf), 0, True)
+            longest = max(longest, abs(n))
+        return longest
+
     def token_piece(self, token: int) -> bytes:
         """The bytes of one token (cached). Pieces of any length come out whole: llama.cpp
         reports the needed size when the buffer is short and we retry with exactly that."""
@@ -357,19 +372,41 @@ class Engine(EngineBase):
     def detokenize(self, tokens: Sequence[int]) -> str:
         return b"".join(self.token_piece(t) for t in tokens).decode("utf-8", errors="replace")
 
-    def prompt_tokens(self, request: GenerationRequest) -> list[int]:
-        """The exact prompt tokens generation will decode for ``request``."""
+    def prompt_tokens(self, request: GenerationRequest, n_ctx: int | None = None) -> list[int]:
+        """The exact prompt tokens generation will decode for ``request``. A text that cannot
+        fit ``n_ctx`` tokens (default: this engine's context) whatever it tokenizes to is
+        refused before it is tokenized."""
         if request.tokens is not None:
             bad = [t for t in request.tokens if not 0 <= t < self._n_vocab]
             if bad:
                 raise UserInputError(f"token id {bad[0]} is outside the vocabulary")
             return list(request.tokens)
+        limit = n_ctx or self.info.n_ctx
         if request.messages is not None:
             text = self.template.render(request.messages, add_generation_prompt=True)
+            self._refuse_if_surely_too_long(text, limit)
             bos = self.template.bos_token
             has_bos = bool(bos) and text.startswith(bos)
             return self.tokenize(text, add_special=not has_bos, parse_special=True)
+        self._refuse_if_surely_too_long(request.prompt or "", limit)
         return self.tokenize(request.prompt or "", add_special=True, parse_special=True)
+
+    def _refuse_if_surely_too_long(self, text: str, n_ctx: int) -> None:
+        # Tokenizing is not linear in the text for every vocabulary: a 500 KB prompt took 127 s
+        # on a small one before "prompt too long". No token is longer than the vocabulary's
+        # longest piece, so a text of more bytes than n_ctx such pieces cannot fit. The
+        # vocabulary is scanned once, and only for texts far past any context (0.4 s at 262k).
+        n_bytes = len(text.encode("utf-8"))
+        if n_bytes <= SURELY_LONG_BYTES_PER_TOKEN * n_ctx:
+            return
+        if self._max_piece_bytes == 0:
+            self._max_piece_bytes = self._longest_piece()
+        if n_bytes > self._max_piece_bytes * n_ctx:
+            raise ContextLengthError(
+                f"the prompt has {n_bytes} bytes: more than {n_ctx} tokens of at most "
+                f"{self._max_piece_bytes} bytes each, which is all the context holds; shorten it "
+                "or load the model with a larger --ctx"
+            )
 
     def count_tokens(self, request: GenerationRequest) -> int:
         return len(self.prompt_tokens(request))

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from llcuda_tui.core.engine._local import Engine
     from llcuda_tui.core.engine._templates import ChatTemplate
-    from llcuda_tui.core.engine._types import GenerationRequest
+    from llcuda_tui.core.engine._types import GenerationRequest, LoadInfo
 
 
 class TokensFromEngine:
@@ -15,6 +15,8 @@ class TokensFromEngine:
     engines built around one (the batch engine, the MPI pool) count prompts exactly alike."""
 
     _tok: Engine
+    info: LoadInfo
+    """This engine's load info: its ``n_ctx`` is a sequence's context (``_tok``'s is tiny)."""
 
     @property
     def template(self) -> ChatTemplate:
@@ -26,7 +28,7 @@ class TokensFromEngine:
         return self._tok.tokenize(text, add_special, parse_special)
 
     def prompt_tokens(self, request: GenerationRequest) -> list[int]:
-        return self._tok.prompt_tokens(request)
+        return self._tok.prompt_tokens(request, n_ctx=self.info.n_ctx)
 
     def count_tokens(self, request: GenerationRequest) -> int:
         return len(self.prompt_tokens(request))
