@@ -10,7 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from llcuda_tui.core.engine import Chunk, Engine, EngineConfig, GenerationRequest, SamplingParams
+from llcuda_tui.core.engine import (
+    Chunk,
+    Engine,
+    EngineConfig,
+    GenerationHandle,
+    GenerationRequest,
+    SamplingParams,
+)
 from llcuda_tui.core.errors import UserInputError
 from llcuda_tui.core.worker.batch import BatchEngine
 
@@ -57,14 +64,25 @@ def test_greedy_equals_in_process_alone_and_together(batch: BatchEngine, solo: E
         assert got_rec.stop_reason == rec.stop_reason
         assert got_rec.prompt_tokens == rec.prompt_tokens
     steps = batch.stats().steps
-    # submitted back to back from one thread (thread start-up on a loaded machine can take
-    # longer than a whole generation of the tiny model)
+    # The second and third requests are submitted from the first one's first token (on the
+    # engine thread), so they join it while it still has 23 tokens to go, however fast or
+    # loaded the machine is (submitted back to back from a test thread, the tiny model
+    # could finish the first before the next arrived: 48 steps on a fresh CI clone).
     parts: list[list[str]] = [[], [], []]
-    handles = [
-        batch.submit(_req(p), lambda c, i=i: parts[i].append(c.text), None)
-        for i, p in enumerate(prompts)
-    ]
-    for h in handles:
+    later: list[GenerationHandle] = []
+
+    def first_chunk(chunk: Chunk) -> None:
+        parts[0].append(chunk.text)
+        if not later:
+            later.extend(
+                batch.submit(_req(p), lambda c, i=i: parts[i].append(c.text), None)
+                for i, p in enumerate(prompts[1:], 1)
+            )
+
+    first = batch.submit(_req(prompts[0]), first_chunk, None)
+    first.result(60)
+    assert len(later) == 2
+    for h in later:
         h.result(60)
     assert ["".join(x) for x in parts] == [e[0] for e in expected]
     # three sequences of 24 tokens shared their decode steps
