@@ -32,7 +32,7 @@ from llcuda_tui.core.store import (
     resolve_model,
 )
 from tests.core.hubserver import HubServer, write_gguf
-from tests.core.weed import WeedServer, weed_binary
+from tests.core.weed import WeedServer, use_team_store, weed_binary
 from tests.storekit import REPO, assert_consistent, downloads
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,14 +54,7 @@ def bucket(weed: WeedServer) -> str:
 @pytest.fixture(autouse=True)
 def aws_env(weed: WeedServer, bucket: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """The test identity in AWS_* (what boto3 reads), the team store in LLCUDA_REMOTE_*."""
-    for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_CONFIG_FILE", "AWS_ENDPOINT_URL"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", weed.access_key)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", weed.secret_key)
-    monkeypatch.setenv("LLCUDA_REMOTE_URL", weed.url)
-    monkeypatch.setenv("LLCUDA_REMOTE_BUCKET", bucket)
+    use_team_store(weed, bucket, monkeypatch)
 
 
 @pytest.fixture()

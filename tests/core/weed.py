@@ -210,3 +210,15 @@ def weed_server(root: Path, **kwargs: Any) -> Iterator[WeedServer]:
     """A running :class:`WeedServer` in ``root`` for the duration of the block."""
     with WeedServer(root, **kwargs) as server:
         yield server
+
+
+def use_team_store(weed: WeedServer, bucket: str, monkeypatch: Any) -> None:
+    """The test identity in AWS_* (what boto3 reads), the team store in LLCUDA_REMOTE_*."""
+    for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_CONFIG_FILE", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", weed.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", weed.secret_key)
+    monkeypatch.setenv("LLCUDA_REMOTE_URL", weed.url)
+    monkeypatch.setenv("LLCUDA_REMOTE_BUCKET", bucket)

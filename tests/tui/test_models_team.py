@@ -4,7 +4,6 @@ entry), and a team store that cannot be reached is one line while the local list
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from textual.widgets import DataTable
 from llcuda_tui.core.config import Paths, Settings
 from llcuda_tui.core.store import RemoteConfig, RemoteStore, Store
 from llcuda_tui.screens.models import ModelsScreen
-from tests.core.weed import WeedServer, weed_binary
+from tests.core.weed import WeedServer, use_team_store, weed_binary
 from tests.tui.conftest import SIZE, make_app, wait_for
 
 pytestmark = [
@@ -37,14 +36,7 @@ def weed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WeedServer]:
 @pytest.fixture()
 def team_env(weed: WeedServer, monkeypatch: pytest.MonkeyPatch) -> str:
     bucket = weed.new_bucket()
-    for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_CONFIG_FILE", "AWS_ENDPOINT_URL"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", weed.access_key)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", weed.secret_key)
-    monkeypatch.setenv("LLCUDA_REMOTE_URL", weed.url)
-    monkeypatch.setenv("LLCUDA_REMOTE_BUCKET", bucket)
+    use_team_store(weed, bucket, monkeypatch)
     return bucket
 
 
