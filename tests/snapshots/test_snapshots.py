@@ -93,6 +93,10 @@ class StandInEngine:
 
 
 def no_blink(app: Any) -> None:
+    """Cursors drawn steadily. Call it before the text under a cursor changes: TextArea's line
+    cache key leaves ``cursor_blink`` out, so a line drawn in the blink's off phase was reused
+    without its cursor after the blink stopped (the chat snapshot had or lacked the cursor by
+    when it was taken)."""
     for widget in app.screen.query("Input, TextArea"):
         widget.cursor_blink = False  # type: ignore[attr-defined]
 
@@ -125,10 +129,10 @@ def test_chat_screen(snap_compare: Any, settings: Settings, smollm_path: Path) -
     async def ready(pilot: Any) -> None:
         chat = app.screen
         await wait_for(pilot, lambda: chat.choices and chat.plan is not None, what="ready")
+        no_blink(app)
         before = chat.plan.history_tokens
         chat.prompt.value = "And how is it different\nfrom safetensors?"
         await wait_for(pilot, lambda: chat.plan.history_tokens > before, what="recount")
-        no_blink(app)
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=SIZE, run_before=ready)
