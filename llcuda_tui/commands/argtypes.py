@@ -20,10 +20,19 @@ def seconds(text: str) -> float:
 
 def count(text: str) -> int:
     """An integer >= 0 (``models show --ctx -5`` used to be accepted)."""
+    return _int_at_least(text, 0)
+
+
+def positive(text: str) -> int:
+    """An integer >= 1 (repetitions, iterations, limits)."""
+    return _int_at_least(text, 1)
+
+
+def _int_at_least(text: str, low: int) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, not {value}")
+    if value < low:
+        raise argparse.ArgumentTypeError(f"must be >= {low}, not {value}")
     return value

@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from llcuda_tui.commands import argtypes
 from llcuda_tui.core.bench import RUN_FORMATS
 from llcuda_tui.core.errors import UserInputError
 
@@ -75,36 +76,6 @@ def str_list(text: str) -> tuple[str, ...]:
     return tuple(p.strip() for p in text.split(",") if p.strip())
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"'{text}' must be at least 1")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"'{text}' must be >= 0")
-    return value
-
-
-def non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"'{text}' must be >= 0")
-    return value
-
-
 # --- parser ---
 
 
@@ -149,7 +120,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     m.add_argument(
         "-r",
         "--repetitions",
-        type=positive_int,
+        type=argtypes.positive,
         default=5,
         metavar="N",
         help="repetitions of each test (default 5)",
@@ -235,14 +206,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--no-ppl", action="store_true", help="no perplexity, even with --models")
     q.add_argument(
         "--ppl-ctx",
-        type=positive_int,
+        type=argtypes.positive,
         default=512,
         metavar="N",
         help="perplexity chunk length in tokens (default 512)",
     )
     q.add_argument(
         "--ppl-chunks",
-        type=positive_int,
+        type=argtypes.positive,
         default=4,
         metavar="N",
         help="chunks to score at most (default 4)",
@@ -258,18 +229,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--latency", action="store_true", help="TTFT / ITL / TPOT / E2E with mean, p50, p95, p99"
     )
     lat.add_argument(
-        "--iters", type=positive_int, default=10, metavar="N", help="measured requests (default 10)"
+        "--iters",
+        type=argtypes.positive,
+        default=10,
+        metavar="N",
+        help="measured requests (default 10)",
     )
     lat.add_argument(
         "--warmup",
-        type=non_negative_int,
+        type=argtypes.count,
         default=1,
         metavar="W",
         help="warm-up requests per stream (default 1)",
     )
     lat.add_argument(
         "--concurrency",
-        type=positive_int,
+        type=argtypes.positive,
         default=1,
         metavar="N",
         help="concurrent streams, one engine each (implies --latency)",
@@ -283,7 +258,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g = p.add_argument_group("GPU")
     g.add_argument(
         "--energy-window",
-        type=non_negative_float,
+        type=argtypes.seconds,
         default=1.0,
         metavar="S",
         help="shortest energy window per test; short tests repeat untimed to reach "
@@ -303,7 +278,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--spec", choices=["ngram", "draft", "both"], help="compare decode t/s with this drafter"
     )
     sp.add_argument("--draft", metavar="MODEL", help="draft model for --spec draft|both")
-    sp.add_argument("--draft-max", type=positive_int, default=16, help="most drafted per step")
+    sp.add_argument("--draft-max", type=argtypes.positive, default=16, help="most drafted per step")
     o = p.add_argument_group("output")
     o.add_argument(
         "-o", "--output", choices=RUN_FORMATS, default="md", help="stdout format (default md)"
@@ -313,7 +288,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
     bsub = p.add_subparsers(dest="bench_command", metavar="ACTION")
     h = bsub.add_parser("history", help="list stored runs, newest first")
-    h.add_argument("--limit", type=positive_int, default=20, metavar="N")
+    h.add_argument("--limit", type=argtypes.positive, default=20, metavar="N")
     h.add_argument("--json", action="store_true")
     h.set_defaults(func=run_history)
     c = bsub.add_parser("compare", help="compare two runs: ratio B/A per metric")

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import ClassVar, Self
 
-from llcuda_tui.core.errors import LlcudaError
+from llcuda_tui.core.errors import LlcudaError, UserInputError
 
 _SIDE_FILES = ("-journal", "-wal", "-shm")
 
@@ -140,3 +140,27 @@ class SqliteStore:
             elif is_corrupt(exc):
                 hint = " (the file is damaged: restart llcuda to move it aside and start anew)"
             raise self.ERROR(f"{self.LABEL} {self.path}: cannot {what}: {exc}{hint}") from None
+
+    def _resolve_id(self, table: str, ref: str | int, noun: str, listing: str) -> int:
+        """A row id of ``table`` from ``12``, ``last``/``latest`` or ``-K`` (the K-th latest),
+        as the CLI's ``show``/``rm`` commands take them; ``listing`` is the command that lists
+        the ids, named in the error."""
+        text = str(ref).strip().lower()
+        if text in ("last", "latest"):
+            text = "-1"
+        try:
+            number = int(text)
+        except ValueError:
+            raise UserInputError(
+                f"bad {noun} id '{ref}' (a number from '{listing}', 'last' or -K)"
+            ) from None
+        with self._errors(f"read {noun}s"):
+            if number < 0:
+                row = self._db.execute(
+                    f"SELECT id FROM {table} ORDER BY id DESC LIMIT 1 OFFSET ?", (-number - 1,)
+                ).fetchone()
+            else:
+                row = self._db.execute(f"SELECT id FROM {table} WHERE id = ?", (number,)).fetchone()
+        if row is None:
+            raise UserInputError(f"no {noun} '{ref}' in {self.path}")
+        return int(row[0])

@@ -53,7 +53,7 @@ def test_run_references(tmp_path: Path) -> None:
         for bad in ("-9", "42", "0"):
             with pytest.raises(UserInputError, match="no benchmark run"):
                 store.resolve(bad)
-        with pytest.raises(UserInputError, match="bad run id"):
+        with pytest.raises(UserInputError, match="bad benchmark run id"):
             store.resolve("yesterday")
         listing = store.list_runs(limit=2)
     assert [r.run_id for r in listing] == [ids[2], ids[1]]

@@ -15,7 +15,7 @@ from typing import Any
 
 from llcuda_tui.core.config import Paths
 from llcuda_tui.core.db import SqliteStore
-from llcuda_tui.core.errors import StoreError, UserInputError
+from llcuda_tui.core.errors import StoreError
 
 SCHEMA_VERSION = 1
 _SCHEMA = """
@@ -190,25 +190,7 @@ class BenchStore(SqliteStore):
 
     def resolve(self, ref: str | int) -> int:
         """A run id from ``12``, ``last``/``latest``, or ``-K`` (the K-th latest run)."""
-        text = str(ref).strip().lower()
-        with self._errors("read runs"):
-            if text in ("last", "latest"):
-                text = "-1"
-            try:
-                number = int(text)
-            except ValueError:
-                raise UserInputError(
-                    f"bad run id '{ref}' (a number from 'llcuda bench history', 'last' or -K)"
-                ) from None
-            if number < 0:
-                row = self._db.execute(
-                    "SELECT id FROM runs ORDER BY id DESC LIMIT 1 OFFSET ?", (-number - 1,)
-                ).fetchone()
-            else:
-                row = self._db.execute("SELECT id FROM runs WHERE id = ?", (number,)).fetchone()
-        if row is None:
-            raise UserInputError(f"no benchmark run '{ref}' in {self.path}")
-        return int(row[0])
+        return self._resolve_id("runs", ref, "benchmark run", "llcuda bench history")
 
     def get_run(self, ref: str | int) -> StoredRun:
         run_id = self.resolve(ref)

@@ -13,7 +13,6 @@ from typing import Any
 
 from llcuda_tui.core.bench import BenchStore, StoredRun, store_path
 from llcuda_tui.core.config import Paths
-from llcuda_tui.core.errors import UserInputError
 
 _EXPERIMENT_SCHEMA = """
 CREATE TABLE IF NOT EXISTS experiments (
@@ -176,27 +175,7 @@ class ExperimentStore(BenchStore):
 
     def resolve_experiment(self, ref: str | int) -> int:
         """An experiment id from ``3``, ``last`` or ``-K`` (the K-th latest)."""
-        text = str(ref).strip().lower()
-        if text in ("last", "latest"):
-            text = "-1"
-        try:
-            number = int(text)
-        except ValueError:
-            raise UserInputError(
-                f"bad experiment id '{ref}' (a number from 'llcuda experiment ls', 'last' or -K)"
-            ) from None
-        with self._errors("read experiments"):
-            if number < 0:
-                row = self._db.execute(
-                    "SELECT id FROM experiments ORDER BY id DESC LIMIT 1 OFFSET ?", (-number - 1,)
-                ).fetchone()
-            else:
-                row = self._db.execute(
-                    "SELECT id FROM experiments WHERE id = ?", (number,)
-                ).fetchone()
-        if row is None:
-            raise UserInputError(f"no experiment '{ref}' in {self.path}")
-        return int(row[0])
+        return self._resolve_id("experiments", ref, "experiment", "llcuda experiment ls")
 
     def get_experiment(self, ref: str | int) -> StoredExperiment:
         exp_id = self.resolve_experiment(ref)
