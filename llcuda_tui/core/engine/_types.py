@@ -323,6 +323,11 @@ class PrefillProgress:
     cached: int
     """Prompt tokens taken from the prefix cache or a restored state (not decoded)."""
 
+    def describe(self) -> str:
+        """``prefilling 384 / 1,100 tokens`` (``· 256 cached`` when some were)."""
+        cached = f" · {self.cached:,} cached" if self.cached else ""
+        return f"prefilling {self.done:,} / {self.total:,} tokens{cached}"
+
 
 @dataclass(frozen=True)
 class Chunk:
