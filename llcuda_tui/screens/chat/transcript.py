@@ -84,7 +84,7 @@ class LiveReply:
         view.add_class("-visible")
         self.rate = RateMeter()
         self.ticks = 0
-        self._prefill_shown: PrefillProgress | None = None
+        self._prefill_shown = None
         self._prefill_due = 0
         if self._switch_interval is None:
             self._switch_interval = sys.getswitchinterval()
