@@ -37,7 +37,13 @@ from llcuda_tui.core.conversations import (
 from llcuda_tui.core.errors import LlcudaError, UserInputError
 
 if TYPE_CHECKING:
-    from llcuda_tui.core.engine import Chunk, GenerationHandle, GenerationRequest, RunRecord
+    from llcuda_tui.core.engine import (
+        Chunk,
+        GenerationHandle,
+        GenerationRequest,
+        PrefillProgress,
+        RunRecord,
+    )
     from llcuda_tui.core.engine import EngineProtocol as ChatEngine
     from llcuda_tui.core.store import ModelChoice
 
@@ -171,6 +177,9 @@ class ReplyStream:
         self.error: BaseException | None = None
         self.handle: GenerationHandle | None = None
         self.started = time.perf_counter()
+        self.prefill: PrefillProgress | None = None
+        """The prompt's prefill progress, newest report (None until the engine sends one:
+        engines in another place, a worker, send none)."""
 
     @classmethod
     def start(cls, engine: ChatEngine, request: GenerationRequest) -> ReplyStream:
@@ -179,6 +188,9 @@ class ReplyStream:
         return stream
 
     def on_chunk(self, chunk: Chunk) -> None:
+        if chunk.prefill is not None:  # progress, not a token: the newest one is all we show
+            self.prefill = chunk.prefill
+            return
         self._parts.append(chunk.text)
         if chunk.record is not None:
             self.record = chunk.record
@@ -507,6 +519,7 @@ class ChatSession:
                 messages=build_messages(conv.system_prompt, turns),
                 max_tokens=conv.settings.max_tokens,
                 sampling=conv.settings.sampling(),
+                prefill_progress=True,  # the live reply shows it (a long prompt takes seconds)
             )
             saved = None
             if user_text is not None:

@@ -157,9 +157,9 @@ def test_cancel_between_prompt_chunks(gemma_path: Path, cpu_threads: int) -> Non
         rec = handle.result(60)
     assert rec.stop_reason == "cancelled"
     assert rec.generated_tokens == 0
-    # stopped between chunks, mid-prefill: a whole number of 64-token chunks, not all of them
+    # stopped between chunks, mid-prefill: not all of them
     assert 0 < rec.prompt_tokens_evaluated < rec.prompt_tokens
-    assert rec.prompt_tokens_evaluated % 64 == 0
+    assert rec.prompt_tokens_evaluated % 32 == 0  # chunks end on multiples of KEEP_ALIGN
 
 
 def test_stream_early_close_cancels(tiny: Engine) -> None:

@@ -86,6 +86,9 @@ if TYPE_CHECKING:
     from ._local import (
         check_gguf_file as check_gguf_file,
     )
+    from ._prefill import (
+        PrefillPlan as PrefillPlan,
+    )
     from ._prefix import (
         SlotCache as SlotCache,
     )
@@ -210,6 +213,9 @@ if TYPE_CHECKING:
         LoadInfo as LoadInfo,
     )
     from ._types import (
+        PrefillProgress as PrefillProgress,
+    )
+    from ._types import (
         RunRecord as RunRecord,
     )
     from ._types import (
@@ -252,6 +258,7 @@ _EXPORTS = {
     "read_frame": "_process",
     "spawn_child": "_process",
     "write_frame": "_process",
+    "PrefillPlan": "_prefill",
     "EngineBase": "_protocol",
     "EngineProtocol": "_protocol",
     "OnChunk": "_protocol",
@@ -282,6 +289,7 @@ _EXPORTS = {
     "KV_TYPES": "_types",
     "KvType": "_types",
     "LoadInfo": "_types",
+    "PrefillProgress": "_types",
     "RunRecord": "_types",
     "SpecSettings": "_types",
     "SPEC_MODES": "_types",

@@ -38,6 +38,7 @@ from llcuda_tui.core.engine._loadlog import (
     offloaded_layers,
     tidy,
 )
+from llcuda_tui.core.engine._prefill import PrefillPlan
 from llcuda_tui.core.engine._protocol import EngineBase, OnChunk, OnError
 from llcuda_tui.core.engine._sampling import SamplingParams, build_chain
 from llcuda_tui.core.engine._speculative import (
@@ -56,6 +57,7 @@ from llcuda_tui.core.engine._types import (
     GenerationHandle,
     GenerationRequest,
     LoadInfo,
+    PrefillProgress,
     RunRecord,
 )
 from llcuda_tui.core.errors import (
@@ -94,6 +96,7 @@ class Engine(EngineBase):
         self._saver: StatePersistence | None = None
         self._drafter: Drafter | None = None
         self._verifier: Verifier | None = None
+        self._prefill_target_s: float | None = None
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -257,6 +260,8 @@ class Engine(EngineBase):
             llama_cpp_python=L.__version__,
             n_gpu_layers=cfg.n_gpu_layers,
         )
+        # timed prompt chunks on the CPU only: on a GPU n_batch chunks are faster (_prefill.py)
+        self._prefill_target_s = cfg.prefill_chunk_s if not on_gpu else None
         self._saver = persistence_for(
             cfg.kv_state_dir, cfg.kv_state_max_bytes, cfg.model_sha256, n_ctx=self.info.n_ctx,
             type_k=cfg.type_k, type_v=cfg.type_v, flash_attn=flash,
@@ -522,19 +527,29 @@ class Engine(EngineBase):
         is_eog, vocab = L.llama_vocab_is_eog, self._vocab
         held = self._cells.tokens
         n_prompt = len(tokens)
-        # prefill what the cells lack, in n_batch chunks; a cancel takes effect between chunks
+        # prefill what the cells lack, in chunks a cancel can land between (_prefill.py)
         arr = (ctypes.c_int32 * n_prompt)(*tokens)
-        n_batch = self.info.n_batch
+        plan = PrefillPlan(self.info.n_batch, self._prefill_target_s)
+        report = req.prefill_progress
         t_prefill = time.perf_counter()
-        for start in range(n_keep, n_prompt, n_batch):
-            if cancel.is_set():
+        start = n_keep
+        if report:
+            emit(Chunk("", prefill=PrefillProgress(start, n_prompt, n_keep)))
+        while True:
+            if cancel.is_set():  # also after the last chunk: no token after a cancel
                 record_base["prompt_tokens_evaluated"] = start - n_keep
                 return finish_run(emit, "", "cancelled", t0, t_prefill, None, [], record_base)
-            n = min(n_batch, n_prompt - start)
+            if start == n_prompt:
+                break
+            end = plan.end(start, n_prompt)
             ptr = ctypes.cast(ctypes.addressof(arr) + start * 4, L.llama_token_p)
-            batch = L.llama_batch_get_one(ptr, n)
-            check_decode(decode(ctx, batch))
-            held.extend(tokens[start : start + n])
+            t_chunk = time.perf_counter()
+            check_decode(decode(ctx, L.llama_batch_get_one(ptr, end - start)))
+            plan.took(end - start, time.perf_counter() - t_chunk)
+            held.extend(tokens[start:end])
+            start = end
+            if report:
+                emit(Chunk("", prefill=PrefillProgress(end, n_prompt, n_keep)))
         token = sample(chain, ctx, -1)
         t_first = time.perf_counter()
         record_base["prompt_tokens_evaluated"] = n_prompt - n_keep

@@ -12,7 +12,8 @@ in-process :class:`~llcuda_tui.core.engine.Engine` (``info``, ``submit``, ``stre
 ``generate``, ``count_tokens``, ``cancel``, ``close``).
 The child runs an ordinary ``Engine``. Chunks cross in batches: the child sends the first
 token of a reply at once, then at most one frame every :data:`FLUSH_INTERVAL_S` (one pickle
-and one ``write`` on the engine thread, no wake-up of any other thread there).
+and one ``write`` on the engine thread, no wake-up of any other thread there). Prefill
+progress (a request's ``prefill_progress``) crosses at once: one frame per prompt chunk.
 
 Wire: two pipes (not stdin/stdout, which a library may print to), frames of a 4-byte length
 and a pickle; both ends are this package. The child exits when its command pipe closes, so a
@@ -395,6 +396,10 @@ class _Child:
 
         def on_chunk(chunk: Chunk) -> None:  # on the engine thread, per token
             batch.append(chunk)
+            if chunk.prefill is not None:  # one per prompt chunk: at once, the first token too
+                self.send("chunks", rid, batch[:])
+                batch.clear()
+                return
             if chunk.record is None and clock() < due[0]:
                 return
             self.send("chunks", rid, batch[:])

@@ -108,6 +108,10 @@ class EngineConfig(EngineValues):
     loss, or has set up RoPE scaling in the GGUF); off, :meth:`check_ctx` refuses one."""
     speculative: SpecSettings | None = None
     """Speculative decoding (a draft model or prompt lookup); None: off."""
+    prefill_chunk_s: float | None = 0.25
+    """On the CPU, prompt chunks are sized to take about this long each, so a cancel lands
+    between two of them within about twice this (``_prefill.PrefillPlan``); None: chunks of
+    ``n_batch``, as on a GPU, where large chunks are faster and take milliseconds anyway."""
 
     @classmethod
     def from_settings(
@@ -135,6 +139,8 @@ class EngineConfig(EngineValues):
             raise UserInputError("backend_sampling must be auto, on or off")
         if self.speculative is not None:
             self.speculative.validate()
+        if self.prefill_chunk_s is not None and not self.prefill_chunk_s > 0:
+            raise UserInputError("prefill_chunk_s must be > 0 (or None)")
 
     def check_ctx(self, n_ctx: int, n_ctx_train: int) -> None:
         """Refuse a context of ``n_ctx`` tokens (per sequence) beyond the model's training
@@ -238,6 +244,9 @@ class GenerationRequest:
     cache_prompt: bool = True
     """Reuse the KV cells of a previous request's common prefix (llama-server's field of
     the same name); False prefills the whole prompt, as a cold-prefill benchmark needs."""
+    prefill_progress: bool = False
+    """Also emit :class:`PrefillProgress` chunks (no text) while the prompt is decoded, for a
+    caller that shows it (the TUI); off, consumers that count chunks as tokens see none."""
 
     def __post_init__(self) -> None:
         if sum(x is not None for x in (self.prompt, self.messages, self.tokens)) != 1:
@@ -303,12 +312,32 @@ class RunRecord:
 
 
 @dataclass(frozen=True)
+class PrefillProgress:
+    """How far the prompt's prefill is: sent after each prompt chunk (and once before the
+    first) to a request that asked for ``prefill_progress``."""
+
+    done: int
+    """Prompt tokens in the KV cache so far, the cached ones included."""
+    total: int
+    """Prompt tokens in all (``done == total``: the prefill is over)."""
+    cached: int
+    """Prompt tokens taken from the prefix cache or a restored state (not decoded)."""
+
+    def describe(self) -> str:
+        """``prefilling 384 / 1,100 tokens`` (``· 256 cached`` when some were)."""
+        cached = f" · {self.cached:,} cached" if self.cached else ""
+        return f"prefilling {self.done:,} / {self.total:,} tokens{cached}"
+
+
+@dataclass(frozen=True)
 class Chunk:
     """Text produced by one token (may be empty mid UTF-8 sequence or while a stop string is
-    being matched); the last chunk of a generation carries the run record."""
+    being matched); the last chunk of a generation carries the run record. A chunk with
+    ``prefill`` set is a progress report, not a token (its text is empty)."""
 
     text: str
     record: RunRecord | None = None
+    prefill: PrefillProgress | None = None
 
 
 class GenerationHandle:

@@ -46,6 +46,8 @@ from llcuda_tui.core.engine import (
     LoadInfo,
     OnChunk,
     OnError,
+    PrefillPlan,
+    PrefillProgress,
     SamplingParams,
     SeqCells,
     StatePersistence,
@@ -337,6 +339,11 @@ class BatchEngine(TokensFromEngine, EngineBase):
         self.n_ctx_total = int(L.llama_n_ctx(ctx))
         self._n_batch = int(L.llama_n_batch(ctx))
         self._batch = L.llama_batch_init(self._n_batch, 0, 1)
+        # prompt tokens per step: timed on the CPU so a cancel lands within about two steps
+        # (core/engine/_prefill.py); n_batch on a GPU, where large steps are faster
+        self._plan = PrefillPlan(
+            self._n_batch, cfg.prefill_chunk_s if tok.n_layers_offloaded == 0 else None
+        )
         b = self._batch
         self._b_token, self._b_pos, self._b_logits = b.token, b.pos, b.logits
         self._b_seq = [b.seq_id[i] for i in range(self._n_batch)]
@@ -455,6 +462,10 @@ class BatchEngine(TokensFromEngine, EngineBase):
             seq.utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
             seq.stops = StopMatcher(seq.handle.request.stop)
             self._active.append(seq)
+            try:
+                self._report_prefill(seq)
+            except BaseException as exc:  # a failing callback ends its request
+                self._fail(seq, exc)
 
     def _attach_sampler(self, seq: _Seq) -> None:
         """Give ``seq`` its sampler chain: its own on the CPU, or its slot's backend chain."""
@@ -504,11 +515,15 @@ class BatchEngine(TokensFromEngine, EngineBase):
             seq.out, seq.n_past = n, seq.n_past + 1
             n += 1
             in_batch.append(seq)
+        plan, n_prompt, prefilled = self._plan, 0, []
         for seq in self._active:
-            if seq.t_first is not None or n >= room:
+            left = min(room - n, plan.size - n_prompt)
+            if seq.t_first is not None or left <= 0:
                 continue
             start = seq.n_fed
-            k = min(room - n, len(seq.tokens) - start)
+            k = plan.end(start, len(seq.tokens), room=left) - start
+            n_prompt += k
+            prefilled.append(seq)
             slot, toks = seq.slot, seq.tokens
             for j in range(k):
                 token[n + j], pos[n + j], logits[n + j] = toks[start + j], start + j, 0
@@ -526,22 +541,40 @@ class BatchEngine(TokensFromEngine, EngineBase):
         if n == 0:
             return
         self._batch.n_tokens = n
+        t_step = time.perf_counter()
         rc = L.llama_decode(self._ctx, self._batch)
+        plan.took(n_prompt, time.perf_counter() - t_step)
         self._steps += 1
         if rc != 0:
             error = decode_error(rc)
             for seq in in_batch:
                 self._fail(seq, error)
             return
+        for seq in prefilled:  # progress first: the last report comes before the first token
+            try:
+                self._report_prefill(seq)
+            except BaseException as exc:  # a failing callback ends its request
+                self._fail(seq, exc)
         # sample everything first, then hand tokens out: the ctypes calls (which let other
         # threads take the GIL) stay out of the stretch where consumers are being woken
         sample, ctx = L.llama_sampler_sample, self._ctx
-        sampled = [(seq, sample(seq.chain, ctx, seq.out)) for seq in in_batch if seq.out >= 0]
+        sampled = [
+            (seq, sample(seq.chain, ctx, seq.out))
+            for seq in in_batch
+            if seq.out >= 0 and seq.chain is not None  # not failed by its progress callback
+        ]
         for seq, tok in sampled:
             try:
                 self._on_token(seq, tok)
             except BaseException as exc:  # a failing callback ends its request
                 self._fail(seq, exc)
+
+    @staticmethod
+    def _report_prefill(seq: _Seq) -> None:
+        """Tell a request that asked how far its prompt is (Engine._decode's reports)."""
+        if seq.handle.request.prefill_progress:
+            progress = PrefillProgress(seq.n_fed, len(seq.tokens), seq.n_cached)
+            seq.on_chunk(Chunk("", prefill=progress))
 
     def _on_token(self, seq: _Seq, tok: int) -> None:
         """Handle a sampled token exactly as Engine._generate does."""

@@ -18,6 +18,7 @@ from textual.widgets import TextArea
 
 from llcuda_tui.core.chat import RateMeter, ReplyStream
 from llcuda_tui.core.conversations import Message, describe_record
+from llcuda_tui.core.engine import PrefillProgress
 from llcuda_tui.widgets import ChatMessage, StreamView
 
 DRAIN_HZ = 10
@@ -26,6 +27,9 @@ widget whose clip meets the dirty region), and on a small machine that CPU is ta
 the engine: 10 Hz (100 ms batches) keeps the cost of streaming under 2 %."""
 READOUT_EVERY = 4
 """Ticks between speed readouts: 10 Hz / 4 = 2.5 Hz."""
+PREFILL_EVERY = 2
+"""Fewest ticks between prefill progress readouts (5 Hz): on the CPU the engine reports about
+4 times a second (_prefill.py), on a GPU its chunks can come every few milliseconds."""
 STREAM_SWITCH_INTERVAL_S = 0.0001
 """While a reply streams the UI thread offers the GIL every 0.1 ms (Python's default is
 5 ms). This matters for engines in this process (a worker's client, an engine handed to the
@@ -69,6 +73,8 @@ class LiveReply:
         self.prompt = prompt
         self.rate = RateMeter()
         self.ticks = 0
+        self._prefill_shown: PrefillProgress | None = None
+        self._prefill_due = 0
         self._switch_interval: float | None = None
 
     def begin(self, title: str) -> None:
@@ -78,6 +84,8 @@ class LiveReply:
         view.add_class("-visible")
         self.rate = RateMeter()
         self.ticks = 0
+        self._prefill_shown = None
+        self._prefill_due = 0
         if self._switch_interval is None:
             self._switch_interval = sys.getswitchinterval()
         sys.setswitchinterval(STREAM_SWITCH_INTERVAL_S)
@@ -89,6 +97,13 @@ class LiveReply:
         done = reply.done
         self.view.append(reply.drain())
         self.ticks += 1
+        prefill = reply.prefill
+        if not done and not reply.tokens and prefill is not None:
+            # until the first token: the prompt's progress, at most every PREFILL_EVERY ticks
+            if prefill is not self._prefill_shown and self.ticks >= self._prefill_due:
+                self.view.border_subtitle = prefill.describe()
+                self._prefill_shown, self._prefill_due = prefill, self.ticks + PREFILL_EVERY
+            return done
         if not done and self.ticks % READOUT_EVERY == 0:
             # in the view's own border: repaints stay inside the view's region
             rate = self.rate.update(reply.tokens)
