@@ -77,8 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     path = model_path(args.model)
     base = EngineConfig(path, n_gpu_layers=0, n_ctx=2048, n_threads=args.threads)
     variants = {
-        "before": EngineConfig(path, n_gpu_layers=0, n_ctx=2048, n_threads=args.threads,
-                               prefill_chunk_s=None),  # fmt: skip
+        "before": EngineConfig(
+            path, n_gpu_layers=0, n_ctx=2048, n_threads=args.threads, prefill_chunk_s=None
+        ),
         "after": base,
     }
     engines = {name: ProcessEngine.load(cfg) for name, cfg in variants.items()}
