@@ -48,6 +48,12 @@ RENDER_SECONDS = 1.5
 """The render deadline, in CPU seconds of the rendering thread (a loaded machine or a GIL
 held elsewhere stretches the wall time, not the budget); a step past it ends the render,
 each step being bounded by the caps."""
+WALL_MIN_CPU_SECONDS = 0.25
+"""The same budget also counts in wall time, for a render that has used this much CPU.
+Without it, renders that share the GIL share the CPU budget's wall time too: 8 concurrent
+hostile templates each took 11-12 s (8 x 1.5 s) before being refused (2.05 s in all now). A
+render slowed only by others holding the GIL (a normal template uses well under a
+millisecond of CPU) never reaches this floor, so load alone cannot fail it."""
 
 ALLOWED_FILTERS = frozenset(FILTERS) - {
     "pprint",
@@ -68,13 +74,23 @@ class TemplateLimitError(SecurityError):
 @dataclass
 class _Budget:
     deadline: float
+    """thread CPU time at which the render ends"""
+    cpu_floor: float
+    """thread CPU time after which the wall-time deadline applies too"""
+    wall_deadline: float
     produced: int = 0
     sizes: dict[int, int] = field(default_factory=dict)
     keep: list[Any] = field(default_factory=list)
 
     def tick(self) -> None:
-        if time.thread_time() > self.deadline:
+        cpu = time.thread_time()
+        if cpu > self.deadline:
             raise TemplateLimitError("the chat template ran out of time")
+        if cpu > self.cpu_floor and time.monotonic() > self.wall_deadline:
+            raise TemplateLimitError(
+                "the chat template ran out of time (its wall-time budget, shared with "
+                "other work on this CPU)"
+            )
 
 
 _BUDGET: ContextVar[_Budget | None] = ContextVar("llcuda_template_budget", default=None)
@@ -91,7 +107,9 @@ def render_bounded(template: Any, variables: dict[str, Any], seconds: float | No
     """Render ``template`` (compiled by :class:`BoundedSandbox`) within the bounds, in at most
     ``seconds`` (:data:`RENDER_SECONDS` by default)."""
     limit = RENDER_SECONDS if seconds is None else seconds
-    token = _BUDGET.set(_Budget(time.thread_time() + limit))
+    cpu = time.thread_time()
+    budget = _Budget(cpu + limit, cpu + WALL_MIN_CPU_SECONDS, time.monotonic() + limit)
+    token = _BUDGET.set(budget)
     try:
         parts: list[str] = []
         for chunk in template.generate(**variables):
