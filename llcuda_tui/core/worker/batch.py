@@ -462,10 +462,7 @@ class BatchEngine(TokensFromEngine, EngineBase):
             seq.utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
             seq.stops = StopMatcher(seq.handle.request.stop)
             self._active.append(seq)
-            try:
-                self._report_prefill(seq)
-            except BaseException as exc:  # a failing callback ends its request
-                self._fail(seq, exc)
+            self._report_prefill(seq)
 
     def _attach_sampler(self, seq: _Seq) -> None:
         """Give ``seq`` its sampler chain: its own on the CPU, or its slot's backend chain."""
@@ -551,10 +548,7 @@ class BatchEngine(TokensFromEngine, EngineBase):
                 self._fail(seq, error)
             return
         for seq in prefilled:  # progress first: the last report comes before the first token
-            try:
-                self._report_prefill(seq)
-            except BaseException as exc:  # a failing callback ends its request
-                self._fail(seq, exc)
+            self._report_prefill(seq)
         # sample everything first, then hand tokens out: the ctypes calls (which let other
         # threads take the GIL) stay out of the stretch where consumers are being woken
         sample, ctx = L.llama_sampler_sample, self._ctx
@@ -569,12 +563,17 @@ class BatchEngine(TokensFromEngine, EngineBase):
             except BaseException as exc:  # a failing callback ends its request
                 self._fail(seq, exc)
 
-    @staticmethod
-    def _report_prefill(seq: _Seq) -> None:
-        """Tell a request that asked how far its prompt is (Engine._decode's reports)."""
-        if seq.handle.request.prefill_progress:
-            progress = PrefillProgress(seq.n_fed, len(seq.tokens), seq.n_cached)
-            seq.on_chunk(Chunk("", prefill=progress))
+    def _report_prefill(self, seq: _Seq) -> None:
+        """Tell a request that asked how far its prompt is (Engine._decode's reports); a
+        failing callback ends its request only."""
+        if not seq.handle.request.prefill_progress:
+            return
+        try:
+            seq.on_chunk(
+                Chunk("", prefill=PrefillProgress(seq.n_fed, len(seq.tokens), seq.n_cached))
+            )
+        except BaseException as exc:
+            self._fail(seq, exc)
 
     def _on_token(self, seq: _Seq, tok: int) -> None:
         """Handle a sampled token exactly as Engine._generate does."""
