@@ -18,6 +18,7 @@ from textual import on, work
 from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
+from textual.worker import get_current_worker
 
 from llcuda_tui.core.config import Settings
 from llcuda_tui.core.conversations import ConversationStore
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
     from llcuda_tui.screens.chat import ChatScreen
 
 GPU_INTERVAL_S = 1.0
+WORKER_LOAD_WAIT_S = 600.0
+"""How long attaching waits for a worker that answers but is still loading its model."""
 
 
 def _on_first_switch(module: str, name: str) -> Callable[[], Screen]:
@@ -214,8 +217,14 @@ class LlcudaApp(App[int]):
     def connect_worker(self, url: str) -> None:
         from llcuda_tui.core.store import worker_choice
 
+        worker = get_current_worker()
         try:
-            engine = self.worker_access.connect(url, wait_loaded_s=5.0)
+            # a worker loading a large model answers "loading" for a minute or more (and a
+            # tiny one for seconds on a busy machine): wait while it does, not a fixed 5 s
+            # after which the picker never listed it; quitting the app ends the wait
+            engine = self.worker_access.connect(
+                url, wait_loaded_s=WORKER_LOAD_WAIT_S, give_up=lambda: worker.is_cancelled
+            )
         except LlcudaError as exc:
             self.post_message(AttachFailed(f"worker {url}: {exc}"))
             return

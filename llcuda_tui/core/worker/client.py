@@ -17,7 +17,7 @@ from __future__ import annotations
 import ssl
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 from urllib.parse import urlsplit
@@ -193,11 +193,18 @@ class RemoteEngine(EngineBase):
 
     @classmethod
     def connect(
-        cls, url: str, api_key: str | None = None, *, wait_loaded_s: float = 0.0, **kwargs: Any
+        cls,
+        url: str,
+        api_key: str | None = None,
+        *,
+        wait_loaded_s: float = 0.0,
+        give_up: Callable[[], bool] | None = None,
+        **kwargs: Any,
     ) -> RemoteEngine:
         """Connect and read what the worker serves (within ``timeout_s``, default 2 s).
 
-        With ``wait_loaded_s``, wait that long for a worker that is still loading its model.
+        With ``wait_loaded_s``, wait that long for a worker that is still loading its model,
+        or until ``give_up()`` is true (the caller was cancelled).
         """
         engine = cls(url, api_key, **kwargs)
         try:
@@ -205,6 +212,8 @@ class RemoteEngine(EngineBase):
             while True:
                 engine.refresh()
                 if engine.remote.status != "loading" or time.monotonic() >= deadline:
+                    break
+                if give_up is not None and give_up():
                     break
                 time.sleep(0.1)
         except BaseException:
