@@ -47,7 +47,7 @@ def main() -> int:
     ap.add_argument("--ctx", type=int, default=2048)
     ap.add_argument("-n", type=int, default=128)
     ap.add_argument("-r", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--threads", type=int, default=0, help="CPU threads (0 = default)")
     ap.add_argument("--json", help="write the numbers here")
     args = ap.parse_args()
     grammar = json_schema_grammar(SCHEMA)

@@ -89,6 +89,8 @@ def chat(url: str, args: argparse.Namespace) -> list[dict[str, Any]]:
                     "cached_tokens": details.get("cached_tokens"),
                 }
             )
+            # one line per turn as it happens: a run cut short still shows how the prompt grew
+            print(f"  {url} turn {i + 1}: {turns[-1]}", file=sys.stderr, flush=True)
     return turns
 
 
