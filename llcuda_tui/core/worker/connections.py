@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from uvicorn.config import Config
     from uvicorn.server import ServerState
 
+    from llcuda_tui.core.worker.metrics import WorkerMetrics
     from llcuda_tui.core.worker.state import WorkerConfig, WorkerState
 
 Phase = Literal["head", "body"]
@@ -51,23 +52,20 @@ def protocol_class(state: WorkerState) -> type[asyncio.Protocol]:
 
     class WorkerProtocol(SlowClientProtocol):
         limits = state.config
+        metrics = state.metrics
         open_by_address: ClassVar[dict[str, int]] = {}
-
-        @staticmethod
-        def on_drop(reason: str) -> None:
-            state.metrics.dropped_connections.labels(reason).inc()
 
     return WorkerProtocol
 
 
 class SlowClientProtocol(H11Protocol):
     """H11Protocol with a read timer per connection and a per-address connection cap; the
-    subclass made by :func:`protocol_class` supplies ``limits``, the shared counts and
-    ``on_drop``. Everything runs on the event loop's thread, so the counts need no lock."""
+    subclass made by :func:`protocol_class` supplies ``limits``, ``metrics`` and the shared
+    counts. Everything runs on the event loop's thread, so the counts need no lock."""
 
     limits: ClassVar[WorkerConfig]
+    metrics: ClassVar[WorkerMetrics]
     open_by_address: ClassVar[dict[str, int]]
-    on_drop: ClassVar[Callable[[str], None]]
 
     def __init__(
         self,
@@ -90,7 +88,7 @@ class SlowClientProtocol(H11Protocol):
             if held >= cap:
                 # not counted: it is answered as soon as its head is in, then closed
                 self.app = cast("ASGI3Application", _too_many_connections(address, cap))
-                self.on_drop("connection_cap")
+                self._count_drop("connection_cap")
             else:
                 self.open_by_address[address] = held + 1
                 self._counted_as = address
@@ -153,9 +151,14 @@ class SlowClientProtocol(H11Protocol):
         answering = self.cycle is not None and self.cycle.response_started
         if phase == "head" or not answering:
             message = f"the {what} did not arrive within {limit:g} s"
-            self.transport.write(_raw_response(408, P.error_body(message, 408, code="request_timeout")))
-        self.on_drop(f"{phase}_timeout")
+            self.transport.write(
+                _raw_response(408, P.error_body(message, 408, code="request_timeout"))
+            )
+        self._count_drop(f"{phase}_timeout")
         self.transport.close()  # a handler reading the body sees http.disconnect
+
+    def _count_drop(self, reason: str) -> None:
+        self.metrics.dropped_connections.labels(reason).inc()
 
 
 def _too_many_connections(address: str, cap: int) -> Callable[..., Any]:

@@ -105,7 +105,8 @@ class UvicornServer:
             app,
             # h11 with read timeouts and a per-client connection cap (slow clients)
             http=protocol_class(state),
-            timeout_keep_alive=state.config.idle_timeout_s,
+            # typed int, but only ever a call_later delay: a float works
+            timeout_keep_alive=state.config.idle_timeout_s,  # type: ignore[arg-type]
             log_level=listen.log_level,
             access_log=listen.log_level in ("debug", "info"),
             log_config=uvicorn.config.LOGGING_CONFIG if main_thread else None,
