@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from llcuda_tui.commands import argtypes
 from llcuda_tui.core.errors import UserInputError
 
 if TYPE_CHECKING:  # the parser imports this module: the worker and the pool load in run
@@ -42,6 +43,31 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-body-bytes", type=int, default=8 * 2**20, help="request size limit")
     p.add_argument(
         "--shutdown-grace", type=float, default=10.0, help="seconds in-flight requests may run on"
+    )
+    p.add_argument(
+        "--header-timeout",
+        type=argtypes.seconds,
+        default=10.0,
+        help="seconds a client has to send a request's head (10); then 408, connection closed",
+    )
+    p.add_argument(
+        "--body-timeout",
+        type=argtypes.seconds,
+        default=30.0,
+        help="seconds a client has to send a request's body after its head (30)",
+    )
+    p.add_argument(
+        "--idle-timeout",
+        type=argtypes.seconds,
+        default=5.0,
+        help="seconds an idle keep-alive connection stays open (5)",
+    )
+    p.add_argument(
+        "--max-connections-per-client",
+        type=argtypes.count,
+        default=128,
+        metavar="N",
+        help="open connections one client address may hold (128; 0 = no cap); more get a 429",
     )
     p.add_argument("--name", help="model name shown to clients (default: the model's)")
     p.add_argument(
@@ -118,6 +144,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         max_tokens=args.max_tokens_limit,
         sampling=settings.sampling,
         shutdown_grace_s=args.shutdown_grace,
+        header_timeout_s=args.header_timeout,
+        body_timeout_s=args.body_timeout,
+        idle_timeout_s=args.idle_timeout,
+        max_connections_per_client=args.max_connections_per_client,
         paths=settings.paths,
         cors_origins=tuple(args.cors_origin),
     )
@@ -159,6 +189,9 @@ def _check_numbers(args: argparse.Namespace) -> None:
         (args.max_tokens_limit is None or args.max_tokens_limit >= 1, "--max-tokens-limit >= 1"),
         (args.max_body_bytes >= 1024, "--max-body-bytes must be >= 1024"),
         (args.shutdown_grace >= 0, "--shutdown-grace must be >= 0"),
+        (args.header_timeout > 0, "--header-timeout must be > 0"),
+        (args.body_timeout > 0, "--body-timeout must be > 0"),
+        (args.idle_timeout > 0, "--idle-timeout must be > 0"),
     ]
     for ok, message in checks:
         if not ok:

@@ -12,7 +12,7 @@ from dataclasses import asdict
 from typing import Any, TypeVar
 
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from llcuda_tui.core.config import Paths
@@ -155,18 +155,24 @@ def json_reply(body: Any, status: int = 200) -> JSONResponse:
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """The request body; a 413 past ``limit`` bytes (drained first, up to a hard cap)."""
+    """The request body; a 413 past ``limit`` bytes (drained first, up to a hard cap), a 499
+    when the client is gone before its end."""
     declared = request.headers.get("content-length")
     too_big = P.RequestError(f"the request body is larger than {limit} bytes", 413)
     if declared is not None and declared.isdigit() and int(declared) > BODY_DRAIN_LIMIT:
         raise too_big
     parts, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > BODY_DRAIN_LIMIT:
-            raise too_big
-        if size <= limit:
-            parts.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > BODY_DRAIN_LIMIT:
+                raise too_big
+            if size <= limit:
+                parts.append(chunk)
+    except ClientDisconnect:
+        # the client left, or the worker dropped it (its body was too slow: connections.py):
+        # nobody reads this reply, but as a RequestError it is no logged traceback
+        raise P.RequestError("the client closed the connection during the body", 499) from None
     if size > limit:
         raise too_big
     return b"".join(parts)

@@ -35,6 +35,12 @@ class WorkerMetrics:
         self.runs = Counter(
             "llcuda_runs", "Finished generations by stop reason", ["stop_reason"], registry=r
         )
+        self.dropped_connections = Counter(
+            "llcuda_dropped_connections",
+            "Connections closed on a slow or over-limit client, by reason",
+            ["reason"],
+            registry=r,
+        )
         latency = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
         self.ttft = Histogram(
             "llcuda_time_to_first_token_seconds",

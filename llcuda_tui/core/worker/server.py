@@ -99,8 +99,14 @@ class UvicornServer:
     def __init__(self, app: ASGIApp, state: WorkerState, listen: Listen, main_thread: bool) -> None:
         import uvicorn
 
+        from llcuda_tui.core.worker.connections import protocol_class
+
         config = uvicorn.Config(
             app,
+            # h11 with read timeouts and a per-client connection cap (slow clients)
+            http=protocol_class(state),
+            # typed int, but only ever a call_later delay: a float works
+            timeout_keep_alive=state.config.idle_timeout_s,  # type: ignore[arg-type]
             log_level=listen.log_level,
             access_log=listen.log_level in ("debug", "info"),
             log_config=uvicorn.config.LOGGING_CONFIG if main_thread else None,

@@ -51,6 +51,16 @@ class WorkerConfig:
     """Defaults for what a request does not say (max_tokens, temperature, ...)."""
     shutdown_grace_s: float = 10.0
     """On SIGTERM, in-flight requests may finish for this long before they are cancelled."""
+    header_timeout_s: float = 10.0
+    """A request head must arrive within this long of the connection (or of its first byte on
+    a keep-alive connection), else 408 and the connection closes (slowloris clients)."""
+    body_timeout_s: float = 30.0
+    """A request body must arrive within this long of its head, else the connection closes."""
+    idle_timeout_s: float = 5.0
+    """A keep-alive connection with no next request for this long is closed (uvicorn's own)."""
+    max_connections_per_client: int = 128
+    """Open connections one client address may hold; a request on one more gets a 429. 0: no
+    cap. Above our own heaviest client from one machine (64 benchmark streams)."""
     heartbeat_s: float = P.HEARTBEAT_S
     run_history: int = 256
     paths: Paths | None = None

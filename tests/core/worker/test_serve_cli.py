@@ -32,6 +32,7 @@ def _one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
         (["--port", "70000"], "--port must be in"),
         (["--ctx", "-5"], "--ctx must be >= 0"),
         (["--max-body-bytes", "10"], "--max-body-bytes"),
+        (["--header-timeout", "0"], "--header-timeout must be > 0"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(
