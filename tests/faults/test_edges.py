@@ -193,6 +193,15 @@ def test_ctx_beyond_training_on_the_command_line(
         assert load["rope_scaling"] == "yarn" and load["rope_freq_scale"] == pytest.approx(0.25)
 
 
+@pytest.mark.timeout(120)
+def test_serve_ctx_beyond_training_reports_the_scaling(tiny_gguf: Path, worker_process) -> None:
+    w = worker_process.start("-m", str(tiny_gguf), "--ctx", "4096", "--ctx-beyond-training",
+                             "--threads", "1", "--parallel", "2")  # fmt: skip
+    info = httpx.get(w.url + "/llcuda/v1/info", timeout=30).json()
+    assert info["load"]["n_ctx"] == 4096 and info["load"]["rope_scaling"] == "yarn"
+    assert info["load"]["rope_freq_scale"] == pytest.approx(0.5)  # 2048 trained / 4096
+
+
 def huge_context_gguf(path: Path) -> Path:
     """A tiny model whose metadata says it was trained on 2^24 tokens (the most any load may
     ask for), with enough KV heads and layers that its KV cache at that context is at least
