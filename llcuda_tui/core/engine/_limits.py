@@ -103,7 +103,8 @@ def check_memory(
 
     Where the estimate cannot be made (metadata our reader does not know), nothing is
     refused: llama.cpp stays the judge, as before."""
-    summary = _summary(cfg.model_path)
+    path = Path(cfg.model_path)  # a caller may have passed a str
+    summary = _summary(path)
     if summary is None:
         return
     req = FitRequest(
@@ -118,7 +119,7 @@ def check_memory(
     if why is not None:
         per = f" ({n_seq} sequences)" if n_seq > 1 else ""
         raise UserInputError(
-            f"a context of {n_ctx} tokens{per} for {cfg.model_path.name} {why} (estimate); "
+            f"a context of {n_ctx} tokens{per} for {path.name} {why} (estimate); "
             "ask for a smaller context"
         )
 
