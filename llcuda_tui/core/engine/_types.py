@@ -153,9 +153,9 @@ class EngineConfig(EngineValues):
         if n_ctx_train > 0 and n_ctx > limit and not self.ctx_beyond_training:
             raise UserInputError(
                 f"a context of {n_ctx} tokens is more than {Path(self.model_path).name} was "
-                f"trained on ({n_ctx_train}); ask for {limit} or fewer (0 = the training context), or "
-                "allow it with --ctx-beyond-training (config: ctx_beyond_training), which "
-                "stretches RoPE with YaRN"
+                f"trained on ({n_ctx_train}); ask for {limit} or fewer (0 = the training "
+                "context), or allow it with --ctx-beyond-training (config: "
+                "ctx_beyond_training), which stretches RoPE with YaRN"
             )
 
 
