@@ -202,6 +202,32 @@ def test_serve_ctx_beyond_training_reports_the_scaling(tiny_gguf: Path, worker_p
     assert info["load"]["rope_freq_scale"] == pytest.approx(0.5)  # 2048 trained / 4096
 
 
+@pytest.mark.timeout(120)
+def test_the_quick_memory_bound_is_never_below_the_estimate(
+    tiny_gguf: Path, smollm_path: Path, gemma_path: Path
+) -> None:
+    """The engine skips reading the GGUF's summary when a bound from llama.cpp's loaded model
+    is far below the machine's memory; that is only sound if the bound is above the estimate
+    for every placement, cache type and flash attention setting."""
+    from llcuda_tui.core.engine._limits import _upper_bound
+    from llcuda_tui.core.fit import FitRequest, estimate
+    from llcuda_tui.core.gguf import read_summary
+
+    for path in (tiny_gguf, smollm_path, gemma_path):
+        summary = read_summary([path])
+        with Engine.load(EngineConfig(path, n_ctx=256, n_threads=1)) as engine:
+            for n_ctx in (256, 4096, 100_000):
+                bound = _upper_bound(engine.model_ptr, n_ctx, 512)
+                assert bound is not None
+                for ngl in (-1, 0, 2):
+                    for kv in ("f32", "q8_0"):
+                        for flash in (True, False):
+                            req = FitRequest(n_ctx=n_ctx, n_gpu_layers=ngl, type_k=kv,
+                                             type_v=kv, flash_attn=flash)  # fmt: skip
+                            needs = estimate(summary, req)
+                            assert needs.total <= bound, (path.name, req)
+
+
 def huge_context_gguf(path: Path) -> Path:
     """A tiny model whose metadata says it was trained on 2^24 tokens (the most any load may
     ask for), with enough KV heads and layers that its KV cache at that context is at least

@@ -200,7 +200,7 @@ class Engine(EngineBase):
         cfg.check_ctx(cfg.n_ctx, n_ctx_train)
         n_ubatch = min(cfg.n_ubatch, cfg.n_batch)
         check_memory(
-            cfg, n_ctx=cfg.n_ctx or n_ctx_train, n_seq=1, n_ubatch=n_ubatch,
+            cfg, model, n_ctx=cfg.n_ctx or n_ctx_train, n_seq=1, n_ubatch=n_ubatch,
             n_gpu_layers=cfg.n_gpu_layers if on_gpu else 0,
             flash_attn=flash_type != FLASH_ATTN_OFF, gpus=gpus if on_gpu else (),
         )  # fmt: skip

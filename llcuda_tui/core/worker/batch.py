@@ -301,7 +301,7 @@ class BatchEngine(TokensFromEngine, EngineBase):
         n_batch = max(cfg.n_batch, self.parallel)
         on_gpu = tok.n_layers_offloaded > 0
         check_memory(
-            cfg, n_ctx=n_ctx_seq * self.parallel, n_seq=self.parallel,
+            cfg, self._tok.model_ptr, n_ctx=n_ctx_seq * self.parallel, n_seq=self.parallel,
             n_ubatch=min(cfg.n_ubatch, n_batch), n_gpu_layers=cfg.n_gpu_layers if on_gpu else 0,
             flash_attn=tok.flash_attn,
             gpus=[d for d in list_devices() if d.kind in ("GPU", "IGPU")] if on_gpu else (),
