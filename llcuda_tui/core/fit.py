@@ -242,7 +242,7 @@ def fit(s: GgufSummary, req: FitRequest, device: DeviceMemory | None = None) -> 
 @dataclass(frozen=True)
 class MemoryLimits:
     """The most memory a load could ever get: the machine's total RAM and the total memory
-    of the GPUs its layers go to (not what is free now)."""
+    of the GPUs its layers go to (not what is free now); 0 = unknown, not checked."""
 
     ram_bytes: int
     gpu_bytes: int = 0
@@ -264,14 +264,14 @@ def beyond_total_memory(
     but it runs). The KV cache is not: llama.cpp clears it at creation, which touches every
     page; that is what made ``--ctx 99999999999`` climb through all RAM."""
     host = needs.kv_host + needs.compute_host + (0 if weights_mapped else needs.weights_host)
-    if needs.gpu_total > 0 and needs.gpu_total > limits.gpu_bytes:
+    if limits.gpu_bytes > 0 and needs.gpu_total > limits.gpu_bytes:
         return (
             f"needs about {_gib(needs.gpu_total)} of GPU memory ({needs.gpu_layers} layers: "
             f"KV cache {_gib(needs.kv_gpu)}, weights {_gib(needs.weights_gpu)}, compute "
             f"{_gib(needs.compute_gpu)}), more than the {_gib(limits.gpu_bytes)} of "
             f"{limits.gpu_name} in all"
         )
-    if host > limits.ram_bytes:
+    if limits.ram_bytes > 0 and host > limits.ram_bytes:
         return (
             f"needs about {_gib(host)} of RAM (KV cache {_gib(needs.kv_host)}, compute "
             f"{_gib(needs.compute_host)}), more than the {_gib(limits.ram_bytes)} this "

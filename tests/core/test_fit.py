@@ -126,6 +126,7 @@ def test_only_what_cannot_fit_an_idle_machine_is_refused(tiny: GgufSummary) -> N
     )  # ngl 3: output + 2
     ram_short = beyond_total_memory(partial, replace(snug, ram_bytes=host - 1))
     assert ram_short is not None and "this machine has in all" in ram_short
+    assert beyond_total_memory(partial, MemoryLimits(ram_bytes=0, gpu_bytes=0)) is None  # unknown
 
 
 def test_ram_device_reads_the_host() -> None:

@@ -103,14 +103,17 @@ def check_memory(
     llama.cpp's count (0 when nothing went to a GPU); ``gpus`` the GPUs the layers go to.
 
     Where the estimate cannot be made (metadata our reader does not know), nothing is
-    refused: llama.cpp stays the judge, as before. A generous bound from what llama.cpp
-    already read (microseconds) settles nearly every load first; only a context within a
+    refused: llama.cpp stays the judge, as before; so is a memory whose size is unknown (0).
+    A generous bound from what llama.cpp already read (under a millisecond) settles nearly
+    every load first; only a context within a
     factor of two of the limit pays for reading the GGUF's summary (0.2 s on a 49k-token
     vocabulary)."""
     limits = memory_limits(gpus)
-    limit = min(limits.ram_bytes, limits.gpu_bytes) if gpus else limits.ram_bytes
+    known = [b for b in (limits.ram_bytes, limits.gpu_bytes if gpus else 0) if b > 0]
+    if not known:
+        return
     bound = _upper_bound(model, n_ctx, n_ubatch)
-    if bound is not None and 2 * bound <= limit:
+    if bound is not None and 2 * bound <= min(known):
         return
     path = Path(cfg.model_path)  # a caller may have passed a str
     summary = _summary(path)
