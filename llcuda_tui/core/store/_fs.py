@@ -104,10 +104,18 @@ def read_json(path: Path) -> Any:
 
 
 def is_read_only(exc: OSError) -> bool:
-    """A write refused because the filesystem is mounted read-only (EROFS), the file or
-    folder is immutable (``chattr +i``: EPERM, even for root) or not writable by this user
-    (EACCES)."""
-    return exc.errno in (errno.EROFS, errno.EPERM, errno.EACCES)
+    """A write refused because the filesystem is mounted read-only (EROFS), or because the
+    file (or the folder a new one goes in) can be read but not written: immutable
+    (``chattr +i``: EPERM, even for root) or not this user's to write (EACCES). A file that
+    cannot even be read (an import's unreadable source) is a plain permission error."""
+    if exc.errno == errno.EROFS:
+        return True
+    if exc.errno not in (errno.EPERM, errno.EACCES) or not isinstance(exc.filename, str | bytes):
+        return False
+    path = os.fsdecode(exc.filename)
+    if not os.path.lexists(path):
+        path = os.path.dirname(path) or "."
+    return os.access(path, os.R_OK) and not os.access(path, os.W_OK)
 
 
 def os_error(exc: OSError, what: str) -> StoreError:
