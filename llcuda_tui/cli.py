@@ -12,6 +12,7 @@ build; ``bench/startup.py`` measures both against ``python -c pass``.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import re
 import sys
@@ -23,6 +24,10 @@ from llcuda_tui.core.errors import LlcudaError
 
 if TYPE_CHECKING:
     from llcuda_tui.core.engine import BuildInfo
+
+
+MACHINE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+"""OSErrors that are the machine's state (a full disk, a read-only filesystem), never a bug."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -113,5 +118,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if os.environ.get("LLCUDA_DEBUG"):
             raise
+        if isinstance(exc, OSError) and exc.errno in MACHINE_ERRNOS:
+            # the machine refused a write no code path words: say what and where, not "internal"
+            where = f": {exc.filename}" if exc.filename else ""
+            print(f"llcuda: error: {exc.strerror}{where}", file=sys.stderr)
+            return 1
         print(f"llcuda: error: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

@@ -36,3 +36,18 @@ def _int_at_least(text: str, low: int) -> int:
     if value < low:
         raise argparse.ArgumentTypeError(f"must be >= {low}, not {value}")
     return value
+
+
+CTX_BEYOND_TRAINING_HELP = (
+    "allow --ctx beyond the model's training context: RoPE is stretched with YaRN by "
+    "training/ctx (a model whose GGUF sets its own RoPE scaling keeps it); quality past the "
+    "training context is not guaranteed (default: config ctx_beyond_training)"
+)
+
+
+def add_ctx_beyond_training(parser: argparse.ArgumentParser) -> None:
+    """``--ctx-beyond-training`` (infer, serve, batch): None unless given, so the config's
+    ``[engine] ctx_beyond_training`` applies."""
+    parser.add_argument(
+        "--ctx-beyond-training", action="store_true", default=None, help=CTX_BEYOND_TRAINING_HELP
+    )

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from llcuda_tui.commands import argtypes
 from llcuda_tui.core.errors import LlcudaError, UserInputError
 
 if TYPE_CHECKING:  # the parser imports this module: the engine and the pool load in run
@@ -42,6 +43,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ignore-eos", action="store_true", help="default: generate past end-of-text")
     p.add_argument("--ngl", type=int, help="GPU layers: -1 all, 0 none")
     p.add_argument("--ctx", type=int, help="context per prompt in tokens (default: config)")
+    argtypes.add_ctx_beyond_training(p)
     p.add_argument("--batch", type=int, help="most tokens in one llama_decode")
     p.add_argument("--threads", type=int, help="CPU threads per rank")
     p.add_argument("--fa", choices=["auto", "on", "off"], help="flash attention")
@@ -103,6 +105,7 @@ def _run(args: argparse.Namespace, settings: Settings, comm: Any, placement: Any
     engine = EngineConfig.from_settings(
         model.path, settings, n_gpu_layers=args.ngl, n_ctx=args.ctx, n_batch=args.batch,
         n_threads=args.threads, flash_attn=args.fa, model_sha256=model.sha256,
+        ctx_beyond_training=args.ctx_beyond_training,
     )  # fmt: skip
     engine.validate()
     job = BatchJob(

@@ -7,6 +7,8 @@ import json
 import sys
 from typing import TYPE_CHECKING
 
+from llcuda_tui.commands import argtypes
+
 if TYPE_CHECKING:  # the parser imports this module: the engine and store load in run
     from llcuda_tui.core.config import Settings
     from llcuda_tui.core.engine import SamplingParams, SpecSettings
@@ -27,6 +29,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ignore-eos", action="store_true", help="keep generating past end-of-text")
     p.add_argument("--ngl", type=int, help="GPU layers: -1 all, 0 none")
     p.add_argument("--ctx", type=int, help="context length in tokens")
+    argtypes.add_ctx_beyond_training(p)
     p.add_argument("--batch", type=int, help="prompt batch size")
     p.add_argument("--threads", type=int, help="CPU threads")
     p.add_argument("--fa", choices=["auto", "on", "off"], help="flash attention")
@@ -154,7 +157,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     config = EngineConfig.from_settings(
         model.path, settings, n_gpu_layers=args.ngl, n_ctx=args.ctx, n_batch=args.batch,
         n_threads=args.threads, flash_attn=args.fa, model_sha256=model.sha256,
-        speculative=spec_from_args(args, settings),
+        speculative=spec_from_args(args, settings), ctx_beyond_training=args.ctx_beyond_training,
     )  # fmt: skip
     # the lease (rm refuses, gc and the cap skip the model) lasts as long as the engine
     with lease_file(model.path, settings.paths), Engine.load(config) as engine:
@@ -174,7 +177,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 "text": "".join(parts),
                 "record": record.to_dict(),
                 "load": {"backend": engine.info.backend, "load_time_s": engine.info.load_time_s,
-                         "chat_template": engine.info.chat_template},
+                         "chat_template": engine.info.chat_template,
+                         "rope_scaling": engine.info.rope_scaling,
+                         "rope_freq_scale": engine.info.rope_freq_scale},
             }  # fmt: skip
             print(json.dumps(out, ensure_ascii=False))
         else:

@@ -29,6 +29,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tls-key", help="TLS private key (PEM)")
     p.add_argument("--parallel", type=int, default=4, help="sequences decoded together (4)")
     p.add_argument("--ctx", type=int, help="context per sequence in tokens (default: config)")
+    argtypes.add_ctx_beyond_training(p)
     p.add_argument("--ngl", type=int, help="GPU layers: -1 all, 0 none")
     p.add_argument("--batch", type=int, help="most tokens in one llama_decode")
     p.add_argument("--threads", type=int, help="CPU threads")
@@ -133,6 +134,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         flash_attn=args.fa,
         backend_sampling=args.backend_sampling,
         model_sha256=model.sha256,
+        ctx_beyond_training=args.ctx_beyond_training,
     )
     engine.validate()
     config = WorkerConfig(

@@ -239,6 +239,47 @@ def fit(s: GgufSummary, req: FitRequest, device: DeviceMemory | None = None) -> 
     return FitResult("wont_fit", 0, needs, device, s.n_layer)
 
 
+@dataclass(frozen=True)
+class MemoryLimits:
+    """The most memory a load could ever get: the machine's total RAM and the total memory
+    of the GPUs its layers go to (not what is free now); 0 = unknown, not checked."""
+
+    ram_bytes: int
+    gpu_bytes: int = 0
+    gpu_name: str = "the GPU"
+
+
+def beyond_total_memory(
+    needs: MemoryNeeds, limits: MemoryLimits, *, weights_mapped: bool = True
+) -> str | None:
+    """Why a load that needs ``needs`` cannot fit even into an idle machine, as the middle of
+    one line ("needs about ..., more than ..."), or None when it might fit.
+
+    Deliberately against *total*, not free, memory: free memory changes from second to second
+    (other processes, the page cache, another model unloading), and the estimate is an
+    estimate (its host compute buffer within about 50 %), so a refusal against free memory
+    would turn away loads that llama.cpp would have made; past the total, no moment would
+    have room. Memory-mapped weights (``weights_mapped``, llama.cpp's default on the host)
+    are not counted in RAM: they are file pages the kernel can drop and read again (slow,
+    but it runs). The KV cache is not: llama.cpp clears it at creation, which touches every
+    page; that is what made ``--ctx 99999999999`` climb through all RAM."""
+    host = needs.kv_host + needs.compute_host + (0 if weights_mapped else needs.weights_host)
+    if limits.gpu_bytes > 0 and needs.gpu_total > limits.gpu_bytes:
+        return (
+            f"needs about {_gib(needs.gpu_total)} of GPU memory ({needs.gpu_layers} layers: "
+            f"KV cache {_gib(needs.kv_gpu)}, weights {_gib(needs.weights_gpu)}, compute "
+            f"{_gib(needs.compute_gpu)}), more than the {_gib(limits.gpu_bytes)} of "
+            f"{limits.gpu_name} in all"
+        )
+    if limits.ram_bytes > 0 and host > limits.ram_bytes:
+        return (
+            f"needs about {_gib(host)} of RAM (KV cache {_gib(needs.kv_host)}, compute "
+            f"{_gib(needs.compute_host)}), more than the {_gib(limits.ram_bytes)} this "
+            "machine has in all"
+        )
+    return None
+
+
 CUDA_FLASH_ATTN_HEADS = (40, 64, 72, 80, 96, 112, 128, 256)
 """Head sizes (K = V) with a CUDA flash-attention kernel in llama.cpp (ggml-cuda/fattn.cu, as
 built by llama-cpp-python 0.3.36)."""
@@ -246,24 +287,14 @@ built by llama-cpp-python 0.3.36)."""
 
 def cuda_has_flash_attn(s: GgufSummary) -> bool:
     """Whether llama.cpp's CUDA backend has a flash-attention kernel for this model's heads;
-    where it has none, its auto turns flash attention off (see ``engine.flash_attn_type``)."""
+    where it has none, its auto turns flash attention off (see ``engine.flash_attn_type``;
+    the engine's ``flash_attn_for`` resolves a setting with it)."""
     k, v = s.head_dim_k, s.head_dim_v
     if k == v and k in CUDA_FLASH_ATTN_HEADS:
         return True
     gqa = s.n_head // s.n_head_kv if s.n_head_kv else 0
     return {(192, 128): gqa % 8 == 0, (320, 256): gqa % 32 == 0,
             (512, 512): gqa >= 2, (576, 512): gqa >= 2}.get((k, v), False) and gqa > 0  # fmt: skip
-
-
-def flash_attn_for(s: GgufSummary, setting: str, device_kind: str, type_v: str = "f16") -> bool:
-    """Whether the engine would load ``s`` with flash attention, for ``flash_attn`` = setting
-    (see ``engine.flash_attn_type``)."""
-    from llcuda_tui.core.engine import FLASH_ATTN_AUTO, flash_attn_type
-
-    asked = flash_attn_type(setting, device_kind == "cuda", type_v)
-    if asked == FLASH_ATTN_AUTO:  # llama.cpp's CPU backend has kernels for every head size
-        return device_kind != "cuda" or cuda_has_flash_attn(s)
-    return asked != 0
 
 
 def detect_device() -> DeviceMemory:

@@ -17,12 +17,14 @@ from pathlib import Path
 
 import pytest
 
+from llcuda_tui.core.engine import flash_attn_for
 from llcuda_tui.core.fit import (
     DeviceMemory,
     FitRequest,
+    MemoryLimits,
+    beyond_total_memory,
     estimate,
     fit,
-    flash_attn_for,
     gpu_device,
     kv_bytes_per_layer,
     ram_device,
@@ -101,6 +103,30 @@ def test_verdicts(tiny: GgufSummary) -> None:
     assert fit(tiny, req, DeviceMemory("cuda", "x", 100, GIB)).verdict == "wont_fit"
     assert fit(tiny, req, DeviceMemory("ram", "RAM", 10 * GIB, 16 * GIB)).verdict == "fits"
     assert fit(tiny, req, DeviceMemory("ram", "RAM", 1000, 16 * GIB)).verdict == "wont_fit"
+
+
+def test_only_what_cannot_fit_an_idle_machine_is_refused(tiny: GgufSummary) -> None:
+    """The engine's check before allocating (``beyond_total_memory``) compares with total
+    memory, not free: a partial offload that fills the GPU, a KV cache larger than the free
+    RAM, memory-mapped weights larger than all RAM all still load."""
+    req = FitRequest(n_ctx=2048, n_gpu_layers=3)
+    partial = estimate(tiny, req)
+    assert partial.gpu_total and partial.kv_host  # layers on both sides
+    host = partial.kv_host + partial.compute_host
+    snug = MemoryLimits(ram_bytes=host, gpu_bytes=partial.gpu_total)
+    assert beyond_total_memory(partial, snug) is None
+    cpu = estimate(tiny, replace(req, n_gpu_layers=0))
+    mapped_only = MemoryLimits(ram_bytes=cpu.kv_host + cpu.compute_host)  # weights bigger
+    assert cpu.weights_host > 0 and beyond_total_memory(cpu, mapped_only) is None
+    unmapped = beyond_total_memory(cpu, mapped_only, weights_mapped=False)
+    assert unmapped is not None and "of RAM" in unmapped
+    gpu_short = beyond_total_memory(partial, replace(snug, gpu_bytes=partial.gpu_total - 1))
+    assert (
+        gpu_short is not None and "of GPU memory (2 layers: KV cache" in gpu_short
+    )  # ngl 3: output + 2
+    ram_short = beyond_total_memory(partial, replace(snug, ram_bytes=host - 1))
+    assert ram_short is not None and "this machine has in all" in ram_short
+    assert beyond_total_memory(partial, MemoryLimits(ram_bytes=0, gpu_bytes=0)) is None  # unknown
 
 
 def test_ram_device_reads_the_host() -> None:

@@ -8,7 +8,10 @@ import logging
 import math
 import os
 import signal
+import subprocess
+import sys
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -20,6 +23,7 @@ from llcuda_tui.core.worker import Listen, RemoteEngine, WorkerServer, read_api_
 from llcuda_tui.core.worker.batch import BatchEngine
 from tests.core.worker.conftest import API_KEY, tiny_config
 from tests.test_cli import assert_one_line_error, llcuda
+from tests.workerproc import REPO
 
 GREEDY = SamplingParams(temperature=0.0)
 
@@ -155,6 +159,141 @@ def test_a_longer_context_loads_when_asked_for_explicitly(tiny_gguf: Path) -> No
     cfg = EngineConfig(tiny_gguf, n_ctx=8192, n_threads=1, ctx_beyond_training=True)
     with Engine.load(cfg) as engine:
         assert engine.info.n_ctx == 8192
+        # YaRN by 2048 / 8192, as llama.cpp logged it for the context it made
+        assert engine.info.rope_scaling == "yarn"
+        assert engine.info.rope_freq_scale == pytest.approx(0.25)
+        assert engine.generate(GenerationRequest(prompt="hi", max_tokens=2, sampling=GREEDY))
+    with BatchEngine.load(replace(cfg, n_ctx=4096), 2) as batch:  # per sequence: 2x training
+        assert batch.info.rope_scaling == "yarn"
+        assert batch.info.rope_freq_scale == pytest.approx(0.5)
+    within = replace(cfg, n_ctx=1024)  # the flag only allows: no scaling inside training
+    with Engine.load(within) as engine:
+        assert engine.info.rope_scaling == "model" and engine.info.rope_freq_scale == 1.0
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("command", ["infer", "batch"])
+def test_ctx_beyond_training_on_the_command_line(
+    command: str, tiny_gguf: Path, tmp_path: Path
+) -> None:
+    if command == "infer":
+        args = ["-p", "hi", "-n", "2", "--json"]
+    else:
+        (tmp_path / "in.jsonl").write_text('{"id": "a", "prompt": "hi", "max_tokens": 2}\n')
+        args = ["-i", str(tmp_path / "in.jsonl"), "-o", str(tmp_path / "out.jsonl"),
+                "--parallel", "1", "-q"]  # fmt: skip
+    base = [command, "-m", str(tiny_gguf), "--ctx", "8192", "--threads", "1", *args]
+    refused = llcuda(*base, timeout=60)
+    assert_one_line_error(refused, 2)
+    assert "--ctx-beyond-training" in refused.stderr  # the refusal names the way past it
+    allowed = llcuda(*base, "--ctx-beyond-training", timeout=60)
+    assert allowed.returncode == 0, allowed.stderr
+    if command == "infer":
+        load = json.loads(allowed.stdout)["load"]
+        assert load["rope_scaling"] == "yarn" and load["rope_freq_scale"] == pytest.approx(0.25)
+
+
+@pytest.mark.timeout(120)
+def test_serve_ctx_beyond_training_reports_the_scaling(tiny_gguf: Path, worker_process) -> None:
+    w = worker_process.start("-m", str(tiny_gguf), "--ctx", "4096", "--ctx-beyond-training",
+                             "--threads", "1", "--parallel", "2")  # fmt: skip
+    info = httpx.get(w.url + "/llcuda/v1/info", timeout=30).json()
+    assert info["load"]["n_ctx"] == 4096 and info["load"]["rope_scaling"] == "yarn"
+    assert info["load"]["rope_freq_scale"] == pytest.approx(0.5)  # 2048 trained / 4096
+
+
+@pytest.mark.timeout(120)
+def test_the_quick_memory_bound_is_never_below_the_estimate(
+    tiny_gguf: Path, smollm_path: Path, gemma_path: Path
+) -> None:
+    """The engine skips reading the GGUF's summary when a bound from llama.cpp's loaded model
+    is far below the machine's memory; that is only sound if the bound is above the estimate
+    for every placement, cache type and flash attention setting."""
+    from llcuda_tui.core.engine._limits import _upper_bound
+    from llcuda_tui.core.fit import FitRequest, estimate
+    from llcuda_tui.core.gguf import read_summary
+
+    for path in (tiny_gguf, smollm_path, gemma_path):
+        summary = read_summary([path])
+        with Engine.load(EngineConfig(path, n_ctx=256, n_threads=1)) as engine:
+            for n_ctx in (256, 4096, 100_000):
+                bound = _upper_bound(engine.model_ptr, n_ctx, 512)
+                assert bound is not None
+                for ngl in (-1, 0, 2):
+                    for kv in ("f32", "q8_0"):
+                        for flash in (True, False):
+                            req = FitRequest(n_ctx=n_ctx, n_gpu_layers=ngl, type_k=kv,
+                                             type_v=kv, flash_attn=flash)  # fmt: skip
+                            needs = estimate(summary, req)
+                            assert needs.total <= bound, (path.name, req)
+
+
+def huge_context_gguf(path: Path) -> Path:
+    """A tiny model whose metadata says it was trained on 2^24 tokens (the most any load may
+    ask for), with enough KV heads and layers that its KV cache at that context is at least
+    twice this machine's RAM and GPU memory together: the training check passes, memory
+    cannot."""
+    from llcuda_tui.core.engine import MAX_CTX, list_devices
+    from llcuda_tui.core.fit import ram_device
+    from tests.gguf_factory import write_tiny_llama
+
+    total = ram_device().total_bytes + sum(d.total_bytes for d in list_devices() if d.kind != "CPU")
+    per_layer = MAX_CTX * 2 * 256 * 2  # K and V, 4 KV heads of 64, f16, per token
+    layers = -(-2 * total // per_layer)
+    return write_tiny_llama(path, n_embd=256, n_head=4, n_head_kv=4, n_layer=layers,
+                            n_ff=128, context_length=MAX_CTX, f16=True)  # fmt: skip
+
+
+FIT_CHILD = """
+import json, resource, sys, time
+from dataclasses import replace
+from pathlib import Path
+resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))  # never a runaway allocation
+from llcuda_tui.core.engine import Engine, EngineConfig, MAX_CTX
+from llcuda_tui.core.errors import UserInputError
+from llcuda_tui.core.worker.batch import BatchEngine
+cfg = EngineConfig(Path(sys.argv[1]), n_ctx=0, n_threads=1, n_gpu_layers=0)
+out = []
+for load in (lambda: Engine.load(cfg), lambda: Engine.load(replace(cfg, n_ctx=MAX_CTX)),
+             lambda: BatchEngine.load(replace(cfg, n_ctx=MAX_CTX // 2), 2)):
+    t0 = time.monotonic()
+    try:
+        load().close()
+        out.append(["loaded", 0.0])
+    except UserInputError as exc:
+        out.append([str(exc), time.monotonic() - t0])
+status = Path("/proc/self/status").read_text()
+hwm = int(next(l for l in status.splitlines() if l.startswith("VmHWM")).split()[1]) * 1024
+print(json.dumps({"results": out, "peak_rss": hwm}))
+"""
+
+
+@pytest.mark.timeout(120)
+def test_a_context_that_cannot_fit_in_memory_is_refused_before_allocating(tmp_path: Path) -> None:
+    from llcuda_tui.core.fit import ram_device
+
+    path = huge_context_gguf(tmp_path / "huge-context.gguf")
+    proc = subprocess.run(
+        [sys.executable, "-c", FIT_CHILD, str(path)],
+        cwd=REPO, capture_output=True, text=True, timeout=110,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    ram = ram_device().total_bytes
+    for message, seconds in report["results"]:
+        assert "of RAM (KV cache" in message and "more than the" in message, message
+        assert "\n" not in message and "(estimate)" in message
+        kv = float(message.split("KV cache ")[1].split(" GiB")[0]) * (1 << 30)
+        assert kv > ram  # the KV cache alone could never fit
+        assert seconds < 20, seconds  # a metadata read and arithmetic, not an allocation
+    assert report["peak_rss"] < 1 << 30  # nothing the size of the cache was ever touched
+    # the command line: one line, exit 2; and a normal context of the same model still loads
+    refused = llcuda("infer", "-m", str(path), "--ctx", "0", "--ngl", "0", "-p", "hi",
+                     "--threads", "1", timeout=60)  # fmt: skip
+    assert_one_line_error(refused, 2)
+    assert "of RAM" in refused.stderr
+    with Engine.load(EngineConfig(path, n_ctx=512, n_threads=1)) as engine:
+        assert engine.info.n_ctx == 512
 
 
 def test_serve_ctx_beyond_the_model_is_one_line(tiny_gguf: Path) -> None:

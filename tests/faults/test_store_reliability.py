@@ -4,12 +4,15 @@ checked before anything is published, and the messages say what to do."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import shutil
 import stat
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -272,6 +275,178 @@ def test_an_index_that_cannot_be_opened_does_not_stop_ls_verify_or_loading(
     index.rmdir()
     assert llcuda("models", "reindex").returncode == 0
     assert Store(store.paths).entry("a").state.pinned
+
+
+# --- 9 on real filesystems: a full disk, a read-only store ---------------------------------------
+# The filesystems are real: a small tmpfs filled to the last byte, the same remounted read-only,
+# and (without mount) an ext4 store made immutable with chattr +i. Each needs root; where it is
+# not allowed, the test says why it skips.
+
+
+@contextlib.contextmanager
+def tmpfs(where: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` mounted at ``where`` for the block; unmounted after (lazily if a
+    process still holds a file in it)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root (CAP_SYS_ADMIN)")
+    where.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (a container without CAP_SYS_ADMIN?): "
+                    f"{mounted.stderr.strip()}")  # fmt: skip
+    try:
+        yield where
+    finally:
+        if subprocess.run(["umount", str(where)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(where)], capture_output=True)
+
+
+def fill_disk(mount: Path, name: str = "filler") -> Path:
+    """Write a file until the filesystem has not one byte left; the file, to free it later."""
+    filler = mount / name
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        size = 1 << 20
+        while size:
+            try:
+                os.write(fd, bytes(size))
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC, exc
+                size //= 2
+    finally:
+        os.close(fd)
+    assert os.statvfs(mount).f_bavail == 0
+    return filler
+
+
+def fill_disk_again(mount: Path) -> Path:
+    return fill_disk(mount, "filler-2")
+
+
+def the_error(proc: subprocess.CompletedProcess[str]) -> str:
+    """The one ``llcuda: error:`` line of a failed command (no traceback, no internal error)."""
+    stderr = one_line_error(proc)
+    errors = [line for line in stderr.splitlines() if line.startswith("llcuda: error: ")]
+    assert len(errors) == 1, stderr
+    return errors[0]
+
+
+def reads_work(entry_sha256: str, *, pinned: bool) -> None:
+    """ls, show, verify and a real generation from the store, all exit 0."""
+    listed = llcuda("models", "ls")
+    assert listed.returncode == 0, listed.stderr
+    assert "tiny " in listed.stdout and ("pinned" in listed.stdout) == pinned
+    shown = llcuda("models", "show", "tiny")
+    assert shown.returncode == 0 and entry_sha256 in shown.stdout, shown.stderr
+    verified = llcuda("models", "verify")
+    assert verified.returncode == 0 and "ok" in verified.stdout, verified.stderr
+    ran = llcuda("infer", "-m", "tiny", "-p", "hi", "-n", "2", "--ctx", "128", "--threads", "1")
+    assert ran.returncode == 0 and "2 generated" in ran.stderr, ran.stderr
+
+
+@pytest.mark.timeout(300)
+def test_a_full_disk_keeps_ls_show_verify_and_loading_working(
+    tiny_gguf: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with tmpfs(tmp_path / "disk", "8m") as disk:
+        monkeypatch.setenv("LLCUDA_HOME", str(disk / "home"))
+        store = Store(Paths.from_env())
+        entry = store.import_path(tiny_gguf, name="tiny")  # a real import, copied to the tmpfs
+        assert llcuda("models", "ls").returncode == 0  # the index file is written
+        index = store.layout.index_path
+        filler = fill_disk(disk)
+        reads_work(entry.sha256, pinned=False)  # the index file as it was
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{index}{suffix}").unlink(missing_ok=True)
+        more = fill_disk_again(disk)  # the index's pages were freed: take them too
+        reads_work(entry.sha256, pinned=False)  # no index: one cannot be written on a full disk
+        assert not index.exists() or index.stat().st_size == 0
+
+        refused = the_error(llcuda("models", "pin", "tiny"))
+        assert "disk full" in refused and "free some space" in refused
+        assert "is full" in the_error(llcuda("models", "reindex"))
+        imported = the_error(llcuda("models", "import", str(tiny_gguf), "--name", "again"))
+        assert "not enough disk space: need" in imported and "0 B free" in imported
+        # nothing half-written: no temp, the state unchanged, the names as they were
+        assert [p.name for p in store.layout.tmp.iterdir()] == []
+        assert store.lookup("again") is None
+        assert not Store(store.paths).entry("tiny").state.pinned
+
+        filler.unlink()  # space again: the index comes back, and so do writes
+        more.unlink()
+        assert llcuda("models", "reindex").returncode == 0 and index.is_file()
+        assert llcuda("models", "pin", "tiny").returncode == 0
+        assert Store(store.paths).entry("tiny").state.pinned
+
+
+def _remount(where: Path, mode: str) -> None:
+    done = subprocess.run(["mount", "-o", f"remount,{mode}", str(where)], capture_output=True)
+    assert done.returncode == 0, done.stderr
+
+
+def _immutable(root: Path, on: bool) -> None:
+    """``chattr +i`` (or ``-i``) on every folder and file under ``root`` (not the view links,
+    which chattr cannot flag): even root can then neither create, write nor remove there."""
+    paths = [root, *(p for p in root.rglob("*") if not p.is_symlink())]
+    done = subprocess.run(["chattr", "+i" if on else "-i", *map(str, paths)],
+                          capture_output=True, text=True)  # fmt: skip
+    if done.returncode != 0 and on:
+        _immutable(root, False)
+        pytest.skip(f"chattr +i is not supported here: {done.stderr.strip()[:200]}")
+
+
+@contextlib.contextmanager
+def read_only_home(
+    how: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[Callable[[], None], Callable[[], None]]]:
+    """A fresh LLCUDA_HOME and the two switches that make it read-only and writable again:
+    a tmpfs remounted read-only (EROFS), or files and folders made immutable (EPERM)."""
+    if how == "remount":
+        with tmpfs(tmp_path / "ro", "16m") as mount:
+            monkeypatch.setenv("LLCUDA_HOME", str(mount / "home"))
+            try:
+                yield (lambda: _remount(mount, "ro")), (lambda: _remount(mount, "rw"))
+            finally:
+                subprocess.run(["mount", "-o", "remount,rw", str(mount)], capture_output=True)
+        return
+    if os.geteuid() != 0:
+        pytest.skip("chattr +i needs root (CAP_LINUX_IMMUTABLE)")
+    home = tmp_path / "home"
+    monkeypatch.setenv("LLCUDA_HOME", str(home))
+    try:
+        yield (lambda: _immutable(home, True)), (lambda: _immutable(home, False))
+    finally:
+        if home.exists():
+            _immutable(home, False)  # or pytest could not remove tmp_path
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("how", ["remount", "immutable"])
+def test_a_read_only_store_lists_shows_verifies_and_loads(
+    how: str, tiny_gguf: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with read_only_home(how, tmp_path, monkeypatch) as (make_read_only, make_writable):
+        store = Store(Paths.from_env())
+        entry = store.import_path(copy_of(tiny_gguf, tmp_path), name="tiny")
+        assert llcuda("models", "pin", "tiny").returncode == 0  # and the index is written
+        make_read_only()
+        try:
+            reads_work(entry.sha256, pinned=True)
+            for args in (["models", "unpin", "tiny"], ["models", "rm", "tiny", "--force"],
+                         ["models", "reindex"],
+                         ["models", "import", str(tiny_gguf), "--name", "again"]):  # fmt: skip
+                error = the_error(llcuda(*args))
+                assert "the store is read-only" in error, (args, error)
+            assert llcuda("models", "gc", "--grace", "0").returncode == 0  # nothing to free
+        finally:
+            make_writable()
+        assert llcuda("models", "unpin", "tiny").returncode == 0
+        assert not Store(store.paths).entry("tiny").state.pinned
+        assert store.lookup("again") is None
+        assert llcuda("models", "verify").returncode == 0
 
 
 def test_the_tui_holds_a_lease_while_its_engine_is_loaded(

@@ -74,11 +74,26 @@ if TYPE_CHECKING:
     from ._kvstore import (
         layout_fingerprint as layout_fingerprint,
     )
+    from ._limits import (
+        apply_rope as apply_rope,
+    )
+    from ._limits import (
+        check_memory as check_memory,
+    )
+    from ._limits import (
+        rope_scaling_for as rope_scaling_for,
+    )
     from ._loadlog import (
         FLASH_ATTN_AUTO as FLASH_ATTN_AUTO,
     )
     from ._loadlog import (
+        flash_attn_for as flash_attn_for,
+    )
+    from ._loadlog import (
         flash_attn_type as flash_attn_type,
+    )
+    from ._loadlog import (
+        rope_freq_scale as rope_freq_scale,
     )
     from ._local import (
         Engine as Engine,
@@ -186,6 +201,9 @@ if TYPE_CHECKING:
         KV_TYPES as KV_TYPES,
     )
     from ._types import (
+        MAX_CTX as MAX_CTX,
+    )
+    from ._types import (
         BackendSampling as BackendSampling,
     )
     from ._types import (
@@ -250,7 +268,12 @@ _EXPORTS = {
     "FLASH_ATTN_AUTO": "_loadlog",
     "TokensFromEngine": "_tokens",
     "check_gguf_file": "_local",
+    "flash_attn_for": "_loadlog",
     "flash_attn_type": "_loadlog",
+    "rope_freq_scale": "_loadlog",
+    "apply_rope": "_limits",
+    "check_memory": "_limits",
+    "rope_scaling_for": "_limits",
     "FLUSH_INTERVAL_S": "_process",
     "ProcessEngine": "_process",
     "last_words": "_process",
@@ -287,6 +310,7 @@ _EXPORTS = {
     "GenerationHandle": "_types",
     "GenerationRequest": "_types",
     "KV_TYPES": "_types",
+    "MAX_CTX": "_types",
     "KvType": "_types",
     "LoadInfo": "_types",
     "PrefillProgress": "_types",

@@ -4,6 +4,12 @@ is on, how many layers went to the GPU, and failure reasons tidied for one line.
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
+
+from llcuda_tui.core.fit import cuda_has_flash_attn
+
+if TYPE_CHECKING:
+    from llcuda_tui.core.gguf import GgufSummary
 
 FLASH_ATTN_AUTO, FLASH_ATTN_OFF, FLASH_ATTN_ON = -1, 0, 1  # llama_flash_attn_type
 
@@ -21,6 +27,15 @@ def flash_attn_type(setting: str, on_gpu: bool, type_v: str) -> int:
     if setting == "auto" and (on_gpu or type_v not in ("f32", "f16", "bf16")):
         return FLASH_ATTN_AUTO
     return FLASH_ATTN_OFF
+
+
+def flash_attn_for(s: GgufSummary, setting: str, device_kind: str, type_v: str = "f16") -> bool:
+    """Whether the engine would load ``s`` with flash attention, for ``flash_attn`` = setting
+    on a ``device_kind`` ('cuda' or 'ram') device (what a fit estimate needs to know)."""
+    asked = flash_attn_type(setting, device_kind == "cuda", type_v)
+    if asked == FLASH_ATTN_AUTO:  # llama.cpp's CPU backend has kernels for every head size
+        return device_kind != "cuda" or cuda_has_flash_attn(s)
+    return asked != FLASH_ATTN_OFF
 
 
 def flash_attn_resolved(requested: int, log: list[tuple[str, str]]) -> bool:
@@ -46,6 +61,21 @@ def offloaded_layers(lines: list[tuple[str, str]], requested: int, n_layers: int
         if m:
             return min(int(m.group(1)), n_layers)
     return 0
+
+
+_FREQ_SCALE_RE = re.compile(r"freq_scale\s*=\s*([0-9.eE+-]+)")
+
+
+def rope_freq_scale(lines: list[tuple[str, str]]) -> float:
+    """The RoPE frequency scale a context got, from llama.cpp's context log (1.0 if unsaid)."""
+    for _level, line in lines:
+        m = _FREQ_SCALE_RE.search(line)
+        if m:
+            try:
+                return float(m.group(1))
+            except ValueError:
+                break
+    return 1.0
 
 
 def tidy(reason: str) -> str:

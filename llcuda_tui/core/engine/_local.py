@@ -32,10 +32,13 @@ from llcuda_tui.core.engine._kvcache import (
     n_swa_of,
     persistence_for,
 )
+from llcuda_tui.core.engine._limits import apply_rope, check_memory, rope_scaling_for
 from llcuda_tui.core.engine._loadlog import (
+    FLASH_ATTN_OFF,
     flash_attn_resolved,
     flash_attn_type,
     offloaded_layers,
+    rope_freq_scale,
     tidy,
 )
 from llcuda_tui.core.engine._prefill import PrefillPlan
@@ -192,12 +195,21 @@ class Engine(EngineBase):
             cfg.backend_sampling == "on" or (cfg.backend_sampling == "auto" and full_offload)
         )
         n_threads = cfg.n_threads or default_threads()
-        cfg.check_ctx(cfg.n_ctx, L.llama_model_n_ctx_train(model))
+        # read before the context exists: llama.cpp raises it to the stretched one under YaRN
+        n_ctx_train = L.llama_model_n_ctx_train(model)
+        cfg.check_ctx(cfg.n_ctx, n_ctx_train)
+        n_ubatch = min(cfg.n_ubatch, cfg.n_batch)
+        check_memory(
+            cfg, model, n_ctx=cfg.n_ctx or n_ctx_train, n_seq=1, n_ubatch=n_ubatch,
+            n_gpu_layers=cfg.n_gpu_layers if on_gpu else 0,
+            flash_attn=flash_type != FLASH_ATTN_OFF, gpus=gpus if on_gpu else (),
+        )  # fmt: skip
+        rope = rope_scaling_for(cfg, cfg.n_ctx, n_ctx_train, model)
 
         cparams = L.llama_context_default_params()
         cparams.n_ctx = cfg.n_ctx
         cparams.n_batch = cfg.n_batch
-        cparams.n_ubatch = min(cfg.n_ubatch, cfg.n_batch)
+        cparams.n_ubatch = n_ubatch
         cparams.n_seq_max = 1
         cparams.n_threads = n_threads
         cparams.n_threads_batch = n_threads
@@ -205,6 +217,7 @@ class Engine(EngineBase):
         cparams.type_k = GGML_TYPES[cfg.type_k]
         cparams.type_v = GGML_TYPES[cfg.type_v]
         cparams.no_perf = True
+        apply_rope(cparams, rope)
         if self._backend_sampling:
             # A backend sampler attached at creation is part of the graph from the start
             # (attaching one later forces llama.cpp to re-reserve its compute graph).
@@ -245,7 +258,7 @@ class Engine(EngineBase):
             n_layers=n_layers,
             n_layers_offloaded=offloaded if on_gpu else 0,
             n_vocab=self._n_vocab,
-            n_ctx_train=L.llama_model_n_ctx_train(model),
+            n_ctx_train=n_ctx_train,
             backend=backend,
             load_time_s=time.perf_counter() - t0,
             n_ctx=L.llama_n_ctx(ctx),
@@ -259,6 +272,8 @@ class Engine(EngineBase):
             chat_template=self.template.origin,
             llama_cpp_python=L.__version__,
             n_gpu_layers=cfg.n_gpu_layers,
+            rope_scaling="yarn" if rope is not None else "model",
+            rope_freq_scale=rope_freq_scale(log.since(mark_ctx)),
         )
         # timed prompt chunks on the CPU only: on a GPU n_batch chunks are faster (_prefill.py)
         self._prefill_target_s = cfg.prefill_chunk_s if not on_gpu else None

@@ -60,6 +60,10 @@ class EngineValues:
     """KV cache type for K (one of :data:`KV_TYPES`)."""
     type_v: KvType = "f16"
     """KV cache type for V (one of :data:`KV_TYPES`)."""
+    ctx_beyond_training: bool = False
+    """Allow a context longer than the model was trained on, stretched with YaRN RoPE
+    scaling by training / asked (unless the model's GGUF scales RoPE itself:
+    ``_limits.rope_scaling_for``); off, :meth:`EngineConfig.check_ctx` refuses one."""
 
     def engine_values(self) -> dict[str, Any]:
         """Just these knobs (not what a subclass adds), by name."""
@@ -103,9 +107,6 @@ class EngineConfig(EngineValues):
     ``model_sha256``, which keys them). The TUI and the worker set it; benchmarks do not."""
     kv_state_max_bytes: int | None = None
     """Size cap of ``kv_state_dir`` (least recently used states go first); None: no cap."""
-    ctx_beyond_training: bool = False
-    """Allow a context longer than the model was trained on (the caller takes the quality
-    loss, or has set up RoPE scaling in the GGUF); off, :meth:`check_ctx` refuses one."""
     speculative: SpecSettings | None = None
     """Speculative decoding (a draft model or prompt lookup); None: off."""
     prefill_chunk_s: float | None = 0.25
@@ -151,8 +152,10 @@ class EngineConfig(EngineValues):
         limit = max(n_ctx_train, EngineValues.n_ctx)
         if n_ctx_train > 0 and n_ctx > limit and not self.ctx_beyond_training:
             raise UserInputError(
-                f"a context of {n_ctx} tokens is more than {self.model_path.name} was trained "
-                f"on ({n_ctx_train}); ask for {limit} or fewer (0 = the training context)"
+                f"a context of {n_ctx} tokens is more than {Path(self.model_path).name} was "
+                f"trained on ({n_ctx_train}); ask for {limit} or fewer (0 = the training "
+                "context), or allow it with --ctx-beyond-training (config: "
+                "ctx_beyond_training), which stretches RoPE with YaRN"
             )
 
 
@@ -225,6 +228,12 @@ class LoadInfo:
     """'gguf' (the model's own) or 'fallback:<arch>'."""
     llama_cpp_python: str
     n_gpu_layers: int
+    rope_scaling: str = "model"
+    """'yarn' when a context beyond training was stretched (``ctx_beyond_training``), else
+    'model' (llama.cpp's default: the model's own RoPE, scaled only if its GGUF says so)."""
+    rope_freq_scale: float = 1.0
+    """The RoPE frequency scale llama.cpp applied (from its log): 0.25 = positions
+    stretched 4 times; 1 = none."""
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from llcuda_tui.core.engine import flash_attn_for
 from llcuda_tui.core.errors import LlcudaError
-from llcuda_tui.core.fit import DeviceMemory, FitRequest, detect_device, fit, flash_attn_for
+from llcuda_tui.core.fit import DeviceMemory, FitRequest, detect_device, fit
 from llcuda_tui.core.store._choices import ModelChoice
 
 

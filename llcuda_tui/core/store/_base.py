@@ -131,8 +131,11 @@ class StoreBase:
                 f"{self.layout.index_path} is a directory, not the store's index: "
                 "remove it, then run llcuda models reindex"
             )
-        for suffix in ("", "-wal", "-shm"):
-            unlink_quietly(Path(f"{self.layout.index_path}{suffix}"))
+        try:
+            for suffix in ("", "-wal", "-shm"):
+                unlink_quietly(Path(f"{self.layout.index_path}{suffix}"))
+        except StoreError as exc:  # a read-only store: the index it has stays as it is
+            raise StoreError(f"cannot rebuild the index: {exc}") from None
         self._index = None
         self.sync(force=True)
         if self.index.notice:

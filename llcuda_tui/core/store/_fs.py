@@ -7,7 +7,6 @@ Every byte the store writes goes through :func:`write_all`, the one seam a test 
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import hashlib
 import json
@@ -70,9 +69,15 @@ def fingerprint(path: Path) -> str:
 
 
 def unlink_quietly(path: Path) -> None:
-    """Remove ``path``; already gone is fine."""
-    with contextlib.suppress(FileNotFoundError):
+    """Remove ``path``; already gone is fine; any other failure (a read-only store) is one
+    line naming the file."""
+    try:
         path.unlink()
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        if os.path.lexists(path):  # a read-only filesystem refuses even a missing file's unlink
+            raise os_error(exc, f"cannot remove {path}") from None
 
 
 def atomic_write(path: Path, data: bytes, tmp_dir: Path, mode: int = 0o644) -> None:
@@ -98,10 +103,30 @@ def read_json(path: Path) -> Any:
         return json.loads(fh.read())
 
 
+def is_read_only(exc: OSError) -> bool:
+    """A write refused because the filesystem is mounted read-only (EROFS), or because the
+    file (or the folder a new one goes in) can be read but not written: immutable
+    (``chattr +i``: EPERM, even for root) or not this user's to write (EACCES). A file that
+    cannot even be read (an import's unreadable source) is a plain permission error."""
+    if exc.errno == errno.EROFS:
+        return True
+    if exc.errno not in (errno.EPERM, errno.EACCES) or not isinstance(exc.filename, str | bytes):
+        return False
+    path = os.fsdecode(exc.filename)
+    if not os.path.lexists(path):
+        path = os.path.dirname(path) or "."
+    return os.access(path, os.R_OK) and not os.access(path, os.W_OK)
+
+
 def os_error(exc: OSError, what: str) -> StoreError:
     """A store error (one line) for an OSError while doing ``what``."""
     if is_disk_full(exc):
         return StoreFullError(f"disk full: {what}; free some space and retry")
+    if is_read_only(exc):
+        return StoreError(
+            f"{what}: the store is read-only ({exc.strerror}); it can list, show, verify and "
+            "load models, not change them"
+        )
     if exc.errno == errno.EXDEV:  # blobs/ (or tmp/) is a link to another filesystem
         return StoreError(
             f"{what}: the store's blobs/ and tmp/ are on different filesystems "
@@ -205,6 +230,8 @@ def file_lock(path: Path, timeout: float = -1) -> Iterator[None]:
         lock.acquire()
     except Timeout:
         raise StoreError(f"{path.name} is locked by another llcuda process; try again") from None
+    except OSError as exc:  # a lock file cannot be created: a read-only store, a full disk
+        raise os_error(exc, f"cannot create the lock {path}") from None
     try:
         yield
     finally:
@@ -220,6 +247,8 @@ def try_lock(path: Path) -> BaseFileLock | None:
         lock.acquire()
     except Timeout:
         return None
+    except OSError as exc:
+        raise os_error(exc, f"cannot create the lock {path}") from None
     return lock
 
 

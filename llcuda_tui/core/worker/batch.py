@@ -53,15 +53,20 @@ from llcuda_tui.core.engine import (
     StatePersistence,
     StopMatcher,
     TokensFromEngine,
+    apply_rope,
     build_chain,
     check_gguf_file,
+    check_memory,
     choose_slot,
     decode_error,
     default_threads,
     finish_run,
     keep_prefix,
+    list_devices,
     n_swa_of,
     persistence_for,
+    rope_freq_scale,
+    rope_scaling_for,
 )
 from llcuda_tui.core.errors import ContextLengthError, EngineError, UserInputError
 
@@ -294,6 +299,14 @@ class BatchEngine(TokensFromEngine, EngineBase):
         n_ctx_seq = cfg.n_ctx or tok.n_ctx_train
         cfg.check_ctx(n_ctx_seq, tok.n_ctx_train)
         n_batch = max(cfg.n_batch, self.parallel)
+        on_gpu = tok.n_layers_offloaded > 0
+        check_memory(
+            cfg, self._tok.model_ptr, n_ctx=n_ctx_seq * self.parallel, n_seq=self.parallel,
+            n_ubatch=min(cfg.n_ubatch, n_batch), n_gpu_layers=cfg.n_gpu_layers if on_gpu else 0,
+            flash_attn=tok.flash_attn,
+            gpus=[d for d in list_devices() if d.kind in ("GPU", "IGPU")] if on_gpu else (),
+        )  # fmt: skip
+        rope = rope_scaling_for(cfg, n_ctx_seq, tok.n_ctx_train, self._tok.model_ptr)
         n_threads = cfg.n_threads or default_threads()
         full_offload = tok.n_layers_offloaded >= tok.n_layers > 0
         self._backend_sampling = cfg.backend_sampling == "on" or (
@@ -311,6 +324,7 @@ class BatchEngine(TokensFromEngine, EngineBase):
         cparams.type_k = GGML_TYPES[cfg.type_k]
         cparams.type_v = GGML_TYPES[cfg.type_v]
         cparams.no_perf = True
+        apply_rope(cparams, rope)
         n_vocab = tok.n_vocab
         if self._backend_sampling:
             # attached at creation: part of the graph from the start (see Engine._load)
@@ -357,6 +371,8 @@ class BatchEngine(TokensFromEngine, EngineBase):
             n_ubatch=int(L.llama_n_ubatch(ctx)),
             n_threads=n_threads,
             backend_sampling=self._backend_sampling,
+            rope_scaling="yarn" if rope is not None else "model",
+            rope_freq_scale=rope_freq_scale(log.since(mark)),
         )
         # each slot keeps its cells between requests: the prefix cache (core/engine/_prefix.py)
         n_swa = n_swa_of(self._tok.model_ptr)
