@@ -91,6 +91,12 @@ class SizeCapFailed(WorkFailed):
     what = "size cap"
 
 
+class ThemeSaveFailed(WorkFailed):
+    """The theme chosen in the palette could not be written to the config file."""
+
+    what = "theme"
+
+
 # --- results -------------------------------------------------------------------------------------
 
 
@@ -172,6 +178,13 @@ class SettingsSaved(Message):
 
     settings: Settings
     message: str
+
+
+@dataclass
+class ThemeSaved(Message):
+    """The theme was written to the config file (``[tui] theme``)."""
+
+    theme: str
 
 
 @dataclass

@@ -537,12 +537,13 @@ class BenchScreen(Screen[None]):
         if run is None:
             self.notify("run a benchmark or pick one from the history first", severity="warning")
             return
+        from llcuda_tui.core.files import write_new
+
         fmt = str(self.query_one("#export-format", Select).value)
         directory = self.llcuda.settings.paths.data_dir / "exports"
-        path = directory / f"bench-run-{run.run_id}.{fmt}"
-        try:
-            directory.mkdir(parents=True, exist_ok=True)
-            path.write_text(render_run(run, fmt), encoding="utf-8")
+        try:  # an earlier export of this run stays: this one gets the next free name
+            data = render_run(run, fmt).encode("utf-8")
+            path = write_new(directory, f"bench-run-{run.run_id}.{fmt}", data)
         except OSError as exc:
             self.notify(f"cannot export: {exc}", severity="error")
             return

@@ -598,17 +598,19 @@ class ChatScreen(Screen[None]):
         self.notify("editing your last turn: Enter replaces it and its reply, Esc cancels")
 
     def action_copy_message(self) -> None:
+        """Copy the focused turn (Tab into the transcript, Up/Down pick one), else the last
+        reply."""
         focused = self.focused
         if isinstance(focused, ChatMessage):
-            text = focused.text
+            message, what = focused, "this turn"
         else:
             replies = [w for w in self.query(ChatMessage) if w.role == "assistant"]
             if not replies:
                 self.notify("no message to copy", severity="warning")
                 return
-            text = replies[-1].text
-        self.app.copy_to_clipboard(text)
-        self.notify(f"copied {len(text)} characters (OSC 52)")
+            message, what = replies[-1], "the last reply (focus a turn to copy another)"
+        self.app.copy_to_clipboard(message.text)
+        self.notify(f"copied {what}: {len(message.text):,} characters (OSC 52)")
 
     def action_export(self) -> None:
         directory = self.llcuda.settings.paths.data_dir / "exports"
