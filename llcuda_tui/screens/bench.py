@@ -34,7 +34,13 @@ from textual.widgets import (
     TabPane,
 )
 
-from llcuda_tui.core.bench import int_list, percentile
+from llcuda_tui.core.bench import (
+    int_list,
+    metric_label,
+    result_flags,
+    summary_stat,
+    tail_percentile,
+)
 from llcuda_tui.core.errors import LlcudaError, UserInputError
 from llcuda_tui.messages import BenchDone, ChoicesReady
 from llcuda_tui.widgets import MetricPlot
@@ -409,6 +415,8 @@ class BenchScreen(Screen[None]):
             run = message.run
             self.set_status(f"run {run.run_id} done: {run.summary()}")
             self.show_run(run)
+            # the new run's table, also when Compare or History was open meanwhile
+            self.query_one(TabbedContent).active = "tab-results"
         self.show_history()
 
     # --- results, history, compare, export ------------------------------------------------------
@@ -423,16 +431,18 @@ class BenchScreen(Screen[None]):
             for key in ("ttft_ms", "tpot_ms", "itl_ms", "e2e_ms"):
                 s = lat.get(key) or {}
                 table.add_row(
-                    key.replace("_ms", " (ms)"),
+                    f"{metric_label(key)} (ms)",
                     str(s.get("n", 0)),
-                    *(_num(s.get(k)) for k in ("mean", "p50", "p95", "p99")),
+                    # a p95 of 5 requests is their slowest one: n/a below 20 (p99: 100)
+                    *(_num(summary_stat(s, k)) for k in ("mean", "p50", "p95", "p99")),
                 )
             out = lat.get("output_throughput_tokens_per_s")
             table.add_row("output t/s", "", _num(out), "", "", "")
             return
         table.add_columns(
-            "model", "test", "ngl", "batch", "t/s (mean ± sd)", "p50", "p95", "J/token", "validity"
-        )
+            "model", "test", "ngl", "batch", "t/s (mean ± sd)", "reps", "p50", "p95", "J/token",
+            "validity",
+        )  # fmt: skip
         for r in run.results:
             samples = r.get("samples_ts") or []
             table.add_row(
@@ -441,10 +451,11 @@ class BenchScreen(Screen[None]):
                 str(r.get("n_gpu_layers")),
                 str(r.get("n_batch")),
                 f"{_num(r.get('avg_ts'))} ± {_num(r.get('stddev_ts'))}",
-                _num(percentile(samples, 50)),
-                _num(percentile(samples, 95)),
+                str(len(samples)),
+                _num(tail_percentile(samples, 50)),
+                _num(tail_percentile(samples, 95)),  # n/a below 20 repetitions
                 _num(r.get("j_per_token")),
-                ",".join(r.get("validity_flags") or []) or "ok",
+                ", ".join(result_flags(r)) or "ok",  # 'noisy ±N%' when the reps disagree
             )
 
     def show_history(self) -> None:
@@ -507,7 +518,7 @@ class BenchScreen(Screen[None]):
         self.notify(f"marked for compare: {', '.join(map(str, self.marked)) or 'none'}")
 
     def action_compare(self) -> None:
-        from llcuda_tui.core.bench import compare_runs
+        from llcuda_tui.core.bench import compare_runs, why_not_comparable
 
         if len(self.marked) != 2:
             self.notify(
@@ -515,13 +526,18 @@ class BenchScreen(Screen[None]):
             )
             return
         a, b = (self.load_run(i) for i in self.marked)
+        why = why_not_comparable(a, b)
+        if why is not None:  # an empty table said nothing
+            self.notify(why, severity="warning", timeout=8)
+            self.set_status(f"cannot compare: {why}")
+            return
         table = self.query_one("#compare", DataTable)
         table.clear()
         for row in compare_runs(a, b):
             ratio = row["ratio"]
             table.add_row(
                 row["test"],
-                row["metric"],
+                row["label"],
                 _num(row["a"]),
                 _num(row["b"]),
                 "n/a" if ratio is None else f"{ratio:.3f}x",
