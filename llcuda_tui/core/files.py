@@ -108,3 +108,44 @@ def _link_or_copy(tmp: Path, path: Path, data: bytes, mode: int) -> None:
         path.unlink(missing_ok=True)
         raise
     os.close(fd)
+
+
+COMPLETE_SCAN_LIMIT = 2000
+"""Entries of one directory looked at to complete a path (a huge directory is not read
+whole on every key)."""
+
+
+def complete_path(typed: str, suffixes: tuple[str, ...] = ()) -> str | None:
+    """``typed`` completed as far as it is unambiguous: ``~/mo`` -> ``~/models/`` when that
+    is the only match, else up to the matches' common prefix; files only with one of
+    ``suffixes`` (any file when empty), directories always (with a ``/``). None when
+    nothing longer matches. Hidden entries only when the typed name starts with a dot."""
+    if not typed:
+        return None
+    expanded = os.path.expanduser(typed)
+    directory, partial = os.path.split(expanded)
+    names: list[str] = []
+    try:
+        with os.scandir(directory or ".") as entries:
+            for i, entry in enumerate(entries):
+                if i >= COMPLETE_SCAN_LIMIT:
+                    break
+                name = entry.name
+                if not name.startswith(partial) or (name.startswith(".") and not partial[:1] == "."):
+                    continue
+                try:
+                    is_dir = entry.is_dir()
+                except OSError:
+                    continue
+                if is_dir:
+                    names.append(name + "/")
+                elif not suffixes or name.lower().endswith(suffixes):
+                    names.append(name)
+    except OSError:
+        return None
+    if not names:
+        return None
+    common = os.path.commonprefix(names)
+    if len(common) <= len(partial):
+        return None
+    return typed + common[len(partial) :]

@@ -84,6 +84,8 @@ class ModelsScreen(Screen[None]):
         self.team: dict[str, RemoteEntry] = {}
         """The team store's models that this store lacks, by name (rows keyed ``team:NAME``)."""
         self.team_line = ""
+        self.importing = ""
+        """The path being imported (the dialog comes back with it if the import fails)."""
 
     @property
     def llcuda(self) -> LlcudaApp:
@@ -383,6 +385,10 @@ class ModelsScreen(Screen[None]):
             self.end_pull(message.message)
             if self.listing is not None:
                 self.list_hub(self.listing.repo, quiet=True)
+        if message.what == "import" and not message.ok and self.importing:
+            self.action_import_file(self.importing, message.message)  # the path, kept
+        if message.what == "import":
+            self.importing = ""
         self.list_store()
 
     def action_toggle_pin(self) -> None:
@@ -424,7 +430,9 @@ class ModelsScreen(Screen[None]):
         size = fmt_size(self.entries[name].manifest.size)
         self.app.push_screen(ConfirmDialog(f"Delete {name} ({size}) from the store?"), confirmed)
 
-    def action_import_file(self) -> None:
+    def action_import_file(self, typed: str = "", error: str = "") -> None:
+        """Ask for a file to import (again with ``typed`` and ``error`` after a failure)."""
+
         def chosen(path: str | None) -> None:
             if not path:
                 return
@@ -435,17 +443,14 @@ class ModelsScreen(Screen[None]):
                 gone = f"; evicted {', '.join(evicted)} (store.max_size)" if evicted else ""
                 return f"imported {e.name} ({fmt_size(e.manifest.size)}){gone}"
 
+            self.importing = path
             self.run_store_action(
                 "import", lambda: self.store().import_path(target, on_evict=evicted.append), done
             )
 
-        self.app.push_screen(
-            TextPromptDialog(
-                "Import a local GGUF file (hardlinked into the store)",
-                placeholder="/path/to/model.gguf",
-            ),
-            chosen,
-        )
+        from llcuda_tui.screens.import_dialog import ImportDialog  # on first use
+
+        self.app.push_screen(ImportDialog(typed, error), chosen)
 
     # --- Hugging Face ---------------------------------------------------------------------------
 
