@@ -131,7 +131,7 @@ def complete_path(typed: str, suffixes: tuple[str, ...] = ()) -> str | None:
                 if i >= COMPLETE_SCAN_LIMIT:
                     break
                 name = entry.name
-                if not name.startswith(partial) or (name.startswith(".") and not partial[:1] == "."):
+                if not name.startswith(partial) or (name.startswith(".") and partial[:1] != "."):
                     continue
                 try:
                     is_dir = entry.is_dir()
@@ -145,7 +145,10 @@ def complete_path(typed: str, suffixes: tuple[str, ...] = ()) -> str | None:
         return None
     if not names:
         return None
-    common = os.path.commonprefix(names)
+    # the common prefix of all of them is that of the first and last in sorted order
+    first, last = min(names), max(names)
+    pairs = enumerate(zip(first, last, strict=False))
+    common = first[: next((i for i, (a, b) in pairs if a != b), len(first))]
     if len(common) <= len(partial):
         return None
     return typed + common[len(partial) :]

@@ -147,7 +147,9 @@ def test_export_markdown(store: ConversationStore, tmp_path: Path) -> None:
     assert path.name == f"conversation-{c.id}.md" and path.read_text() == md
 
 
-def test_an_export_never_overwrites_an_earlier_one(store: ConversationStore, tmp_path: Path) -> None:
+def test_an_export_never_overwrites_an_earlier_one(
+    store: ConversationStore, tmp_path: Path
+) -> None:
     c = store.create()
     store.add_message(c.id, "user", "Say hi.")
     conv, msgs = store.get(c.id), store.messages(c.id)

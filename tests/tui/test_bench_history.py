@@ -106,7 +106,7 @@ async def history_of(settings: Settings, runs: list[StoredRun]) -> AsyncIterator
 async def test_a_throughput_and_a_latency_run_are_not_compared_silently(
     settings: Settings,
 ) -> None:
-    async with history_of(settings, [*bench_runs(), latency_run()]) as (pilot, screen, history):
+    async with history_of(settings, [*bench_runs(), latency_run()]) as (pilot, screen, _history):
         await pilot.press("space", "down", "space")  # run 3 (latency) and run 2 (throughput)
         await wait_for(pilot, lambda: screen.marked == [3, 2], what="two runs marked")
         await pilot.press("c")
@@ -139,7 +139,7 @@ async def test_a_run_finishing_while_compare_is_open_is_shown(settings: Settings
 
 
 async def test_two_repetitions_71_percent_apart_are_flagged_noisy(settings: Settings) -> None:
-    async with history_of(settings, [noisy_run()]) as (pilot, screen, history):
+    async with history_of(settings, [noisy_run()]) as (pilot, screen, _history):
         await pilot.press("enter")  # the run's results
         results = screen.query_one("#results", DataTable)
         await wait_for(pilot, lambda: results.row_count == 1, 10, "the run's results")
@@ -150,7 +150,7 @@ async def test_two_repetitions_71_percent_apart_are_flagged_noisy(settings: Sett
 
 
 async def test_latency_tails_need_enough_requests(settings: Settings) -> None:
-    async with history_of(settings, [latency_run()]) as (pilot, screen, history):
+    async with history_of(settings, [latency_run()]) as (pilot, screen, _history):
         await pilot.press("enter")
         results = screen.query_one("#results", DataTable)
         await wait_for(pilot, lambda: results.row_count == 5, 10, "the run's results")

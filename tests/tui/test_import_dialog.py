@@ -17,7 +17,7 @@ from llcuda_tui.screens.models import ModelsScreen
 from tests.tui.conftest import SIZE, make_app, notices, wait_for
 from tests.tui.test_chat import dialog, focused
 
-pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(90)]
+pytestmark = pytest.mark.timeout(90)
 
 
 def error_of(box: ImportDialog) -> str:
@@ -42,6 +42,7 @@ def test_complete_path(tmp_path: Path) -> None:
     assert complete_path("", (".gguf",)) is None
 
 
+@pytest.mark.asyncio
 async def test_the_import_dialog_completes_keeps_and_explains(
     settings: Settings, tiny_gguf: Path, tmp_path: Path
 ) -> None:

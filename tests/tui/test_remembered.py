@@ -68,8 +68,9 @@ async def test_a_reopened_conversation_shows_its_preset(settings: Settings) -> N
         assert isinstance(chat, ChatScreen)
         await wait_for(
             pilot,
-            lambda: chat.session.conversation is not None
-            and chat.session.conversation.id == conv.id,
+            lambda: (
+                chat.session.conversation is not None and chat.session.conversation.id == conv.id
+            ),
             what="the conversation open",
         )
         await focused(pilot, chat.prompt)
@@ -80,6 +81,6 @@ async def test_a_reopened_conversation_shows_its_preset(settings: Settings) -> N
         # typed away from the preset, the prompt is its own again
         system = box.query_one("#system", TextArea)
         system.text = "Answer in French."
-        await wait_for(pilot, lambda: preset.value == Select.BLANK, 10, "(custom)")
+        await wait_for(pilot, lambda: preset.value == Select.NULL, 10, "(custom)")
         system.text = BUILTIN_PRESETS["tutor"]
         await wait_for(pilot, lambda: preset.value == "tutor", 10, "the tutor preset")

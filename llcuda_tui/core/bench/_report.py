@@ -48,8 +48,8 @@ def _render_latency(run: StoredRun, fmt: str) -> str:
     rows = []
     for name in ("ttft_ms", "tpot_ms", "itl_ms", "e2e_ms"):
         s = lat.get(name) or {}
-        rows.append([name.replace("_ms", "").upper() + " (ms)", str(s.get("n", 0))]
-                    + [fmt_value(summary_stat(s, k)) for k in ("mean", "p50", "p95", "p99")])  # fmt: skip
+        stats = [fmt_value(summary_stat(s, k)) for k in ("mean", "p50", "p95", "p99")]
+        rows.append([name.replace("_ms", "").upper() + " (ms)", str(s.get("n", 0)), *stats])
     table = md_table(["metric", "n", "mean", "p50", "p95", "p99"], rows)
     tail = [
         f"\nrequest throughput: {fmt_value(lat.get('request_throughput_per_s'))} req/s",

@@ -74,9 +74,9 @@ def tail_percentile(values: Sequence[float], q: float) -> float | None:
 def summary_stat(summary: dict[str, Any], key: str) -> float | None:
     """``summary[key]`` of a stored :class:`Summary` (``mean``, ``p95``, …), None for a
     percentile its ``n`` is too small for (:func:`min_samples`)."""
-    if key.startswith("p") and key[1:].isdigit():
-        if int(summary.get("n") or 0) < min_samples(float(key[1:])):
-            return None
+    tail = key.startswith("p") and key[1:].isdigit()
+    if tail and int(summary.get("n") or 0) < min_samples(float(key[1:])):
+        return None
     value = summary.get(key)
     return None if value is None else float(value)
 

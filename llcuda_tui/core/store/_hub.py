@@ -281,7 +281,9 @@ def hub_errors(repo: str, revision: str | None = None, path: str | None = None) 
             f"cannot reach {endpoint()} ({type(exc).__name__}): {reach_hint()}"
         ) from None
     except httpx2.HTTPError as exc:
-        raise HubError(f"cannot reach {endpoint()} ({type(exc).__name__}: {exc}): {reach_hint()}") from None
+        raise HubError(
+            f"cannot reach {endpoint()} ({type(exc).__name__}: {exc}): {reach_hint()}"
+        ) from None
 
 
 def reach_hint() -> str:

@@ -298,6 +298,13 @@ class ChatScreen(Screen[None]):
         app.set_engine(message.engine, message.choice)
         self.bar.prefer(message.choice.name)  # the picker shows what is loaded now
         self.show_engine_status()
+        if message.choice.is_base:
+            self.notify(
+                f"{message.choice.name} is a base model: it continues your text rather than "
+                "answering it (an instruct or chat model answers)",
+                severity="warning",
+                timeout=8,
+            )
         self.schedule_count()
         self.prompt.focus()  # the next thing to do is to write
 

@@ -68,7 +68,7 @@ class ChatSettingsDialog(ModalScreen[Result | None]):
             yield Select(
                 [(n, n) for n in self.presets],
                 prompt="(custom)",
-                value=preset_of(self.system_prompt, self.presets) or Select.BLANK,
+                value=preset_of(self.system_prompt, self.presets) or Select.NULL,
                 id="preset",
             )
             yield TextArea(self.system_prompt, id="system")
@@ -97,7 +97,7 @@ class ChatSettingsDialog(ModalScreen[Result | None]):
         preset, text = self.query_one("#preset", Select), self.query_one("#system", TextArea).text
         if isinstance(preset.value, str) and self.presets.get(preset.value) == text:
             return  # two presets may have the same text: keep the one picked
-        preset.value = preset_of(text, self.presets) or Select.BLANK
+        preset.value = preset_of(text, self.presets) or Select.NULL
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         if event.button.id == "save":
