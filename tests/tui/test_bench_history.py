@@ -96,7 +96,7 @@ async def history_of(settings: Settings, runs: list[StoredRun]) -> AsyncIterator
         await wait_for(pilot, lambda: isinstance(app.screen, BenchScreen), what="bench screen")
         screen = app.screen
         history = screen.query_one("#history", DataTable)
-        await wait_for(pilot, lambda: history.row_count == len(runs), what="the runs listed")
+        await wait_for(pilot, lambda: history.row_count == len(runs), 20, "the runs listed")
         screen.query_one(TabbedContent).active = "tab-history"
         history.focus()
         await wait_for(pilot, lambda: app.focused is history, what="history focused")
@@ -108,14 +108,18 @@ async def test_a_throughput_and_a_latency_run_are_not_compared_silently(
 ) -> None:
     async with history_of(settings, [*bench_runs(), latency_run()]) as (pilot, screen, _history):
         await pilot.press("space", "down", "space")  # run 3 (latency) and run 2 (throughput)
-        await wait_for(pilot, lambda: screen.marked == [3, 2], what="two runs marked")
+        await wait_for(pilot, lambda: screen.marked == [3, 2], 10, "two runs marked")
         await pilot.press("c")
-        await wait_for(pilot, lambda: any("cannot be compared" in n for n in notices(screen.app)))
+        await wait_for(
+            pilot, lambda: any("cannot be compared" in n for n in notices(screen.app)), 10
+        )
         assert "run 3 is a latency run and run 2 a throughput run" in status(screen)
         assert screen.query_one(TabbedContent).active == "tab-history"  # no empty Compare tab
-        # two throughput runs still compare
-        await pilot.press("space", "down", "space")
-        await wait_for(pilot, lambda: screen.marked == [2, 1], what="runs 2 and 1 marked")
+        # two throughput runs still compare: unmark 2 and 3, mark 2 and 1
+        await pilot.press("space", "up", "space")
+        await wait_for(pilot, lambda: screen.marked == [], 10, "no run marked")
+        await pilot.press("down", "space", "down", "space")
+        await wait_for(pilot, lambda: screen.marked == [2, 1], 10, "runs 2 and 1 marked")
         await pilot.press("c")
         compare = screen.query_one("#compare", DataTable)
         await wait_for(pilot, lambda: compare.row_count > 0, what="compare rows")
