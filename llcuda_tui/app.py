@@ -29,6 +29,9 @@ from llcuda_tui.core.worker import check_worker_url
 from llcuda_tui.messages import (
     AttachFailed,
     ModelLoaded,
+    StartersAdopted,
+    StartersFailed,
+    StoreChanged,
     ThemeSaved,
     ThemeSaveFailed,
     WorkFailed,
@@ -109,6 +112,7 @@ class LlcudaApp(App[int]):
         engine: EngineProtocol | None = None,
         engine_choice: ModelChoice | None = None,
         autoload: bool = True,
+        adopt_starters: bool = True,
         clock: Callable[[], float] = time.time,
         start_screen: str = "chat",
     ) -> None:
@@ -133,6 +137,8 @@ class LlcudaApp(App[int]):
         self._lease = contextlib.ExitStack()
         """The store lease on the loaded model (rm refuses, gc and the cap skip it)."""
         self.autoload = autoload
+        self.adopting_starters = adopt_starters
+        """True until the first run's starter models are store entries (or that failed)."""
         self.clock = clock
         self.start_screen = start_screen
         self.energy_baseline_mj: dict[int, int] = {}
@@ -149,6 +155,8 @@ class LlcudaApp(App[int]):
 
     def on_mount(self) -> None:
         self.restore_theme()
+        if self.adopting_starters:
+            self.adopt_starters(self.settings)
         if self.gpu_live:
             self.gpu_sampler.start()
         self.switch_mode(self.start_screen)
@@ -212,6 +220,29 @@ class LlcudaApp(App[int]):
         # only [tui] changes here: another screen may have saved other settings meanwhile
         self.settings = replace(self.settings, tui=replace(self.settings.tui, theme=message.theme))
         self.saved_theme = message.theme
+
+    # --- the store -----------------------------------------------------------------------------
+
+    @work(thread=True, exclusive=True, group="starters", exit_on_error=False)
+    def adopt_starters(self, settings: Settings) -> None:
+        """First run: the starter models become store entries (hardlinked), so the Models
+        screen lists what the Chat and Bench pickers offer (one store, one list)."""
+        from llcuda_tui.core.store import Store
+
+        try:
+            entries = Store.from_settings(settings).adopt_starters_once()
+        except LlcudaError as exc:
+            self.post_message(StartersFailed(f"starter models not added to the store: {exc}"))
+            return
+        self.post_message(StartersAdopted([e.name for e in entries or []]))
+
+    @on(StartersAdopted)
+    @on(StartersFailed)
+    def starters_done(self, message: StartersAdopted | StartersFailed) -> None:
+        self.adopting_starters = False
+        if isinstance(message, StartersAdopted) and message.names:
+            self.store_generation += 1  # the other screens relist when shown
+        self.screen.post_message(StoreChanged())  # and this one now
 
     # --- engine -------------------------------------------------------------------------------
 

@@ -181,6 +181,25 @@ class SettingsSaved(Message):
 
 
 @dataclass
+class StoreChanged(Message):
+    """The model store changed outside the screen (the starter models were added at a first
+    run): a screen that lists models lists them again."""
+
+
+@dataclass
+class StartersAdopted(Message):
+    """The starter models became store entries (``names``; empty: none installed)."""
+
+    names: list[str]
+
+
+class StartersFailed(WorkFailed):
+    """The starter models could not be made store entries (the next run tries again)."""
+
+    what = "starter models"
+
+
+@dataclass
 class ThemeSaved(Message):
     """The theme was written to the config file (``[tui] theme``)."""
 

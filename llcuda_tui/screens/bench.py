@@ -42,7 +42,7 @@ from llcuda_tui.core.bench import (
     tail_percentile,
 )
 from llcuda_tui.core.errors import LlcudaError, UserInputError
-from llcuda_tui.messages import BenchDone, ChoicesReady
+from llcuda_tui.messages import BenchDone, ChoicesReady, StoreChanged
 from llcuda_tui.widgets import MetricPlot
 
 if TYPE_CHECKING:
@@ -177,6 +177,10 @@ class BenchScreen(Screen[None]):
         self.refresh_targets()
         if self.listed_generation != self.llcuda.store_generation:
             self.list_models()  # a model was imported, pulled or deleted on F2
+
+    @on(StoreChanged)
+    def store_changed(self) -> None:
+        self.list_models()  # the starter models became store entries meanwhile
 
     @on(Select.Changed, "#bench-mode, #bench-target")
     def form_fields(self) -> None:

@@ -45,6 +45,7 @@ from llcuda_tui.messages import (
     SettingsSaved,
     SizeCapFailed,
     StoreActionDone,
+    StoreChanged,
     StoreFailed,
     StoreListed,
     TeamListed,
@@ -125,6 +126,7 @@ class ModelsScreen(Screen[None]):
 
     # --- the store ------------------------------------------------------------------------------
 
+    @on(StoreChanged)
     def action_refresh(self) -> None:
         self.list_store()
 
@@ -297,6 +299,9 @@ class ModelsScreen(Screen[None]):
                 ("pushed", team.pushed),
             ]
             detail.update(detail_text(rows))
+            return
+        if entry is None and not self.entries and self.llcuda.adopting_starters:
+            detail.update("Adding the starter models to the store (first run)…")
             return
         if entry is None:
             detail.update(

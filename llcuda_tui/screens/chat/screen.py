@@ -32,6 +32,7 @@ from llcuda_tui.messages import (
     ModelLoaded,
     ModelsListFailed,
     SendFailed,
+    StoreChanged,
 )
 from llcuda_tui.palette import PaletteBinding
 from llcuda_tui.screens.chat.model_bar import LoadProgress, ModelBar, list_choices, load_choice
@@ -187,6 +188,10 @@ class ChatScreen(Screen[None]):
     def on_screen_resume(self) -> None:
         if self.listed_generation != self.llcuda.store_generation:
             self.list_models()  # a model was imported, pulled or deleted on F2
+
+    @on(StoreChanged)
+    def store_changed(self) -> None:
+        self.list_models()  # the starter models became store entries meanwhile
 
     def list_models(self) -> None:
         """List the pickable models with their fit at the bar's load settings (a worker)."""
