@@ -181,6 +181,22 @@ class SettingsSaved(Message):
 
 
 @dataclass
+class BenchSized(Message):
+    """Where a local benchmark would run (a GPU or the CPU), to size its defaults."""
+
+    on_gpu: bool
+
+
+@dataclass
+class SpeedsFound(Message):
+    """A model's measured t/s from its last benchmark here ({'pp': ..., 'tg': ...}; empty:
+    never benchmarked), for the run-time estimate."""
+
+    model: str
+    speeds: dict[str, float]
+
+
+@dataclass
 class StoreChanged(Message):
     """The model store changed outside the screen (the starter models were added at a first
     run): a screen that lists models lists them again."""

@@ -21,6 +21,21 @@ if TYPE_CHECKING:
     from ._compare import (
         why_not_comparable as why_not_comparable,
     )
+    from ._estimate import (
+        BenchSizes as BenchSizes,
+    )
+    from ._estimate import (
+        Estimate as Estimate,
+    )
+    from ._estimate import (
+        estimate_s as estimate_s,
+    )
+    from ._estimate import (
+        measured_speeds as measured_speeds,
+    )
+    from ._estimate import (
+        suggested_sizes as suggested_sizes,
+    )
     from ._latency import (
         LatencySpec as LatencySpec,
     )
@@ -153,6 +168,11 @@ _EXPORTS = {
     "compare_runs": "_compare",
     "metric_label": "_compare",
     "why_not_comparable": "_compare",
+    "BenchSizes": "_estimate",
+    "Estimate": "_estimate",
+    "estimate_s": "_estimate",
+    "measured_speeds": "_estimate",
+    "suggested_sizes": "_estimate",
     "LatencySpec": "_latency",
     "RequestTiming": "_latency",
     "default_prompts": "_latency",
