@@ -48,7 +48,7 @@ METRIC_LABELS = {
     "ttft_ms": "TTFT",
     "tpot_ms": "time per token",
     "itl_ms": "inter-token",
-    "e2e_ms": "request",
+    "e2e_ms": "end-to-end",
     "output_throughput_tokens_per_s": "output t/s",
     "request_throughput_per_s": "requests/s",
     "window_j_per_token": "J/output token",
