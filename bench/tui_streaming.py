@@ -311,6 +311,7 @@ def main(argv: list[str] | None = None) -> int:
         engine=app_engine,
         engine_choice=choice,
         autoload=False,
+        adopt_starters=False,  # no first-run import hashing beside the measurement
         gpu_live=not args.no_gpu_sampler,
     )
     app.bench_settings = ChatSettings(temperature=0.0, max_tokens=args.tokens)  # type: ignore[attr-defined]

@@ -18,6 +18,7 @@ from textual import on, work
 from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
+from textual.timer import Timer
 from textual.worker import get_current_worker
 
 from llcuda_tui.core.config import Settings
@@ -25,7 +26,16 @@ from llcuda_tui.core.conversations import ConversationStore
 from llcuda_tui.core.errors import LlcudaError
 from llcuda_tui.core.gpu import GpuSampler
 from llcuda_tui.core.worker import check_worker_url
-from llcuda_tui.messages import AttachFailed, ModelLoaded, WorkFailed
+from llcuda_tui.messages import (
+    AttachFailed,
+    ModelLoaded,
+    StartersAdopted,
+    StartersFailed,
+    StoreChanged,
+    ThemeSaved,
+    ThemeSaveFailed,
+    WorkFailed,
+)
 from llcuda_tui.palette import PaletteBinding, palette_commands
 from llcuda_tui.screens.dialogs import TextPromptDialog
 
@@ -37,6 +47,9 @@ if TYPE_CHECKING:
     from llcuda_tui.screens.chat import ChatScreen
 
 GPU_INTERVAL_S = 1.0
+THEME_SAVE_DELAY_S = 0.5
+"""A theme is written to the config file once it has stayed this long: the palette's theme
+list can change the theme as it is browsed, and only the last one chosen is remembered."""
 WORKER_LOAD_WAIT_S = 600.0
 """How long attaching waits for a worker that answers but is still loading its model."""
 
@@ -99,6 +112,7 @@ class LlcudaApp(App[int]):
         engine: EngineProtocol | None = None,
         engine_choice: ModelChoice | None = None,
         autoload: bool = True,
+        adopt_starters: bool = True,
         clock: Callable[[], float] = time.time,
         start_screen: str = "chat",
     ) -> None:
@@ -123,6 +137,8 @@ class LlcudaApp(App[int]):
         self._lease = contextlib.ExitStack()
         """The store lease on the loaded model (rm refuses, gc and the cap skip it)."""
         self.autoload = autoload
+        self.adopting_starters = adopt_starters
+        """True until the first run's starter models are store entries (or that failed)."""
         self.clock = clock
         self.start_screen = start_screen
         self.energy_baseline_mj: dict[int, int] = {}
@@ -132,8 +148,15 @@ class LlcudaApp(App[int]):
         self.store_generation = 0
         """Counts the store's changes made here (import, delete, pull): a screen with a model
         picker relists when it is shown again and the count moved (one store, one list)."""
+        self.saved_theme = settings.tui.theme or self.theme
+        """The theme the config file has (or the default while it has none): a change to
+        another one is written there (``[tui] theme``)."""
+        self._theme_timer: Timer | None = None
 
     def on_mount(self) -> None:
+        self.restore_theme()
+        if self.adopting_starters:
+            self.adopt_starters(self.settings)
         if self.gpu_live:
             self.gpu_sampler.start()
         self.switch_mode(self.start_screen)
@@ -149,6 +172,77 @@ class LlcudaApp(App[int]):
             self.engine.close()
         self._lease.close()
         self.conversations.close()
+
+    # --- theme --------------------------------------------------------------------------------
+
+    def restore_theme(self) -> None:
+        """The theme of the last run (``[tui] theme``), if this Textual has it."""
+        wanted = self.settings.tui.theme
+        if not wanted:
+            return
+        if wanted not in self.available_themes:
+            self.saved_theme = self.theme
+            self.notify(
+                f"theme '{wanted}' ({self.settings.paths.config_file}) is unknown here: "
+                f"using {self.theme}",
+                severity="warning",
+            )
+            return
+        self.theme = wanted
+
+    def watch_theme(self, theme: str) -> None:
+        if self._theme_timer is not None:
+            self._theme_timer.stop()
+            self._theme_timer = None
+        if theme != self.saved_theme and self.is_running:
+            self._theme_timer = self.set_timer(THEME_SAVE_DELAY_S, self.remember_theme)
+
+    def remember_theme(self) -> None:
+        self._theme_timer = None
+        if self.theme != self.saved_theme:
+            self.save_theme(self.settings, self.theme)
+
+    @work(thread=True, exclusive=True, group="save-theme", exit_on_error=False)
+    def save_theme(self, settings: Settings, theme: str) -> None:
+        from llcuda_tui.core.config import save_setting
+
+        try:
+            save_setting(settings, "tui", "theme", theme)
+        except LlcudaError as exc:
+            self.post_message(ThemeSaveFailed(f"theme not remembered: {exc}"))
+            return
+        self.post_message(ThemeSaved(theme))
+
+    @on(ThemeSaved)
+    def theme_saved(self, message: ThemeSaved) -> None:
+        from dataclasses import replace
+
+        # only [tui] changes here: another screen may have saved other settings meanwhile
+        self.settings = replace(self.settings, tui=replace(self.settings.tui, theme=message.theme))
+        self.saved_theme = message.theme
+
+    # --- the store -----------------------------------------------------------------------------
+
+    @work(thread=True, exclusive=True, group="starters", exit_on_error=False)
+    def adopt_starters(self, settings: Settings) -> None:
+        """First run: the starter models become store entries (hardlinked), so the Models
+        screen lists what the Chat and Bench pickers offer (one store, one list)."""
+        from llcuda_tui.core.store import Store
+
+        try:
+            entries = Store.from_settings(settings).adopt_starters_once()
+        except LlcudaError as exc:
+            self.post_message(StartersFailed(f"starter models not added to the store: {exc}"))
+            return
+        self.post_message(StartersAdopted([e.name for e in entries or []]))
+
+    @on(StartersAdopted)
+    @on(StartersFailed)
+    def starters_done(self, message: StartersAdopted | StartersFailed) -> None:
+        self.adopting_starters = False
+        if isinstance(message, StartersAdopted) and message.names:
+            self.store_generation += 1  # the other screens relist when shown
+        self.screen.post_message(StoreChanged())  # and this one now
 
     # --- engine -------------------------------------------------------------------------------
 

@@ -91,6 +91,12 @@ class SizeCapFailed(WorkFailed):
     what = "size cap"
 
 
+class ThemeSaveFailed(WorkFailed):
+    """The theme chosen in the palette could not be written to the config file."""
+
+    what = "theme"
+
+
 # --- results -------------------------------------------------------------------------------------
 
 
@@ -172,6 +178,48 @@ class SettingsSaved(Message):
 
     settings: Settings
     message: str
+
+
+@dataclass
+class BenchSized(Message):
+    """Where a local benchmark would run (a GPU or the CPU), to size its defaults."""
+
+    on_gpu: bool
+
+
+@dataclass
+class SpeedsFound(Message):
+    """A model's measured t/s from its last benchmark here ({'pp': ..., 'tg': ...}; empty:
+    never benchmarked), for the run-time estimate."""
+
+    model: str
+    speeds: dict[str, float]
+
+
+@dataclass
+class StoreChanged(Message):
+    """The model store changed outside the screen (the starter models were added at a first
+    run): a screen that lists models lists them again."""
+
+
+@dataclass
+class StartersAdopted(Message):
+    """The starter models became store entries (``names``; empty: none installed)."""
+
+    names: list[str]
+
+
+class StartersFailed(WorkFailed):
+    """The starter models could not be made store entries (the next run tries again)."""
+
+    what = "starter models"
+
+
+@dataclass
+class ThemeSaved(Message):
+    """The theme was written to the config file (``[tui] theme``)."""
+
+    theme: str
 
 
 @dataclass

@@ -117,6 +117,15 @@ class StoreDefaults:
 
 
 @dataclass(frozen=True)
+class TuiDefaults:
+    """The terminal UI, ``[tui]``: what it remembers between runs."""
+
+    theme: str = ""
+    """The colour theme last chosen in the command palette ("Change theme"); empty = the
+    built-in default. A name this Textual does not know is ignored (with a notice)."""
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything configurable, passed explicitly (never read from a global)."""
 
@@ -124,6 +133,7 @@ class Settings:
     engine: EngineDefaults = field(default_factory=EngineDefaults)
     sampling: SamplingDefaults = field(default_factory=SamplingDefaults)
     store: StoreDefaults = field(default_factory=StoreDefaults)
+    tui: TuiDefaults = field(default_factory=TuiDefaults)
 
     @classmethod
     def load(cls, paths: Paths | None = None) -> Settings:
@@ -141,7 +151,12 @@ class Settings:
 
     def with_overrides(self, raw: dict[str, Any], source: str = "config") -> Settings:
         """A copy with the sections of ``raw`` ({'engine': {...}, ...}) applied and checked."""
-        sections = {"engine": self.engine, "sampling": self.sampling, "store": self.store}
+        sections = {
+            "engine": self.engine,
+            "sampling": self.sampling,
+            "store": self.store,
+            "tui": self.tui,
+        }
         updated: dict[str, Any] = {}
         for name, values in raw.items():
             if name not in sections:

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from llcuda_tui.core import files
 from llcuda_tui.core.config import Paths, SamplingDefaults
 from llcuda_tui.core.db import SqliteStore
 from llcuda_tui.core.engine import SamplingParams, SamplingValues
@@ -383,11 +384,10 @@ def export_markdown(conv: Conversation, messages: list[Message]) -> str:
 
 
 def write_export(conv: Conversation, messages: list[Message], directory: Path) -> Path:
-    """Write :func:`export_markdown` to ``directory/conversation-<id>.md``; its path."""
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"conversation-{conv.id}.md"
-    path.write_text(export_markdown(conv, messages), encoding="utf-8")
-    return path
+    """Write :func:`export_markdown` to ``directory/conversation-<id>.md`` (``-2.md``, … when
+    that exists: an earlier export is never overwritten); the path written."""
+    data = export_markdown(conv, messages).encode("utf-8")
+    return files.write_new(directory, f"conversation-{conv.id}.md", data)
 
 
 def describe_record(r: Mapping[str, Any]) -> str:

@@ -11,6 +11,7 @@ The benchmark itself is core's ``run_bench`` / ``run_latency``, run in a child p
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -34,17 +35,28 @@ from textual.widgets import (
     TabPane,
 )
 
-from llcuda_tui.core.bench import int_list, percentile
+from llcuda_tui.core.bench import (
+    int_list,
+    metric_label,
+    result_flags,
+    summary_stat,
+    tail_percentile,
+)
 from llcuda_tui.core.errors import LlcudaError, UserInputError
-from llcuda_tui.messages import BenchDone, ChoicesReady
+from llcuda_tui.messages import BenchDone, BenchSized, ChoicesReady, SpeedsFound, StoreChanged
 from llcuda_tui.widgets import MetricPlot
 
 if TYPE_CHECKING:
     from llcuda_tui.app import LlcudaApp
     from llcuda_tui.core.bench import BenchProgress, BenchSpec, LatencySpec, StoredRun
+    from llcuda_tui.core.fit import DeviceMemory
     from llcuda_tui.core.store import ModelChoice
 
 POLL_S = 0.25
+IDLE_STATUS = "pick a model and parameters, then Run (Ctrl+R)"
+FORM_DEFAULTS = {"n-prompt": "512", "n-gen": "128", "reps": "5"}
+"""The form's first values (llama-bench's); resized for the CPU once the machine is known,
+unless the user has typed others."""
 MODES = (("pp/tg", "throughput"), ("sweep", "sweep"), ("latency", "latency"))
 FORMATS = (("Markdown", "md"), ("CSV", "csv"), ("JSON", "json"))
 LOCAL = "local"
@@ -103,6 +115,11 @@ class BenchScreen(Screen[None]):
         self.started_at = 0.0
         self.marked: list[int] = []
         self.shown_run: StoredRun | None = None
+        self.status_text = ""
+        self.on_gpu: bool | None = None
+        """Whether a local run uses a GPU (None until it is known)."""
+        self.speeds: dict[str, dict[str, float]] = {}
+        """Each model's t/s from its last run here ({} never run), for the estimate."""
 
     @property
     def llcuda(self) -> LlcudaApp:
@@ -121,11 +138,11 @@ class BenchScreen(Screen[None]):
         with Horizontal(id="bench-form"):
             # classes: the fields a mode or target uses (form_fields shows only those)
             yield Label("pp (prompt tokens)", classes="-pp-tg")
-            yield Input("512", id="n-prompt", classes="-pp-tg")
+            yield Input(FORM_DEFAULTS["n-prompt"], id="n-prompt", classes="-pp-tg")
             yield Label("tg (generated)")
-            yield Input("128", id="n-gen")
+            yield Input(FORM_DEFAULTS["n-gen"], id="n-gen")
             yield Label("reps")
-            yield Input("5", id="reps")
+            yield Input(FORM_DEFAULTS["reps"], id="reps")
             yield Label("ngl", classes="-local")
             yield Input(str(b.n_gpu_layers), id="bench-ngl", classes="-local")
             yield Label("batch", classes="-pp-tg")
@@ -161,7 +178,8 @@ class BenchScreen(Screen[None]):
         )
         self.query_one("#compare", DataTable).add_columns("test", "metric", "A", "B", "B/A")
         self.poll_timer = self.set_interval(POLL_S, self.poll, pause=True)
-        self.set_status("pick a model and parameters, then Run (Ctrl+R)")
+        self.set_status(IDLE_STATUS)
+        self.size_for_machine(self.llcuda.fit_device)
         self.list_models()
         self.show_history()
         self.show_gpu_plots()
@@ -171,6 +189,10 @@ class BenchScreen(Screen[None]):
         self.refresh_targets()
         if self.listed_generation != self.llcuda.store_generation:
             self.list_models()  # a model was imported, pulled or deleted on F2
+
+    @on(StoreChanged)
+    def store_changed(self) -> None:
+        self.list_models()  # the starter models became store entries meanwhile
 
     @on(Select.Changed, "#bench-mode, #bench-target")
     def form_fields(self) -> None:
@@ -183,6 +205,98 @@ class BenchScreen(Screen[None]):
             widget.display = latency
         for widget in self.query(".-local"):
             widget.display = self.target == LOCAL
+
+    # --- defaults and the estimate ---------------------------------------------------------
+
+    @work(thread=True, exclusive=True, group="bench-size", exit_on_error=False)
+    def size_for_machine(self, device: DeviceMemory | None) -> None:
+        from llcuda_tui.core.fit import detect_device  # NVML, in the thread
+
+        self.post_message(BenchSized((device or detect_device()).kind == "cuda"))
+
+    @on(BenchSized)
+    def sized(self, message: BenchSized) -> None:
+        """llama-bench's sizes on a GPU, small ones on the CPU, unless the user typed some."""
+        from llcuda_tui.core.bench import suggested_sizes
+
+        self.on_gpu = message.on_gpu
+        sizes = suggested_sizes(message.on_gpu)
+        for field_id, value in (
+            ("n-prompt", sizes.n_prompt),
+            ("n-gen", sizes.n_gen),
+            ("reps", sizes.repetitions),
+        ):
+            field = self.query_one(f"#{field_id}", Input)
+            if field.value == FORM_DEFAULTS[field_id]:
+                field.value = str(value)
+        if self.status_text.startswith(IDLE_STATUS):
+            self.show_estimate()
+
+    @work(thread=True, group="bench-speeds", exit_on_error=False)
+    def find_speeds(self, name: str, model_path: str) -> None:
+        """The model's t/s in its latest throughput run here (the estimate's best input)."""
+        from llcuda_tui.core.bench import BenchStore, measured_speeds
+
+        speeds: dict[str, float] = {}
+        try:
+            with BenchStore.open(self.llcuda.settings.paths) as store:
+                for listing in store.list_runs(50):
+                    if listing.mode in ("throughput", "sweep") and model_path in listing.models:
+                        speeds = measured_speeds(store.get_run(listing.run_id).results, model_path)
+                        if speeds:
+                            break
+        except LlcudaError:
+            pass  # no history: the estimate guesses from the model's size
+        self.post_message(SpeedsFound(name, speeds))
+
+    @on(SpeedsFound)
+    def speeds_found(self, message: SpeedsFound) -> None:
+        self.speeds[message.model] = message.speeds
+        if self.status_text.startswith(IDLE_STATUS):  # never over a run's outcome
+            self.show_estimate()
+
+    @on(Input.Changed, "#n-prompt, #n-gen, #reps, #bench-ngl, #bench-batch")
+    @on(Select.Changed, "#bench-model, #bench-mode, #bench-target")
+    def show_estimate(self) -> None:
+        """While idle, the status line says how long Run would take."""
+        if self.cancel_event is not None or self.on_gpu is None:
+            return
+        text = self.estimate_text()
+        self.set_status(f"{IDLE_STATUS} · {text}" if text else IDLE_STATUS)
+
+    def estimate_text(self) -> str:
+        from llcuda_tui.core.bench import BenchSizes, Estimate, estimate_s
+
+        name = self.query_one("#bench-model", Select).value
+        mode = self.query_one("#bench-mode", Select).value
+        if mode == "latency" or self.target != LOCAL or name not in self.choices:
+            return ""
+        choice = self.choices[str(name)]
+        if choice.name not in self.speeds:
+            self.speeds[choice.name] = {}  # asked once per model
+            self.find_speeds(choice.name, str(choice.path))
+        fields = ("n-prompt", "n-gen", "reps", "bench-ngl", "bench-batch")
+        try:
+            lists = [int_list(self.query_one(f"#{f}", Input).value) for f in fields]
+        except ValueError:
+            return ""
+        n_prompt, n_gen, reps, ngl, batch = lists
+        on_gpu = bool(self.on_gpu) and any(n != 0 for n in ngl)
+        total = 0.0
+        measured = bool(self.speeds.get(choice.name))
+        for p in n_prompt:
+            for g in n_gen:
+                est = estimate_s(
+                    BenchSizes(p, g, reps[0]),
+                    model_bytes=choice.size_bytes,
+                    n_params=choice.summary.parameter_count if choice.summary else 0,
+                    on_gpu=on_gpu,
+                    n_cpus=os.cpu_count() or 1,
+                    measured=self.speeds.get(choice.name),
+                )
+                total += est.seconds
+        total *= len(ngl) * len(batch)  # a sweep runs every combination
+        return f"this run takes {Estimate(total, measured).describe()}"
 
     def target_options(self) -> list[tuple[str, str]]:
         """This machine, then each attached worker (by URL)."""
@@ -202,6 +316,7 @@ class BenchScreen(Screen[None]):
         select.value = current if current in values else LOCAL
 
     def set_status(self, text: str) -> None:
+        self.status_text = text
         self.query_one("#bench-status", Static).update(text)
 
     # --- models ---------------------------------------------------------------------------------
@@ -408,8 +523,20 @@ class BenchScreen(Screen[None]):
         elif message.run is not None:
             run = message.run
             self.set_status(f"run {run.run_id} done: {run.summary()}")
+            self.remember_speeds(run)
             self.show_run(run)
+            # the new run's table, also when Compare or History was open meanwhile
+            self.query_one(TabbedContent).active = "tab-results"
         self.show_history()
+
+    def remember_speeds(self, run: StoredRun) -> None:
+        """The next estimate for these models uses what this run measured."""
+        from llcuda_tui.core.bench import measured_speeds
+
+        for choice in self.choices.values():
+            speeds = measured_speeds(run.results, str(choice.path))
+            if speeds:
+                self.speeds[choice.name] = speeds
 
     # --- results, history, compare, export ------------------------------------------------------
 
@@ -423,16 +550,18 @@ class BenchScreen(Screen[None]):
             for key in ("ttft_ms", "tpot_ms", "itl_ms", "e2e_ms"):
                 s = lat.get(key) or {}
                 table.add_row(
-                    key.replace("_ms", " (ms)"),
+                    f"{metric_label(key)} (ms)",
                     str(s.get("n", 0)),
-                    *(_num(s.get(k)) for k in ("mean", "p50", "p95", "p99")),
+                    # a p95 of 5 requests is their slowest one: n/a below 20 (p99: 100)
+                    *(_num(summary_stat(s, k)) for k in ("mean", "p50", "p95", "p99")),
                 )
             out = lat.get("output_throughput_tokens_per_s")
             table.add_row("output t/s", "", _num(out), "", "", "")
             return
         table.add_columns(
-            "model", "test", "ngl", "batch", "t/s (mean ± sd)", "p50", "p95", "J/token", "validity"
-        )
+            "model", "test", "ngl", "batch", "t/s (mean ± sd)", "reps", "p50", "p95", "J/token",
+            "validity",
+        )  # fmt: skip
         for r in run.results:
             samples = r.get("samples_ts") or []
             table.add_row(
@@ -441,10 +570,11 @@ class BenchScreen(Screen[None]):
                 str(r.get("n_gpu_layers")),
                 str(r.get("n_batch")),
                 f"{_num(r.get('avg_ts'))} ± {_num(r.get('stddev_ts'))}",
-                _num(percentile(samples, 50)),
-                _num(percentile(samples, 95)),
+                str(len(samples)),
+                _num(tail_percentile(samples, 50)),
+                _num(tail_percentile(samples, 95)),  # n/a below 20 repetitions
                 _num(r.get("j_per_token")),
-                ",".join(r.get("validity_flags") or []) or "ok",
+                ", ".join(result_flags(r)) or "ok",  # 'noisy ±N%' when the reps disagree
             )
 
     def show_history(self) -> None:
@@ -507,7 +637,7 @@ class BenchScreen(Screen[None]):
         self.notify(f"marked for compare: {', '.join(map(str, self.marked)) or 'none'}")
 
     def action_compare(self) -> None:
-        from llcuda_tui.core.bench import compare_runs
+        from llcuda_tui.core.bench import compare_runs, why_not_comparable
 
         if len(self.marked) != 2:
             self.notify(
@@ -515,13 +645,18 @@ class BenchScreen(Screen[None]):
             )
             return
         a, b = (self.load_run(i) for i in self.marked)
+        why = why_not_comparable(a, b)
+        if why is not None:  # an empty table said nothing
+            self.notify(why, severity="warning", timeout=8)
+            self.set_status(f"cannot compare: {why}")
+            return
         table = self.query_one("#compare", DataTable)
         table.clear()
         for row in compare_runs(a, b):
             ratio = row["ratio"]
             table.add_row(
                 row["test"],
-                row["metric"],
+                row["label"],
                 _num(row["a"]),
                 _num(row["b"]),
                 "n/a" if ratio is None else f"{ratio:.3f}x",
@@ -537,12 +672,13 @@ class BenchScreen(Screen[None]):
         if run is None:
             self.notify("run a benchmark or pick one from the history first", severity="warning")
             return
+        from llcuda_tui.core.files import write_new
+
         fmt = str(self.query_one("#export-format", Select).value)
         directory = self.llcuda.settings.paths.data_dir / "exports"
-        path = directory / f"bench-run-{run.run_id}.{fmt}"
-        try:
-            directory.mkdir(parents=True, exist_ok=True)
-            path.write_text(render_run(run, fmt), encoding="utf-8")
+        try:  # an earlier export of this run stays: this one gets the next free name
+            data = render_run(run, fmt).encode("utf-8")
+            path = write_new(directory, f"bench-run-{run.run_id}.{fmt}", data)
         except OSError as exc:
             self.notify(f"cannot export: {exc}", severity="error")
             return

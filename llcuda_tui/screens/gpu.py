@@ -5,6 +5,7 @@ that is down: each says why (a worker that comes back is shown again)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Hashable
 from typing import TYPE_CHECKING, ClassVar, TypeVar, cast
 
@@ -21,7 +22,7 @@ from llcuda_tui.widgets import GpuPanel
 
 if TYPE_CHECKING:
     from llcuda_tui.app import LlcudaApp
-    from llcuda_tui.core.gpu import GpuReading
+    from llcuda_tui.core.gpu import GpuReading, HostSample, HostSampler
     from llcuda_tui.core.worker import WorkerGpu, WorkerGpuPoller
 
 K = TypeVar("K", bound=Hashable)
@@ -34,8 +35,9 @@ class GpuScreen(Screen[None]):
     GpuScreen #gpu-header { height: auto; padding: 0 1; color: $text-muted; }
     GpuScreen #gpu-panels { height: 1fr; padding: 0 1; }
     GpuScreen #local-gpus, GpuScreen #worker-gpus { height: auto; }
-    GpuScreen #no-gpu { display: none; }
-    GpuScreen.-no-gpu #no-gpu { display: block; }
+    GpuScreen #no-gpu, GpuScreen #host { display: none; }
+    GpuScreen.-no-gpu #no-gpu, GpuScreen.-no-gpu #host { display: block; }
+    GpuScreen #host { height: auto; border: round $primary 50%; padding: 0 1; margin: 1 0; }
     GpuScreen.-no-gpu #local-gpus { display: none; }
     GpuScreen .worker-note {
         height: auto; border: round $warning; padding: 0 1; margin: 0 0 1 0; color: $warning;
@@ -52,6 +54,8 @@ class GpuScreen(Screen[None]):
         self.worker_results: dict[str, WorkerGpu] = {}
         """The latest WorkerGpu of each worker."""
         self.worker_energy_baseline_mj: dict[tuple[str, int], int] = {}
+        self.host_sampler: HostSampler | None = None
+        """CPU and memory, read while there is no GPU to show."""
 
     @property
     def llcuda(self) -> LlcudaApp:
@@ -61,6 +65,9 @@ class GpuScreen(Screen[None]):
         yield Static("waiting for the first GPU sample…", id="gpu-header", markup=False)
         with VerticalScroll(id="gpu-panels"):
             yield Static("", id="no-gpu", classes="error-state", markup=False)
+            host = Static("", id="host", markup=False)
+            host.border_title = "this machine"
+            yield host
             yield Vertical(id="local-gpus")
             yield Vertical(id="worker-gpus")
         yield Footer()
@@ -106,6 +113,7 @@ class GpuScreen(Screen[None]):
                 f"No GPU telemetry: {reason}.\n\nEverything else works: models run on the CPU, "
                 "and the Chat, Models and Benchmark screens are unaffected."
             )
+            self.show_host()
             return
         self.remove_class("-no-gpu")
         span_s, span_label = self.span
@@ -121,6 +129,19 @@ class GpuScreen(Screen[None]):
             panel = await self.panel(panels, f"gpu-{g.index}", g.index)
             history = sampler.history(g.index)
             panel.show(g, history[-n_samples:], self.energy_j(app, g, history), span_label)
+
+    def show_host(self) -> None:
+        """Without a GPU: the CPU, the memory, and the engine process's memory and threads
+        (reading /proc: well under a millisecond)."""
+        from llcuda_tui.core.gpu import HostSampler
+
+        if self.host_sampler is None:
+            self.host_sampler = HostSampler()
+        processes = [(os.getpid(), "this app")]
+        engine_pid = getattr(self.llcuda.engine, "pid", None)  # an engine process
+        if isinstance(engine_pid, int):
+            processes.insert(0, (engine_pid, "engine process"))
+        self.query_one("#host", Static).update(host_text(self.host_sampler.sample(processes)))
 
     @staticmethod
     async def panel(container: Vertical, panel_id: str, index: int, source: str = "") -> GpuPanel:
@@ -211,6 +232,32 @@ class GpuScreen(Screen[None]):
             f"worker {result.url}: no GPU telemetry: {reason}.\n"
             "It still serves its model on the CPU (the Chat and Benchmark screens can use it)."
         )
+
+
+def host_text(h: HostSample) -> str:
+    """The host's lines: CPU, memory, then one line per process."""
+    from llcuda_tui.core.fmt import fmt_size
+
+    cpu = "n/a (first sample)" if h.cpu_percent is None else f"{h.cpu_percent:.0f} %"
+    if h.mem_total_bytes is not None and h.mem_available_bytes is not None:
+        used = h.mem_total_bytes - h.mem_available_bytes
+        ram = (
+            f"{fmt_size(used)} used of {fmt_size(h.mem_total_bytes)} "
+            f"({fmt_size(h.mem_available_bytes)} available)"
+        )
+    else:
+        ram = "n/a"
+    lines = [f"CPU  {cpu} of {h.n_cpus} core(s)", f"RAM  {ram}"]
+    for p in h.processes:
+        if not p.alive:
+            lines.append(f"{p.label} (pid {p.pid}): gone")
+            continue
+        rss = fmt_size(p.rss_bytes) if p.rss_bytes is not None else "n/a"
+        cpu_p = "" if p.cpu_percent is None else f", {p.cpu_percent:.0f} % CPU"
+        lines.append(
+            f"{p.label} (pid {p.pid}): {rss} resident, {p.threads or '?'} thread(s){cpu_p}"
+        )
+    return "\n".join(lines)
 
 
 def _energy_since(

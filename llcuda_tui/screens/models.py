@@ -45,6 +45,7 @@ from llcuda_tui.messages import (
     SettingsSaved,
     SizeCapFailed,
     StoreActionDone,
+    StoreChanged,
     StoreFailed,
     StoreListed,
     TeamListed,
@@ -84,6 +85,8 @@ class ModelsScreen(Screen[None]):
         self.team: dict[str, RemoteEntry] = {}
         """The team store's models that this store lacks, by name (rows keyed ``team:NAME``)."""
         self.team_line = ""
+        self.importing = ""
+        """The path being imported (the dialog comes back with it if the import fails)."""
 
     @property
     def llcuda(self) -> LlcudaApp:
@@ -123,6 +126,7 @@ class ModelsScreen(Screen[None]):
 
     # --- the store ------------------------------------------------------------------------------
 
+    @on(StoreChanged)
     def action_refresh(self) -> None:
         self.list_store()
 
@@ -296,6 +300,9 @@ class ModelsScreen(Screen[None]):
             ]
             detail.update(detail_text(rows))
             return
+        if entry is None and not self.entries and self.llcuda.adopting_starters:
+            detail.update("Adding the starter models to the store (first run)…")
+            return
         if entry is None:
             detail.update(
                 "The store is empty.\n\n"
@@ -383,6 +390,10 @@ class ModelsScreen(Screen[None]):
             self.end_pull(message.message)
             if self.listing is not None:
                 self.list_hub(self.listing.repo, quiet=True)
+        if message.what == "import" and not message.ok and self.importing:
+            self.action_import_file(self.importing, message.message)  # the path, kept
+        if message.what == "import":
+            self.importing = ""
         self.list_store()
 
     def action_toggle_pin(self) -> None:
@@ -424,7 +435,9 @@ class ModelsScreen(Screen[None]):
         size = fmt_size(self.entries[name].manifest.size)
         self.app.push_screen(ConfirmDialog(f"Delete {name} ({size}) from the store?"), confirmed)
 
-    def action_import_file(self) -> None:
+    def action_import_file(self, typed: str = "", error: str = "") -> None:
+        """Ask for a file to import (again with ``typed`` and ``error`` after a failure)."""
+
         def chosen(path: str | None) -> None:
             if not path:
                 return
@@ -435,17 +448,14 @@ class ModelsScreen(Screen[None]):
                 gone = f"; evicted {', '.join(evicted)} (store.max_size)" if evicted else ""
                 return f"imported {e.name} ({fmt_size(e.manifest.size)}){gone}"
 
+            self.importing = path
             self.run_store_action(
                 "import", lambda: self.store().import_path(target, on_evict=evicted.append), done
             )
 
-        self.app.push_screen(
-            TextPromptDialog(
-                "Import a local GGUF file (hardlinked into the store)",
-                placeholder="/path/to/model.gguf",
-            ),
-            chosen,
-        )
+        from llcuda_tui.screens.import_dialog import ImportDialog  # on first use
+
+        self.app.push_screen(ImportDialog(typed, error), chosen)
 
     # --- Hugging Face ---------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from llcuda_tui.widgets.experiment_panel import ExperimentPanel as ExperimentPanel
     from llcuda_tui.widgets.gpu_panel import GpuPanel as GpuPanel
     from llcuda_tui.widgets.metric_plot import MetricPlot as MetricPlot
+    from llcuda_tui.widgets.path_suggester import PathSuggester as PathSuggester
     from llcuda_tui.widgets.prompt_area import PromptArea as PromptArea
     from llcuda_tui.widgets.stream_view import StreamView as StreamView
 
@@ -28,6 +29,7 @@ _EXPORTS = {
     "ExperimentPanel": "experiment_panel",
     "GpuPanel": "gpu_panel",
     "MetricPlot": "metric_plot",
+    "PathSuggester": "path_suggester",
     "PromptArea": "prompt_area",
     "StreamView": "stream_view",
 }

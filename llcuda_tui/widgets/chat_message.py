@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.widgets import Static
 
@@ -73,7 +74,15 @@ def hard_break_parser() -> MarkdownIt:
 
 class ChatMessage(Vertical, can_focus=True):
     """A user or assistant turn with its run record underneath (a streaming reply is shown
-    by StreamView and becomes a ChatMessage when it is complete)."""
+    by StreamView and becomes a ChatMessage when it is complete).
+
+    Focused, Up and Down move the focus to the turn before or after it (the screen's Ctrl+Y
+    copies the focused turn)."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("up", "neighbour(-1)", "Previous turn", show=False),
+        Binding("down", "neighbour(1)", "Next turn", show=False),
+    ]
 
     DEFAULT_CSS = """
     ChatMessage {
@@ -123,6 +132,16 @@ class ChatMessage(Vertical, can_focus=True):
     @property
     def text(self) -> str:
         return self._text
+
+    def action_neighbour(self, step: int) -> None:
+        """Focus the turn ``step`` places away (the first or last one stays put)."""
+        parent = self.parent
+        if parent is None:
+            return
+        turns = [w for w in parent.children if isinstance(w, ChatMessage)]
+        at = turns.index(self) + step
+        if 0 <= at < len(turns):
+            turns[at].focus()
 
     def show_record(self, record_text: str) -> None:
         record = self.query_one(".record", Static)

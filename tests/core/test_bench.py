@@ -29,13 +29,18 @@ from llcuda_tui.core.bench import (
     instances,
     int_list,
     latency_metrics,
+    metric_label,
     nvml_indices,
     percentile,
     ratio,
     render_run,
+    result_flags,
     sample_sd,
     spec_tests,
     summarize,
+    summary_stat,
+    tail_percentile,
+    why_not_comparable,
 )
 from llcuda_tui.core.errors import UserInputError
 from llcuda_tui.core.gpu import GpuReading, GpuSample
@@ -105,6 +110,36 @@ def test_summary_and_ratio() -> None:
     empty = summarize([])
     assert empty.n == 0 and empty.mean is None and empty.p99 is None
     assert ratio(2.0, 4.0) == 0.5 and ratio(1.0, 0.0) is None and ratio(None, 1.0) is None
+
+
+def test_repetitions_that_disagree_are_noisy_and_tails_need_enough_values() -> None:
+    two = [100.0, 171.0]  # 71 % apart: issue #16 saw these flagged "ok"
+    assert result_flags({"samples_ts": two, "validity_flags": []}) == ["noisy ±37%"]  # sd / mean
+    assert result_flags({"samples_ts": [100.0, 101.0, 99.5], "validity_flags": []}) == []
+    assert result_flags({"samples_ts": two, "validity_flags": ["power_cap"]})[0] == "power_cap"
+    assert result_flags({"samples_ts": [5.0]}) == []  # one value has no spread
+    assert tail_percentile(two, 50) == pytest.approx(135.5)
+    assert tail_percentile(two, 95) is None and tail_percentile(list(range(20)), 95) is not None
+    assert tail_percentile(list(range(99)), 99) is None
+    five = summarize([1.0, 2.0, 3.0, 4.0, 5.0]).to_dict()
+    assert summary_stat(five, "p50") == 3.0 and summary_stat(five, "mean") == 3.0
+    assert summary_stat(five, "p95") is None and summary_stat(five, "p99") is None
+    latency = render_run(StoredRun("latency", {}, {}, latency={"ttft_ms": five}), "md")
+    ttft = next(line for line in latency.splitlines() if line.startswith("| TTFT"))
+    assert ttft.split("|")[5].strip() == "n/a"  # p95 of 5 requests
+
+
+def test_a_latency_and_a_throughput_run_say_why_they_do_not_compare() -> None:
+    lat = StoredRun("latency", {}, {}, latency={"ttft_ms": summarize([1.0]).to_dict()}, run_id=3)
+    thr = StoredRun("throughput", {}, {}, [_row("q4", "tg128", 100.0)], run_id=2)
+    other = StoredRun("throughput", {}, {}, [_row("q4", "pp512", 900.0)], run_id=1)
+    assert compare_runs(lat, thr) == []
+    why = why_not_comparable(lat, thr)
+    assert why is not None and "run 3 is a latency run and run 2 a throughput run" in why
+    assert "no test with the same settings" in (why_not_comparable(thr, other) or "")
+    assert why_not_comparable(thr, thr) is None
+    assert metric_label("avg_ts") == "t/s" and metric_label("ttft_ms.p95") == "TTFT p95 (ms)"
+    assert {r["label"] for r in compare_runs(thr, thr)} >= {"t/s"}
 
 
 # --- latency metrics, as vLLM's bench serve defines them ------------------------------------

@@ -147,6 +147,25 @@ def test_export_markdown(store: ConversationStore, tmp_path: Path) -> None:
     assert path.name == f"conversation-{c.id}.md" and path.read_text() == md
 
 
+def test_an_export_never_overwrites_an_earlier_one(
+    store: ConversationStore, tmp_path: Path
+) -> None:
+    c = store.create()
+    store.add_message(c.id, "user", "Say hi.")
+    conv, msgs = store.get(c.id), store.messages(c.id)
+    exports = tmp_path / "exports"
+    first = write_export(conv, msgs, exports)
+    first.write_text("my notes on this chat\n")  # an earlier export, edited since
+    second = write_export(conv, msgs, exports)
+    third = write_export(conv, msgs, exports)
+    assert first.read_text() == "my notes on this chat\n"
+    assert [second.name, third.name] == [f"conversation-{c.id}-2.md", f"conversation-{c.id}-3.md"]
+    assert second.read_text() == export_markdown(conv, msgs) == third.read_text()
+    assert sorted(p.name for p in exports.iterdir()) == sorted(
+        p.name for p in (first, second, third)
+    )  # and no temp file stays behind
+
+
 def test_describe_record_has_every_field() -> None:
     line = describe_record(RECORD)
     assert line == (

@@ -60,7 +60,7 @@ async def test_latency_with_concurrency_on_a_worker(
         await wait_for(pilot, lambda: status(screen).startswith("run 1 done"), 90, "run")
         results = screen.query_one("#results", DataTable)
         rows = {results.get_row_at(i)[0]: results.get_row_at(i) for i in range(results.row_count)}
-        assert rows["ttft (ms)"][1] == "4" and rows["e2e (ms)"][2] != "n/a"
+        assert rows["TTFT (ms)"][1] == "4" and rows["end-to-end (ms)"][2] != "n/a"
         # one TTFT per request from BenchProgress.value (no parsing of the message line)
         assert screen.progress.unit == "ms TTFT" and len(screen.progress.values) == 4
         assert all(v > 0 for v in screen.progress.values)

@@ -45,3 +45,34 @@ async def test_a_model_imported_on_f2_appears_in_the_chat_and_bench_pickers(
         await wait_for(pilot, lambda: name in chat.choices, 30, f"{name} in the Chat picker")
         await pilot.press("f4")
         await wait_for(pilot, lambda: name in bench.choices, 30, f"{name} in the Bench picker")
+
+
+async def test_the_starter_models_are_store_entries_from_the_first_run(
+    settings: Settings, smollm_path: Path, gemma_path: Path
+) -> None:
+    """F2 said "The store is empty" on a fresh home while Chat listed and loaded the starter
+    models: now they are store entries, listed the same on both screens."""
+    from llcuda_tui.core.store import Store
+
+    app = make_app(settings, adopt_starters=True, start_screen="models")
+    starters = {"smollm2-135m-instruct", "gemma-3-270m"}
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: hasattr(app.screen, "entries"), what="models screen")
+        models = app.screen
+        await wait_for(pilot, lambda: starters <= set(models.entries), 90, "starters in F2")
+        await pilot.press("f1")
+        await wait_for(pilot, lambda: app.chat_screen is not None, what="chat screen")
+        chat = app.chat_screen
+        await wait_for(pilot, lambda: starters <= set(chat.choices), 30, "the chat list")
+        assert {chat.choices[n].source for n in starters} == {"store"}
+    # a starter the user deleted is not brought back at the next start
+    Store.from_settings(settings).remove("gemma-3-270m")
+    again = make_app(settings, adopt_starters=True, start_screen="models")
+    async with again.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: not again.adopting_starters, 30, "the first-run check")
+        await wait_for(pilot, lambda: "smollm2-135m-instruct" in app_entries(again), 30)
+        assert "gemma-3-270m" not in app_entries(again)
+
+
+def app_entries(app: object) -> set[str]:
+    return set(getattr(getattr(app, "screen", None), "entries", {}) or {})

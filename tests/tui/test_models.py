@@ -127,6 +127,29 @@ async def test_hub_list_pull_cancel_and_resume(settings: Settings, hub: HubServe
         assert ranges[0] is None and ranges[-1] is not None and ranges[-1].startswith("bytes=")
 
 
+async def test_a_hub_that_does_not_answer_says_what_to_check(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+
+    with socket.socket() as sock:  # a port that nothing listens on once closed
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    monkeypatch.setenv("HF_ENDPOINT", url)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    app = make_app(settings, start_screen="models")
+    async with app.run_test(size=SIZE) as pilot:
+        screen = app.screen
+        screen.query_one("#repo", Input).value = REPO
+        await pilot.click("#list-files")
+        status = screen.query_one("#pull-status")
+        await wait_for(pilot, lambda: "cannot reach" in text(status), 60, "the Hub's error")
+        line = text(status)
+        assert f"HF_ENDPOINT={url}" in line and "network" in line and "HF_HUB_OFFLINE" in line
+        assert "\n" not in line and "Traceback" not in line
+
+
 async def test_hub_offline_is_explained(settings: Settings, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     app = make_app(settings, start_screen="models")

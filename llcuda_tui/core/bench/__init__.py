@@ -15,6 +15,27 @@ if TYPE_CHECKING:
     from ._compare import (
         compare_runs as compare_runs,
     )
+    from ._compare import (
+        metric_label as metric_label,
+    )
+    from ._compare import (
+        why_not_comparable as why_not_comparable,
+    )
+    from ._estimate import (
+        BenchSizes as BenchSizes,
+    )
+    from ._estimate import (
+        Estimate as Estimate,
+    )
+    from ._estimate import (
+        estimate_s as estimate_s,
+    )
+    from ._estimate import (
+        measured_speeds as measured_speeds,
+    )
+    from ._estimate import (
+        suggested_sizes as suggested_sizes,
+    )
     from ._latency import (
         LatencySpec as LatencySpec,
     )
@@ -57,6 +78,9 @@ if TYPE_CHECKING:
     from ._report import (
         render_run as render_run,
     )
+    from ._report import (
+        result_flags as result_flags,
+    )
     from ._results import (
         BenchStore as BenchStore,
     )
@@ -89,6 +113,12 @@ if TYPE_CHECKING:
     )
     from ._stats import (
         summarize as summarize,
+    )
+    from ._stats import (
+        summary_stat as summary_stat,
+    )
+    from ._stats import (
+        tail_percentile as tail_percentile,
     )
     from ._telemetry import (
         EnergyWindow as EnergyWindow,
@@ -136,6 +166,13 @@ _EXPORTS = {
     "compare_speculation": "_speculative",
     "edit_prompt": "_speculative",
     "compare_runs": "_compare",
+    "metric_label": "_compare",
+    "why_not_comparable": "_compare",
+    "BenchSizes": "_estimate",
+    "Estimate": "_estimate",
+    "estimate_s": "_estimate",
+    "measured_speeds": "_estimate",
+    "suggested_sizes": "_estimate",
     "LatencySpec": "_latency",
     "RequestTiming": "_latency",
     "default_prompts": "_latency",
@@ -150,6 +187,7 @@ _EXPORTS = {
     "fmt_value": "_report",
     "md_table": "_report",
     "render_run": "_report",
+    "result_flags": "_report",
     "BenchStore": "_results",
     "StoreError": "_results",
     "StoredRun": "_results",
@@ -158,6 +196,8 @@ _EXPORTS = {
     "ratio": "_stats",
     "sample_sd": "_stats",
     "summarize": "_stats",
+    "summary_stat": "_stats",
+    "tail_percentile": "_stats",
     "EnergyWindow": "_telemetry",
     "Mark": "_telemetry",
     "Telemetry": "_telemetry",

@@ -37,6 +37,55 @@ LATENCY_METRICS = (
     ("request_throughput_per_s", None),
     ("window_j_per_token", None),
 )
+METRIC_LABELS = {
+    "avg_ts": "t/s",
+    "j_per_token": "J/token",
+    "tokens_per_j": "tokens/J",
+    "bandwidth_efficiency": "bandwidth used",
+    "perplexity": "perplexity",
+    "sm_clock_mhz_mean": "SM clock (MHz)",
+    "power_w_mean": "power (W)",
+    "ttft_ms": "TTFT",
+    "tpot_ms": "time per token",
+    "itl_ms": "inter-token",
+    "e2e_ms": "end-to-end",
+    "output_throughput_tokens_per_s": "output t/s",
+    "request_throughput_per_s": "requests/s",
+    "window_j_per_token": "J/output token",
+}
+"""What a person reads for each metric (the tables); exports and ``--json`` keep the
+llama-bench and vLLM names (``metric``)."""
+
+
+def metric_label(metric: str) -> str:
+    """``avg_ts`` -> ``t/s``, ``ttft_ms.p95`` -> ``TTFT p95 (ms)``; unknown names as they are."""
+    name, _, stat = metric.partition(".")
+    label = METRIC_LABELS.get(name, name)
+    if stat:
+        return f"{label} {stat} (ms)" if name.endswith("_ms") else f"{label} {stat}"
+    return label
+
+
+def why_not_comparable(a: StoredRun, b: StoredRun) -> str | None:
+    """Why runs ``a`` and ``b`` have nothing to compare (None when they have): a latency run
+    measures requests (TTFT, time per token), a throughput run llama-bench's pp/tg t/s."""
+
+    def kind(run: StoredRun) -> str:
+        if run.latency:
+            return "latency"
+        return "throughput" if run.results else "perplexity" if run.perplexity else "empty"
+
+    ka, kb = kind(a), kind(b)
+    if ka != kb:
+        return (
+            f"run {a.run_id} is a {ka} run and run {b.run_id} a {kb} run: they measure different "
+            "things and cannot be compared (mark two of one kind)"
+        )
+    if not compare_runs(a, b):
+        return f"runs {a.run_id} and {b.run_id} have no test with the same settings to compare"
+    return None
+
+
 _KEY_FIELDS = ("test", "n_gpu_layers", "n_batch", "n_ubatch", "flash_attn", "type_k", "type_v")
 
 
@@ -46,7 +95,8 @@ def _row_key(row: dict[str, Any], with_model: bool) -> tuple:
 
 
 def compare_runs(a: StoredRun, b: StoredRun) -> list[dict[str, Any]]:
-    """Rows ``{test, metric, a, b, ratio}`` (ratio = b / a) for what both runs measured.
+    """Rows ``{test, metric, label, a, b, ratio}`` (ratio = b / a) for what both runs measured
+    (``label``: :func:`metric_label`).
 
     Throughput rows match on test, settings and model; failing that on test and settings
     alone when that picks one row (so runs of two different models compare directly).
@@ -71,7 +121,8 @@ def compare_runs(a: StoredRun, b: StoredRun) -> list[dict[str, Any]]:
             va, vb = ra.get(metric), rb.get(metric)
             if va is None and vb is None:
                 continue
-            out.append({"test": label, "metric": metric, "a": va, "b": vb, "ratio": ratio(vb, va)})
+            out.append({"test": label, "metric": metric, "label": metric_label(metric),
+                        "a": va, "b": vb, "ratio": ratio(vb, va)})  # fmt: skip
     if a.latency and b.latency:
         for name, stat in LATENCY_METRICS:
             va, vb = a.latency.get(name), b.latency.get(name)
@@ -81,5 +132,6 @@ def compare_runs(a: StoredRun, b: StoredRun) -> list[dict[str, Any]]:
             if va is None and vb is None:
                 continue
             metric = f"{name}.{stat}" if stat else name
-            out.append({"test": a.mode, "metric": metric, "a": va, "b": vb, "ratio": ratio(vb, va)})
+            out.append({"test": a.mode, "metric": metric, "label": metric_label(metric),
+                        "a": va, "b": vb, "ratio": ratio(vb, va)})  # fmt: skip
     return out

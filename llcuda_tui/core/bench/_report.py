@@ -11,6 +11,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from llcuda_tui.core.bench import RUN_FORMATS as RUN_FORMATS
+from llcuda_tui.core.bench._stats import coefficient_of_variation, noise_flags, summary_stat
 from llcuda_tui.core.fmt import fmt_size
 
 if TYPE_CHECKING:
@@ -47,8 +48,8 @@ def _render_latency(run: StoredRun, fmt: str) -> str:
     rows = []
     for name in ("ttft_ms", "tpot_ms", "itl_ms", "e2e_ms"):
         s = lat.get(name) or {}
-        rows.append([name.replace("_ms", "").upper() + " (ms)", str(s.get("n", 0))]
-                    + [fmt_value(s.get(k)) for k in ("mean", "p50", "p95", "p99")])  # fmt: skip
+        stats = [fmt_value(summary_stat(s, k)) for k in ("mean", "p50", "p95", "p99")]
+        rows.append([name.replace("_ms", "").upper() + " (ms)", str(s.get("n", 0)), *stats])
     table = md_table(["metric", "n", "mean", "p50", "p95", "p99"], rows)
     tail = [
         f"\nrequest throughput: {fmt_value(lat.get('request_throughput_per_s'))} req/s",
@@ -89,7 +90,7 @@ def _md_throughput(run: StoredRun) -> str:
             _energy(r),
             _pct(r.get("bandwidth_efficiency")),
             fmt_value(r.get("perplexity")),
-            ",".join(r.get("validity_flags") or []) or "ok",
+            ",".join(result_flags(r)) or "ok",
         ])  # fmt: skip
     env = run.env
     foot = (
@@ -99,6 +100,18 @@ def _md_throughput(run: StoredRun) -> str:
     if env.get("driver_version"):
         foot += f", driver {env['driver_version']}"
     return md_table(headers, table) + foot + "\n"
+
+
+def result_flags(row: dict[str, Any]) -> list[str]:
+    """A throughput row's flags for a person: the GPU's (power_cap, thermal_slowdown, …),
+    then ``noisy ±N%`` when its repetitions spread by more than NOISY_CV (computed from the
+    samples, so runs stored before the flag existed get it too)."""
+    flags = list(row.get("validity_flags") or [])
+    samples = [float(v) for v in row.get("samples_ts") or []]
+    if noise_flags(samples):
+        cv = coefficient_of_variation(samples) or 0.0
+        flags.append(f"noisy ±{cv * 100:.0f}%")
+    return flags
 
 
 def _md_perplexity(ppl: list[dict[str, Any]]) -> str:

@@ -36,6 +36,51 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
+NOISY_CV = 0.05
+"""Repetitions whose standard deviation is more than 5 % of their mean are flagged ``noisy``:
+llama-bench runs of one model on a quiet machine spread by 0.5-3 %; 5 % and more means
+something else ran meanwhile (or a clock changed), and a comparison with them says little."""
+
+
+def coefficient_of_variation(values: Sequence[float]) -> float | None:
+    """Sample standard deviation / mean; None for fewer than two values or a zero mean."""
+    if len(values) < 2:
+        return None
+    m, sd = mean(values), sample_sd(values)
+    if not m or sd is None:
+        return None
+    return sd / abs(m)
+
+
+def noise_flags(values: Sequence[float]) -> list[str]:
+    """``['noisy']`` when the repetitions spread by more than :data:`NOISY_CV`, else []."""
+    cv = coefficient_of_variation(values)
+    return ["noisy"] if cv is not None and cv > NOISY_CV else []
+
+
+def min_samples(q: float) -> int:
+    """The fewest values a ``q``-th percentile says something from: one value in
+    ``1 / (1 - q/100)`` lies above it (p95: 20, p99: 100); any number for the median or
+    lower. Below that it is only the largest value, interpolated."""
+    return 1 if q <= 50 else math.ceil(1 / (1 - q / 100) - 1e-9)
+
+
+def tail_percentile(values: Sequence[float], q: float) -> float | None:
+    """:func:`percentile`, or None when there are too few values for it (:func:`min_samples`):
+    a p95 of two repetitions is not one."""
+    return percentile(values, q) if len(values) >= min_samples(q) else None
+
+
+def summary_stat(summary: dict[str, Any], key: str) -> float | None:
+    """``summary[key]`` of a stored :class:`Summary` (``mean``, ``p95``, …), None for a
+    percentile its ``n`` is too small for (:func:`min_samples`)."""
+    tail = key.startswith("p") and key[1:].isdigit()
+    if tail and int(summary.get("n") or 0) < min_samples(float(key[1:])):
+        return None
+    value = summary.get(key)
+    return None if value is None else float(value)
+
+
 @dataclass(frozen=True)
 class Summary:
     """Mean, spread and percentiles of one metric (as vLLM's ``bench serve`` reports them)."""

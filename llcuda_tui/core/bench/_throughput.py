@@ -29,7 +29,7 @@ from typing import Any, cast
 
 from llcuda_tui import __version__
 from llcuda_tui.core.bench._results import BenchStore, StoredRun
-from llcuda_tui.core.bench._stats import mean, sample_sd
+from llcuda_tui.core.bench._stats import coefficient_of_variation, mean, noise_flags, sample_sd
 from llcuda_tui.core.bench._telemetry import (
     TELEMETRY_INTERVAL_S,
     EnergyWindow,
@@ -497,6 +497,9 @@ def _row(
         "load_time_s": info.load_time_s,
     }
     row.update(window.fields(telemetry_active))
+    # repetitions that disagree: ``valid`` stays the GPU's (throttling, telemetry), the
+    # tables show ``noisy`` next to its flags (report.result_flags)
+    row.update(cv_ts=coefficient_of_variation(samples_ts), noisy=bool(noise_flags(samples_ts)))
     return row
 
 

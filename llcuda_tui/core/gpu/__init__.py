@@ -1,4 +1,5 @@
-"""GPU telemetry through NVML, its recorded traces, and the CUDA runtime for bandwidth checks.
+"""GPU telemetry through NVML, its recorded traces, the CUDA runtime for bandwidth checks, and
+the host's CPU and memory (``/proc``) for a machine without a GPU.
 
 Public names are imported from here; the modules behind them are private. Exports load
 their module on first use (PEP 562), so importing the package costs nothing.
@@ -25,6 +26,15 @@ if TYPE_CHECKING:
     )
     from ._cudart import (
         pci_bus_id as pci_bus_id,
+    )
+    from ._host import (
+        HostSample as HostSample,
+    )
+    from ._host import (
+        HostSampler as HostSampler,
+    )
+    from ._host import (
+        ProcessUsage as ProcessUsage,
     )
     from ._nvml import (
         GpuProcess as GpuProcess,
@@ -67,6 +77,9 @@ _EXPORTS = {
     "measure_bandwidth": "_cudart",
     "normalize_bus_id": "_cudart",
     "pci_bus_id": "_cudart",
+    "HostSample": "_host",
+    "HostSampler": "_host",
+    "ProcessUsage": "_host",
     "GpuProcess": "_nvml",
     "GpuReading": "_nvml",
     "GpuSample": "_nvml",

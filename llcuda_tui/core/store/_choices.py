@@ -3,6 +3,7 @@ what a worker serves, each as a :class:`ModelChoice` (quant, size, GGUF summary)
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -15,6 +16,8 @@ from llcuda_tui.core.store._starter import STARTERS, installed_starters
 from llcuda_tui.core.store._store import list_models
 
 DEFAULT_CHAT_MODEL = "smollm2-135m-instruct"
+_CHAT_NAME = re.compile(r"(instruct|chat|[-_.]it\b|[-_.]sft\b|rlhf|dpo)")
+_BASE_NAME = re.compile(r"[-_. ]base\b|\bpretrained?\b|[-_.]pt\b")
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,21 @@ class ModelChoice:
     last_used: float | None = None
     url: str | None = None
     """The worker serving it ('worker' choices)."""
+
+    @property
+    def is_base(self) -> bool:
+        """A base (pretrained) model rather than a chat one: it continues the text it is given
+        instead of answering. A starter says so; otherwise a GGUF without a chat template, or
+        one named '...-base' (and not '...-instruct', '-chat', '-it')."""
+        starter = STARTERS.get(self.name)
+        if starter is not None:
+            return starter.base
+        if self.source == "worker" or self.summary is None:
+            return False  # nothing to tell by
+        names = f"{self.name} {self.summary.name} {self.path.name}".lower()
+        if _CHAT_NAME.search(names):
+            return False
+        return not self.summary.has_chat_template or _BASE_NAME.search(names) is not None
 
 
 class ServedModel(Protocol):

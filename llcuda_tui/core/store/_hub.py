@@ -129,7 +129,7 @@ def check_remote_path(path: str) -> str:
 
 def require_online(what: str) -> None:
     if is_offline():
-        raise OfflineError(f"HF_HUB_OFFLINE is set: cannot {what}")
+        raise OfflineError(f"HF_HUB_OFFLINE is set: cannot {what} (unset it to reach the Hub)")
 
 
 def resolve_commit(repo: str, revision: str | None = None) -> str:
@@ -260,7 +260,9 @@ def hub_errors(repo: str, revision: str | None = None, path: str | None = None) 
     try:
         yield
     except errors.OfflineModeIsEnabled:
-        raise OfflineError(f"HF_HUB_OFFLINE is set: cannot reach the Hub for {where}") from None
+        raise OfflineError(
+            f"HF_HUB_OFFLINE is set: cannot reach the Hub for {where} (unset it to reach the Hub)"
+        ) from None
     except errors.GatedRepoError:
         raise HubError(f"{repo} is gated: accept its terms on the Hub, then set HF_TOKEN") from None
     except errors.RepositoryNotFoundError:
@@ -275,9 +277,24 @@ def hub_errors(repo: str, revision: str | None = None, path: str | None = None) 
         status = exc.response.status_code if exc.response is not None else "?"
         raise HubError(f"the Hub refused a request for {where} (HTTP {status})") from None
     except httpx2.TransportError as exc:
-        raise HubTransferError(f"connection to {endpoint()} failed: {type(exc).__name__}") from None
+        raise HubTransferError(
+            f"cannot reach {endpoint()} ({type(exc).__name__}): {reach_hint()}"
+        ) from None
     except httpx2.HTTPError as exc:
-        raise HubError(f"cannot reach {endpoint()}: {type(exc).__name__}: {exc}") from None
+        raise HubError(
+            f"cannot reach {endpoint()} ({type(exc).__name__}: {exc}): {reach_hint()}"
+        ) from None
+
+
+def reach_hint() -> str:
+    """What to check when the Hub does not answer, in one line (the three settings that
+    decide where and whether it is asked)."""
+    where = (
+        f"HF_ENDPOINT={os.environ['HF_ENDPOINT']}"
+        if os.environ.get("HF_ENDPOINT")
+        else "HF_ENDPOINT for a mirror"
+    )
+    return f"check the network and {where}; HF_HUB_OFFLINE=1 uses only the models in the store"
 
 
 def _api() -> Any:

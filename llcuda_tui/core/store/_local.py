@@ -108,3 +108,37 @@ def import_starters(store: StoreBase, on_progress: Progress | None = None) -> li
             raise IntegrityError(f"starter model {name} does not match its published sha256")
         entries.append(entry)
     return entries
+
+
+STARTERS_ADOPTED = "starters-adopted"
+"""A file in the data dir once the starter models were made store entries at a first run:
+they are not brought back after the user deleted them."""
+
+
+def adopt_starters_once(store: StoreBase) -> list[ModelEntry] | None:
+    """At a first run: make the installed starter models store entries (hardlinked), so the
+    store lists what the pickers offer. None when that was done before (a later run, or the
+    user deleted them since); the entries otherwise (none when no starter is installed).
+    Raises ``LlcudaError`` (the next run tries again)."""
+    from llcuda_tui.core import files
+    from llcuda_tui.core.store._starter import installed_starters
+
+    paths = store.paths
+    marker = paths.data_dir / STARTERS_ADOPTED
+    if marker.exists():
+        return None
+    entries = []
+    for name, path in installed_starters(paths).items():
+        if store.lookup(name) is not None:
+            continue
+        model = STARTERS[name]
+        entry = import_path(store, path, name=name, source=StarterSource(name, model.package))
+        if model.sha256 and entry.sha256 != model.sha256:
+            raise IntegrityError(f"starter model {name} does not match its published sha256")
+        entries.append(entry)
+    paths.data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        files.replace_file(marker, b"the starter models were made store entries\n", paths.data_dir)
+    except OSError as exc:
+        raise IntegrityError(f"cannot write {marker}: {exc.strerror or exc}") from None
+    return entries

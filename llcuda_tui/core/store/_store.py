@@ -55,6 +55,11 @@ class Store(StoreBase):
         """Make each starter model an ordinary store entry named after it (hardlinked)."""
         return _local.import_starters(self, on_progress)
 
+    def adopt_starters_once(self) -> list[ModelEntry] | None:
+        """At a first run, the installed starter models as store entries (None: done before,
+        so starters the user deleted stay deleted)."""
+        return _local.adopt_starters_once(self)
+
     def pull(
         self,
         repo: str,

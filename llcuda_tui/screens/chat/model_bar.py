@@ -146,4 +146,7 @@ class ModelBar(Horizontal):
         if c.source == "worker":
             return f"{c.name} (worker)"
         badge = self.badges.get(c.name)
-        return f"{c.name} {c.quant} {fmt_size(c.size_bytes)} ({badge.short if badge else '?'})"
+        base = " · base: continues text" if c.is_base else ""
+        return (
+            f"{c.name} {c.quant} {fmt_size(c.size_bytes)} ({badge.short if badge else '?'}){base}"
+        )

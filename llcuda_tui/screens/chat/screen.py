@@ -32,6 +32,7 @@ from llcuda_tui.messages import (
     ModelLoaded,
     ModelsListFailed,
     SendFailed,
+    StoreChanged,
 )
 from llcuda_tui.palette import PaletteBinding
 from llcuda_tui.screens.chat.model_bar import LoadProgress, ModelBar, list_choices, load_choice
@@ -188,6 +189,10 @@ class ChatScreen(Screen[None]):
         if self.listed_generation != self.llcuda.store_generation:
             self.list_models()  # a model was imported, pulled or deleted on F2
 
+    @on(StoreChanged)
+    def store_changed(self) -> None:
+        self.list_models()  # the starter models became store entries meanwhile
+
     def list_models(self) -> None:
         """List the pickable models with their fit at the bar's load settings (a worker)."""
         app = self.llcuda
@@ -298,6 +303,13 @@ class ChatScreen(Screen[None]):
         app.set_engine(message.engine, message.choice)
         self.bar.prefer(message.choice.name)  # the picker shows what is loaded now
         self.show_engine_status()
+        if message.choice.is_base:
+            self.notify(
+                f"{message.choice.name} is a base model: it continues your text rather than "
+                "answering it (an instruct or chat model answers)",
+                severity="warning",
+                timeout=8,
+            )
         self.schedule_count()
         self.prompt.focus()  # the next thing to do is to write
 
@@ -598,17 +610,19 @@ class ChatScreen(Screen[None]):
         self.notify("editing your last turn: Enter replaces it and its reply, Esc cancels")
 
     def action_copy_message(self) -> None:
+        """Copy the focused turn (Tab into the transcript, Up/Down pick one), else the last
+        reply."""
         focused = self.focused
         if isinstance(focused, ChatMessage):
-            text = focused.text
+            message, what = focused, "this turn"
         else:
             replies = [w for w in self.query(ChatMessage) if w.role == "assistant"]
             if not replies:
                 self.notify("no message to copy", severity="warning")
                 return
-            text = replies[-1].text
-        self.app.copy_to_clipboard(text)
-        self.notify(f"copied {len(text)} characters (OSC 52)")
+            message, what = replies[-1], "the last reply (focus a turn to copy another)"
+        self.app.copy_to_clipboard(message.text)
+        self.notify(f"copied {what}: {len(message.text):,} characters (OSC 52)")
 
     def action_export(self) -> None:
         directory = self.llcuda.settings.paths.data_dir / "exports"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import fields
 from typing import ClassVar
 
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Grid, Horizontal, Vertical
@@ -26,6 +27,12 @@ FIELD_LABELS = {
 }
 
 Result = tuple[str, ChatSettings]
+
+
+def preset_of(system_prompt: str, presets: dict[str, str]) -> str | None:
+    """The preset whose text the system prompt is (the conversation keeps the text, not
+    the name), or None for a prompt of its own ('(custom)')."""
+    return next((name for name, text in presets.items() if text == system_prompt), None)
 
 
 class ChatSettingsDialog(ModalScreen[Result | None]):
@@ -58,7 +65,12 @@ class ChatSettingsDialog(ModalScreen[Result | None]):
     def compose(self) -> ComposeResult:
         with Vertical():
             yield Label("System prompt preset")
-            yield Select([(n, n) for n in self.presets], prompt="(custom)", id="preset")
+            yield Select(
+                [(n, n) for n in self.presets],
+                prompt="(custom)",
+                value=preset_of(self.system_prompt, self.presets) or Select.NULL,
+                id="preset",
+            )
             yield TextArea(self.system_prompt, id="system")
             yield Label("Sampling (this conversation)")
             with Grid():
@@ -71,8 +83,21 @@ class ChatSettingsDialog(ModalScreen[Result | None]):
                 yield Button("Save", id="save", variant="primary")
 
     def on_select_changed(self, event: Select.Changed) -> None:
-        if isinstance(event.value, str) and event.value in self.presets:
-            self.query_one("#system", TextArea).text = self.presets[event.value]
+        system = self.query_one("#system", TextArea)
+        if (
+            isinstance(event.value, str)
+            and event.value in self.presets
+            and system.text != self.presets[event.value]
+        ):
+            system.text = self.presets[event.value]
+
+    @on(TextArea.Changed, "#system")
+    def system_changed(self) -> None:
+        """The preset follows the text: typed away from it, the prompt is '(custom)'."""
+        preset, text = self.query_one("#preset", Select), self.query_one("#system", TextArea).text
+        if isinstance(preset.value, str) and self.presets.get(preset.value) == text:
+            return  # two presets may have the same text: keep the one picked
+        preset.value = preset_of(text, self.presets) or Select.NULL
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         if event.button.id == "save":
