@@ -163,3 +163,46 @@ with Engine.load(EngineConfig({str(tiny_gguf)!r}, n_ctx=256, n_threads=1)) as e:
     assert [json.loads(line) for line in out.stdout.splitlines()] in (
         [a, b] for a in ("red", "green") for b in ("red", "green")
     )
+
+
+def test_a_backend_sampler_keeps_the_reply_and_fetches_logits_only_on_a_rejection(
+    smollm_path: Path, tiny_gguf: Path
+) -> None:
+    # backend sampling runs on the CPU backend too: the same path as on a GPU, where only the
+    # picked token comes back and the first rejection decodes the token again for its logits
+    for path in (smollm_path, tiny_gguf):
+        replies: dict[str, list[tuple[str, int]]] = {}
+        for mode in ("off", "on"):
+            with Engine.load(
+                EngineConfig(path, n_ctx=1024, n_threads=1, backend_sampling=mode)
+            ) as e:
+                assert e.info.backend_sampling is (mode == "on")
+                free = GenerationRequest(prompt="hello world", max_tokens=12, ignore_eos=True,
+                                         sampling=SamplingParams(temperature=0.0))  # fmt: skip
+                before = e.generate(free)[0]
+                got = []
+                for name in ("club", "shout", "enum"):
+                    sp = SamplingParams(temperature=0.0, grammar=GRAMMARS[name])
+                    text, rec = e.generate(GenerationRequest(messages=MESSAGES, max_tokens=30,
+                                                             sampling=sp))  # fmt: skip
+                    got.append((text, rec.grammar_rejections))
+                assert e.generate(free)[0] == before  # back on the backend chain, same text
+                replies[mode] = got
+        assert replies["on"] == replies["off"]
+        assert any(rejected for _, rejected in replies["on"])
+
+
+def test_a_greedy_grammar_the_model_follows_stays_on_the_backend(smollm_path: Path) -> None:
+    cfg = EngineConfig(smollm_path, n_ctx=1024, n_threads=1, backend_sampling="on")
+    with Engine.load(cfg) as e:
+        greedy = SamplingParams(temperature=0.0)
+        free = GenerationRequest(prompt="The capital of France is", max_tokens=8,
+                                 ignore_eos=True, sampling=greedy)  # fmt: skip
+        said = e.generate(free)[0]
+        # the model's own words, then anything: no pick is ever rejected
+        grammar = f"root ::= {json.dumps(said)} [^\\x00]*"
+        sp = SamplingParams(temperature=0.0, grammar=grammar)
+        text, rec = e.generate(GenerationRequest(prompt="The capital of France is",
+                                                 max_tokens=16, sampling=sp))  # fmt: skip
+        assert text.startswith(said) and rec.grammar_rejections == 0
+        assert e._attached is not None  # the first pass never left the backend

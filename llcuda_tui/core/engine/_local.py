@@ -90,6 +90,8 @@ class Engine(EngineBase):
         self._vocab: Any = None
         self._max_piece_bytes = 0  # found on first need (_refuse_if_surely_too_long)
         self._sampler: Sampler | None = None
+        self._attached: Any = None
+        """The chain attached to the context as its backend (GPU) sampler, or None."""
         self._sampler_key: tuple | None = None
         self._backend_sampling = False
         self._cells: SeqCells
@@ -212,6 +214,7 @@ class Engine(EngineBase):
             greedy = SamplingParams(temperature=0.0)
             self._sampler = Sampler(build_chain(greedy, n_vocab), n_vocab)
             self._sampler_key = greedy.key()
+            self._attached = self._sampler.chain
             self._seq_cfg = (L.llama_sampler_seq_config * 1)()
             self._seq_cfg[0].seq_id = 0
             self._seq_cfg[0].sampler = ctypes.cast(self._sampler.chain, ctypes.c_void_p)
@@ -450,24 +453,43 @@ class Engine(EngineBase):
         import llama_cpp as L
 
         key = params.key()
-        old = self._sampler
-        if old is not None and key == self._sampler_key and (params.seed >= 0 or params.greedy):
-            old.reset()
-            return old
-        sampler = build_sampler(params, self._n_vocab, self._vocab)
-        if self._backend_sampling and sampler.grammar is not None:
-            # the grammar is checked on the CPU and a rejection needs the logits, which a
-            # context with a backend sampler does not copy back (needs_raw_logits in
-            # llama-context.cpp): this request's chain runs on the CPU; the next chain without
-            # a grammar is offered to the GPU again
-            L.llama_set_sampler(self._ctx, 0, None)
-        elif self._backend_sampling and not L.llama_set_sampler(self._ctx, 0, sampler.chain):
-            # not offloadable: llama.cpp detached the GPU chain, this one samples on the CPU
-            self._backend_sampling = False
-        self._sampler, self._sampler_key = sampler, key
-        if old is not None:
+        old = sampler = self._sampler
+        if sampler is not None and key == self._sampler_key and (params.seed >= 0 or params.greedy):
+            sampler.reset()
+        else:
+            sampler = build_sampler(params, self._n_vocab, self._vocab)
+            self._sampler, self._sampler_key = sampler, key
+        if self._backend_sampling:
+            # a grammar's lazy check can keep its first pass on the GPU (greedy, no penalties):
+            # only the picked token comes back; the first rejection fetches the logits
+            # (_refetch_logits). Any other grammar samples on the CPU. The next chain without a
+            # grammar is offered to the GPU again.
+            want = sampler.chain if sampler.backend_first_pass else None
+            if want is not self._attached:
+                if not L.llama_set_sampler(self._ctx, 0, want) and want is not None:
+                    # not offloadable: llama.cpp detached the GPU chain; CPU from now on
+                    self._backend_sampling, want = False, None
+                self._attached = want
+        if old is not None and old is not sampler:
             old.close()
+        if sampler.grammar is not None and self._attached is not None:
+            sampler.refetch = self._refetch_logits
         return sampler
+
+    def _refetch_logits(self) -> None:
+        """Make the last decoded token's logits readable: a sequence with a backend sampler
+        has its logits left on the GPU (``needs_raw_logits`` in llama-context.cpp), so the
+        backend chain is detached and that token decoded again (same cells, same position).
+        The rest of the request samples on the CPU: each attach or detach makes llama.cpp
+        re-reserve its compute graph."""
+        import llama_cpp as L
+
+        L.llama_set_sampler(self._ctx, 0, None)
+        self._attached = None
+        held = self._cells.tokens
+        L.llama_memory_seq_rm(self._mem, 0, len(held) - 1, -1)
+        self._one[0] = held[-1]
+        check_decode(L.llama_decode(self._ctx, self._batch_one))
 
     def _generate(
         self, req: GenerationRequest, emit: Callable[[Chunk], None], cancel: threading.Event

@@ -236,6 +236,12 @@ class Sampler:
         self.full_passes = 0
         """Tokens for which the grammar went over the whole vocabulary: the rejections the
         best ``top_few`` did not settle (every token with ``grammar_first``)."""
+        self.refetch: Callable[[], None] | None = None
+        """Set while the chain runs as a backend (GPU) sampler: makes the logits readable
+        before the first full pass (the engine decodes the token again without it)."""
+        self.backend_first_pass = grammar is None
+        """Whether the chain may run as a backend sampler: always without a grammar; with one,
+        for greedy picks without penalties (their first pass needs only the picked token)."""
         self.sample: Callable[[Any, int], int]
         if grammar is None:
             self.sample = functools.partial(L.llama_sampler_sample, chain)
@@ -245,6 +251,7 @@ class Sampler:
         # that chain is applied to candidates built here and accepted by hand
         self._penalized = params.penalized
         pure_greedy = params.greedy and not params.penalized and not params.logit_bias
+        self.backend_first_pass = params.greedy and not params.penalized and not grammar_first
         self._top_few = [k for k in top_few if pure_greedy and k > 0 and 16 * k <= n_vocab]
         self._one: Any = L.llama_token_data()
         self._one_p = L.llama_token_data_array(ctypes.pointer(self._one), 1, -1, False)
@@ -269,6 +276,8 @@ class Sampler:
             token = int(L.llama_sampler_sample(self.chain, ctx, idx))
         if not self.allows(token):
             self.rejections += 1
+            if self.refetch is not None:  # the logits are still on the GPU
+                self._leave_backend()
             token = self._resample(ctx, idx)
         L.llama_sampler_accept(self.grammar, token)
         if self._penalized:
@@ -281,6 +290,19 @@ class Sampler:
         self._L.llama_sampler_accept(self.grammar, token)
         self._L.llama_sampler_accept(self.chain, token)
         return token
+
+    def _leave_backend(self) -> None:
+        """After the engine's ``refetch`` (which detaches the chain and decodes the token
+        again), go on with a copy of the chain: one that ran as a backend sampler skips its
+        backend samplers on the CPU (``llama_sampler_chain_apply``)."""
+        assert self.refetch is not None
+        self.refetch()
+        self.refetch = None
+        L, old = self._L, self.chain
+        self.chain = L.llama_sampler_clone(old)
+        if self.owns_chain:
+            L.llama_sampler_free(old)
+        self.owns_chain = True
 
     def _resample(self, ctx: Any, idx: int) -> int:
         if self._top_few:
@@ -354,6 +376,7 @@ class Sampler:
         if self.grammar is not None:
             self._L.llama_sampler_reset(self.grammar)
         self.rejections = self.full_passes = 0
+        self.refetch = None
 
     def close(self) -> None:
         if self.grammar is not None:
