@@ -7,7 +7,10 @@ Usage (the acceptance point is on the GPU machine's 8B, whole model offloaded):
 The schema has 5 fields (string, integer, boolean, enum, array of strings). Each round runs
 one unconstrained greedy reply with ``ignore_eos`` for ``-n`` tokens and one constrained reply
 (it ends when the object closes), and compares decode tokens/s from the run records. Prints
-both means and the ratio constrained / unconstrained; exit code 0 when the ratio is >= 0.9.
+both means and the ratio constrained / unconstrained, and how many of the constrained tokens
+the grammar rejected (the model's own pick was not allowed) and how many of those took the
+full pass over the whole vocabulary (core/engine/_sampling.py, Sampler); exit code 0 when the
+ratio is >= 0.9.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ def main() -> int:
     cfg = EngineConfig(args.model, n_ctx=args.ctx, n_gpu_layers=args.ngl, n_threads=args.threads)
     free: list[float] = []
     constrained: list[float] = []
+    rejections = full_passes = constrained_tokens = 0
     with Engine.load(cfg) as engine:
         for _ in range(args.r):
             _, rec = engine.generate(
@@ -68,6 +72,9 @@ def main() -> int:
             if rec.stop_reason == "eos":
                 json.loads(text)  # the point of the grammar
             constrained.append(rec.decode_tokens_per_s)
+            rejections += rec.grammar_rejections
+            full_passes += rec.grammar_full_passes
+            constrained_tokens += rec.generated_tokens
         backend = engine.info.backend_sampling
     ratio = statistics.mean(constrained) / statistics.mean(free)
     out = {
@@ -75,6 +82,10 @@ def main() -> int:
         "unconstrained_tok_s": statistics.mean(free),
         "constrained_tok_s": statistics.mean(constrained),
         "ratio": ratio,
+        "constrained_tokens": constrained_tokens,
+        "grammar_rejections": rejections,
+        "grammar_full_passes": full_passes,
+        "rejected_share": rejections / constrained_tokens if constrained_tokens else 0.0,
         "backend_sampling": backend,
         "rounds": args.r,
     }

@@ -94,3 +94,23 @@ def test_close_releases_gpu_memory(gpu_model: Path) -> None:
     # and a second model loads into the freed memory
     with Engine.load(EngineConfig(Path(model), n_ctx=8192)) as again:
         assert again.info.backend.startswith("CUDA0")
+
+
+def test_a_grammar_samples_on_the_cpu_and_the_next_request_on_the_gpu(tiny_gguf: Path) -> None:
+    """A grammar's request detaches the backend chain (a rejection needs the logits, which a
+    backend sampler keeps on the GPU); its greedy reply is the CPU engine's, and the next
+    request without a grammar samples on the GPU again with the same text as before."""
+    from llcuda_tui.core.engine import json_schema_grammar
+
+    grammar = json_schema_grammar({"type": "array", "items": {"type": "integer"}, "maxItems": 4})
+    constrained = SamplingParams(temperature=0.0, grammar=grammar)
+    req = GenerationRequest(prompt="hello world", max_tokens=40, sampling=constrained)
+    with Engine.load(EngineConfig(tiny_gguf)) as eng:
+        assert eng.info.backend_sampling
+        free = _greedy_text(eng)
+        text, rec = eng.generate(req)
+        assert rec.grammar_rejections > 0  # the random model's own pick is often not allowed
+        assert _greedy_text(eng) == free
+        assert eng._backend_sampling  # the engine still offers its chains to the GPU
+    with Engine.load(EngineConfig(tiny_gguf, backend_sampling="off")) as eng:
+        assert eng.generate(req)[0] == text

@@ -156,6 +156,9 @@ if TYPE_CHECKING:
         stream_via as stream_via,
     )
     from ._sampling import (
+        Sampler as Sampler,
+    )
+    from ._sampling import (
         SamplingParams as SamplingParams,
     )
     from ._sampling import (
@@ -163,6 +166,9 @@ if TYPE_CHECKING:
     )
     from ._sampling import (
         build_chain as build_chain,
+    )
+    from ._sampling import (
+        build_sampler as build_sampler,
     )
     from ._templates import (
         CHATML as CHATML,
@@ -291,9 +297,11 @@ _EXPORTS = {
     "stream_via": "_protocol",
     "json_object_grammar": "_grammar",
     "json_schema_grammar": "_grammar",
+    "Sampler": "_sampling",
     "SamplingParams": "_sampling",
     "SamplingValues": "_sampling",
     "build_chain": "_sampling",
+    "build_sampler": "_sampling",
     "CHATML": "_templates",
     "ChatTemplate": "_templates",
     "GEMMA": "_templates",

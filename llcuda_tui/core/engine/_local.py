@@ -43,7 +43,7 @@ from llcuda_tui.core.engine._loadlog import (
 )
 from llcuda_tui.core.engine._prefill import PrefillPlan
 from llcuda_tui.core.engine._protocol import EngineBase, OnChunk, OnError
-from llcuda_tui.core.engine._sampling import SamplingParams, build_chain
+from llcuda_tui.core.engine._sampling import Sampler, SamplingParams, build_chain, build_sampler
 from llcuda_tui.core.engine._speculative import (
     Drafter,
     DraftLength,
@@ -92,8 +92,10 @@ class Engine(EngineBase):
         self._ctx: Any = None
         self._vocab: Any = None
         self._max_piece_bytes = 0  # found on first need (_refuse_if_surely_too_long)
-        self._chain: Any = None
-        self._chain_key: tuple | None = None
+        self._sampler: Sampler | None = None
+        self._attached: Any = None
+        """The chain attached to the context as its backend (GPU) sampler, or None."""
+        self._sampler_key: tuple | None = None
         self._backend_sampling = False
         self._cells: SeqCells
         self._saver: StatePersistence | None = None
@@ -221,13 +223,14 @@ class Engine(EngineBase):
         if self._backend_sampling:
             # A backend sampler attached at creation is part of the graph from the start
             # (attaching one later forces llama.cpp to re-reserve its compute graph).
-            self._chain = build_chain(
-                SamplingParams(temperature=0.0), L.llama_vocab_n_tokens(self._vocab)
-            )
-            self._chain_key = SamplingParams(temperature=0.0).key()
+            n_vocab = L.llama_vocab_n_tokens(self._vocab)
+            greedy = SamplingParams(temperature=0.0)
+            self._sampler = Sampler(build_chain(greedy, n_vocab), n_vocab)
+            self._sampler_key = greedy.key()
+            self._attached = self._sampler.chain
             self._seq_cfg = (L.llama_sampler_seq_config * 1)()
             self._seq_cfg[0].seq_id = 0
-            self._seq_cfg[0].sampler = ctypes.cast(self._chain, ctypes.c_void_p)
+            self._seq_cfg[0].sampler = ctypes.cast(self._sampler.chain, ctypes.c_void_p)
             cparams.samplers = self._seq_cfg
             cparams.n_samplers = 1
         mark_ctx = log.mark()
@@ -313,9 +316,9 @@ class Engine(EngineBase):
         if self._ctx:
             L.llama_free(self._ctx)
             self._ctx = None
-        if self._chain:
-            L.llama_sampler_free(self._chain)
-            self._chain = None
+        if self._sampler is not None:
+            self._sampler.close()
+            self._sampler = None
         if self._model:
             L.llama_model_free(self._model)
             self._model = None
@@ -461,32 +464,51 @@ class Engine(EngineBase):
         if current is not None:
             current.cancel()
 
-    def _sampler_for(self, params: SamplingParams) -> Any:
+    def _sampler_for(self, params: SamplingParams) -> Sampler:
         import llama_cpp as L
 
         key = params.key()
-        if self._chain is not None and key == self._chain_key and params.seed >= 0:
-            L.llama_sampler_reset(self._chain)
-            return self._chain
-        if self._chain is not None and key == self._chain_key and params.greedy:
-            L.llama_sampler_reset(self._chain)
-            return self._chain
-        chain = build_chain(params, self._n_vocab, self._vocab)
-        offloaded = not self._backend_sampling or L.llama_set_sampler(self._ctx, 0, chain)
-        # not offloadable: llama.cpp detached the GPU chain, this one samples on the CPU (from
-        # now on; but a grammar is never offloadable, so after a grammar's request the next
-        # chain without one is offered to the GPU again)
-        if not offloaded and params.grammar is None:
-            self._backend_sampling = False
-        old, self._chain, self._chain_key = self._chain, chain, key
-        if old is not None:
-            L.llama_sampler_free(old)
-        return chain
+        old = sampler = self._sampler
+        if sampler is not None and key == self._sampler_key and (params.seed >= 0 or params.greedy):
+            sampler.reset()
+        else:
+            sampler = build_sampler(params, self._n_vocab, self._vocab)
+            self._sampler, self._sampler_key = sampler, key
+        if self._backend_sampling:
+            # a grammar's lazy check can keep its first pass on the GPU (greedy, no penalties):
+            # only the picked token comes back; the first rejection fetches the logits
+            # (_refetch_logits). Any other grammar samples on the CPU. The next chain without a
+            # grammar is offered to the GPU again.
+            want = sampler.chain if sampler.backend_first_pass else None
+            if want is not self._attached:
+                if not L.llama_set_sampler(self._ctx, 0, want) and want is not None:
+                    # not offloadable: llama.cpp detached the GPU chain; CPU from now on
+                    self._backend_sampling, want = False, None
+                self._attached = want
+        if old is not None and old is not sampler:
+            old.close()
+        if sampler.grammar is not None and self._attached is not None:
+            sampler.refetch = self._refetch_logits
+        return sampler
+
+    def _refetch_logits(self) -> None:
+        """Make the last decoded token's logits readable: a sequence with a backend sampler
+        has its logits left on the GPU (``needs_raw_logits`` in llama-context.cpp), so the
+        backend chain is detached and that token decoded again (same cells, same position).
+        The rest of the request samples on the CPU: each attach or detach makes llama.cpp
+        re-reserve its compute graph."""
+        import llama_cpp as L
+
+        L.llama_set_sampler(self._ctx, 0, None)
+        self._attached = None
+        held = self._cells.tokens
+        L.llama_memory_seq_rm(self._mem, 0, len(held) - 1, -1)
+        self._one[0] = held[-1]
+        check_decode(L.llama_decode(self._ctx, self._batch_one))
 
     def _generate(
         self, req: GenerationRequest, emit: Callable[[Chunk], None], cancel: threading.Event
     ) -> RunRecord:
-        import llama_cpp as L
 
         t0 = time.perf_counter()
         tokens = self.prompt_tokens(req)
@@ -500,12 +522,11 @@ class Engine(EngineBase):
                 "shorten it or load the model with a larger --ctx"
             )
         budget = min(req.max_tokens, n_ctx - n_prompt)
-        chain = self._sampler_for(req.sampling)
+        sampler = self._sampler_for(req.sampling)
         if req.sampling.penalized:
             last_n = req.sampling.repeat_last_n
             window = tokens if last_n < 0 else tokens[len(tokens) - last_n :] if last_n else []
-            for t in window:  # the penalty covers the prompt too, as in llama.cpp's tools
-                L.llama_sampler_accept(chain, t)
+            sampler.accept_prompt(window)  # the penalty covers the prompt too, as in llama.cpp
         cells = self._cells
         if req.cache_prompt:
             reuse = keep_prefix(cells, self._saver, tokens)
@@ -519,7 +540,7 @@ class Engine(EngineBase):
             prompt_tokens_cached=n_keep, prompt_cache_note=note,
         )  # fmt: skip
         try:
-            return self._decode(req, tokens, n_keep, budget, chain, emit, cancel, t0, record_base)
+            return self._decode(req, tokens, n_keep, budget, sampler, emit, cancel, t0, record_base)
         except BaseException:
             cells.forget()  # a failed decode leaves the cells in an unknown state
             raise
@@ -530,7 +551,7 @@ class Engine(EngineBase):
         tokens: list[int],
         n_keep: int,
         budget: int,
-        chain: Any,
+        sampler: Sampler,
         emit: Callable[[Chunk], None],
         cancel: threading.Event,
         t0: float,
@@ -538,7 +559,7 @@ class Engine(EngineBase):
     ) -> RunRecord:
         import llama_cpp as L
 
-        ctx, decode, sample = self._ctx, L.llama_decode, L.llama_sampler_sample
+        ctx, decode, sample = self._ctx, L.llama_decode, sampler.sample
         is_eog, vocab = L.llama_vocab_is_eog, self._vocab
         held = self._cells.tokens
         n_prompt = len(tokens)
@@ -565,7 +586,7 @@ class Engine(EngineBase):
             start = end
             if report:
                 emit(Chunk("", prefill=PrefillProgress(end, n_prompt, n_keep)))
-        token = sample(chain, ctx, -1)
+        token = sample(ctx, -1)
         t_first = time.perf_counter()
         record_base["prompt_tokens_evaluated"] = n_prompt - n_keep
         spec = self.config.speculative
@@ -618,7 +639,7 @@ class Engine(EngineBase):
             if drafter is not None and verifier is not None:
                 n_draft = min(lengths.next(), budget - len(times) - 1)
                 drafts = drafter.draft([*held, token], n_draft) if n_draft > 0 else []
-                pending = verifier.step(chain, held, token, drafts)
+                pending = verifier.step(sample, held, token, drafts)
                 drafted += len(drafts)
                 accepted += len(pending) - 1
                 lengths.update(len(drafts), len(pending) - 1)
@@ -627,7 +648,10 @@ class Engine(EngineBase):
             one[0] = token
             check_decode(decode(ctx, batch_one))
             held.append(token)
-            token = sample(chain, ctx, -1)
+            token = sample(ctx, -1)
+        if sampler.grammar is not None:
+            record_base["grammar_rejections"] = sampler.rejections
+            record_base["grammar_full_passes"] = sampler.full_passes
         if drafted:
             record_base.update(drafted_tokens=drafted, accepted_tokens=accepted,
                                acceptance_rate=accepted / drafted)  # fmt: skip

@@ -1,9 +1,13 @@
-"""Sampling parameters and the llama.cpp sampler chain built from them (all in C)."""
+"""Sampling parameters, the llama.cpp sampler chain built from them (all in C) and the
+:class:`Sampler` a generation picks its tokens with (the chain, and a grammar checked lazily)."""
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import math
 import random
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -42,7 +46,8 @@ class SamplingParams(SamplingValues):
     """Subtracted once per occurrence in the window."""
     grammar: str | None = None
     """A GBNF grammar (root rule ``root``) every reply must match (llama.cpp's grammar
-    sampler; CPU only, so a request with one is sampled on the CPU)."""
+    sampler, checked lazily: see :class:`Sampler`; CPU only, so a request with one is sampled
+    on the CPU)."""
 
     def __post_init__(self) -> None:
         floats = (self.temperature, self.top_p, self.min_p, self.repeat_penalty)
@@ -92,15 +97,18 @@ class SamplingParams(SamplingValues):
         )
 
 
-def build_chain(params: SamplingParams, n_vocab: int, vocab: Any = None) -> Any:
-    """A llama.cpp sampler chain (a ``llama_sampler_p``) in the order llama.cpp's own tools use.
+TOP_FEW = (32, 1024)
+"""Greedy with a grammar: when the grammar rejects the argmax, the best 32 tokens, then the
+best 1,024 are checked before the whole vocabulary (docs/benchmarks.md, "Grammar-constrained
+decoding"); a level is skipped unless the vocabulary is at least 16 times larger."""
 
-    Every sampler here but the grammar's has a backend implementation, so a chain without a
-    grammar can also run on the GPU. A grammar needs the model's ``vocab``; one that does not
-    parse is a UserInputError.
+
+def build_chain(params: SamplingParams, n_vocab: int) -> Any:
+    """A llama.cpp sampler chain (a ``llama_sampler_p``) in the order llama.cpp's own tools use,
+    without the grammar (a grammar is a :class:`Sampler`'s own sampler, checked lazily).
+
+    Every sampler here has a backend implementation, so the chain can also run on the GPU.
     """
-    import ctypes
-
     import llama_cpp as L
 
     chain = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
@@ -119,14 +127,6 @@ def build_chain(params: SamplingParams, n_vocab: int, vocab: Any = None) -> Any:
                 n_vocab, n, ctypes.cast(arr, ctypes.POINTER(L.llama_logit_bias))
             ),
         )
-    if params.grammar is not None:
-        grammar = None
-        if vocab is not None:
-            grammar = L.llama_sampler_init_grammar(vocab, params.grammar.encode(), b"root")
-        if not grammar:
-            L.llama_sampler_free(chain)
-            raise GrammarError("the grammar does not parse (GBNF with a 'root' rule)")
-        add(chain, grammar)  # before the penalties and the pick: only allowed tokens remain
     if params.penalized:
         last_n = params.repeat_last_n
         penalties = L.llama_sampler_init_penalties(
@@ -150,3 +150,238 @@ def build_chain(params: SamplingParams, n_vocab: int, vocab: Any = None) -> Any:
     seed = params.seed if params.seed >= 0 else random.getrandbits(32)
     add(chain, L.llama_sampler_init_dist(seed))
     return chain
+
+
+def build_sampler(
+    params: SamplingParams,
+    n_vocab: int,
+    vocab: Any = None,
+    *,
+    top_few: Sequence[int] = TOP_FEW,
+    grammar_first: bool = False,
+) -> Sampler:
+    """The :class:`Sampler` for ``params``: its chain, and its grammar when there is one (that
+    needs the model's ``vocab``; a grammar that does not parse is a GrammarError).
+    ``grammar_first``: the grammar goes over the whole vocabulary before every pick (what this
+    engine did before the lazy check; the reference the tests compare with)."""
+    import llama_cpp as L
+
+    grammar = None
+    if params.grammar is not None:
+        if vocab is not None:
+            grammar = L.llama_sampler_init_grammar(vocab, params.grammar.encode(), b"root")
+        if not grammar:
+            raise GrammarError("the grammar does not parse (GBNF with a 'root' rule)")
+    try:
+        chain = build_chain(params, n_vocab)
+    except BaseException:
+        if grammar:
+            L.llama_sampler_free(grammar)
+        raise
+    return Sampler(chain, n_vocab, grammar, params, top_few=top_few, grammar_first=grammar_first)
+
+
+_TOKEN_DATA = [("id", "<i4"), ("logit", "<f4"), ("p", "<f4")]
+"""``llama_token_data`` as a numpy record (int32, float, float: 12 bytes, no padding)."""
+
+
+class Sampler:
+    """How one generation picks its tokens: ``sample(ctx, idx) -> token`` (which also accepts
+    the token into the chain's and the grammar's state, exactly once).
+
+    Without a grammar it is ``llama_sampler_sample`` on the chain (on the GPU when the chain is
+    attached to the context as a backend sampler).
+
+    With a grammar it does what llama.cpp's common sampler does (``common_sampler_sample`` with
+    ``grammar_first=false``, as llama-server): the chain picks from the whole vocabulary
+    without the grammar; only that token is checked against the grammar (a one-element
+    candidate array); when the grammar allows it, it is accepted into the grammar and that is
+    the token. Only when the grammar rejects it are the candidates rebuilt from the logits, the
+    grammar goes over all of them first, then the chain picks again (``rejections`` and
+    ``full_passes`` count these). Grammar-first walked the grammar over the whole vocabulary
+    for every token.
+
+    Greedy gives the grammar-first tokens exactly: the argmax, when allowed, is the highest
+    allowed logit (and the lowest id among equals, as the greedy sampler picks). A pure greedy
+    chain (no logit bias, no penalties) also tries the best ``top_few`` tokens (sorted; each
+    size in turn) before the whole vocabulary: the best allowed one among them is the answer
+    when its logit is above the lowest of them (no token outside can tie it).
+
+    With temperature > 0 the reply's distribution is llama.cpp's common sampler's
+    (llama-server's), not grammar-first's: an allowed draw is kept, a rejected one is redrawn
+    from the grammar-filtered distribution (so allowed tokens the model favours are a little
+    more likely than under grammar-first, which renormalises over the allowed ones only).
+    """
+
+    def __init__(
+        self,
+        chain: Any,
+        n_vocab: int,
+        grammar: Any = None,
+        params: SamplingParams | None = None,
+        *,
+        top_few: Sequence[int] = TOP_FEW,
+        owns_chain: bool = True,
+        grammar_first: bool = False,
+    ) -> None:
+        import llama_cpp as L
+
+        self._L = L
+        self.chain = chain
+        self.grammar = grammar
+        self.n_vocab = n_vocab
+        self.owns_chain = owns_chain
+        self.rejections = 0
+        """Tokens for which the grammar rejected the chain's pick (since the last reset)."""
+        self.full_passes = 0
+        """Tokens for which the grammar went over the whole vocabulary: the rejections the
+        best ``top_few`` did not settle (every token with ``grammar_first``)."""
+        self.refetch: Callable[[], None] | None = None
+        """Set while the chain runs as a backend (GPU) sampler: makes the logits readable
+        before the first full pass (the engine decodes the token again without it)."""
+        self.backend_first_pass = grammar is None
+        """Whether the chain may run as a backend sampler: always without a grammar; with one,
+        for greedy picks without penalties (their first pass needs only the picked token)."""
+        self.sample: Callable[[Any, int], int]
+        if grammar is None:
+            self.sample = functools.partial(L.llama_sampler_sample, chain)
+            return
+        params = params or SamplingParams()
+        # penalties remember what they are told to accept: a rejected pick must not count, so
+        # that chain is applied to candidates built here and accepted by hand
+        self._penalized = params.penalized
+        pure_greedy = params.greedy and not params.penalized and not params.logit_bias
+        self.backend_first_pass = params.greedy and not params.penalized and not grammar_first
+        self._top_few = [k for k in top_few if pure_greedy and k > 0 and 16 * k <= n_vocab]
+        self._one: Any = L.llama_token_data()
+        self._one_p = L.llama_token_data_array(ctypes.pointer(self._one), 1, -1, False)
+        self._cur: Any = None  # the whole vocabulary's candidates, made on the first full pass
+        self.sample = self._sample_grammar_first if grammar_first else self._sample_lazy
+
+    # --- the lazy grammar -------------------------------------------------------------------
+
+    def allows(self, token: int) -> bool:
+        """Whether the grammar, in its current state, allows ``token`` next."""
+        one, arr = self._one, self._one_p
+        one.id, one.logit, one.p = token, 1.0, 0.0
+        arr.size, arr.selected, arr.sorted = 1, -1, False
+        self._L.llama_sampler_apply(self.grammar, ctypes.byref(arr))
+        return bool(one.logit != -math.inf)
+
+    def _sample_lazy(self, ctx: Any, idx: int) -> int:
+        L = self._L
+        if self._penalized:
+            token = self._pick(ctx, idx, grammar_first=False)
+        else:  # the chain's accept is a no-op without penalties (llama-sampler.cpp)
+            token = int(L.llama_sampler_sample(self.chain, ctx, idx))
+        if not self.allows(token):
+            self.rejections += 1
+            if self.refetch is not None:  # the logits are still on the GPU
+                self._leave_backend()
+            token = self._resample(ctx, idx)
+        L.llama_sampler_accept(self.grammar, token)
+        if self._penalized:
+            L.llama_sampler_accept(self.chain, token)
+        return token
+
+    def _sample_grammar_first(self, ctx: Any, idx: int) -> int:
+        token = self._pick(ctx, idx, grammar_first=True)
+        self.full_passes += 1
+        self._L.llama_sampler_accept(self.grammar, token)
+        self._L.llama_sampler_accept(self.chain, token)
+        return token
+
+    def _leave_backend(self) -> None:
+        """After the engine's ``refetch`` (which detaches the chain and decodes the token
+        again), go on with a copy of the chain: one that ran as a backend sampler skips its
+        backend samplers on the CPU (``llama_sampler_chain_apply``)."""
+        assert self.refetch is not None
+        self.refetch()
+        self.refetch = None
+        L, old = self._L, self.chain
+        self.chain = L.llama_sampler_clone(old)
+        if self.owns_chain:
+            L.llama_sampler_free(old)
+        self.owns_chain = True
+
+    def _resample(self, ctx: Any, idx: int) -> int:
+        if self._top_few:
+            logits = self._logits(ctx, idx)
+            for k in self._top_few:
+                token = self._best_allowed_of_top(logits, k)
+                if token is not None:
+                    return token
+        self.full_passes += 1
+        return self._pick(ctx, idx, grammar_first=True)
+
+    def _logits(self, ctx: Any, idx: int) -> Any:
+        import numpy as np
+
+        ptr = self._L.llama_get_logits_ith(ctx, idx)
+        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
+
+    def _best_allowed_of_top(self, logits: Any, k: int) -> int | None:
+        import numpy as np
+
+        top = np.argpartition(logits, self.n_vocab - k)[self.n_vocab - k :]
+        values = logits[top]
+        order = np.lexsort((top, -values))  # highest logit first, lowest id among equals
+        few = np.empty(k, dtype=_TOKEN_DATA)
+        few["id"], few["logit"], few["p"] = top[order], values[order], 0.0
+        arr = self._L.llama_token_data_array(
+            few.ctypes.data_as(self._L.llama_token_data_p), k, -1, False
+        )
+        self._L.llama_sampler_apply(self.grammar, ctypes.byref(arr))
+        allowed = np.flatnonzero(few["logit"] != -np.inf)
+        if not allowed.size:
+            return None
+        best = allowed[0]
+        # exact only when no token outside the few can tie the best allowed one
+        if values[order[best]] <= values[order[-1]]:
+            return None
+        return int(few["id"][best])
+
+    def _pick(self, ctx: Any, idx: int, grammar_first: bool) -> int:
+        """The chain's pick over the whole vocabulary (after the grammar when
+        ``grammar_first``), applied to candidates built from the logits (nothing accepted)."""
+        import numpy as np
+
+        L = self._L
+        if self._cur is None:
+            self._cur = np.empty(self.n_vocab, dtype=_TOKEN_DATA)
+            self._ids = np.arange(self.n_vocab, dtype=np.int32)
+            self._cur_p = L.llama_token_data_array(
+                self._cur.ctypes.data_as(L.llama_token_data_p), self.n_vocab, -1, False
+            )
+        cur, arr = self._cur, self._cur_p
+        cur["id"], cur["logit"], cur["p"] = self._ids, self._logits(ctx, idx), 0.0
+        arr.size, arr.selected, arr.sorted = self.n_vocab, -1, False
+        if grammar_first:
+            L.llama_sampler_apply(self.grammar, ctypes.byref(arr))
+        L.llama_sampler_apply(self.chain, ctypes.byref(arr))
+        return int(cur["id"][arr.selected])
+
+    # --- state ------------------------------------------------------------------------------
+
+    def accept_prompt(self, tokens: list[int]) -> None:
+        """Tell the penalties about tokens before the reply (never the grammar: it constrains
+        the reply only)."""
+        accept, chain = self._L.llama_sampler_accept, self.chain
+        for t in tokens:
+            accept(chain, t)
+
+    def reset(self) -> None:
+        """Back to the state of a fresh generation (the grammar at its root)."""
+        self._L.llama_sampler_reset(self.chain)
+        if self.grammar is not None:
+            self._L.llama_sampler_reset(self.grammar)
+        self.rejections = self.full_passes = 0
+        self.refetch = None
+
+    def close(self) -> None:
+        if self.grammar is not None:
+            self._L.llama_sampler_free(self.grammar)
+            self.grammar = None
+        if self.chain is not None and self.owns_chain:
+            self._L.llama_sampler_free(self.chain)
+        self.chain = None

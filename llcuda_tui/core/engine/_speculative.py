@@ -19,7 +19,7 @@ occurrence of the reply's last n tokens, in the prompt or the reply; no model) a
 from __future__ import annotations
 
 import ctypes
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -268,9 +268,13 @@ class Verifier:
         self.mem = L.llama_get_memory(ctx)
         self.batch = L.llama_batch_init(n_max + 1, 0, 1)
 
-    def step(self, chain: Any, held: list[int], token: int, drafts: list[int]) -> list[int]:
+    def step(
+        self, sample: Callable[[Any, int], int], held: list[int], token: int, drafts: list[int]
+    ) -> list[int]:
         """Decode ``token`` then ``drafts`` after ``held``; return the accepted drafts plus the
-        target's own next token. ``held`` is extended with exactly what stays in the cells."""
+        target's own next token, each picked by ``sample(ctx, i)`` (a Sampler's: it accepts
+        each returned token into the grammar once, and no other token). ``held`` is extended
+        with exactly what stays in the cells."""
         L, batch = self._L, self.batch
         pos0 = len(held)
         seq = [token, *drafts]
@@ -284,7 +288,7 @@ class Verifier:
         check_decode(L.llama_decode(self.ctx, batch))
         out: list[int] = []
         for i in range(len(seq)):
-            chosen = int(L.llama_sampler_sample(chain, self.ctx, i))
+            chosen = int(sample(self.ctx, i))
             out.append(chosen)
             if i >= len(drafts) or chosen != drafts[i]:
                 break

@@ -312,6 +312,12 @@ class RunRecord:
     """Drafted tokens the target agreed with (each saved one target decode step)."""
     acceptance_rate: float = 0.0
     """accepted_tokens / drafted_tokens (0 when nothing was drafted)."""
+    grammar_rejections: int = 0
+    """With a grammar: tokens for which the grammar rejected the sampler's own pick (the rest
+    cost one token's check)."""
+    grammar_full_passes: int = 0
+    """With a grammar: tokens for which the grammar went over the whole vocabulary (the slow
+    path: the rejections that the best few tokens did not settle)."""
 
     def to_dict(self, with_token_times: bool = False) -> dict[str, Any]:
         d = asdict(self)

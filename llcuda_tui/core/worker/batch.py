@@ -5,7 +5,8 @@ one engine thread that runs a slot loop like ``llama-server``'s. Each step build
 ``llama_batch`` holding one token for every sequence that is decoding plus prompt chunks of
 sequences still in prefill (up to ``n_batch`` tokens), asking for logits only where a token is
 to be sampled; it calls ``llama_decode`` once, then samples each of those sequences with its own
-sampler chain (``llama_sampler_sample(chain, ctx, i)``). A sequence that ends, is cancelled or
+sampler (``Sampler.sample(ctx, i)``: its chain, and a grammar checked lazily, as in the
+in-process engine). A sequence that ends, is cancelled or
 whose client went away is removed from the KV cache (``llama_memory_seq_rm``) at once and its
 slot is free for the next request in the queue.
 
@@ -48,6 +49,7 @@ from llcuda_tui.core.engine import (
     OnError,
     PrefillPlan,
     PrefillProgress,
+    Sampler,
     SamplingParams,
     SeqCells,
     StatePersistence,
@@ -55,6 +57,7 @@ from llcuda_tui.core.engine import (
     TokensFromEngine,
     apply_rope,
     build_chain,
+    build_sampler,
     check_gguf_file,
     check_memory,
     choose_slot,
@@ -106,7 +109,7 @@ class _Seq:
     tokens: list[int]
     budget: int
     t0: float
-    chain: Any = None
+    sampler: Sampler | None = None
     slot: int = -1
     n_fed: int = 0
     """Prompt tokens already decoded (or placed in the current batch)."""
@@ -226,11 +229,11 @@ class BatchEngine(TokensFromEngine, EngineBase):
         bad = [t for t in request.sampling.logit_bias if not 0 <= t < self.info.n_vocab]
         if bad:
             raise UserInputError(f"logit bias names token {bad[0]}, outside the vocabulary")
-        chain = None
+        sampler = None
         if not self._backend_sampling or request.sampling.grammar is not None:
             # checks the logit bias and the grammar here, so a bad one is the caller's 400;
             # a grammar always samples on the CPU (it has no GPU implementation)
-            chain = build_chain(request.sampling, self.info.n_vocab, self._vocab)
+            sampler = build_sampler(request.sampling, self.info.n_vocab, self._vocab)
         handle = GenerationHandle(request)
         seq = _Seq(
             handle,
@@ -239,7 +242,7 @@ class BatchEngine(TokensFromEngine, EngineBase):
             tokens,
             min(request.max_tokens, n_ctx - len(tokens)),
             t0,
-            chain,
+            sampler,
         )
         self._incoming.put(seq)
         return handle
@@ -485,10 +488,12 @@ class BatchEngine(TokensFromEngine, EngineBase):
         import llama_cpp as L
 
         params = seq.handle.request.sampling
-        if self._backend_sampling and seq.chain is not None:
-            # a CPU chain (a grammar): llama.cpp refuses to offload it and detaches the slot's
-            # GPU chain, so this slot samples on the CPU; the next request re-attaches one
-            L.llama_set_sampler(self._ctx, seq.slot, seq.chain)
+        if self._backend_sampling and seq.sampler is not None:
+            # a grammar: checked on the CPU, and a rejection needs this row's logits, which
+            # llama.cpp copies back only for a sequence without a backend sampler: the slot's
+            # GPU chain is detached and this request samples on the CPU; the next request
+            # re-attaches one
+            L.llama_set_sampler(self._ctx, seq.slot, None)
             self._slot_keys[seq.slot] = None
         elif self._backend_sampling:
             slot, key = seq.slot, _chain_key(params)
@@ -501,12 +506,12 @@ class BatchEngine(TokensFromEngine, EngineBase):
                     raise EngineError("this sampler chain cannot run on the GPU")
                 L.llama_sampler_free(self._slot_chains[slot])
                 self._slot_chains[slot], self._slot_keys[slot] = chain, key
-            seq.chain = self._slot_chains[slot]
+            seq.sampler = Sampler(self._slot_chains[slot], self.info.n_vocab, owns_chain=False)
+        assert seq.sampler is not None
         if params.penalized:
             last_n, tokens = params.repeat_last_n, seq.tokens
             window = tokens if last_n < 0 else tokens[len(tokens) - last_n :] if last_n else []
-            for t in window:  # the penalty covers the prompt too, as in the Engine
-                L.llama_sampler_accept(seq.chain, t)
+            seq.sampler.accept_prompt(window)  # the penalty covers the prompt too, as in the Engine
 
     def _step(self) -> None:
         """One llama_decode over every active sequence, then one sample for each that needs it."""
@@ -567,11 +572,11 @@ class BatchEngine(TokensFromEngine, EngineBase):
             self._report_prefill(seq)
         # sample everything first, then hand tokens out: the ctypes calls (which let other
         # threads take the GIL) stay out of the stretch where consumers are being woken
-        sample, ctx = L.llama_sampler_sample, self._ctx
+        ctx = self._ctx
         sampled = [
-            (seq, sample(seq.chain, ctx, seq.out))
+            (seq, seq.sampler.sample(ctx, seq.out))
             for seq in in_batch
-            if seq.out >= 0 and seq.chain is not None  # not failed by its progress callback
+            if seq.out >= 0 and seq.sampler is not None  # not failed by its progress callback
         ]
         for seq, tok in sampled:
             try:
@@ -625,12 +630,10 @@ class BatchEngine(TokensFromEngine, EngineBase):
     def _release(self, seq: _Seq, keep_cells: bool = True) -> None:
         """Free the slot now; its cells stay for the next request that shares their prefix,
         unless the generation failed (then their content is unknown)."""
-        import llama_cpp as L
 
-        own = not self._backend_sampling or seq.handle.request.sampling.grammar is not None
-        if own and seq.chain is not None:
-            L.llama_sampler_free(seq.chain)
-        seq.chain = None
+        if seq.sampler is not None:  # frees its chain unless it is the slot's GPU chain
+            seq.sampler.close()
+        seq.sampler = None
         if seq.slot < 0:
             return
         if not keep_cells or self.parallel > 1:  # kept cells of other slots changed greedy text
@@ -642,6 +645,9 @@ class BatchEngine(TokensFromEngine, EngineBase):
 
     def _finish(self, seq: _Seq, stop_reason: str) -> None:
         n_evaluated = seq.n_fed - seq.n_cached
+        sampler = seq.sampler
+        grammar = sampler is not None and sampler.grammar is not None
+        counts = (sampler.rejections, sampler.full_passes) if sampler and grammar else (0, 0)
         self._release(seq)
         tail = ""
         if stop_reason != "stop" and seq.utf8 is not None and seq.stops is not None:
@@ -658,6 +664,8 @@ class BatchEngine(TokensFromEngine, EngineBase):
             prompt_tokens_cached=seq.n_cached,
             prompt_cache_note=seq.cache_note,
         )
+        if grammar:
+            base["grammar_rejections"], base["grammar_full_passes"] = counts
         try:
             record = finish_run(
                 seq.on_chunk, tail, stop_reason, seq.t0, seq.t_prefill, seq.t_first, seq.times, base

@@ -203,3 +203,38 @@ def test_close_cancels_what_runs(tiny_cfg: EngineConfig) -> None:
 def test_bad_parallel_is_refused(tiny_cfg: EngineConfig) -> None:
     with pytest.raises(UserInputError, match="parallel"):
         BatchEngine.load(tiny_cfg, parallel=0)
+
+
+@pytest.mark.parametrize("backend_sampling", ["off", "on"])
+def test_grammar_requests_side_by_side_equal_in_process(
+    tiny_cfg: EngineConfig, solo: Engine, backend_sampling: str
+) -> None:
+    """The batch samples a grammar with the in-process engine's lazy check (and a repeat
+    penalty with a grammar no longer feeds the prompt's tokens to the grammar, which aborted
+    the process); with backend sampling on (the CPU backend has it too) a grammar's slot
+    detaches its backend chain and the plain request beside it keeps one."""
+    from dataclasses import replace
+
+    from llcuda_tui.core.engine import json_schema_grammar
+
+    grammar = json_schema_grammar({"type": "array", "items": {"type": "integer"}, "maxItems": 3})
+    constrained = SamplingParams(temperature=0.0, grammar=grammar)
+    penalized = SamplingParams(temperature=0.0, grammar=grammar, repeat_penalty=1.3)
+    reqs = [
+        GenerationRequest(prompt="hello world", max_tokens=40, sampling=constrained),
+        GenerationRequest(prompt="the cat", max_tokens=40, sampling=penalized),
+        _req("a dog", 24),
+    ]
+    expected = [solo.generate(r) for r in reqs]
+    assert expected[0][1].grammar_rejections > 0  # the random model's picks are often refused
+    cfg = replace(tiny_cfg, backend_sampling=backend_sampling)
+    with BatchEngine.load(cfg, parallel=3) as eng:
+        assert eng.info.backend_sampling is (backend_sampling == "on")
+        handles = [eng.submit(r, lambda c: None, None) for r in reqs]
+        records = [h.result(60) for h in handles]
+        texts = [eng.generate(r)[0] for r in reqs]  # one at a time, after the batch
+    assert texts == [t for t, _ in expected]
+    for rec, (_, want) in zip(records, expected, strict=True):
+        assert rec.generated_tokens == want.generated_tokens
+        assert rec.grammar_rejections == want.grammar_rejections
+        assert rec.grammar_full_passes == want.grammar_full_passes

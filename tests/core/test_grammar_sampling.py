@@ -1,0 +1,208 @@
+"""The lazy grammar check (core/engine/_sampling.py, Sampler) against grammar-first, on the
+starter model and the tiny random one: greedy gives the same tokens and the same text for
+several schemas and grammars (one where the model's own pick is nearly always rejected), the
+same with speculative decoding and through the batch engine; a repeat penalty with a grammar
+no longer aborts the process (the prompt's tokens went into the grammar)."""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from llcuda_tui.core.engine import (
+    Engine,
+    EngineConfig,
+    GenerationRequest,
+    Sampler,
+    SamplingParams,
+    SpecSettings,
+    build_sampler,
+    json_schema_grammar,
+)
+
+pytestmark = pytest.mark.timeout(600)
+
+CLUB = {  # bench/grammar_speed.py's schema
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "maxLength": 40},
+        "age": {"type": "integer"},
+        "member": {"type": "boolean"},
+        "colour": {"enum": ["red", "green", "blue"]},
+        "tags": {"type": "array", "items": {"type": "string", "maxLength": 16}, "maxItems": 4},
+    },
+    "required": ["name", "age", "member", "colour", "tags"],
+    "additionalProperties": False,
+}
+GRAMMARS = {
+    "club": json_schema_grammar(CLUB),
+    "ints": json_schema_grammar({"type": "array", "items": {"type": "integer"}, "maxItems": 5}),
+    "enum": json_schema_grammar({"enum": ["alpha", "beta", "gamma"]}),
+    # nothing a model writes after a chat prompt: its own pick is rejected at nearly every token
+    "shout": 'root ::= [A-Z] [A-Z] [A-Z] [A-Z] [A-Z] [A-Z] [A-Z] [A-Z] "!" [0-9] [0-9] [0-9]',
+}
+MESSAGES = [{"role": "user", "content": "Describe a fictional club member as a JSON object."}]
+
+
+def _greedy_tokens(
+    engine: Engine, grammar: str, make: Callable[[SamplingParams], Sampler], n: int
+) -> tuple[list[int], int, int]:
+    """The reply's tokens (up to end of generation or ``n``) sampled by ``make(params)``'s
+    sampler on the engine's own context, its rejections and its full grammar passes."""
+    import llama_cpp as L
+
+    req = GenerationRequest(messages=MESSAGES, max_tokens=n)
+    params = SamplingParams(temperature=0.0, grammar=grammar)
+
+    def run() -> tuple[list[int], int, int]:
+        ctx = engine.ctx_ptr
+        vocab = L.llama_model_get_vocab(engine.model_ptr)
+        L.llama_memory_clear(L.llama_get_memory(ctx), True)
+        prompt = engine.prompt_tokens(req)
+        arr = (ctypes.c_int32 * len(prompt))(*prompt)
+        assert L.llama_decode(ctx, L.llama_batch_get_one(arr, len(prompt))) == 0
+        sampler = make(params)
+        one = (ctypes.c_int32 * 1)()
+        out: list[int] = []
+        try:
+            for _ in range(n):
+                token = sampler.sample(ctx, -1)
+                if L.llama_vocab_is_eog(vocab, token):
+                    break
+                out.append(token)
+                one[0] = token
+                assert L.llama_decode(ctx, L.llama_batch_get_one(one, 1)) == 0
+            return out, sampler.rejections, sampler.full_passes
+        finally:
+            sampler.close()
+
+    result: tuple[list[int], int, int] = engine.run_on_engine(run)
+    return result
+
+
+def _maker(engine: Engine, **kw: Any) -> Callable[[SamplingParams], Sampler]:
+    import llama_cpp as L
+
+    n_vocab, vocab = engine.info.n_vocab, L.llama_model_get_vocab(engine.model_ptr)
+    return lambda params: build_sampler(params, n_vocab, vocab, **kw)
+
+
+@pytest.fixture(scope="module", params=["smollm", "tiny"])
+def engine(request: pytest.FixtureRequest, smollm_path: Path, tiny_gguf: Path) -> Any:
+    path = smollm_path if request.param == "smollm" else tiny_gguf
+    with Engine.load(EngineConfig(path, n_ctx=1024, n_threads=1)) as engine:
+        yield engine
+
+
+@pytest.mark.parametrize("name", sorted(GRAMMARS))
+def test_greedy_lazy_check_gives_the_grammar_first_tokens(engine: Engine, name: str) -> None:
+    grammar, n = GRAMMARS[name], 40
+    first, _, first_full = _greedy_tokens(engine, grammar, _maker(engine, grammar_first=True), n)
+    lazy, rejected, full = _greedy_tokens(engine, grammar, _maker(engine, top_few=()), n)
+    lazy_top, rejected_top, full_top = _greedy_tokens(engine, grammar, _maker(engine), n)
+    assert first and lazy == first and lazy_top == first
+    assert first_full == len(first) + (len(first) < n)  # every token, the end's included
+    assert full == rejected == rejected_top and full_top <= rejected <= first_full
+    if name == "shout":  # the model's own pick was rejected at most tokens
+        assert rejected >= len(first) // 2
+    # the engine's own loop (Engine.generate) samples with the same lazy check
+    text, record = engine.generate(
+        GenerationRequest(
+            messages=MESSAGES,
+            max_tokens=n,
+            sampling=SamplingParams(temperature=0.0, grammar=grammar),
+        )
+    )
+    pieces = b"".join(engine.token_piece(t) for t in first).decode("utf-8", errors="replace")
+    assert text == pieces
+    assert record.generated_tokens == len(first)
+    assert (record.grammar_rejections, record.grammar_full_passes) == (rejected, full_top)
+    if name == "club" and record.stop_reason == "eos":
+        assert set(json.loads(text)) == set(CLUB["properties"])  # type: ignore[call-overload]
+
+
+def test_speculative_decoding_keeps_the_grammar_reply(smollm_path: Path) -> None:
+    # prompt lookup drafts from the prompt: a prompt that holds JSON like the reply's
+    prompt = 'Copy this JSON: {"name": "Ann", "age": 31, "member": true, "colour": "red", '
+    prompt += '"tags": ["a", "b"]}\nCopy: '
+    grammar = GRAMMARS["club"]
+    req = GenerationRequest(
+        prompt=prompt, max_tokens=60, sampling=SamplingParams(temperature=0.0, grammar=grammar)
+    )
+    cfg = EngineConfig(smollm_path, n_ctx=1024, n_threads=1)
+    with Engine.load(cfg) as plain:
+        expected, _ = plain.generate(req)
+    spec = SpecSettings(mode="ngram", draft_max=8, adaptive=False)
+    with Engine.load(EngineConfig(smollm_path, n_ctx=1024, n_threads=1, speculative=spec)) as e:
+        text, record = e.generate(req)
+    assert record.drafted_tokens > 0  # speculation ran
+    assert text == expected
+
+
+def test_a_repeat_penalty_with_a_grammar_does_not_abort(tiny_gguf: Path) -> None:
+    # the grammar was part of the chain that accepted the prompt's tokens for the penalty:
+    # llama.cpp threw inside the grammar ("Unexpected empty grammar stack") and the process died
+    code = f"""
+from llcuda_tui.core.engine import Engine, EngineConfig, GenerationRequest, SamplingParams
+from llcuda_tui.core.engine import json_schema_grammar
+g = json_schema_grammar({{"enum": ["red", "green"]}})
+with Engine.load(EngineConfig({str(tiny_gguf)!r}, n_ctx=256, n_threads=1)) as e:
+    for s in (SamplingParams(temperature=0, grammar=g, repeat_penalty=1.3),
+              SamplingParams(temperature=0.8, seed=3, grammar=g, presence_penalty=1.0)):
+        print(e.generate(GenerationRequest(prompt="hello there", max_tokens=20, sampling=s))[0])
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert [json.loads(line) for line in out.stdout.splitlines()] in (
+        [a, b] for a in ("red", "green") for b in ("red", "green")
+    )
+
+
+def test_a_backend_sampler_keeps_the_reply_and_fetches_logits_only_on_a_rejection(
+    smollm_path: Path, tiny_gguf: Path
+) -> None:
+    # backend sampling runs on the CPU backend too: the same path as on a GPU, where only the
+    # picked token comes back and the first rejection decodes the token again for its logits
+    for path in (smollm_path, tiny_gguf):
+        replies: dict[str, list[tuple[str, int]]] = {}
+        for mode in ("off", "on"):
+            with Engine.load(
+                EngineConfig(path, n_ctx=1024, n_threads=1, backend_sampling=mode)
+            ) as e:
+                assert e.info.backend_sampling is (mode == "on")
+                free = GenerationRequest(prompt="hello world", max_tokens=12, ignore_eos=True,
+                                         sampling=SamplingParams(temperature=0.0))  # fmt: skip
+                before = e.generate(free)[0]
+                got = []
+                for name in ("club", "shout", "enum"):
+                    sp = SamplingParams(temperature=0.0, grammar=GRAMMARS[name])
+                    text, rec = e.generate(GenerationRequest(messages=MESSAGES, max_tokens=30,
+                                                             sampling=sp))  # fmt: skip
+                    got.append((text, rec.grammar_rejections))
+                assert e.generate(free)[0] == before  # back on the backend chain, same text
+                replies[mode] = got
+        assert replies["on"] == replies["off"]
+        assert any(rejected for _, rejected in replies["on"])
+
+
+def test_a_greedy_grammar_the_model_follows_stays_on_the_backend(smollm_path: Path) -> None:
+    cfg = EngineConfig(smollm_path, n_ctx=1024, n_threads=1, backend_sampling="on")
+    with Engine.load(cfg) as e:
+        greedy = SamplingParams(temperature=0.0)
+        free = GenerationRequest(prompt="The capital of France is", max_tokens=8,
+                                 ignore_eos=True, sampling=greedy)  # fmt: skip
+        said = e.generate(free)[0]
+        # the model's own words, then anything: no pick is ever rejected
+        grammar = f"root ::= {json.dumps(said)} [^\\x00]*"
+        sp = SamplingParams(temperature=0.0, grammar=grammar)
+        text, rec = e.generate(GenerationRequest(prompt="The capital of France is",
+                                                 max_tokens=16, sampling=sp))  # fmt: skip
+        assert text.startswith(said) and rec.grammar_rejections == 0
+        assert e._attached is not None  # the first pass never left the backend
