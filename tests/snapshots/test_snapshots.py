@@ -23,7 +23,7 @@ from llcuda_tui.core.store import ModelChoice, Store
 from tests.tui.conftest import h100_sampler, make_app, wait_for
 
 pytestmark = pytest.mark.timeout(120)
-SIZE = (120, 40)
+SIZES = [pytest.param((120, 40), id="120x40"), pytest.param((80, 24), id="80x24")]
 GIB = 2**30
 
 REPLY = """A **GGUF** file is a single-file model format used by llama.cpp:
@@ -107,7 +107,10 @@ def fixed_disk(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage)
 
 
-def test_chat_screen(snap_compare: Any, settings: Settings, smollm_path: Path) -> None:
+@pytest.mark.parametrize("size", SIZES)
+def test_chat_screen(
+    size: tuple[int, int], snap_compare: Any, settings: Settings, smollm_path: Path
+) -> None:
     choice = ModelChoice(
         "smollm2-135m-instruct",
         smollm_path,
@@ -135,11 +138,12 @@ def test_chat_screen(snap_compare: Any, settings: Settings, smollm_path: Path) -
         await wait_for(pilot, lambda: chat.plan.history_tokens > before, what="recount")
         await pilot.pause()
 
-    assert snap_compare(app, terminal_size=SIZE, run_before=ready)
+    assert snap_compare(app, terminal_size=size, run_before=ready)
 
 
+@pytest.mark.parametrize("size", SIZES)
 def test_models_screen(
-    snap_compare: Any, settings: Settings, tiny_gguf: Path, fixed_disk: None
+    size: tuple[int, int], snap_compare: Any, settings: Settings, tiny_gguf: Path, fixed_disk: None
 ) -> None:
     store = Store(Paths.from_env())
     entry = store.import_path(tiny_gguf, name="acme/tiny-llama:F32")
@@ -164,20 +168,22 @@ def test_models_screen(
         no_blink(app)
         await pilot.pause(0.2)
 
-    assert snap_compare(app, terminal_size=SIZE, run_before=ready)
+    assert snap_compare(app, terminal_size=size, run_before=ready)
 
 
-def test_gpu_screen(snap_compare: Any, settings: Settings) -> None:
+@pytest.mark.parametrize("size", SIZES)
+def test_gpu_screen(size: tuple[int, int], snap_compare: Any, settings: Settings) -> None:
     app = make_app(settings, gpu_sampler=h100_sampler(), start_screen="gpu")
 
     async def ready(pilot: Any) -> None:
         await wait_for(pilot, lambda: app.screen.query("GpuPanel"), what="panel")
         await pilot.pause()
 
-    assert snap_compare(app, terminal_size=SIZE, run_before=ready)
+    assert snap_compare(app, terminal_size=size, run_before=ready)
 
 
-def test_bench_screen(snap_compare: Any, settings: Settings) -> None:
+@pytest.mark.parametrize("size", SIZES)
+def test_bench_screen(size: tuple[int, int], snap_compare: Any, settings: Settings) -> None:
     with BenchStore.open(settings.paths) as bench:
         for run in bench_runs():
             bench.save_run(run)
@@ -193,7 +199,7 @@ def test_bench_screen(snap_compare: Any, settings: Settings) -> None:
         no_blink(app)
         await pilot.pause()
 
-    assert snap_compare(app, terminal_size=SIZE, run_before=ready)
+    assert snap_compare(app, terminal_size=size, run_before=ready)
 
 
 def bench_runs() -> list[StoredRun]:
