@@ -16,7 +16,6 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
-from llcuda_tui.palette import PaletteBinding
 from llcuda_tui.widgets import KeyFooter
 
 if TYPE_CHECKING:
@@ -54,12 +53,9 @@ def key_rows(app: App[Any], bindings: Iterable[Binding]) -> list[KeyRow]:
         if not b.description:
             continue
         key = app.get_key_display(b)
-        more = b.tooltip
-        if isinstance(b, PaletteBinding) and b.title:
-            more = f"{more} · palette: {b.title}" if more else f"palette: {b.title}"
         found = rows.get(b.action)
         if found is None:
-            rows[b.action] = KeyRow(key, b.description, more)
+            rows[b.action] = KeyRow(key, b.description, b.tooltip)
         elif key not in found.key.split(" / "):
             rows[b.action] = KeyRow(f"{found.key} / {key}", found.what, found.more)
     return list(rows.values())
@@ -76,7 +72,7 @@ def sections(app: App[Any], first: str | None = None) -> list[tuple[str, list[Ke
         "every titled command of the app and this screen, by name",
     )
     everywhere = [*key_rows(app, own_bindings(type(app))), palette]
-    out = [("Everywhere (not inside a text field for ?)", everywhere)]
+    out = [("Everywhere", everywhere)]
     order = sorted(SCREENS, key=lambda s: s[0] != first)
     for _mode, title, module, name in order:
         screen_type = getattr(importlib.import_module(module), name)
@@ -93,8 +89,8 @@ def sections(app: App[Any], first: str | None = None) -> list[tuple[str, list[Ke
 
 def render_section(rows: list[KeyRow]) -> Table:
     table = Table.grid(padding=(0, 2))
-    table.add_column(style="bold", min_width=9, no_wrap=True)
-    table.add_column(no_wrap=True)
+    table.add_column(style="bold", min_width=8, no_wrap=True)
+    table.add_column(min_width=16, no_wrap=True)
     table.add_column(style="dim")
     for row in rows:
         table.add_row(row.key, row.what, row.more)
@@ -123,17 +119,19 @@ class HelpScreen(ModalScreen[None]):
     def __init__(self, first: str | None = None) -> None:
         super().__init__()
         self.first = first
+        self.sections = sections(self.app, first)
+        """(title, rows) as shown."""
 
     def compose(self) -> ComposeResult:
         with Vertical():
             yield Static(
-                "Keys · the footer shows the focused area's and the screen's; "
-                "Ctrl+P finds a command by name",
+                "Keys by screen. The footer shows the focused area's and the screen's; in a "
+                "text field letters are typed (Tab leaves it); Ctrl+P finds a command by name.",
                 classes="hint",
                 markup=False,
             )
             with VerticalScroll(id="help-keys"):
-                for title, rows in sections(self.app, self.first):
+                for title, rows in self.sections:
                     yield Static(title, classes="help-title", markup=False)
                     yield Static(render_section(rows))
         yield KeyFooter(app_keys=False)

@@ -67,7 +67,7 @@ class ChatScreen(Screen[None]):
     CSS_PATH = "chat.tcss"
     AUTO_FOCUS = "#prompt"
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape", "stop", "Stop"),
+        Binding("escape", "stop", "Stop", tooltip="Stop the reply, or cancel an edit"),
         PaletteBinding(
             "ctrl+n", "new_conversation", "New",
             title="Chat: New conversation", tooltip="Start a new chat",

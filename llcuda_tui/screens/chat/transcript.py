@@ -52,7 +52,7 @@ class Transcript(VerticalScroll):
     it is tinted and its footer has Copy (the focused turn, else the last reply) and Export."""
 
     DEFAULT_CSS = """
-    Transcript:focus { background-tint: $foreground 5%; }
+    Transcript:focus { background: $foreground 4%; }
     """
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+y", "screen.copy_message", "Copy", tooltip="To the clipboard (OSC 52)"),
