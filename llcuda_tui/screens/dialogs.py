@@ -51,8 +51,7 @@ class ConfirmDialog(ModalScreen[bool]):
             yield Label(self.question, markup=False)
             with Horizontal(classes="buttons"):
                 yield Button(self.no, id="no")
-                variant = "error" if self.destructive else "warning"
-                yield Button(self.yes, id="yes", variant=variant)
+                yield Button(self.yes, id="yes", variant="error" if self.destructive else "warning")
         yield KeyFooter(app_keys=False)
 
     def on_mount(self) -> None:

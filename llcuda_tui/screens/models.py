@@ -447,23 +447,34 @@ class ModelsScreen(Screen[None]):
         if name is None:
             return
 
+        entry = self.entries[name]
+        pinned = entry.state.pinned
+
+        def remove() -> Any:
+            store = self.store()
+            if not pinned:
+                return store.remove(name)
+            store.set_pinned(name, False)  # the store refuses a pinned model
+            try:
+                return store.remove(name)
+            except LlcudaError:
+                store.set_pinned(name, True)  # as it was: nothing half-done
+                raise
+
         def confirmed(yes: bool | None) -> None:
             if yes:
                 self.run_store_action(
-                    "delete",
-                    lambda: self.store().remove(name),
-                    lambda r: f"deleted {name}, freed {fmt_size(r.freed_bytes)}",
+                    "delete", remove, lambda r: f"deleted {name}, freed {fmt_size(r.freed_bytes)}"
                 )
 
-        entry = self.entries[name]
         question = f"Delete {name} ({fmt_size(entry.manifest.size)}) from the store?"
-        if entry.state.pinned:
+        if pinned:
             question += (
-                "\n\nIt is pinned: you pinned it to keep it (gc and the size cap never "
-                "evict it). Deleting removes it all the same."
+                "\n\nIt is pinned: you marked it to keep (gc and the size cap never evict "
+                "it). Deleting unpins it first."
             )
-        dialog = ConfirmDialog(question, yes="Delete", destructive=True)
-        self.app.push_screen(dialog, confirmed)
+        yes = "Unpin and delete" if pinned else "Delete"
+        self.app.push_screen(ConfirmDialog(question, yes=yes, destructive=True), confirmed)
 
     def action_import_file(self) -> None:
         def chosen(path: str | None) -> None:

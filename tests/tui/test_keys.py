@@ -7,6 +7,7 @@ Keys go to widgets that are mounted, filled and focused; the tests wait on state
 
 from __future__ import annotations
 
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +71,7 @@ async def test_at_80x24_every_footer_keeps_f1_to_f4(settings: Settings) -> None:
             keys = footer_keys(app)
             spans = sorted((k.region.x, k.region.right) for k in keys.values())
             assert all(right <= SMALL[0] for _, right in spans), (screen, spans)
-            assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:], strict=False)), spans
+            assert all(a[1] <= b[0] for a, b in pairwise(spans)), spans
             for f in ("f1", "f2", "f3", "f4"):
                 assert keys[f].region.width > 0, (screen, f)
 
@@ -125,7 +126,9 @@ async def test_question_mark_lists_every_screens_keys_and_the_palette_opens_it(
         help_screen = app.screen
         await pilot.pause()
         titles = [title for title, _ in help_screen.sections]
-        text = "\n".join(f"{r.key} {r.what} {r.more}" for _, rows in help_screen.sections for r in rows)
+        text = "\n".join(
+            f"{r.key} {r.what} {r.more}" for _, rows in help_screen.sections for r in rows
+        )
         assert "Everywhere" in visible_text(app, help_screen.query_one("#help-keys"))
         # the screen it was opened from comes first, after the app's own keys
         assert titles[:2] == ["Everywhere", "Models (F2)"], titles
@@ -200,6 +203,12 @@ async def test_deleting_a_pinned_model_warns_and_starts_on_no(
         await wait_for(pilot, lambda: isinstance(app.screen, ModelsScreen), what="closed")
         await pilot.pause()
         assert [e.name for e in Store(Paths.from_env()).entries()] == ["acme/tiny-llama:F32"]
+        # y: unpinned and deleted (the store alone refuses a pinned model)
+        await pilot.press("delete")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmDialog), what="dialog")
+        await wait_for(pilot, lambda: app.screen.focused is not None, what="dialog focus")
+        await pilot.press("y")
+        await wait_for(pilot, lambda: not Store(Paths.from_env()).entries(), what="deleted")
 
 
 async def test_deleting_a_conversation_starts_on_no(settings: Settings) -> None:
