@@ -94,7 +94,7 @@ class LlcudaApp(App[int]):
             "question_mark", "help", "Keys", key_display="?",
             title="Keys", tooltip="The keys of every screen",
         ),
-        Binding("ctrl+q", "quit", "Quit", show=False, priority=True),
+        Binding("ctrl+q", "quit", "Quit", show=False, priority=True, tooltip="Close llcuda"),
     ]  # fmt: skip
 
     def __init__(

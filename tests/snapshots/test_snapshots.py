@@ -1,4 +1,5 @@
-"""One snapshot per screen at 120x40, on fixed data: no model is loaded (the chat engine is a
+"""One snapshot per screen at 120x40 and at 80x24 (the smallest size every screen must be
+usable at), and the keys screen (?), on fixed data: no model is loaded (the chat engine is a
 stand-in with a fixed LoadInfo and token count), GPU data is a recorded H100 trace, the
 clock, the disk's free space and the fit device are fixed, and cursors do not blink.
 
@@ -197,6 +198,20 @@ def test_bench_screen(size: tuple[int, int], snap_compare: Any, settings: Settin
         screen.poll()
         screen.set_status("run 2 done: pp512 7981.2 t/s, tg128 117.9 t/s")
         no_blink(app)
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=size, run_before=ready)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_help_screen(size: tuple[int, int], snap_compare: Any, settings: Settings) -> None:
+    """The keys of every screen, opened with ? on the GPU screen (its keys come first)."""
+    app = make_app(settings, gpu_sampler=h100_sampler(), start_screen="gpu")
+
+    async def ready(pilot: Any) -> None:
+        await wait_for(pilot, lambda: app.screen.query("GpuPanel"), what="panel")
+        await pilot.press("question_mark")
+        await wait_for(pilot, lambda: app.screen.query("#help-keys"), what="help screen")
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=size, run_before=ready)
