@@ -102,6 +102,18 @@ def no_blink(app: Any) -> None:
         widget.cursor_blink = False  # type: ignore[attr-defined]
 
 
+async def settled(pilot: Any, state: Any, quiet: int = 5) -> None:
+    """Until ``state()`` is the same ``quiet`` pauses in a row: at 80x24 the transcript
+    scrolls, and its scrollbar was drawn while the reply's Markdown was still being laid
+    out (the thumb's size changed from run to run)."""
+    seen, same = state(), 0
+    while same < quiet:
+        await pilot.pause(0.05)
+        now = state()
+        same = same + 1 if now == seen else 0
+        seen = now
+
+
 @pytest.fixture()
 def fixed_disk(monkeypatch: pytest.MonkeyPatch) -> None:
     usage = shutil._ntuple_diskusage(1000 * GIB, 400 * GIB, 600 * GIB)  # type: ignore[attr-defined]
@@ -137,7 +149,7 @@ def test_chat_screen(
         before = chat.plan.history_tokens
         chat.prompt.value = "And how is it different\nfrom safetensors?"
         await wait_for(pilot, lambda: chat.plan.history_tokens > before, what="recount")
-        await pilot.pause()
+        await settled(pilot, lambda: (chat.transcript.virtual_size, chat.transcript.scroll_y))
 
     assert snap_compare(app, terminal_size=size, run_before=ready)
 
