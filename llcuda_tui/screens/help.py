@@ -107,7 +107,6 @@ class HelpScreen(ModalScreen[None]):
         border: thick $primary; background: $surface; padding: 0 1;
     }
     HelpScreen #help-keys { height: 1fr; }
-    HelpScreen #help-keys:focus { background-tint: $foreground 4%; }
     HelpScreen .help-title { text-style: bold; color: $accent; margin-top: 1; }
     HelpScreen .hint { padding: 0; }
     """

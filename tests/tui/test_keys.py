@@ -178,6 +178,29 @@ async def test_the_focus_is_always_visible_on_the_chat_screen(settings: Settings
             assert region_look(app, widget) != blurred, f"{widget} looks the same focused"
 
 
+async def test_the_focus_is_always_visible_on_the_other_screens(
+    settings: Settings, tiny_gguf: Path
+) -> None:
+    """The Models detail and the GPU panels (scrolling areas) did not show their focus."""
+    Store(Paths.from_env()).import_path(tiny_gguf, name="tiny-llama")
+    app = make_app(settings, start_screen="models")
+    async with app.run_test(size=SIZE) as pilot:
+        for key, screen_type in SCREENS[1:]:
+            await pilot.press(key)
+            await wait_for(pilot, lambda s=screen_type: isinstance(app.screen, s), what="screen")
+            screen = app.screen
+            await wait_for(pilot, lambda s=screen: s.focus_chain, what="focusable widgets")
+            for widget in screen.focus_chain:
+                screen.set_focus(None)
+                await wait_for(pilot, lambda s=screen: s.focused is None, what="no focus")
+                await pilot.pause()
+                blurred = region_look(app, widget)
+                widget.focus()
+                await wait_for(pilot, lambda w=widget: w.has_focus, what=f"focus on {widget}")
+                await pilot.pause()
+                assert region_look(app, widget) != blurred, f"{widget} looks the same focused"
+
+
 async def test_deleting_a_pinned_model_warns_and_starts_on_no(
     settings: Settings, tiny_gguf: Path
 ) -> None:

@@ -49,11 +49,9 @@ def message_widget(m: Message) -> ChatMessage:
 
 class Transcript(VerticalScroll):
     """The turns of the open conversation, newest at the bottom (anchored). Focused (Tab),
-    it is tinted and its footer has Copy (the focused turn, else the last reply) and Export."""
+    it is lifted (app.tcss) and its footer has Copy (the focused turn, else the last reply)
+    and Export."""
 
-    DEFAULT_CSS = """
-    Transcript:focus { background: $foreground 4%; }
-    """
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+y", "screen.copy_message", "Copy", tooltip="To the clipboard (OSC 52)"),
         Binding("ctrl+s", "screen.export", "Export", tooltip="The chat as Markdown"),
