@@ -3,7 +3,9 @@
 The app owns what the screens share: the settings, the conversation store, the GPU sampler
 (one thread, sampling every second; screens read its ring buffers), and the loaded chat
 engine. F1-F4 and the command palette (Ctrl+P) switch screens; the palette offers what the
-app's and the current screen's ``BINDINGS`` give a title (``llcuda_tui.palette``).
+app's and the current screen's ``BINDINGS`` give a title (``llcuda_tui.palette``), and ``?``
+shows every screen's keys (``llcuda_tui.screens.help``, built from the same lists). Under 100
+columns the screens carry the ``-narrow`` class (their stylesheets fit 80x24 with it).
 """
 
 from __future__ import annotations
@@ -70,6 +72,9 @@ class LlcudaApp(App[int]):
 
     CSS_PATH = "app.tcss"
     TITLE = "llcuda"
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide")]  # noqa: RUF012 (App's own type)
+    """Screens under 100 columns get ``-narrow`` (80x24 must stay usable: every stylesheet
+    fits it with that class)."""
     MODES: ClassVar[dict[str, str | Callable[[], Screen]]] = {
         "chat": _on_first_switch("llcuda_tui.screens.chat", "ChatScreen"),
         "models": _on_first_switch("llcuda_tui.screens.models", "ModelsScreen"),
@@ -97,7 +102,12 @@ class LlcudaApp(App[int]):
             "f5", "attach_worker", "Attach worker", show=False,
             title="Attach worker", tooltip="Use a remote llcuda worker (llcuda serve) by URL",
         ),
-        Binding("ctrl+q", "quit", "Quit", show=False, priority=True),
+        # not a priority binding: in a text field ? is typed (Tab leaves the field first)
+        PaletteBinding(
+            "question_mark", "help", "Keys", key_display="?",
+            title="Keys", tooltip="The keys of every screen",
+        ),
+        Binding("ctrl+q", "quit", "Quit", show=False, priority=True, tooltip="Close llcuda"),
     ]  # fmt: skip
 
     def __init__(
@@ -283,6 +293,12 @@ class LlcudaApp(App[int]):
         yield from super().get_system_commands(screen)
         yield from palette_commands(self, self, self.BINDINGS)
         yield from palette_commands(self, screen, screen.BINDINGS)
+
+    def action_help(self) -> None:
+        from llcuda_tui.screens.help import HelpScreen  # on first use
+
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen(self.current_mode))
 
     def action_attach_worker(self) -> None:
         def attach(url: str | None) -> None:

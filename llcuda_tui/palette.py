@@ -1,9 +1,11 @@
 """Key bindings that are also command palette entries.
 
 A screen's ``BINDINGS`` (and the app's) is the one list of what can be done there: the footer
-shows each binding's ``description``, Textual's keys panel its ``tooltip`` too, and the command
-palette (Ctrl+P) offers every :class:`PaletteBinding` under its ``title``. A command that should
-be in the palette gets a title in that list, not an entry in a second one.
+shows each binding's ``description``, the keys screen (?, ``screens/help.py``) its ``tooltip``
+too, and the command palette (Ctrl+P) offers every :class:`PaletteBinding` under its
+``title``. A command that should be in the palette gets a title in that list, not an entry in
+a second one. The list is in order of use: where the footer has no room for every key (under
+100 columns) it leaves out the last ones first.
 """
 
 from __future__ import annotations

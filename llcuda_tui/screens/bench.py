@@ -19,15 +19,13 @@ from typing import TYPE_CHECKING, ClassVar, cast
 
 from textual import on, work
 from textual.app import ComposeResult
-from textual.binding import Binding, BindingType
+from textual.binding import BindingType
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import (
     Button,
     DataTable,
-    Footer,
     Input,
-    Label,
     ProgressBar,
     Select,
     Static,
@@ -44,7 +42,8 @@ from llcuda_tui.core.bench import (
 )
 from llcuda_tui.core.errors import LlcudaError, UserInputError
 from llcuda_tui.messages import BenchDone, BenchSized, ChoicesReady, SpeedsFound, StoreChanged
-from llcuda_tui.widgets import MetricPlot
+from llcuda_tui.palette import PaletteBinding
+from llcuda_tui.widgets import KeyFooter, MetricPlot
 
 if TYPE_CHECKING:
     from llcuda_tui.app import LlcudaApp
@@ -84,12 +83,25 @@ class BenchProgressHolder:
 class BenchScreen(Screen[None]):
     DEFAULT_CSS = """
     BenchScreen #bench-pick, BenchScreen #bench-form { height: 3; }
-    BenchScreen #bench-form Label { padding: 1 0 0 1; color: $text-muted; }
     BenchScreen #bench-model { width: 1fr; }
+    BenchScreen #bench-model SelectCurrent Static#label {
+        text-wrap: nowrap; text-overflow: ellipsis;
+    }
     BenchScreen #bench-mode { width: 18; }
     BenchScreen #bench-target { width: 30; }
     BenchScreen #bench-pick Button { min-width: 8; }
     BenchScreen #bench-form Input { width: 1fr; }
+    BenchScreen #bench-form .-latency { display: none; }
+    BenchScreen #bench-form.-mode-latency .-latency { display: block; }
+    BenchScreen #bench-form.-mode-latency .-pp-tg { display: none; }
+    BenchScreen #bench-form.-remote .-local { display: none; }
+    /* the fields are named by their border titles: at 80x24 labels beside them left no
+       room for the values (every field was blank) */
+    BenchScreen #bench-form Input { border-title-color: $text-muted; }
+    BenchScreen.-narrow #bench-mode { width: 15; }
+    BenchScreen.-narrow #bench-target { width: 20; }
+    BenchScreen.-narrow #bench-pick Button { min-width: 7; }
+    BenchScreen.-narrow #bench-form Input { padding: 0 1; }
     BenchScreen #bench-status { height: auto; padding: 0 1; }
     BenchScreen #bench-plots { height: auto; padding: 0 1; }
     BenchScreen TabbedContent { height: 1fr; }
@@ -97,13 +109,29 @@ class BenchScreen(Screen[None]):
     BenchScreen #export-bar { height: 3; }
     BenchScreen #export-format { width: 20; }
     """
+    # most used first: under 100 columns the footer keeps the first that fit (? lists all)
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("ctrl+r", "run", "Run"),
-        Binding("escape", "stop", "Stop"),
-        Binding("space", "mark", "Mark for compare"),
-        Binding("c", "compare", "Compare"),
-        Binding("ctrl+s", "export", "Export"),
-    ]
+        PaletteBinding(
+            "ctrl+r", "run", "Run",
+            title="Bench: Run", tooltip="Run the benchmark set up above",
+        ),
+        PaletteBinding(
+            "escape", "stop", "Stop",  # shown while a run is going (check_action)
+            title="Bench: Stop", tooltip="Stop after the current repetition",
+        ),
+        PaletteBinding(
+            "ctrl+s", "export", "Export",
+            title="Bench: Export results", tooltip="The shown run as md, csv or json",
+        ),
+        PaletteBinding(
+            "space", "mark", "Mark",
+            title="Bench: Mark for compare", tooltip="Mark the History row (two at most)",
+        ),
+        PaletteBinding(
+            "c", "compare", "Compare",
+            title="Bench: Compare", tooltip="Compare the two marked runs",
+        ),
+    ]  # fmt: skip
 
     def __init__(self) -> None:
         super().__init__()
@@ -137,18 +165,24 @@ class BenchScreen(Screen[None]):
             yield Button("Stop", id="stop-bench")
         with Horizontal(id="bench-form"):
             # classes: the fields a mode or target uses (form_fields shows only those)
-            yield Label("pp (prompt tokens)", classes="-pp-tg")
-            yield Input(FORM_DEFAULTS["n-prompt"], id="n-prompt", classes="-pp-tg")
-            yield Label("tg (generated)")
-            yield Input(FORM_DEFAULTS["n-gen"], id="n-gen")
-            yield Label("reps")
-            yield Input(FORM_DEFAULTS["reps"], id="reps")
-            yield Label("ngl", classes="-local")
-            yield Input(str(b.n_gpu_layers), id="bench-ngl", classes="-local")
-            yield Label("batch", classes="-pp-tg")
-            yield Input("2048", id="bench-batch", classes="-pp-tg")
-            yield Label("concurrency", classes="-latency")
-            yield Input("1", id="bench-concurrency", classes="-latency")
+            for title, tooltip, field in (
+                (
+                    "pp tokens",
+                    "prompt tokens (a list: 128,512)",
+                    Input(FORM_DEFAULTS["n-prompt"], id="n-prompt", classes="-pp-tg"),
+                ),
+                (
+                    "tg tokens",
+                    "generated tokens (a list: 64,128)",
+                    Input(FORM_DEFAULTS["n-gen"], id="n-gen"),
+                ),
+                ("reps", "repetitions", Input(FORM_DEFAULTS["reps"], id="reps")),
+                ("ngl", "GPU layers", Input(str(b.n_gpu_layers), id="bench-ngl", classes="-local")),
+                ("batch", "n_batch", Input("2048", id="bench-batch", classes="-pp-tg")),
+                ("streams", "concurrency", Input("1", id="bench-concurrency", classes="-latency")),
+            ):
+                field.border_title, field.tooltip = title, tooltip
+                yield field
         yield ProgressBar(total=1, id="bench-progress")
         yield Static("", id="bench-status", markup=False)
         with Vertical(id="bench-plots"):
@@ -170,7 +204,7 @@ class BenchScreen(Screen[None]):
             yield Select(FORMATS, value="md", allow_blank=False, id="export-format")
             yield Button("Export", id="export")
             yield Static("", id="export-status", classes="hint", markup=False)
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         self.mark_column, *_ = self.query_one("#history", DataTable).add_columns(
@@ -198,13 +232,13 @@ class BenchScreen(Screen[None]):
     def form_fields(self) -> None:
         """Show the fields the chosen mode and target use: pp and batch for pp/tg and sweep,
         concurrency for latency, ngl when models load on this machine."""
-        latency = self.query_one("#bench-mode", Select).value == "latency"
-        for widget in self.query(".-pp-tg"):
-            widget.display = not latency
-        for widget in self.query(".-latency"):
-            widget.display = latency
-        for widget in self.query(".-local"):
-            widget.display = self.target == LOCAL
+        form = self.query_one("#bench-form")
+        form.set_class(self.query_one("#bench-mode", Select).value == "latency", "-mode-latency")
+        form.set_class(self.target != LOCAL, "-remote")
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Esc (stop) is in the footer while a benchmark runs only."""
+        return self.cancel_event is not None if action == "stop" else True
 
     # --- defaults and the estimate ---------------------------------------------------------
 
@@ -444,6 +478,7 @@ class BenchScreen(Screen[None]):
         where = "" if target == LOCAL else f" on worker {target}"
         self.set_status(f"starting the {mode} benchmark{where}…")
         self.poll_timer.resume()
+        self.refresh_bindings()  # Esc stops it: the footer says so
         self.run_benchmark(mode, spec, self.progress, self.cancel_event, target)
 
     @work(thread=True, exclusive=True, group="bench", exit_on_error=False)
@@ -516,6 +551,7 @@ class BenchScreen(Screen[None]):
         self.poll()
         self.poll_timer.pause()
         self.cancel_event = None
+        self.refresh_bindings()
         self.query_one("#bench-progress", ProgressBar).remove_class("-visible")
         if message.error is not None:
             self.set_status(f"benchmark stopped: {message.error}")

@@ -1,4 +1,5 @@
-"""Small modal dialogs: confirm, and ask for one line of text."""
+"""Small modal dialogs: confirm, and ask for one line of text. Each has a footer with its
+keys; a destructive question (delete a model, a conversation) starts on **No**."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label
+
+from llcuda_tui.widgets import KeyFooter
 
 # a Label is as wide as its text by default: a long question ran past the dialog's edge and
 # was cut (it wraps at the dialog's width now)
@@ -25,28 +28,34 @@ DIALOG_CSS = """
 
 
 class ConfirmDialog(ModalScreen[bool]):
-    """Yes / no; Enter confirms the focused button, Esc says no."""
+    """Yes / no; Enter presses the focused button, y says yes, Esc says no. A
+    ``destructive`` question starts on the no button: Enter alone never deletes."""
 
     DEFAULT_CSS = DIALOG_CSS.format(name="ConfirmDialog")
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "dismiss(False)", "Cancel"),
         Binding("y", "dismiss(True)", "Yes"),
+        Binding("left,right", "app.focus_previous", "Other button", show=False),
     ]
 
-    def __init__(self, question: str, yes: str = "Yes", no: str = "Cancel") -> None:
+    def __init__(
+        self, question: str, yes: str = "Yes", no: str = "Cancel", *, destructive: bool = False
+    ) -> None:
         super().__init__()
         self.question = question
         self.yes, self.no = yes, no
+        self.destructive = destructive
 
     def compose(self) -> ComposeResult:
         with Vertical():
             yield Label(self.question, markup=False)
             with Horizontal(classes="buttons"):
                 yield Button(self.no, id="no")
-                yield Button(self.yes, id="yes", variant="warning")
+                yield Button(self.yes, id="yes", variant="error" if self.destructive else "warning")
+        yield KeyFooter(app_keys=False)
 
     def on_mount(self) -> None:
-        self.query_one("#yes", Button).focus()
+        self.query_one("#no" if self.destructive else "#yes", Button).focus()
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         self.dismiss(event.button.id == "yes")
@@ -71,6 +80,7 @@ class TextPromptDialog(ModalScreen[str | None]):
             with Horizontal(classes="buttons"):
                 yield Button("Cancel", id="cancel")
                 yield Button("OK", id="ok", variant="primary")
+        yield KeyFooter(app_keys=False)
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         self.dismiss(event.value)

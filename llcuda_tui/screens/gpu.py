@@ -11,14 +11,15 @@ from typing import TYPE_CHECKING, ClassVar, TypeVar, cast
 
 from textual import on, work
 from textual.app import ComposeResult
-from textual.binding import Binding, BindingType
+from textual.binding import BindingType
 from textual.containers import Vertical, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Footer, Static
+from textual.widgets import Static
 from textual.worker import Worker
 
 from llcuda_tui.messages import WorkerGpuPolled
-from llcuda_tui.widgets import GpuPanel
+from llcuda_tui.palette import PaletteBinding
+from llcuda_tui.widgets import GpuPanel, KeyFooter
 
 if TYPE_CHECKING:
     from llcuda_tui.app import LlcudaApp
@@ -43,7 +44,12 @@ class GpuScreen(Screen[None]):
         height: auto; border: round $warning; padding: 0 1; margin: 0 0 1 0; color: $warning;
     }
     """
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("s", "next_span", "History span")]
+    BINDINGS: ClassVar[list[BindingType]] = [
+        PaletteBinding(
+            "s", "next_span", "History span",
+            title="GPU: History span", tooltip="30 s, 2 min or 10 min of history",
+        ),
+    ]  # fmt: skip
 
     def __init__(self) -> None:
         super().__init__()
@@ -70,7 +76,7 @@ class GpuScreen(Screen[None]):
             yield host
             yield Vertical(id="local-gpus")
             yield Vertical(id="worker-gpus")
-        yield Footer()
+        yield KeyFooter()
 
     async def on_mount(self) -> None:
         self.set_interval(POLL_S, self.poll)

@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from textual import on, work
 from textual.app import ComposeResult
-from textual.binding import Binding, BindingType
+from textual.binding import BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Button, DataTable, Footer, Input, ProgressBar, Static
+from textual.widgets import Button, DataTable, Input, ProgressBar, Static
 from textual.worker import Worker, WorkerState
 
 from llcuda_tui.core.errors import LlcudaError
@@ -52,7 +52,9 @@ from llcuda_tui.messages import (
     WorkerFitsListed,
     WorkFailed,
 )
+from llcuda_tui.palette import PaletteBinding
 from llcuda_tui.screens.dialogs import ConfirmDialog, TextPromptDialog
+from llcuda_tui.widgets import KeyFooter
 
 if TYPE_CHECKING:
     from llcuda_tui.app import LlcudaApp
@@ -62,17 +64,45 @@ PULL_POLL_S = 0.25
 
 class ModelsScreen(Screen[None]):
     CSS_PATH = "models.tcss"
+    # most used first: under 100 columns the footer keeps the first that fit (? lists all)
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("p", "toggle_pin", "Pin/unpin"),
-        Binding("v", "verify", "Verify"),
-        Binding("delete", "delete_model", "Delete"),
-        Binding("i", "import_file", "Import"),
-        Binding("h", "focus_hub", "HF repo"),
-        Binding("c", "edit_cap", "Size cap", show=False),  # named on the disk line
-        Binding("r", "refresh", "Refresh", show=False),
-        Binding("t", "pull_team", "Pull from team", show=False),  # named in the detail
-        Binding("escape", "cancel_pull", "Cancel"),
-    ]
+        PaletteBinding(
+            "escape", "cancel_pull", "Cancel pull",  # shown while a pull runs (check_action)
+            title="Models: Cancel the pull", tooltip="Stop the download (pulling again resumes)",
+        ),
+        PaletteBinding(
+            "delete", "delete_model", "Delete",
+            title="Models: Delete model", tooltip="Remove the selected model (asks first)",
+        ),
+        PaletteBinding(
+            "h", "focus_hub", "HF repo",
+            title="Models: Hugging Face repo", tooltip="Type a repo id to list its GGUFs",
+        ),
+        PaletteBinding(
+            "i", "import_file", "Import",
+            title="Models: Import a GGUF file", tooltip="Hardlink a local file into the store",
+        ),
+        PaletteBinding(
+            "p", "toggle_pin", "Pin/unpin",
+            title="Models: Pin or unpin", tooltip="Pinned models are kept by gc and the cap",
+        ),
+        PaletteBinding(
+            "v", "verify", "Verify",
+            title="Models: Verify model", tooltip="Re-hash the selected model's files",
+        ),
+        PaletteBinding(
+            "c", "edit_cap", "Size cap", show=False,  # named on the disk line
+            title="Models: Store size cap", tooltip="Edit store.max_size (saved to config)",
+        ),
+        PaletteBinding(
+            "r", "refresh", "Refresh", show=False,
+            title="Models: Refresh", tooltip="List the store and ask the workers again",
+        ),
+        PaletteBinding(
+            "t", "pull_team", "Pull from team", show=False,  # named in the detail
+            title="Models: Pull from the team store", tooltip="Pull the selected team model",
+        ),
+    ]  # fmt: skip
 
     def __init__(self) -> None:
         super().__init__()
@@ -109,7 +139,7 @@ class ModelsScreen(Screen[None]):
             yield DataTable(id="hub-table", cursor_type="row")
             yield ProgressBar(total=100, id="pull-progress")
             yield Static("", id="pull-status", classes="hint", markup=False)
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         self.query_one("#store-table", DataTable).add_columns(
@@ -123,6 +153,10 @@ class ModelsScreen(Screen[None]):
 
     def store(self) -> Store:
         return Store.from_settings(self.llcuda.settings)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Esc (cancel) is in the footer while a pull runs only."""
+        return self.pull_job is not None if action == "cancel_pull" else True
 
     # --- the store ------------------------------------------------------------------------------
 
@@ -424,16 +458,34 @@ class ModelsScreen(Screen[None]):
         if name is None:
             return
 
+        entry = self.entries[name]
+        pinned = entry.state.pinned
+
+        def remove() -> Any:
+            store = self.store()
+            if not pinned:
+                return store.remove(name)
+            store.set_pinned(name, False)  # the store refuses a pinned model
+            try:
+                return store.remove(name)
+            except LlcudaError:
+                store.set_pinned(name, True)  # as it was: nothing half-done
+                raise
+
         def confirmed(yes: bool | None) -> None:
             if yes:
                 self.run_store_action(
-                    "delete",
-                    lambda: self.store().remove(name),
-                    lambda r: f"deleted {name}, freed {fmt_size(r.freed_bytes)}",
+                    "delete", remove, lambda r: f"deleted {name}, freed {fmt_size(r.freed_bytes)}"
                 )
 
-        size = fmt_size(self.entries[name].manifest.size)
-        self.app.push_screen(ConfirmDialog(f"Delete {name} ({size}) from the store?"), confirmed)
+        question = f"Delete {name} ({fmt_size(entry.manifest.size)}) from the store?"
+        if pinned:
+            question += (
+                "\n\nIt is pinned: you marked it to keep (gc and the size cap never evict "
+                "it). Deleting unpins it first."
+            )
+        yes = "Unpin and delete" if pinned else "Delete"
+        self.app.push_screen(ConfirmDialog(question, yes=yes, destructive=True), confirmed)
 
     def action_import_file(self, typed: str = "", error: str = "") -> None:
         """Ask for a file to import (again with ``typed`` and ``error`` after a failure)."""
@@ -547,6 +599,7 @@ class ModelsScreen(Screen[None]):
         bar.add_class("-visible")
         self.query_one("#pull-status", Static).update(status)
         self.pull_timer.resume()
+        self.refresh_bindings()  # Esc cancels: the footer says so
         self.run_pull(job)
 
     @work(thread=True, group="pull", exit_on_error=False)
@@ -585,6 +638,7 @@ class ModelsScreen(Screen[None]):
 
     def end_pull(self, text: str) -> None:
         self.pull_job = None
+        self.refresh_bindings()
         self.pull_timer.pause()
         self.query_one("#pull-progress", ProgressBar).remove_class("-visible")
         self.query_one("#pull-status", Static).update(text)

@@ -23,14 +23,27 @@ feed) reaches the app in every terminal, so it is the one the placeholder names.
 class PromptArea(TextArea):
     """A multi-line message box; Enter posts :class:`PromptArea.Submitted`."""
 
+    # compact: no border, so without a rule of its own its focus showed only as the cursor,
+    # and not at all in the cursor's blink-off phase
     DEFAULT_CSS = """
     PromptArea {
         height: auto;
         min-height: 3;
         max-height: 8;
     }
+    PromptArea.-textual-compact {
+        border-left: outer $surface !important;
+    }
+    PromptArea.-textual-compact:focus {
+        border-left: outer $accent !important;
+        background: $boost;
+    }
     """
     BINDINGS: ClassVar[list[BindingType]] = [
+        # Enter and Ctrl+J are handled first in _on_key (TextArea inserts a line on Enter);
+        # listed here for the help screen, and for the footer's sake they stay hidden
+        Binding("enter", "submit", "Send", show=False),
+        Binding("ctrl+j", "newline", "New line", show=False, tooltip="Shift+Enter too"),
         # TextArea binds Ctrl+Y to redo; in the chat it copies a message (redo: Super+Y)
         Binding("ctrl+y", "screen.copy_message", "Copy", show=False),
     ]
@@ -66,15 +79,21 @@ class PromptArea(TextArea):
         self.load_text(text)
         self.move_cursor(self.document.end)
 
+    def action_submit(self) -> None:
+        self.post_message(self.Submitted(self, self.text))
+
+    def action_newline(self) -> None:
+        self.insert("\n")
+
     async def _on_key(self, event: events.Key) -> None:
         if event.key == "enter":
             event.stop()
             event.prevent_default()
-            self.post_message(self.Submitted(self, self.text))
+            self.action_submit()
             return
         if event.key in NEWLINE_KEYS:
             event.stop()
             event.prevent_default()
-            self.insert("\n")
+            self.action_newline()
             return
         await super()._on_key(event)

@@ -17,7 +17,7 @@ TARGET = ROOT / "docs" / "screenshots"
 def main() -> None:
     TARGET.mkdir(parents=True, exist_ok=True)
     for screen in ("chat", "models", "gpu", "bench"):
-        source = SNAPSHOTS / f"test_{screen}_screen.svg"
+        source = SNAPSHOTS / f"test_{screen}_screen[120x40].svg"
         shutil.copyfile(source, TARGET / f"{screen}.svg")
         print(f"{source.relative_to(ROOT)} -> {(TARGET / f'{screen}.svg').relative_to(ROOT)}")
 

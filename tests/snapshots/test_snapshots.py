@@ -1,4 +1,5 @@
-"""One snapshot per screen at 120x40, on fixed data: no model is loaded (the chat engine is a
+"""One snapshot per screen at 120x40 and at 80x24 (the smallest size every screen must be
+usable at), and the keys screen (?), on fixed data: no model is loaded (the chat engine is a
 stand-in with a fixed LoadInfo and token count), GPU data is a recorded H100 trace, the
 clock, the disk's free space and the fit device are fixed, and cursors do not blink.
 
@@ -23,7 +24,7 @@ from llcuda_tui.core.store import ModelChoice, Store
 from tests.tui.conftest import h100_sampler, make_app, wait_for
 
 pytestmark = pytest.mark.timeout(120)
-SIZE = (120, 40)
+SIZES = [pytest.param((120, 40), id="120x40"), pytest.param((80, 24), id="80x24")]
 GIB = 2**30
 
 REPLY = """A **GGUF** file is a single-file model format used by llama.cpp:
@@ -101,13 +102,28 @@ def no_blink(app: Any) -> None:
         widget.cursor_blink = False  # type: ignore[attr-defined]
 
 
+async def settled(pilot: Any, state: Any, quiet: int = 5) -> None:
+    """Until ``state()`` is the same ``quiet`` pauses in a row: at 80x24 the transcript
+    scrolls, and its scrollbar was drawn while the reply's Markdown was still being laid
+    out (the thumb's size changed from run to run)."""
+    seen, same = state(), 0
+    while same < quiet:
+        await pilot.pause(0.05)
+        now = state()
+        same = same + 1 if now == seen else 0
+        seen = now
+
+
 @pytest.fixture()
 def fixed_disk(monkeypatch: pytest.MonkeyPatch) -> None:
     usage = shutil._ntuple_diskusage(1000 * GIB, 400 * GIB, 600 * GIB)  # type: ignore[attr-defined]
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage)
 
 
-def test_chat_screen(snap_compare: Any, settings: Settings, smollm_path: Path) -> None:
+@pytest.mark.parametrize("size", SIZES)
+def test_chat_screen(
+    size: tuple[int, int], snap_compare: Any, settings: Settings, smollm_path: Path
+) -> None:
     choice = ModelChoice(
         "smollm2-135m-instruct",
         smollm_path,
@@ -133,13 +149,14 @@ def test_chat_screen(snap_compare: Any, settings: Settings, smollm_path: Path) -
         before = chat.plan.history_tokens
         chat.prompt.value = "And how is it different\nfrom safetensors?"
         await wait_for(pilot, lambda: chat.plan.history_tokens > before, what="recount")
-        await pilot.pause()
+        await settled(pilot, lambda: (chat.transcript.virtual_size, chat.transcript.scroll_y))
 
-    assert snap_compare(app, terminal_size=SIZE, run_before=ready)
+    assert snap_compare(app, terminal_size=size, run_before=ready)
 
 
+@pytest.mark.parametrize("size", SIZES)
 def test_models_screen(
-    snap_compare: Any, settings: Settings, tiny_gguf: Path, fixed_disk: None
+    size: tuple[int, int], snap_compare: Any, settings: Settings, tiny_gguf: Path, fixed_disk: None
 ) -> None:
     store = Store(Paths.from_env())
     entry = store.import_path(tiny_gguf, name="acme/tiny-llama:F32")
@@ -164,20 +181,22 @@ def test_models_screen(
         no_blink(app)
         await pilot.pause(0.2)
 
-    assert snap_compare(app, terminal_size=SIZE, run_before=ready)
+    assert snap_compare(app, terminal_size=size, run_before=ready)
 
 
-def test_gpu_screen(snap_compare: Any, settings: Settings) -> None:
+@pytest.mark.parametrize("size", SIZES)
+def test_gpu_screen(size: tuple[int, int], snap_compare: Any, settings: Settings) -> None:
     app = make_app(settings, gpu_sampler=h100_sampler(), start_screen="gpu")
 
     async def ready(pilot: Any) -> None:
         await wait_for(pilot, lambda: app.screen.query("GpuPanel"), what="panel")
         await pilot.pause()
 
-    assert snap_compare(app, terminal_size=SIZE, run_before=ready)
+    assert snap_compare(app, terminal_size=size, run_before=ready)
 
 
-def test_bench_screen(snap_compare: Any, settings: Settings) -> None:
+@pytest.mark.parametrize("size", SIZES)
+def test_bench_screen(size: tuple[int, int], snap_compare: Any, settings: Settings) -> None:
     with BenchStore.open(settings.paths) as bench:
         for run in bench_runs():
             bench.save_run(run)
@@ -193,7 +212,21 @@ def test_bench_screen(snap_compare: Any, settings: Settings) -> None:
         no_blink(app)
         await pilot.pause()
 
-    assert snap_compare(app, terminal_size=SIZE, run_before=ready)
+    assert snap_compare(app, terminal_size=size, run_before=ready)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_help_screen(size: tuple[int, int], snap_compare: Any, settings: Settings) -> None:
+    """The keys of every screen, opened with ? on the GPU screen (its keys come first)."""
+    app = make_app(settings, gpu_sampler=h100_sampler(), start_screen="gpu")
+
+    async def ready(pilot: Any) -> None:
+        await wait_for(pilot, lambda: app.screen.query("GpuPanel"), what="panel")
+        await pilot.press("question_mark")
+        await wait_for(pilot, lambda: app.screen.query("#help-keys"), what="help screen")
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=size, run_before=ready)
 
 
 def bench_runs() -> list[StoredRun]:

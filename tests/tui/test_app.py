@@ -74,10 +74,13 @@ async def test_palette_commands_are_the_titled_bindings(settings: Settings) -> N
             "Chat: Copy message",
             "Chat: Export conversation",
             "Chat: Rename conversation",
+            "Chat: Search conversations",
+            "Chat: Delete conversation",
             "Chat: Write a message",
         ]
         assert commands["Chat: New conversation"].help == "Start a new chat (ctrl+n)"
-        assert "Chat: Search" not in commands  # Ctrl+F, a binding without a palette title
+        assert commands["Keys"].help == "The keys of every screen (question_mark)"
+        assert "Chat: Stop" not in commands  # Esc, a binding without a palette title
         app.call_later(commands["Models screen"].callback)  # as the palette runs a command
         await wait_for(pilot, lambda: isinstance(app.screen, ModelsScreen), what="models screen")
         assert not any(c.title.startswith("Chat: ") for c in app.get_system_commands(app.screen))

@@ -61,11 +61,13 @@ async def test_store_table_detail_pin_delete_import(
         table.focus()
         await pilot.press("p")
         await wait_for(pilot, lambda: table.row_count and table.get_row_at(0)[4] == "pinned")
-        # a pinned model is not deleted: the store says why
+        # deleting a pinned model: the dialog says it is pinned (Esc keeps it)
         await pilot.press("delete")
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmDialog))
-        await pilot.press("y")
-        await wait_for(pilot, lambda: any("pinned" in n for n in notes(app)), what="refusal")
+        assert "It is pinned" in app.screen.question
+        await wait_for(pilot, lambda: app.screen.focused is not None, what="dialog focus")
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: isinstance(app.screen, ModelsScreen), what="closed")
         assert Store(Paths.from_env()).entries()
         await pilot.press("p")
         await wait_for(pilot, lambda: table.row_count and table.get_row_at(0)[4] == "")

@@ -75,14 +75,16 @@ def tmux(llcuda_home: Path) -> Iterator[Tmux]:
 
 
 def test_installed_entry_point_shows_each_screen(tmux: Tmux) -> None:
-    tmux.wait_for("message: Enter sends", "^n New", "smollm2-135m-instruct")
+    # every footer keeps F1-F4, at whatever size tmux gives the pane (here, detached, it was
+    # 80 columns wide though the session asks for 120x40)
+    tmux.wait_for("message: Enter sends", "^n New", "smollm2-135m-instruct", "f4 Bench")
     tmux("send-keys", "-t", "llcuda", "F2")
-    tmux.wait_for("Model store", "Hugging Face")
+    tmux.wait_for("Model store", "Hugging Face", "f4 Bench")
     tmux("send-keys", "-t", "llcuda", "F3")
     # the footer can repaint before the body (seen under load): wait for the body's text too
-    tmux.wait_for("History span", any_of=("No GPU telemetry", "driver"))
+    tmux.wait_for("History span", "f4 Bench", any_of=("No GPU telemetry", "driver"))
     tmux("send-keys", "-t", "llcuda", "F4")
-    tmux.wait_for("pp (prompt tokens)", "Results")
+    tmux.wait_for("pp tokens", "Results", "f4 Bench")
     tmux("send-keys", "-t", "llcuda", "F1")
     tmux.wait_for("message: Enter sends")
     tmux("send-keys", "-t", "llcuda", "C-q")

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from textual.app import ComposeResult
 from textual.containers import Horizontal
-from textual.widgets import Button, Input, Label, Select
+from textual.widgets import Button, Input, Select
 
 from llcuda_tui.core.fmt import fmt_size
 
@@ -78,10 +78,12 @@ class ModelBar(Horizontal):
     def compose(self) -> ComposeResult:
         ngl, ctx = self._defaults
         yield Select([], prompt="model", id="model")
-        yield Label("ngl", classes="field-label")
-        yield Input(str(ngl), id="ngl", type="integer")
-        yield Label("ctx", classes="field-label")
-        yield Input(str(ctx), id="ctx", type="integer")
+        # named by their border titles: labels beside them took 8 of the 54 columns left at
+        # 80x24, and the picker showed "s… ▼"
+        for field_id, value, what in (("ngl", ngl, "GPU layers (-1 all)"), ("ctx", ctx, "context")):
+            field = Input(str(value), id=field_id, type="integer", tooltip=what)
+            field.border_title = field_id
+            yield field
         yield Button("Load", id="load", variant="primary")
 
     def load_settings(self) -> tuple[int, int]:

@@ -18,7 +18,8 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.timer import Timer
-from textual.widgets import Button, Footer, Input, ListView, ProgressBar, Static, TextArea
+from textual.widget import Widget
+from textual.widgets import Button, Input, ListView, ProgressBar, Static, TextArea
 from textual.worker import Worker, WorkerState
 
 from llcuda_tui.core.chat import ChatSession, ContextPlan, Phase, PlanJob
@@ -39,7 +40,15 @@ from llcuda_tui.screens.chat.model_bar import LoadProgress, ModelBar, list_choic
 from llcuda_tui.screens.chat.sidebar import Sidebar
 from llcuda_tui.screens.chat.transcript import DRAIN_HZ, LiveReply, Transcript
 from llcuda_tui.screens.dialogs import ConfirmDialog
-from llcuda_tui.widgets import ChatMessage, ContextMeter, ConversationItem, PromptArea, StreamView
+from llcuda_tui.widgets import (
+    ChatMessage,
+    ContextMeter,
+    ConversationItem,
+    ConversationList,
+    KeyFooter,
+    PromptArea,
+    StreamView,
+)
 
 if TYPE_CHECKING:
     from llcuda_tui.app import LlcudaApp
@@ -59,7 +68,7 @@ class ChatScreen(Screen[None]):
     CSS_PATH = "chat.tcss"
     AUTO_FOCUS = "#prompt"
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape", "stop", "Stop"),
+        Binding("escape", "stop", "Stop", tooltip="Stop the reply, or cancel an edit"),
         PaletteBinding(
             "ctrl+n", "new_conversation", "New",
             title="Chat: New conversation", tooltip="Start a new chat",
@@ -92,13 +101,28 @@ class ChatScreen(Screen[None]):
             "ctrl+t", "rename", "Rename", show=False,
             title="Chat: Rename conversation", tooltip="Give it a title",
         ),
-        Binding("ctrl+f", "search", "Search", show=False),
+        PaletteBinding(
+            "ctrl+f", "search", "Search", show=False,
+            title="Chat: Search conversations", tooltip="Filter the saved chats",
+        ),
+        PaletteBinding(
+            "delete", "delete_conversation", "Delete", show=False,
+            title="Chat: Delete conversation", tooltip="Delete the open chat (asks first)",
+        ),
         # priority: Ctrl+E moves to the line's end in an Input (End still does that)
         PaletteBinding(
             "ctrl+e", "focus_prompt", "Message", show=False, priority=True,
             title="Chat: Write a message", tooltip="Jump to the message box",
         ),
     ]  # fmt: skip
+    KEY_AREAS: ClassVar[tuple[tuple[str, type[Widget]], ...]] = (
+        ("message box", PromptArea),
+        ("conversations", Sidebar),
+        ("conversations", ConversationList),
+        ("transcript", Transcript),
+    )
+    """The areas whose own keys the help screen (?) lists with the screen's; each area's
+    footer shows them while the focus is there (Copy in the transcript, Delete in the list)."""
 
     bar = getters.query_one(ModelBar)
     sidebar = getters.query_one(Sidebar)
@@ -152,7 +176,7 @@ class ChatScreen(Screen[None]):
         # a child of the screen, not of the chat column: a repaint of the streaming reply
         # then re-renders 4 widgets (screen, column, footer, view) instead of 12
         yield StreamView(id="live")
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         self.llcuda.chat_screen = self
@@ -405,6 +429,12 @@ class ChatScreen(Screen[None]):
         if self.session.conversation is not None:
             self.sidebar.rename(self.session.conversation)
 
+    def action_delete_conversation(self) -> None:
+        if self.session.conversation is None:
+            self.notify("no conversation is open", severity="warning")
+            return
+        self.sidebar.delete(self.session.conversation)
+
     @on(Sidebar.OpenDeleted)
     def open_deleted(self) -> None:
         self.show_conversation()
@@ -426,6 +456,7 @@ class ChatScreen(Screen[None]):
             if had is None:
                 self.refresh_conversations()
             self.schedule_count()
+            self.notify("conversation settings saved")
 
         from llcuda_tui.screens.chat.settings_dialog import ChatSettingsDialog  # on first use
 

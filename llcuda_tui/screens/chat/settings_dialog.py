@@ -14,6 +14,7 @@ from textual.widgets import Button, Input, Label, Select, Static, TextArea
 
 from llcuda_tui.core.conversations import ChatSettings
 from llcuda_tui.core.errors import LlcudaError
+from llcuda_tui.widgets import KeyFooter
 
 FIELD_LABELS = {
     "temperature": "temperature (0 = greedy)",
@@ -36,12 +37,13 @@ def preset_of(system_prompt: str, presets: dict[str, str]) -> str | None:
 
 
 class ChatSettingsDialog(ModalScreen[Result | None]):
-    """Edit one conversation's system prompt and sampling; Ctrl+S saves, Esc cancels."""
+    """Edit one conversation's system prompt and sampling; Enter in a field or Ctrl+S
+    saves (the Chat screen says so), Esc cancels."""
 
     DEFAULT_CSS = """
     ChatSettingsDialog { align: center middle; }
     ChatSettingsDialog > Vertical {
-        width: 90; height: auto; max-height: 95%; padding: 1 2;
+        width: 90; max-width: 100%; height: auto; max-height: 95%; padding: 1 2;
         border: thick $primary; background: $surface;
     }
     ChatSettingsDialog TextArea { height: 6; }
@@ -53,7 +55,7 @@ class ChatSettingsDialog(ModalScreen[Result | None]):
     """
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "dismiss(None)", "Cancel"),
-        Binding("ctrl+s", "save", "Save"),
+        Binding("ctrl+s", "save", "Save", tooltip="Enter in a field saves too"),
     ]
 
     def __init__(self, system_prompt: str, settings: ChatSettings, presets: dict[str, str]):
@@ -81,6 +83,11 @@ class ChatSettingsDialog(ModalScreen[Result | None]):
             with Horizontal(classes="buttons"):
                 yield Button("Cancel", id="cancel")
                 yield Button("Save", id="save", variant="primary")
+        yield KeyFooter(app_keys=False)
+
+    @on(Input.Submitted)
+    def field_submitted(self) -> None:
+        self.action_save()
 
     def on_select_changed(self, event: Select.Changed) -> None:
         system = self.query_one("#system", TextArea)

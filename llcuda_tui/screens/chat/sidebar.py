@@ -3,8 +3,11 @@ dialog first). Opening one is the screen's (``ListView.Selected`` reaches it).""
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from textual import on
 from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.message import Message
 from textual.widgets import Input
@@ -17,7 +20,13 @@ from llcuda_tui.widgets import ConversationList
 
 
 class Sidebar(Vertical):
-    """The session's conversations, filtered by the search field; the open one highlighted."""
+    """The session's conversations, filtered by the search field; the open one highlighted.
+    Its footer keys (the list adds Delete and Rename) act on the screen."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("ctrl+f", "screen.search", "Search", tooltip="Filter the saved chats"),
+        Binding("ctrl+s", "screen.export", "Export", tooltip="The open chat as Markdown"),
+    ]
 
     class OpenDeleted(Message):
         """The open conversation was deleted: none is open now."""
@@ -63,7 +72,10 @@ class Sidebar(Vertical):
 
     @on(ConversationList.DeleteRequested)
     def delete_requested(self, message: ConversationList.DeleteRequested) -> None:
-        conv = message.conversation
+        self.delete(message.conversation)
+
+    def delete(self, conv: Conversation) -> None:
+        """Delete ``conv`` once the dialog says yes (it starts on No)."""
         if self._refused(conv):
             return
 
@@ -75,7 +87,8 @@ class Sidebar(Vertical):
             self.show_conversations()
             self.notify(f"deleted '{conv.title}'")
 
-        self.app.push_screen(ConfirmDialog(f"Delete '{conv.title}' and its messages?"), done)
+        question = f"Delete '{conv.title}' and its messages?"
+        self.app.push_screen(ConfirmDialog(question, yes="Delete", destructive=True), done)
 
     def _refused(self, conv: Conversation) -> bool:
         why = self.session.why_not_delete(conv.id)

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable
+from typing import ClassVar
 
+from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.widgets import TextArea
 
@@ -46,7 +48,14 @@ def message_widget(m: Message) -> ChatMessage:
 
 
 class Transcript(VerticalScroll):
-    """The turns of the open conversation, newest at the bottom (anchored)."""
+    """The turns of the open conversation, newest at the bottom (anchored). Focused (Tab),
+    it is lifted (app.tcss) and its footer has Copy (the focused turn, else the last reply)
+    and Export."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("ctrl+y", "screen.copy_message", "Copy", tooltip="To the clipboard (OSC 52)"),
+        Binding("ctrl+s", "screen.export", "Export", tooltip="The chat as Markdown"),
+    ]
 
     def show(self, messages: Iterable[Message]) -> None:
         """Replace what is shown with ``messages``."""

@@ -1,0 +1,89 @@
+"""The footer of every screen and dialog: Textual's ``Footer``, fitted to the terminal.
+
+Textual's footer lays the keys out in a row and cuts what passes the right edge; the app's
+keys come last (the focused area's come first, then the screen's), so at 80 columns the Chat
+screen lost F1–F4. This one, where the keys do not all fit, turns compact and keeps the app's
+keys (F1–F4, ? for the keys of every screen), dropping the screen's last keys first: a
+screen's ``BINDINGS`` list its most used keys first, and the help screen (?) lists them all.
+"""
+
+from __future__ import annotations
+
+from rich.cells import cell_len
+from textual import events
+from textual.app import ComposeResult
+from textual.widget import Widget
+from textual.widgets import Footer
+
+NARROW_WIDTH = 100
+"""Below this many columns the footer is compact (the app's ``-narrow`` breakpoint)."""
+
+
+def is_key(item: Widget) -> bool:
+    """``item`` is one of the footer's keys (Textual's ``FooterKey``, a private class)."""
+    return type(item).__name__ == "FooterKey"
+
+
+def key_width(key: Widget, compact: bool) -> int:
+    """The cells ``key`` (a FooterKey) takes in the footer, with its padding and margins."""
+    display: str = getattr(key, "key_display", "")
+    description: str = getattr(key, "description", "")
+    text = cell_len(display) + (cell_len(description) + 1 if description else 0)
+    if key.has_class("-command-palette"):  # its left border and padding
+        return text + 1 if compact else text + 2
+    return text + 1 if compact else text + 2  # measured: e.g. " esc Stop " / "esc Stop "
+
+
+class KeyFooter(Footer):
+    """Every key that fits; where they do not all fit, compact, the app's keys kept."""
+
+    def __init__(self, *, app_keys: bool = True, id: str | None = None) -> None:
+        """``app_keys``: show the app's keys (F1–F4…) after the screen's (a dialog's
+        footer shows its own keys only)."""
+        super().__init__(id=id)
+        self.app_keys = app_keys
+        self.dropped: list[str] = []
+        """The keys left out at the last layout (what tests and the help screen read)."""
+        self._laid_out_for = -1
+
+    def compose(self) -> ComposeResult:
+        items = list(super().compose())
+        active = self.screen.active_bindings
+        app = self.app
+
+        def from_app(item: Widget) -> bool:
+            if not is_key(item) or item.has_class("-command-palette"):
+                return False
+            found = active.get(getattr(item, "key", ""))
+            return found is not None and found.node is app
+
+        if not self.app_keys:
+            items = [i for i in items if not from_app(i)]
+        width = self._laid_out_for = app.size.width
+        compact = width < NARROW_WIDTH or self._fits(items, False) > width
+        self.set_reactive(Footer.compact, compact)
+        self.set_class(compact, "-compact")
+        kept: list[Widget] = [i for i in items if from_app(i) or not is_key(i)]
+        kept += [i for i in items if is_key(i) and i.has_class("-command-palette")]
+        room = width - self._fits(kept, compact)
+        self.dropped = []
+        shown: set[int] = {id(i) for i in kept}
+        for item in items:
+            if id(item) in shown or not is_key(item):
+                continue
+            cost = key_width(item, compact)
+            if cost <= room:
+                room -= cost
+                shown.add(id(item))
+            else:
+                room = -1  # keep the order: nothing after a dropped key
+                self.dropped.append(getattr(item, "key", ""))
+        yield from (i for i in items if id(i) in shown)
+
+    @staticmethod
+    def _fits(items: list[Widget], compact: bool) -> int:
+        return sum(key_width(i, compact) for i in items if is_key(i))
+
+    def on_resize(self, event: events.Resize) -> None:
+        if self._bindings_ready and self.app.size.width != self._laid_out_for:
+            self.call_after_refresh(self.recompose)
