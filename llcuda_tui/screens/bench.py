@@ -263,8 +263,7 @@ class BenchScreen(Screen[None]):
             field = self.query_one(f"#{field_id}", Input)
             if field.value == FORM_DEFAULTS[field_id]:
                 field.value = str(value)
-        if self.status_text.startswith(IDLE_STATUS):
-            self.show_estimate()
+        self.show_estimate()
 
     @work(thread=True, group="bench-speeds", exit_on_error=False)
     def find_speeds(self, name: str, model_path: str) -> None:
@@ -286,14 +285,18 @@ class BenchScreen(Screen[None]):
     @on(SpeedsFound)
     def speeds_found(self, message: SpeedsFound) -> None:
         self.speeds[message.model] = message.speeds
-        if self.status_text.startswith(IDLE_STATUS):  # never over a run's outcome
-            self.show_estimate()
+        self.show_estimate()  # never over a run's outcome (show_estimate checks)
 
     @on(Input.Changed, "#n-prompt, #n-gen, #reps, #bench-ngl, #bench-batch")
     @on(Select.Changed, "#bench-model, #bench-mode, #bench-target")
     def show_estimate(self) -> None:
-        """While idle, the status line says how long Run would take."""
+        """While idle, the status line says how long Run would take. Only over the idle line:
+        the fields and the picker also change from workers (sizing, a relisted store) that can
+        end late on a loaded machine, and their estimate must not replace a run's outcome or a
+        refused compare that the user has not read yet."""
         if self.cancel_event is not None or self.on_gpu is None:
+            return
+        if not self.status_text.startswith(IDLE_STATUS):
             return
         text = self.estimate_text()
         self.set_status(f"{IDLE_STATUS} · {text}" if text else IDLE_STATUS)

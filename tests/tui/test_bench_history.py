@@ -10,12 +10,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from textual.widgets import DataTable, TabbedContent
+from textual.widgets import DataTable, Input, TabbedContent
 
 from llcuda_tui.core.bench import BenchStore, StoredRun, summarize
 from llcuda_tui.core.config import Settings
-from llcuda_tui.messages import BenchDone
-from llcuda_tui.screens.bench import BenchScreen
+from llcuda_tui.messages import BenchDone, BenchSized
+from llcuda_tui.screens.bench import FORM_DEFAULTS, BenchScreen
 from tests.snapshots.test_snapshots import bench_runs
 from tests.tui.conftest import SIZE, make_app, notices, wait_for
 from tests.tui.test_bench import status
@@ -115,6 +115,13 @@ async def test_a_throughput_and_a_latency_run_are_not_compared_silently(
         )
         assert "run 3 is a latency run and run 2 a throughput run" in status(screen)
         assert screen.query_one(TabbedContent).active == "tab-history"  # no empty Compare tab
+        # the sizing worker ending late (a loaded machine) resizes the fields: its estimate must
+        # not replace the refusal (it did, and this test failed under load)
+        screen.query_one("#n-prompt", Input).value = FORM_DEFAULTS["n-prompt"]
+        screen.post_message(BenchSized(on_gpu=False))
+        await wait_for(pilot, lambda: screen.query_one("#n-prompt", Input).value != "512", 10)
+        await pilot.pause()
+        assert "run 3 is a latency run and run 2 a throughput run" in status(screen)
         # two throughput runs still compare: unmark 2 and 3, mark 2 and 1
         await pilot.press("space", "up", "space")
         await wait_for(pilot, lambda: screen.marked == [], 10, "no run marked")
