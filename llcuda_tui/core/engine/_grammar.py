@@ -9,6 +9,7 @@ The grammar sampler has no GPU implementation: a request with a grammar samples 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -34,6 +35,8 @@ def _grammar_of(schemas: Mapping[str, Mapping[str, Any]], extra_rules: str) -> s
     lines ``extra_rules`` (which may name those rules)."""
     from llama_cpp.llama_grammar import SchemaConverter
 
+    for schema in schemas.values():
+        _check_counts(schema)
     converter = SchemaConverter(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
     try:
         for name, schema in schemas.items():
@@ -49,6 +52,39 @@ def _grammar_of(schemas: Mapping[str, Mapping[str, Any]], extra_rules: str) -> s
         grammar += "\n" + extra_rules
     check_grammar_size(grammar)
     return grammar
+
+
+MAX_REPEAT = 4096
+"""Largest ``minLength``/``maxLength``/``minItems``/``maxItems`` (and ``{m,n}`` in a pattern) a
+schema may give: the converter writes N as N copies of a rule, so ``maxLength: 10**9`` would
+build gigabytes before the size check could refuse it."""
+_PATTERN_COUNT = re.compile(r"\{\s*(\d+)\s*(?:,\s*(\d*)\s*)?\}")
+
+
+def _check_counts(schema: Any) -> None:
+    """UserInputError for a repetition count past :data:`MAX_REPEAT` anywhere in ``schema``."""
+    todo = [schema]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, list):
+            todo.extend(node)
+            continue
+        if not isinstance(node, Mapping):
+            continue
+        for key, value in node.items():
+            counts: list[Any] = []
+            if key in ("minLength", "maxLength", "minItems", "maxItems"):
+                counts = [value]
+            elif key == "pattern" and isinstance(value, str):
+                counts = [int(n) for m in _PATTERN_COUNT.finditer(value) for n in m.groups() if n]
+            for n in counts:
+                if isinstance(n, int | float) and not isinstance(n, bool) and n > MAX_REPEAT:
+                    raise UserInputError(
+                        f"the JSON schema's {key} asks for {n:g} repetitions; at most "
+                        f"{MAX_REPEAT} fit in a grammar"
+                    )
+            if isinstance(value, Mapping | list):
+                todo.append(value)
 
 
 ToolWrap = Literal["tagged", "object", "array"]

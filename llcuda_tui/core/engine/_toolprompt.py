@@ -132,21 +132,17 @@ def arguments_object(arguments: Any) -> Any:
 def _as_text(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """The tool history as plain user and assistant turns (generic format)."""
     out: list[dict[str, Any]] = []
-    names: dict[str, str] = {}
     for m in messages:
         role, content = m.get("role"), m.get("content") or ""
         if role == "assistant" and m.get("tool_calls"):
             blocks = []
             for call in m["tool_calls"]:
                 fn = call.get("function") or {}
-                names[str(call.get("id"))] = str(fn.get("name", ""))
                 blocks.append(_call_block(fn.get("name"), arguments_object(fn.get("arguments"))))
             text = "\n".join([content.strip(), *blocks] if content.strip() else blocks)
             out.append({"role": "assistant", "content": text})
-        elif role == "tool":
-            name = m.get("name") or names.get(str(m.get("tool_call_id")), "")
-            result = json.dumps({"name": name, "content": content}, ensure_ascii=False)
-            block = f"<tool_response>\n{result}\n</tool_response>"
+        elif role == "tool":  # the result as it is, as Qwen's template writes it
+            block = f"<tool_response>\n{content}\n</tool_response>"
             if out and out[-1].get("_tool_results"):
                 out[-1]["content"] += "\n" + block
             else:

@@ -76,7 +76,9 @@ def _parse(text: str, names: Collection[str]) -> tuple[list[ToolCall], str]:
     start = _first_tag(text)
     if start < 0:
         calls = _bare_json(text, names)
-        return (calls, "") if calls else ([], text)
+        if calls:
+            return calls, ""
+        return _array_head(text, names)
     calls, rest = _tagged(text[start:], names)
     return calls, text[:start] + rest
 
@@ -110,6 +112,27 @@ def _bare_json(text: str, names: Collection[str]) -> list[ToolCall]:
             return []
         calls.extend(found)
     return calls
+
+
+def _array_head(text: str, names: Collection[str]) -> tuple[list[ToolCall], str]:
+    """The whole calls at the start of a JSON array of calls cut short (``max_tokens``), and
+    the text from the first one that is not whole; ``([], text)`` if there are none."""
+    body = text.lstrip()
+    if not body.startswith("["):
+        return [], text
+    calls: list[ToolCall] = []
+    pos = _skip(body, 1)
+    while pos < len(body):
+        try:
+            value, end = _DECODER.raw_decode(body, pos)
+        except (ValueError, RecursionError):
+            break
+        found = _calls_in(value, names)
+        if found is None:
+            break
+        calls.extend(found)
+        pos = _skip(body, end, ",")
+    return (calls, body[pos:]) if calls else ([], text)
 
 
 def _skip(text: str, pos: int, separators: str = "") -> int:
