@@ -99,7 +99,13 @@ class ChatTemplate:
         from llcuda_tui.core.engine._sandbox import render_bounded
         from llcuda_tui.core.engine._toolprompt import prepare
 
-        prepared, tools_variable = prepare(self.source, messages, tools)
+        try:
+            prepared, tools_variable = prepare(self.source, messages, tools)
+        except (TypeError, ValueError, AttributeError, KeyError, RecursionError) as exc:
+            # the worker hands over validated tools; another caller may not
+            raise UserInputError(
+                f"the tools or tool calls are malformed: {one_line(exc)}"
+            ) from None
         variables = {
             "messages": prepared,
             "tools": tools_variable,  # None without tools, as transformers passes it

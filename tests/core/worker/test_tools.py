@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,7 +21,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from llcuda_tui.core.worker import WorkerServer
+from llcuda_tui.core.engine import EngineConfig
+from llcuda_tui.core.worker import WorkerConfig, WorkerServer
 from llcuda_tui.core.worker.toolcalls import ToolCallStream, parse_reply
 from tests.core.worker.conftest import API_KEY, auth, tiny_config
 
@@ -232,6 +234,20 @@ def test_plain_text_streams_before_the_reply_ends() -> None:
 # --- the starter model through the real openai client ---------------------------------------
 
 
+@pytest.fixture(scope="module")
+def smollm(smollm_path: Path, cpu_threads: int) -> Iterator[WorkerServer]:
+    """The starter chat model in one slot, whose prefix cache keeps the ~230 tokens of the
+    tools' system block between requests (the cache is off with several slots): each request
+    then prefills its last turn only (a loaded 2-core box took 40 s for the whole prompt)."""
+    cfg = WorkerConfig(
+        engine=EngineConfig(smollm_path, n_ctx=1024, n_threads=cpu_threads),
+        model_name="smollm",
+        parallel=1,
+    )
+    with WorkerServer(cfg) as worker:
+        yield worker
+
+
 def _client(worker: WorkerServer, key: str = "none") -> Any:
     import openai
 
@@ -242,8 +258,8 @@ PROMPTS = ["What is the weather like in Paris?", "hello"]
 
 
 @pytest.mark.parametrize("prompt", PROMPTS)
-def test_a_named_tool_call_always_parses(smollm_worker: WorkerServer, prompt: str) -> None:
-    reply = _client(smollm_worker).chat.completions.create(
+def test_a_named_tool_call_always_parses(smollm: WorkerServer, prompt: str) -> None:
+    reply = _client(smollm).chat.completions.create(
         model="smollm",
         messages=[{"role": "user", "content": prompt}],
         tools=TOOLS,
@@ -260,8 +276,8 @@ def test_a_named_tool_call_always_parses(smollm_worker: WorkerServer, prompt: st
     jsonschema.validate(json.loads(call.function.arguments), SCHEMAS["get_weather"])
 
 
-def test_a_streamed_tool_call_is_reassembled_by_the_sdk(smollm_worker: WorkerServer) -> None:
-    with _client(smollm_worker).chat.completions.stream(
+def test_a_streamed_tool_call_is_reassembled_by_the_sdk(smollm: WorkerServer) -> None:
+    with _client(smollm).chat.completions.stream(
         model="smollm",
         messages=[{"role": "user", "content": "What is 2 plus 3?"}],
         tools=TOOLS,
@@ -281,8 +297,8 @@ def test_a_streamed_tool_call_is_reassembled_by_the_sdk(smollm_worker: WorkerSer
     assert call.function.parsed_arguments is None  # no strict pydantic tool: left to us
 
 
-def test_a_tool_result_round_trip(smollm_worker: WorkerServer) -> None:
-    client = _client(smollm_worker)
+def test_a_tool_result_round_trip(smollm: WorkerServer) -> None:
+    client = _client(smollm)
     messages: list[Any] = [{"role": "user", "content": "What is the weather in Paris?"}]
     first = client.chat.completions.create(
         model="smollm",
@@ -310,7 +326,7 @@ def test_a_tool_result_round_trip(smollm_worker: WorkerServer) -> None:
         {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
         messages[2],
     ]
-    engine = smollm_worker.state.engine
+    engine = smollm.state.engine
     prompt = engine.template.render(
         [
             {"role": "user", "content": messages[0]["content"]},
@@ -321,7 +337,7 @@ def test_a_tool_result_round_trip(smollm_worker: WorkerServer) -> None:
     )
     assert result in prompt and call.function.arguments in prompt
     tokens = httpx.post(
-        f"{smollm_worker.url}/llcuda/v1/tokenize",
+        f"{smollm.url}/llcuda/v1/tokenize",
         json={"messages": history, "tools": TOOLS},
         timeout=60,
     ).json()["tokens"]
@@ -335,9 +351,9 @@ def _prompt_length(engine: Any, text: str) -> int:
 
 
 def test_tool_choice_none_and_required_without_parallel_calls(
-    smollm_worker: WorkerServer,
+    smollm: WorkerServer,
 ) -> None:
-    client = _client(smollm_worker)
+    client = _client(smollm)
     ask = [{"role": "user", "content": "Add 2 and 3."}]
     plain = client.chat.completions.create(model="smollm", messages=ask, max_tokens=1)
     none = client.chat.completions.create(
