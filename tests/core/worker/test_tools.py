@@ -682,7 +682,7 @@ def test_the_whole_calls_of_an_array_cut_short_count() -> None:
 def test_a_schema_asking_for_a_billion_repetitions_is_refused_at_once(
     tiny_worker: WorkerServer, field: str
 ) -> None:
-    """The converter writes maxLength N as N nested rules: 10**9 built gigabytes before."""
+    """The converter writes maxLength N as N nested rules: for 10**9 it would write gigabytes."""
     schema = {"type": "object", "properties": {"s": {"type": "string", "maxLength": 10**9}}}
     body: dict[str, Any] = {"model": "tiny", "messages": MESSAGES, "max_tokens": 2}
     if field == "tools":
