@@ -10,9 +10,11 @@ no function or module reprs) unless the template or the messages wrote it themse
 from __future__ import annotations
 
 import gc
+import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import pytest
 from hypothesis import example, given
@@ -286,6 +288,101 @@ def test_real_templates_with_any_messages(name: str, msgs: list[dict[str, str]])
     for m in msgs:
         if m["role"] != "system" or name != "gemma":
             assert m["content"].strip() in text
+
+
+TOOL_CALL = {
+    "id": "call_1",
+    "type": "function",
+    "function": {"name": "f", "arguments": '{"x": 1}'},
+}
+tool_messages = st.lists(
+    st.one_of(
+        st.fixed_dictionaries({"role": roles, "content": contents}),
+        st.fixed_dictionaries(
+            {
+                "role": st.just("assistant"),
+                "content": st.one_of(st.none(), contents),
+                "tool_calls": st.lists(
+                    st.fixed_dictionaries(
+                        {
+                            "id": st.text(max_size=8),
+                            "type": st.just("function"),
+                            "function": st.fixed_dictionaries(
+                                {"name": st.text(max_size=8), "arguments": st.text(max_size=20)}
+                            ),
+                        }
+                    ),
+                    max_size=2,
+                ),
+            }
+        ),
+        st.fixed_dictionaries(
+            {"role": st.just("tool"), "content": contents, "tool_call_id": st.text(max_size=8)}
+        ),
+    ),
+    max_size=5,
+)
+any_json = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=10)),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+tool_lists = st.one_of(
+    st.none(),
+    st.lists(
+        st.one_of(
+            st.fixed_dictionaries(
+                {
+                    "type": st.just("function"),
+                    "function": st.fixed_dictionaries(
+                        {"name": st.text(max_size=8)},
+                        optional={"description": st.text(max_size=20), "parameters": any_json},
+                    ),
+                }
+            ),
+            any_json,
+        ),
+        max_size=3,
+    ),
+)
+TOOLS_TEMPLATE = (
+    "{% if tools %}{% for t in tools %}{{ t | tojson }}\n{% endfor %}{% endif %}"
+    "{% for m in messages %}<{{ m.role }}>{{ m.content }}"
+    "{% for c in m.tool_calls or [] %}<call>{{ c.function.name }} "
+    "{{ c.function.arguments | tojson }}</call>{% endfor %}{% endfor %}"
+)
+"""A template that takes ``tools`` (the others get the generic system-prompt block)."""
+
+
+@given(name=st.sampled_from([*sorted(REAL), "tools"]), msgs=tool_messages, tools=tool_lists)
+@example(name="chatml", msgs=[{"role": "tool", "content": "ok"}], tools=[5])
+@example(
+    name="tools",
+    msgs=[{"role": "assistant", "content": None, "tool_calls": [TOOL_CALL]}],
+    tools=[{"type": "function", "function": {"name": "f", "description": "<b> & 'q'"}}],
+)
+def test_templates_with_tools_and_tool_history(
+    name: str, msgs: list[dict[str, Any]], tools: list[Any] | None
+) -> None:
+    """Tools and tool history (any text in them) render, or are one clear UserInputError."""
+    source = TOOLS_TEMPLATE if name == "tools" else REAL[name]
+    try:
+        text = ChatTemplate(source, "gguf", "<s>", "</s>").render(msgs, tools=tools)
+    except UserInputError as exc:
+        assert str(exc) and "\n" not in str(exc)
+        return
+    assert len(text) <= MAX_RENDERED_CHARS
+    if name == "hf-style" and any(m["role"] == "system" for m in msgs[1:]):
+        return
+    for m in msgs:
+        if m["role"] == "tool" and (m["content"] or "").strip() and name != "gemma":
+            assert m["content"].strip() in text  # the result reaches the prompt
+    if name == "tools" and tools and all(isinstance(t, dict) for t in tools):
+        for t in tools:
+            if "description" in t.get("function", {}):  # tojson as transformers: unescaped
+                assert json.dumps(t["function"]["description"], ensure_ascii=False) in text
 
 
 NAMES = [

@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from llcuda_tui.core.config import SamplingDefaults
+from llcuda_tui.core.errors import UserInputError
 from llcuda_tui.core.worker import WorkerServer
 from llcuda_tui.core.worker import protocol as P
 from tests.core.worker.conftest import auth, tiny_config
@@ -64,10 +65,78 @@ contents = st.one_of(
     ),
     json_values,
 )
+tool_names = st.one_of(st.sampled_from(["get_weather", "add", "x"]), texts(6), json_values)
+history_calls = st.one_of(
+    st.lists(
+        st.one_of(
+            st.fixed_dictionaries(
+                {
+                    "id": st.one_of(texts(8), json_values),
+                    "type": st.just("function"),
+                    "function": st.fixed_dictionaries(
+                        {"name": tool_names, "arguments": st.one_of(texts(20), json_values)}
+                    ),
+                }
+            ),
+            json_values,
+        ),
+        max_size=3,
+    ),
+    json_values,
+)
 messages = st.one_of(
     st.lists(
-        st.one_of(st.fixed_dictionaries({"role": roles, "content": contents}), json_values),
+        st.one_of(
+            st.fixed_dictionaries({"role": roles, "content": contents}),
+            st.fixed_dictionaries(
+                {"role": st.just("assistant"), "content": st.none(), "tool_calls": history_calls}
+            ),
+            st.fixed_dictionaries(
+                {"role": st.just("tool"), "content": contents, "tool_call_id": json_values}
+            ),
+            json_values,
+        ),
         max_size=4,
+    ),
+    json_values,
+)
+schemas = st.one_of(
+    st.just({"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}),
+    st.just({"type": "object", "properties": {"s": {"type": "string", "maxLength": 10**9}}}),
+    st.just({"type": "object", "properties": {"s": {"$ref": "#/nope"}}}),
+    st.dictionaries(
+        st.sampled_from(["type", "properties", "required", "enum", "items", "anyOf", "$ref"]),
+        json_values,
+        max_size=3,
+    ),
+    json_values,
+)
+tools = st.one_of(
+    st.lists(
+        st.one_of(
+            st.fixed_dictionaries(
+                {
+                    "type": st.just("function"),
+                    "function": st.fixed_dictionaries(
+                        {"name": tool_names},
+                        optional={
+                            "description": st.one_of(texts(20), json_values),
+                            "parameters": schemas,
+                            "strict": json_values,
+                        },
+                    ),
+                }
+            ),
+            json_values,
+        ),
+        max_size=3,
+    ),
+    json_values,
+)
+tool_choices = st.one_of(
+    st.sampled_from(["auto", "none", "required"]),
+    st.fixed_dictionaries(
+        {"type": st.just("function"), "function": st.fixed_dictionaries({"name": tool_names})}
     ),
     json_values,
 )
@@ -97,7 +166,10 @@ plausible: dict[str, st.SearchStrategy[Any]] = {
     "stream": st.booleans(),
     "stream_options": st.fixed_dictionaries({"include_usage": json_values}),
     "logprobs": json_values,
-    "tools": json_values,
+    "tools": tools,
+    "tool_choice": tool_choices,
+    "parallel_tool_calls": st.one_of(st.booleans(), json_values),
+    "functions": json_values,
     "frequency_penalty": st.floats(allow_nan=True),
     "presence_penalty": st.floats(allow_nan=True),
     "ignore_eos": st.booleans(),
@@ -170,8 +242,20 @@ def check_parse(body: Any, chat: bool) -> P.ParsedRequest | None:
         for m in req.messages:
             assert m["role"] in ("system", "user", "assistant", "tool")
             assert isinstance(m["content"], str)
+            for call in m.get("tool_calls", ()):
+                assert isinstance(call["id"], str) and isinstance(call["function"]["name"], str)
+                assert isinstance(call["function"]["arguments"], str)
+        plan = parsed.tools
+        if plan is not None:
+            assert plan.tools and len(plan.names) == len(plan.tools)
+            assert (req.tools is not None) == plan.parses
     else:
         assert isinstance(req.prompt, str) or all(isinstance(t, int) for t in req.tokens or ())
+        assert req.tools is None
+    if req.tools:  # a remote engine streams text: it refuses tools (one clear line)
+        with pytest.raises(UserInputError, match="tools"):
+            P.request_payload(req, parsed.model)
+        return parsed
     json.dumps(P.request_payload(req, parsed.model)[1], allow_nan=False)  # it goes back out
     return parsed
 
@@ -279,6 +363,31 @@ def post(client: httpx.Client, path: str, content: bytes) -> None:
 @example(body={"prompt": "hi", "top_k": 2**63, "repeat_last_n": 2**63}, path=ENDPOINTS[1])
 @example(body={"prompt": "hi", "seed": -1, "stream": True}, path=ENDPOINTS[1])
 @example(body={"content": "x" * 1000, "add_special": None}, path=ENDPOINTS[2])
+@example(
+    body={
+        "messages": [{"role": "user", "content": "hi"}],
+        "tools": [
+            {
+                "type": "function",
+                "function": {
+                    "name": "f",
+                    "parameters": {"type": "object", "properties": {"s": {"maxLength": 10**9}}},
+                },
+            }
+        ],
+        "tool_choice": "required",
+    },
+    path=ENDPOINTS[0],
+)
+@example(
+    body={
+        "messages": [{"role": "user", "content": "hi"}],
+        "tools": [{"type": "function", "function": {"name": "f"}}],
+        "tool_choice": {"type": "function", "function": {"name": "f"}},
+        "stream": True,
+    },
+    path=ENDPOINTS[0],
+)
 def test_server_answers_generated_bodies(
     body: dict[str, Any], path: str, client: httpx.Client
 ) -> None:

@@ -44,6 +44,9 @@ if TYPE_CHECKING:
     from ._grammar import (
         json_schema_grammar as json_schema_grammar,
     )
+    from ._grammar import (
+        tool_call_grammar as tool_call_grammar,
+    )
     from ._kvcache import (
         Reuse as Reuse,
     )
@@ -197,6 +200,12 @@ if TYPE_CHECKING:
     from ._tokens import (
         TokensFromEngine as TokensFromEngine,
     )
+    from ._toolprompt import (
+        ToolFormat as ToolFormat,
+    )
+    from ._toolprompt import (
+        ToolSupport as ToolSupport,
+    )
     from ._types import (
         AUTO_ON_OFF as AUTO_ON_OFF,
     )
@@ -297,6 +306,9 @@ _EXPORTS = {
     "stream_via": "_protocol",
     "json_object_grammar": "_grammar",
     "json_schema_grammar": "_grammar",
+    "tool_call_grammar": "_grammar",
+    "ToolFormat": "_toolprompt",
+    "ToolSupport": "_toolprompt",
     "Sampler": "_sampling",
     "SamplingParams": "_sampling",
     "SamplingValues": "_sampling",

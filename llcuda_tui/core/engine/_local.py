@@ -406,7 +406,7 @@ class Engine(EngineBase):
             return list(request.tokens)
         limit = n_ctx or self.info.n_ctx
         if request.messages is not None:
-            text = self.template.render(request.messages, add_generation_prompt=True)
+            text = self.template.render(request.messages, True, request.tools)
             self._refuse_if_surely_too_long(text, limit)
             bos = self.template.bos_token
             has_bos = bool(bos) and text.startswith(bos)

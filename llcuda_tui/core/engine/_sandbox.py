@@ -21,6 +21,7 @@ A breach raises :class:`TemplateLimitError` (a ``SecurityError``).
 from __future__ import annotations
 
 import functools
+import json
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -246,6 +247,21 @@ class _Global:
         return self._name
 
 
+def _tojson(
+    value: Any,
+    indent: int | None = None,
+    ensure_ascii: bool = False,
+    separators: tuple[str, str] | None = None,
+    sort_keys: bool = False,
+) -> str:
+    """``tojson`` as transformers renders chat templates (the text the models were trained on):
+    keys in their order, no HTML escaping of ``<>&'``, non-ASCII kept; Jinja's own sorts the
+    keys and writes ``<tool_call>`` in a tool's description as ``\\u003ctool_call\\u003e``."""
+    return json.dumps(
+        value, indent=indent, ensure_ascii=ensure_ascii, separators=separators, sort_keys=sort_keys
+    )
+
+
 def _range(*args: int) -> range:
     rng = range(*args)
     if len(rng) > MAX_ITEMS:
@@ -302,6 +318,7 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         self.filters.update(
             llcuda_out=_out, llcuda_iter=_iter, llcuda_sized=_sized, llcuda_str=_str
         )
+        self.filters["tojson"] = _bounded_filter("tojson", _tojson)
         self.globals.clear()
         for name, fn in (
             ("range", _range),

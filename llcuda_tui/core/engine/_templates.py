@@ -17,9 +17,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llcuda_tui.core.errors import UserInputError, one_line
+
+if TYPE_CHECKING:
+    from llcuda_tui.core.engine._toolprompt import ToolSupport
 
 MAX_RENDERED_CHARS = 4_000_000
 
@@ -81,16 +84,31 @@ class ChatTemplate:
     eos_token: str = ""
 
     def render(
-        self, messages: Sequence[Mapping[str, str]], add_generation_prompt: bool = True
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        add_generation_prompt: bool = True,
+        tools: Sequence[Mapping[str, Any]] | None = None,
     ) -> str:
-        """The prompt text for ``messages`` (dicts with 'role' and 'content')."""
+        """The prompt text for ``messages`` (dicts with 'role' and 'content'; assistant turns
+        may carry OpenAI's ``tool_calls``, tool turns ``tool_call_id``) and OpenAI ``tools``
+        (rendered by the template when it takes them, else as a system-prompt block:
+        ``_toolprompt``)."""
         for m in messages:
             if m.get("role") not in ("system", "user", "assistant", "tool"):
                 raise UserInputError(f"bad chat role: {m.get('role')!r}")
         from llcuda_tui.core.engine._sandbox import render_bounded
+        from llcuda_tui.core.engine._toolprompt import prepare
 
+        try:
+            prepared, tools_variable = prepare(self.source, messages, tools)
+        except (TypeError, ValueError, AttributeError, KeyError, RecursionError) as exc:
+            # the worker hands over validated tools; another caller may not
+            raise UserInputError(
+                f"the tools or tool calls are malformed: {one_line(exc)}"
+            ) from None
         variables = {
-            "messages": [dict(m) for m in messages],
+            "messages": prepared,
+            "tools": tools_variable,  # None without tools, as transformers passes it
             "add_generation_prompt": add_generation_prompt,
             "bos_token": self.bos_token,
             "eos_token": self.eos_token,
@@ -103,6 +121,13 @@ class ChatTemplate:
         if len(text) > MAX_RENDERED_CHARS:
             raise UserInputError("the chat template produced an oversized prompt")
         return text
+
+    @property
+    def tool_support(self) -> ToolSupport:
+        """Whether this template takes ``tools``, and the format its model writes calls in."""
+        from llcuda_tui.core.engine._toolprompt import tool_support
+
+        return tool_support(self.source)
 
 
 def choose_template(

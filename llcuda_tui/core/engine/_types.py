@@ -242,7 +242,9 @@ class GenerationRequest:
     ``tokens`` (ids, used as given)."""
 
     prompt: str | None = None
-    messages: Sequence[Mapping[str, str]] | None = None
+    messages: Sequence[Mapping[str, Any]] | None = None
+    """Chat turns: ``role`` and ``content`` (text), and OpenAI's ``tool_calls`` on an assistant
+    turn, ``tool_call_id`` / ``name`` on a tool turn."""
     tokens: Sequence[int] | None = None
     max_tokens: int = 256
     sampling: SamplingParams = field(default_factory=SamplingParams)
@@ -256,10 +258,16 @@ class GenerationRequest:
     prefill_progress: bool = False
     """Also emit :class:`PrefillProgress` chunks (no text) while the prompt is decoded, for a
     caller that shows it (the TUI); off, consumers that count chunks as tokens see none."""
+    tools: Sequence[Mapping[str, Any]] | None = None
+    """OpenAI function tools (``{"type": "function", "function": {...}}``) rendered into a chat
+    prompt by the model's template (or a generic system-prompt block when the template takes
+    none). The reply stays text: the caller parses any calls out of it (the worker does)."""
 
     def __post_init__(self) -> None:
         if sum(x is not None for x in (self.prompt, self.messages, self.tokens)) != 1:
             raise UserInputError("give exactly one of: a prompt, chat messages, prompt tokens")
+        if self.tools and self.messages is None:
+            raise UserInputError("tools go with chat messages, not a raw prompt")
         if self.max_tokens < 1:
             raise UserInputError("max_tokens must be >= 1")
         if any(not s for s in self.stop):

@@ -2,7 +2,10 @@
 parsed, handed to the engine's thread, and answered as server-sent events (``stream``) or as one
 JSON reply, with usage and our run record.
 
-Tokens come back through the request's :class:`Bridge`, drained here. A client that
+Tokens come back through the request's :class:`Bridge`, drained here. A chat request with
+tools has its reply parsed for calls (:mod:`.toolcalls`): answered as ``tool_calls`` (streamed:
+as OpenAI's deltas), ``finish_reason: "tool_calls"``; ``tool_choice`` ``required`` or named
+adds the grammar that makes the reply those calls. A client that
 disconnects cancels its sequence (and frees its slot) within one step; on shutdown every
 stream still ends with a proper last event.
 """
@@ -13,6 +16,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -24,6 +28,7 @@ from llcuda_tui.core.worker import protocol as P
 from llcuda_tui.core.worker.bridge import Bridge
 from llcuda_tui.core.worker.endpoints import in_thread, json_reply, read_body
 from llcuda_tui.core.worker.state import WorkerState
+from llcuda_tui.core.worker.toolcalls import ToolCallStream, parse_reply
 
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 """No caching, and no buffering in a proxy (nginx) in front of the worker."""
@@ -45,6 +50,11 @@ async def _complete(state: WorkerState, request: Request, chat: bool) -> Respons
     body = P.parse_body(await read_body(request, cfg.max_body_bytes))
     parse = P.parse_chat if chat else P.parse_completion
     parsed = parse(body, cfg.sampling, state.limits())
+    plan = parsed.tools
+    if plan is not None and plan.constrained:
+        grammar = plan.grammar(engine.template.tool_support)
+        sampling = replace(parsed.request.sampling, grammar=grammar)
+        parsed = replace(parsed, request=replace(parsed.request, sampling=sampling))
     _check_vocabulary(parsed.request, engine.info.n_vocab)
     bridge = Bridge(state.waker)
     try:
@@ -53,14 +63,17 @@ async def _complete(state: WorkerState, request: Request, chat: bool) -> Respons
         param = "messages" if chat else "prompt"
         raise P.RequestError(str(exc), param=param, code="context_length_exceeded") from None
     except GrammarError as exc:
-        given = [k for k in ("response_format", "json_schema", "grammar") if k in body]
+        given = [k for k in ("response_format", "json_schema", "grammar", "tools") if k in body]
         raise P.RequestError(str(exc), param=given[0] if given else "grammar") from None
     _record_when_done(state, handle, "chat" if chat else "completions")
+    calls = None
+    if plan is not None and plan.parses:
+        calls = ToolCallStream(plan.names, plan.parallel)
     if parsed.stream:
         shaper = P.StreamShaper(chat, cfg.model_name, parsed.include_usage)
-        events = _events(bridge, handle, shaper, cfg.heartbeat_s)
+        events = _events(bridge, handle, shaper, cfg.heartbeat_s, calls)
         return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
-    return await _whole(state, request, bridge, handle, chat)
+    return await _whole(state, request, bridge, handle, chat, calls)
 
 
 def _check_vocabulary(request: GenerationRequest, n_vocab: int) -> None:
@@ -92,9 +105,15 @@ def _record_when_done(state: WorkerState, handle: GenerationHandle, endpoint: st
 
 
 async def _events(
-    bridge: Bridge, handle: GenerationHandle, shaper: P.StreamShaper, heartbeat_s: float
+    bridge: Bridge,
+    handle: GenerationHandle,
+    shaper: P.StreamShaper,
+    heartbeat_s: float,
+    calls: ToolCallStream | None = None,
 ) -> AsyncIterator[bytes]:
-    """The SSE stream: one event per token, a heartbeat when idle, a last event either way."""
+    """The SSE stream: one event per token, a heartbeat when idle, a last event either way;
+    with ``calls``, text that may be a tool call is held (its token's event has no text) and
+    the calls come as ``tool_calls`` deltas before the last event."""
     finished = False
     try:
         yield shaper.opening() or P.HEARTBEAT
@@ -110,6 +129,18 @@ async def _events(
                     out.append(shaper.error(str(item), status))
                     finished = True
                     break
+                if calls is not None:
+                    deltas = calls.feed(item.text)
+                    if item.record is not None:
+                        deltas += calls.finish()
+                    out.extend(shaper.delta(d) for d in deltas)
+                    if item.record is not None:
+                        out.append(shaper.closing("", item.record, bool(calls.calls)))
+                        finished = True
+                        break
+                    if not deltas:
+                        out.append(shaper.token(""))
+                    continue
                 if item.record is not None:
                     out.append(shaper.closing(item.text, item.record))
                     finished = True
@@ -122,7 +153,12 @@ async def _events(
 
 
 async def _whole(
-    state: WorkerState, request: Request, bridge: Bridge, handle: GenerationHandle, chat: bool
+    state: WorkerState,
+    request: Request,
+    bridge: Bridge,
+    handle: GenerationHandle,
+    chat: bool,
+    calls: ToolCallStream | None = None,
 ) -> Response:
     """The whole reply as one JSON body; a client that leaves first cancels the generation."""
     collect = asyncio.ensure_future(_collect(bridge))
@@ -137,7 +173,12 @@ async def _whole(
     if not collect.done() or collect.cancelled():
         return Response(status_code=499)  # nobody is listening
     text, record = collect.result()
-    return json_reply(P.whole_response(chat, state.config.model_name, text, record))
+    model = state.config.model_name
+    if calls is not None:
+        reply = parse_reply(text, calls.names, calls.parallel)
+        made = [c.to_openai() for c in reply.calls]
+        return json_reply(P.whole_response(chat, model, reply.content, record, made))
+    return json_reply(P.whole_response(chat, model, text, record))
 
 
 async def _collect(bridge: Bridge) -> tuple[str, RunRecord]:

@@ -125,11 +125,16 @@ async def runs(state: WorkerState, request: Request) -> Response:
 
 
 async def tokenize(state: WorkerState, request: Request) -> Response:
-    """``content`` as token ids, or a chat's prompt as the worker's template renders it."""
+    """``content`` as token ids, or a chat's prompt (with its ``tools``) as the worker's
+    template renders it."""
     engine = state.ready_engine()
     body = P.parse_body(await read_body(request, state.config.max_body_bytes))
     if "messages" in body:  # a chat: its prompt as the worker's template renders it
-        chat = P.parse_chat({"messages": body["messages"]}, state.config.sampling, state.limits())
+        # with the tools, as a chat request renders them
+        fields: dict[str, Any] = {
+            k: body[k] for k in ("messages", "tools", "tool_choice") if k in body
+        }
+        chat = P.parse_chat(fields, state.config.sampling, state.limits())
         prompt = await in_thread(lambda: engine.prompt_tokens(chat.request))
         return json_reply({"tokens": prompt})
     content = body.get("content")

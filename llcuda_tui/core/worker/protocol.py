@@ -1,6 +1,10 @@
 """The worker's wire format, shared by the server and the client: OpenAI-shaped requests and
 responses, server-sent events, and our extensions.
 
+Tool calls (``tools``, ``tool_choice``, ``parallel_tool_calls``) are validated here into a
+:class:`ToolPlan`; the template renders the tools (``engine._toolprompt``) and
+:mod:`.toolcalls` parses the calls out of the reply.
+
 Extensions to the OpenAI shapes (ignored by OpenAI clients): requests may carry ``top_k``,
 ``min_p``, ``repeat_penalty``, ``repeat_last_n`` and ``ignore_eos`` (as ``llama-server``
 accepts them); the last chunk of a stream and a whole response carry ``"llcuda": {"record":
@@ -13,14 +17,15 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import secrets
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
 from llcuda_tui.core.config import SamplingDefaults
-from llcuda_tui.core.engine import GenerationRequest, RunRecord, SamplingParams
+from llcuda_tui.core.engine import GenerationRequest, RunRecord, SamplingParams, ToolSupport
 from llcuda_tui.core.errors import UserInputError
 from llcuda_tui.core.unicode import find_bad_text
 
@@ -37,6 +42,11 @@ MAX_GRAMMAR_CHARS = 256 * 1024
 MAX_MESSAGES = 4096
 """Most messages in one chat request (each is rendered by the chat template before the prompt's
 length is known, so the count is capped up front)."""
+MAX_TOOLS = 128
+"""Most tools in one request (OpenAI's limit)."""
+TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+"""A function name as OpenAI allows it."""
+TOOL_CHOICES = ("auto", "none", "required")
 FINISH_REASONS = {"eos": "stop", "stop": "stop", "length": "length", "cancelled": "length"}
 """Our stop reasons as OpenAI finish reasons (a request the server cancelled ends 'length')."""
 
@@ -110,6 +120,53 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class ToolPlan:
+    """What a chat request asks of tools."""
+
+    tools: tuple[dict[str, Any], ...]
+    """OpenAI function tools, validated (``{"type": "function", "function": {...}}``)."""
+    choice: str
+    """``auto``, ``none`` (tools are not shown to the model), ``required``, or ``function``
+    (named: ``name``)."""
+    name: str | None = None
+    parallel: bool = True
+    """``parallel_tool_calls``: more than one call per reply."""
+
+    @property
+    def names(self) -> frozenset[str]:
+        return frozenset(t["function"]["name"] for t in self.tools)
+
+    @property
+    def parses(self) -> bool:
+        """Calls are parsed out of the reply (every choice but ``none``)."""
+        return self.choice != "none"
+
+    @property
+    def constrained(self) -> bool:
+        """A grammar makes the reply calls (``required``, named)."""
+        return self.choice in ("required", "function")
+
+    def grammar(self, support: ToolSupport) -> str:
+        """The grammar of a constrained reply, in the format the model writes calls in."""
+        from llcuda_tui.core.engine import tool_call_grammar
+
+        functions = [
+            t["function"]
+            for t in self.tools
+            if self.choice == "required" or t["function"]["name"] == self.name
+        ]
+        try:
+            return tool_call_grammar(
+                functions,
+                wrap=support.wrap,
+                arguments_key=support.arguments_key,
+                several=self.choice == "required" and self.parallel,
+            )
+        except UserInputError as exc:
+            raise RequestError(f"tools: {exc}", param="tools") from None
+
+
+@dataclass(frozen=True)
 class ParsedRequest:
     """A validated OpenAI request: the engine's request plus how to answer it."""
 
@@ -117,6 +174,8 @@ class ParsedRequest:
     stream: bool
     include_usage: bool
     model: str | None
+    tools: ToolPlan | None = None
+    """Tools asked for (None: none were)."""
 
 
 # --- parsing requests (server side) -----------------------------------------------------------
@@ -153,7 +212,100 @@ def parse_chat(
             f"'messages' has {len(messages)} entries, more than {MAX_MESSAGES}", param="messages"
         )
     parsed = [_message(m, i) for i, m in enumerate(messages)]
-    return _parsed(body, defaults, limits, messages=parsed)
+    plan = _tool_plan(body)
+    tools = list(plan.tools) if plan is not None and plan.parses else None
+    result = _parsed(body, defaults, limits, messages=parsed, tools=tools)
+    if plan is not None and plan.parses and result.request.sampling.grammar is not None:
+        given = next(
+            k for k in ("response_format", "grammar", "json_schema") if body.get(k) is not None
+        )
+        raise RequestError(
+            f"'{given}' constrains the reply, so it cannot go with tools unless tool_choice is "
+            "'none'",
+            param=given,
+        )
+    return ParsedRequest(
+        result.request, result.stream, result.include_usage, result.model, tools=plan
+    )
+
+
+def _tool_plan(body: Mapping[str, Any]) -> ToolPlan | None:
+    """``tools``, ``tool_choice`` and ``parallel_tool_calls``; None when no tools are given."""
+    raw = body.get("tools")
+    tools = _tools(raw) if raw is not None else ()
+    parallel = _bool(body, "parallel_tool_calls", True)
+    choice, name = _tool_choice(body.get("tool_choice"))
+    if choice in ("required", "function") and not tools:
+        raise RequestError(f"tool_choice '{name or choice}' needs 'tools'", param="tool_choice")
+    if name is not None and name not in {t["function"]["name"] for t in tools}:
+        raise RequestError(
+            f"tool_choice names the function '{name}', which is not in 'tools'",
+            param="tool_choice",
+        )
+    if not tools:
+        return None
+    return ToolPlan(tools, choice, name, parallel)
+
+
+def _tools(value: Any) -> tuple[dict[str, Any], ...]:
+    if not isinstance(value, list):
+        raise RequestError("'tools' must be a list of function tools", param="tools")
+    if len(value) > MAX_TOOLS:
+        raise RequestError(
+            f"'tools' has {len(value)} entries, more than {MAX_TOOLS}", param="tools"
+        )
+    out, seen = [], set()
+    for k, tool in enumerate(value):
+
+        def bad(why: str, k: int = k) -> RequestError:
+            return RequestError(f"tools[{k}]: {why}", param="tools")
+
+        if not isinstance(tool, dict) or tool.get("type") != "function":
+            raise bad('only {"type": "function"} tools are supported')
+        fn = tool.get("function")
+        if not isinstance(fn, dict):
+            raise bad("'function' must be an object")
+        name = fn.get("name")
+        if not isinstance(name, str) or not TOOL_NAME.fullmatch(name):
+            raise bad("function.name must be 1 to 64 of a-z, A-Z, 0-9, '_' and '-'")
+        if name in seen:
+            raise bad(f"the function name '{name}' is given twice")
+        seen.add(name)
+        clean: dict[str, Any] = {"name": name}
+        for key, kind, what in (
+            ("description", str, "a string"),
+            ("parameters", dict, "a JSON Schema object"),
+            ("strict", bool, "true or false"),
+        ):
+            given = fn.get(key)
+            if given is None:
+                continue
+            if not isinstance(given, kind):
+                raise bad(f"function.{key} must be {what}")
+            clean[key] = given
+        out.append({"type": "function", "function": clean})
+    return tuple(out)
+
+
+def _tool_choice(value: Any) -> tuple[str, str | None]:
+    """(choice, function name of a named choice)."""
+    if value is None:
+        return "auto", None
+    if isinstance(value, str) and value in TOOL_CHOICES:
+        return value, None
+    fn = value.get("function") if isinstance(value, dict) else None
+    if (
+        isinstance(value, dict)
+        and value.get("type") == "function"
+        and isinstance(fn, dict)
+        and isinstance(fn.get("name"), str)
+    ):
+        return "function", fn["name"]
+    raise RequestError(
+        "tool_choice must be 'auto', 'none', 'required' or "
+        '{"type": "function", "function": {"name": ...}}',
+        param="tool_choice",
+    )
 
 
 def parse_completion(
@@ -161,6 +313,12 @@ def parse_completion(
 ) -> ParsedRequest:
     """A ``/v1/completions`` body: ``prompt`` is a string or a list of token ids (or a list
     holding exactly one of those)."""
+    if body.get("tools"):
+        raise RequestError(
+            "tools go with /v1/chat/completions, not /v1/completions",
+            param="tools",
+            code="unsupported_parameter",
+        )
     prompt = body.get("prompt")
     if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str | list):
         prompt = prompt[0]
@@ -255,8 +413,11 @@ def _refuse_unsupported(body: Mapping[str, Any]) -> None:
         refuse("logprobs", "logprobs are not supported")
     if body.get("top_logprobs") not in (None, 0):
         refuse("top_logprobs", "top_logprobs are not supported")
-    if body.get("tools"):
-        refuse("tools", "tools are not supported by this worker")
+    for legacy in ("functions", "function_call"):
+        if body.get(legacy) is not None:
+            refuse(
+                legacy, f"'{legacy}' is OpenAI's deprecated form: send 'tools' (and 'tool_choice')"
+            )
     if body.get("echo") not in (None, False):
         refuse("echo", "'echo' is not supported")
     if body.get("suffix") not in (None, ""):
@@ -317,7 +478,7 @@ def _grammar(body: Mapping[str, Any]) -> str | None:
     return grammar
 
 
-def _message(m: Any, i: int) -> dict[str, str]:
+def _message(m: Any, i: int) -> dict[str, Any]:
     if not isinstance(m, dict):
         raise RequestError(f"messages[{i}] must be an object", param="messages")
     role, content = m.get("role"), m.get("content")
@@ -337,7 +498,49 @@ def _message(m: Any, i: int) -> dict[str, str]:
         content = "".join(parts)
     if not isinstance(content, str):
         raise RequestError(f"messages[{i}].content must be a string", param="messages")
-    return {"role": role, "content": content}
+    out: dict[str, Any] = {"role": role, "content": content}
+    calls = m.get("tool_calls")
+    if role == "assistant" and calls:
+        out["tool_calls"] = _history_calls(calls, i)
+    if role == "tool":
+        for key in ("tool_call_id", "name"):
+            value = m.get(key)
+            if value is None:
+                continue
+            if not isinstance(value, str):
+                raise RequestError(f"messages[{i}].{key} must be a string", param="messages")
+            out[key] = value
+    return out
+
+
+def _history_calls(calls: Any, i: int) -> list[dict[str, Any]]:
+    """An assistant turn's ``tool_calls`` in OpenAI's shape (``arguments`` a JSON string)."""
+    if not isinstance(calls, list):
+        raise RequestError(f"messages[{i}].tool_calls must be a list", param="messages")
+    out = []
+    for j, call in enumerate(calls):
+        where = f"messages[{i}].tool_calls[{j}]"
+        fn = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not fn["name"]:
+            raise RequestError(f"{where} needs function.name", param="messages")
+        arguments = fn.get("arguments")
+        if arguments is None:
+            arguments = "{}"
+        elif isinstance(arguments, dict):  # not OpenAI's shape, but unambiguous
+            try:
+                arguments = json.dumps(arguments, ensure_ascii=False)
+            except (ValueError, RecursionError):
+                raise RequestError(f"{where}: bad arguments", param="messages") from None
+        if not isinstance(arguments, str):
+            raise RequestError(f"{where}: function.arguments must be a string", param="messages")
+        call_id = call.get("id")
+        if call_id is None:
+            call_id = f"call_{i}_{j}"
+        if not isinstance(call_id, str):
+            raise RequestError(f"{where}: 'id' must be a string", param="messages")
+        function = {"name": fn["name"], "arguments": arguments}
+        out.append({"id": call_id, "type": "function", "function": function})
+    return out
 
 
 def _stops(value: Any) -> tuple[str, ...]:
@@ -458,9 +661,15 @@ class StreamShaper:
         """One generated token's text (possibly empty)."""
         return (self._token[0] + _dumps(text) + self._token[1]).encode()
 
-    def closing(self, tail: str, record: RunRecord) -> bytes:
-        """The final event(s): leftover text, the finish reason, our record, usage, [DONE]."""
-        reason = FINISH_REASONS.get(record.stop_reason, "stop")
+    def delta(self, delta: Mapping[str, Any]) -> bytes:
+        """A chat event of any delta (``{"tool_calls": [...]}``, ``{"content": ...}``)."""
+        return self._event([{"index": 0, "delta": dict(delta), "logprobs": None,
+                             "finish_reason": None}])  # fmt: skip
+
+    def closing(self, tail: str, record: RunRecord, tool_calls: bool = False) -> bytes:
+        """The final event(s): leftover text, the finish reason (``tool_calls`` when the reply
+        made calls), our record, usage, [DONE]."""
+        reason = finish_reason(record, tool_calls)
         if self.chat:
             choice = {
                 "index": 0,
@@ -488,13 +697,30 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
-def whole_response(chat: bool, model: str, text: str, record: RunRecord) -> dict[str, Any]:
-    """A non-streamed reply."""
+def finish_reason(record: RunRecord, tool_calls: bool = False) -> str:
+    """OpenAI's finish reason of a run: ``tool_calls`` for a reply that ended with calls
+    (one cut off by ``max_tokens`` stays ``length``)."""
     reason = FINISH_REASONS.get(record.stop_reason, "stop")
+    return "tool_calls" if tool_calls and reason == "stop" else reason
+
+
+def whole_response(
+    chat: bool,
+    model: str,
+    text: str | None,
+    record: RunRecord,
+    tool_calls: Sequence[Mapping[str, Any]] = (),
+) -> dict[str, Any]:
+    """A non-streamed reply; a chat reply's ``tool_calls`` in OpenAI's shape (its ``text`` is
+    then None when the calls are all it says)."""
+    reason = finish_reason(record, bool(tool_calls))
     if chat:
+        message: dict[str, Any] = {"role": "assistant", "content": text}
+        if tool_calls:
+            message["tool_calls"] = [dict(c) for c in tool_calls]
         choice: dict[str, Any] = {
             "index": 0,
-            "message": {"role": "assistant", "content": text},
+            "message": message,
             "logprobs": None,
             "finish_reason": reason,
         }
@@ -515,7 +741,14 @@ def whole_response(chat: bool, model: str, text: str, record: RunRecord) -> dict
 
 
 def request_payload(request: GenerationRequest, model: str | None) -> tuple[str, dict[str, Any]]:
-    """(path, JSON body) of a streamed request for ``request`` (chat when it has messages)."""
+    """(path, JSON body) of a streamed request for ``request`` (chat when it has messages).
+    A request with tools is refused: this stream carries text, and the worker answers tool
+    calls as ``tool_calls`` deltas (send those requests with an OpenAI client)."""
+    if request.tools:
+        raise UserInputError(
+            "a remote engine streams text only: send requests with tools to the worker's "
+            f"{CHAT_PATH} with an OpenAI client"
+        )
     s = request.sampling
     body: dict[str, Any] = {
         "model": model or "default",

@@ -31,6 +31,7 @@ from llcuda_tui.core.worker.bridge import Waker
 from llcuda_tui.core.worker.metrics import WorkerMetrics
 
 if TYPE_CHECKING:
+    from llcuda_tui.core.engine import ChatTemplate
     from llcuda_tui.core.gpu import GpuReading, GpuSample, GpuSampler
 
 
@@ -88,6 +89,11 @@ class ServedEngine(Protocol):
     def cancel(self) -> None: ...
 
     def close(self) -> None: ...
+
+    @property
+    def template(self) -> ChatTemplate:
+        """The model's chat template (what it does with tools)."""
+        ...
 
     def stats(self) -> BatchStats: ...
 
