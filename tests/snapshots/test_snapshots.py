@@ -102,13 +102,14 @@ def no_blink(app: Any) -> None:
         widget.cursor_blink = False  # type: ignore[attr-defined]
 
 
-async def settled(pilot: Any, state: Any, quiet: int = 5) -> None:
-    """Until ``state()`` is the same ``quiet`` pauses in a row: at 80x24 the transcript
-    scrolls, and its scrollbar was drawn while the reply's Markdown was still being laid
-    out (the thumb's size changed from run to run)."""
+async def settled(pilot: Any, state: Any, quiet: int = 10) -> None:
+    """Until ``state()`` is the same ``quiet`` pauses in a row (a second): at 80x24 the
+    transcript scrolls, and its scrollbar was drawn while the reply's Markdown was still being
+    laid out (the thumb's size changed from run to run). A quarter of a second was not enough
+    on a loaded machine: the Markdown's blocks are laid out over several refreshes."""
     seen, same = state(), 0
     while same < quiet:
-        await pilot.pause(0.05)
+        await pilot.pause(0.1)
         now = state()
         same = same + 1 if now == seen else 0
         seen = now
@@ -149,7 +150,13 @@ def test_chat_screen(
         before = chat.plan.history_tokens
         chat.prompt.value = "And how is it different\nfrom safetensors?"
         await wait_for(pilot, lambda: chat.plan.history_tokens > before, what="recount")
-        await settled(pilot, lambda: (chat.transcript.virtual_size, chat.transcript.scroll_y))
+        state = lambda: (chat.transcript.virtual_size, chat.transcript.scroll_y)  # noqa: E731
+        await settled(pilot, state)
+        # the scrollbar repainted from the settled state: its last paint could come from an
+        # earlier layout (the same scroll state and text, the thumb a fraction of a row short of
+        # the bottom); the stored snapshot had such a stale thumb, and matched only sometimes
+        chat.transcript.vertical_scrollbar.refresh()
+        await pilot.pause(0.1)
 
     assert snap_compare(app, terminal_size=size, run_before=ready)
 
