@@ -51,7 +51,6 @@ from llcuda_tui.core.engine._speculative import (
 from llcuda_tui.core.engine._templates import choose_template
 from llcuda_tui.core.engine._threads import default_threads
 from llcuda_tui.core.engine._types import (
-    GGML_TYPES,
     Chunk,
     EngineConfig,
     GenerationHandle,
@@ -60,6 +59,7 @@ from llcuda_tui.core.engine._types import (
     PrefillProgress,
     RunRecord,
 )
+from llcuda_tui.core.engine._values import GGML_TYPES
 from llcuda_tui.core.errors import (
     ContextLengthError,
     EngineError,
