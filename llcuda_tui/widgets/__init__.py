@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from llcuda_tui.widgets.conversation_list import ConversationList as ConversationList
     from llcuda_tui.widgets.experiment_panel import ExperimentPanel as ExperimentPanel
     from llcuda_tui.widgets.gpu_panel import GpuPanel as GpuPanel
+    from llcuda_tui.widgets.key_footer import KeyFooter as KeyFooter
     from llcuda_tui.widgets.metric_plot import MetricPlot as MetricPlot
     from llcuda_tui.widgets.prompt_area import PromptArea as PromptArea
     from llcuda_tui.widgets.stream_view import StreamView as StreamView
@@ -27,6 +28,7 @@ _EXPORTS = {
     "ConversationList": "conversation_list",
     "ExperimentPanel": "experiment_panel",
     "GpuPanel": "gpu_panel",
+    "KeyFooter": "key_footer",
     "MetricPlot": "metric_plot",
     "PromptArea": "prompt_area",
     "StreamView": "stream_view",

@@ -18,7 +18,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.timer import Timer
-from textual.widgets import Button, Footer, Input, ListView, ProgressBar, Static, TextArea
+from textual.widgets import Button, Input, ListView, ProgressBar, Static, TextArea
 from textual.worker import Worker, WorkerState
 
 from llcuda_tui.core.chat import ChatSession, ContextPlan, Phase, PlanJob
@@ -38,7 +38,14 @@ from llcuda_tui.screens.chat.model_bar import LoadProgress, ModelBar, list_choic
 from llcuda_tui.screens.chat.sidebar import Sidebar
 from llcuda_tui.screens.chat.transcript import DRAIN_HZ, LiveReply, Transcript
 from llcuda_tui.screens.dialogs import ConfirmDialog
-from llcuda_tui.widgets import ChatMessage, ContextMeter, ConversationItem, PromptArea, StreamView
+from llcuda_tui.widgets import (
+    ChatMessage,
+    ContextMeter,
+    ConversationItem,
+    KeyFooter,
+    PromptArea,
+    StreamView,
+)
 
 if TYPE_CHECKING:
     from llcuda_tui.app import LlcudaApp
@@ -151,7 +158,7 @@ class ChatScreen(Screen[None]):
         # a child of the screen, not of the chat column: a repaint of the streaming reply
         # then re-renders 4 widgets (screen, column, footer, view) instead of 12
         yield StreamView(id="live")
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         self.llcuda.chat_screen = self
