@@ -150,6 +150,9 @@ def measure(rounds: int) -> dict[str, list[Sample]]:
         scratch = Path(tmp)
         env = {**os.environ, "LLCUDA_HOME": str(scratch / "home")}
         env.pop("LLCUDA_LLAMA_LOG", None)
+        # an installed package has its .pyc files (the warm-up run writes them here): with
+        # PYTHONDONTWRITEBYTECODE set, every start would compile the sources instead
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
         _prepare_home(scratch / "home", env)
         llcuda = str(VENV_BIN / "llcuda")
         cases = {

@@ -37,25 +37,49 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"llcuda: error: {message} (see '{self.prog} --help')\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from llcuda_tui.commands import (
-        batch,
-        bench,
-        cache,
-        experiment,
-        gpu,
-        infer,
-        models,
-        serve,
-        tui,
-    )
+COMMANDS: dict[str, str] = {
+    "infer": "generate text from a prompt",
+    "models": "manage models",
+    "cache": "conversations' saved KV states: list, clear",
+    "gpu": "GPU telemetry (NVML): utilisation, memory, power, energy, clocks, throttling",
+    "bench": "benchmark models: throughput (llama-bench compatible), latency, energy, perplexity",
+    "experiment": "run and report experiments",
+    "tui": "open the terminal UI (also: bare 'llcuda')",
+    "serve": "serve a model over HTTP (OpenAI API)",
+    "batch": "generate for a file of prompts (MPI ranks)",
+}
+"""Each command (``llcuda_tui.commands.<name>``, in ``--help`` order) and its one-line help,
+which its module's ``add_parser`` also gives (tests/test_cli.py checks they agree): the
+commands not run are listed from here, without importing their modules or building their
+parsers."""
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The ``llcuda`` parser: every command's in full, or with ``argv`` only the command it
+    names (the others are one-line entries that list it in ``--help``). Building all 40
+    sub-parsers and importing their modules was a third of ``llcuda models ls``."""
+    import importlib
 
     parser = _Parser(prog="llcuda", description="Terminal workbench for local GGUF LLMs.")
     parser.add_argument("--version", action="store_true", help="show versions and backend")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for module in (infer, models, cache, gpu, bench, experiment, tui, serve, batch):
-        module.add_parser(sub)
+    named = _command_word(argv) if argv is not None else None
+    for name, help in COMMANDS.items():
+        if argv is not None and name != named:
+            sub.add_parser(name, help=help, add_help=False)
+            continue
+        module = importlib.import_module(f"llcuda_tui.commands.{name}")
+        if name == "models" and argv is not None:  # 27 actions: build the one named
+            module.add_parser(sub, _command_word(argv[argv.index(name) + 1 :]))
+        else:
+            module.add_parser(sub)
     return parser
+
+
+def _command_word(argv: Sequence[str]) -> str | None:
+    """The command ``argv`` names: its first word that is not an option (the top level's
+    options take no value)."""
+    return next((word for word in argv if not word.startswith("-")), None)
 
 
 def version_text() -> str:
@@ -91,7 +115,8 @@ def _cpu_build_info() -> BuildInfo | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     try:
         if args.version:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -106,3 +108,40 @@ def test_models_starter_json() -> None:
     assert proc.returncode == 0, proc.stderr
     names = {row["name"] for row in json.loads(proc.stdout)}
     assert {"smollm2-135m-instruct", "gemma-3-270m"} <= names
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> argparse._SubParsersAction:
+    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+
+
+def test_the_command_table_has_each_commands_own_help() -> None:
+    from llcuda_tui.cli import COMMANDS, build_parser
+
+    listed = {a.dest: a.help for a in _subparsers(build_parser())._choices_actions}
+    assert listed == COMMANDS  # what the one-line entries of commands not run say
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--help"], ["models", "--help"], ["models", "ls", "--help"], ["models", "remote", "--help"]],
+)
+def test_building_only_the_named_parsers_helps_and_parses_alike(argv: list[str]) -> None:
+    import contextlib
+    import io
+
+    from llcuda_tui.cli import build_parser
+
+    def run(parser: argparse.ArgumentParser) -> str:
+        with contextlib.redirect_stdout(io.StringIO()) as out, pytest.raises(SystemExit):
+            parser.parse_args(argv)
+        return out.getvalue()
+
+    def parsed(parser: argparse.ArgumentParser, words: list[str]) -> dict[str, object]:
+        values = vars(parser.parse_args(words))
+        func = values["func"]  # a partial is made per parser: compare what it calls
+        values["func"] = (func.func, func.args) if isinstance(func, partial) else func
+        return values
+
+    assert run(build_parser(argv)) == run(build_parser())
+    for words in (["models", "ls", "--json"], ["models", "pull", "a/b", "--quant", "Q4_K_M"]):
+        assert parsed(build_parser(words), words) == parsed(build_parser(), words)

@@ -9,6 +9,7 @@ import json
 import pkgutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -101,6 +102,29 @@ def test_version_does_not_import_llama_cpp() -> None:
 
 
 @pytest.mark.timeout(120)
+def test_models_ls_loads_only_its_own_command_and_the_store_it_reads(tmp_path: Path) -> None:
+    code = (
+        "import contextlib, io, os\n"
+        f"os.environ['LLCUDA_HOME'] = {str(tmp_path)!r}\n"
+        "from llcuda_tui.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()) as out:\n"
+        "    assert main(['models', 'ls']) == 0\n"
+        "assert 'the store is empty' in out.getvalue(), out.getvalue()\n"
+    )
+    modules = _modules_after(code)
+    assert _heavy(modules) == set()
+    commands = {name for name in modules if name.startswith("llcuda_tui.commands.")}
+    assert commands == {"llcuda_tui.commands.models", "llcuda_tui.commands.models_remote",
+                        "llcuda_tui.commands.argtypes"}  # fmt: skip
+    # reading the settings and listing the store: not the engine's types, the GGUF reader, the
+    # Hub or the store's other verbs (each loads with its verb), nor tomllib without a config
+    unneeded = {"llcuda_tui.core.engine._types", "llcuda_tui.core.engine._sampling"}
+    unneeded |= {"llcuda_tui.core.gguf", "llcuda_tui.core.store._hub", "tomllib", "random"}
+    unneeded |= {f"llcuda_tui.core.store.{m}" for m in ("_pull", "_maint", "_adopt", "_local")}
+    assert unneeded & set(modules) == set()
+
+
+@pytest.mark.timeout(120)
 def test_the_tui_imports_only_its_first_screen_before_it_is_ready() -> None:
     modules = _modules_after(
         "import asyncio\n"
@@ -119,6 +143,22 @@ def test_the_tui_imports_only_its_first_screen_before_it_is_ready() -> None:
     )
     others = {"llcuda_tui.screens.models", "llcuda_tui.screens.gpu", "llcuda_tui.screens.bench"}
     assert others & set(modules) == set(), "load a screen's module on its first switch"
+
+
+@pytest.mark.timeout(60)
+def test_fit_badges_of_stored_models_import_no_gguf_reader() -> None:
+    # the TUI's model picker at start-up: a stored model's summary comes from its manifest;
+    # its fit (KV cache sizes included) needs no `import gguf`, which imports numpy (0.4 s)
+    modules = _modules_after(
+        "from llcuda_tui.core.fit import DeviceMemory, FitRequest, fit\n"
+        "from llcuda_tui.core.gguf import GgufSummary\n"
+        "s = GgufSummary('llama', n_layer=4, n_embd=64, n_head=4, n_head_kv=4, head_dim_k=16,\n"
+        "                head_dim_v=16, tensor_bytes=1 << 20)\n"
+        "ram = DeviceMemory('ram', 'RAM', 1 << 34, 1 << 34)\n"
+        "for kv in ('f16', 'q8_0', 'q4_0'):\n"
+        "    fit(s, FitRequest(type_k=kv, type_v=kv), ram)\n"
+    )
+    assert {"numpy", "gguf", "llama_cpp"} & set(modules) == set()
 
 
 @pytest.mark.timeout(60)

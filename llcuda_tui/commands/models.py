@@ -21,9 +21,13 @@ if TYPE_CHECKING:  # the parser imports this module: the store loads in the comm
 Handler = Callable[[argparse.Namespace, "Settings"], int]
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction, action: str | None = None) -> None:
+    """``llcuda models ACTION``; with ``action``, only that action's parser is built in full
+    (the others are one-line entries that list them in ``--help``): the 27 actions' parsers
+    were a fifth of ``llcuda models ls``."""
     models = sub.add_parser("models", help="manage models", description=__doc__)
-    msub = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
+    actions = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
+    msub: Any = actions if action is None else _OnlyNamed(actions, action)
 
     def cmd(name: str, func: Handler, help: str, json_flag: bool = True) -> argparse.ArgumentParser:
         p = msub.add_parser(name, help=help, description=help)
@@ -112,6 +116,36 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     from llcuda_tui.commands import models_remote  # push, remote ls|show|rm|gc, pull --from
 
     models_remote.add_parsers(msub, cmd, models_remote.Output(ProgressBar, _report))
+
+
+class _OnlyNamed:
+    """A sub-parsers action that builds the parser of one name in full; for any other name it
+    adds a one-line entry and hands back :data:`_IGNORED`, which takes the arguments the code
+    adds and drops them."""
+
+    def __init__(self, actions: argparse._SubParsersAction, name: str) -> None:
+        self._actions, self._name = actions, name
+
+    @property
+    def choices(self) -> Any:
+        return self._actions.choices
+
+    def add_parser(self, name: str, **kwargs: Any) -> Any:
+        if name == self._name:
+            return self._actions.add_parser(name, **kwargs)
+        self._actions.add_parser(name, help=kwargs.get("help"), add_help=False)
+        return _IGNORED
+
+
+class _Ignored:
+    """Answers every call (``add_argument``, ``set_defaults``, ``add_subparsers``...) with
+    itself and keeps nothing."""
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda *args, **kwargs: self
+
+
+_IGNORED = _Ignored()
 
 
 # --- output helpers --------------------------------------------------------------------------

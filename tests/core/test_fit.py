@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from llcuda_tui.core.engine import flash_attn_for
+from llcuda_tui.core.engine import KV_TYPES, flash_attn_for
 from llcuda_tui.core.fit import (
+    KV_BLOCKS,
     DeviceMemory,
     FitRequest,
     MemoryLimits,
@@ -27,6 +28,7 @@ from llcuda_tui.core.fit import (
     fit,
     gpu_device,
     kv_bytes_per_layer,
+    kv_type_bytes,
     ram_device,
 )
 from llcuda_tui.core.gguf import GgufSummary, read_summary
@@ -57,6 +59,18 @@ def test_kv_cache_matches_llama_cpp_arithmetic(smollm_path: Path, gemma_path: Pa
     # without swa_full a sliding-window layer keeps pad(512 + n_ubatch, 256) = 1024 cells: 1 MiB
     small_swa = FitRequest(n_ctx=4096, swa_full=False)
     assert sum(kv_bytes_per_layer(gemma, small_swa)) == (12 + 15) * MIB
+
+
+def test_kv_block_sizes_are_the_gguf_packages() -> None:
+    # the table spares the TUI's start `import gguf` (and numpy); it must say what gguf says
+    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+
+    assert set(KV_BLOCKS) == set(KV_TYPES)
+    for name, sizes in KV_BLOCKS.items():
+        assert GGML_QUANT_SIZES[GGMLQuantizationType[name.upper()]] == sizes, name
+    # any other ggml type is still sized, through the gguf package
+    q4_k = GGML_QUANT_SIZES[GGMLQuantizationType.Q4_K]
+    assert kv_type_bytes("q4_K", 512) == 512 // q4_k[0] * q4_k[1]
 
 
 def test_placement_follows_n_gpu_layers(tiny: GgufSummary) -> None:

@@ -13,6 +13,10 @@
 
 Run functions block; progress goes to ``on_progress`` and ``cancel`` stops them between
 repetitions. With a :class:`BenchStore` the run is saved in one transaction.
+
+One module on purpose (about 600 lines): a llama-bench run from spec to stored rows, whose
+steps (instances, tests, rows with their telemetry, bandwidth and perplexity columns) hand
+each other the same spec and row dictionaries; the other benchmarks already live apart.
 """
 
 from __future__ import annotations

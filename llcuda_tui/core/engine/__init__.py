@@ -165,9 +165,6 @@ if TYPE_CHECKING:
         SamplingParams as SamplingParams,
     )
     from ._sampling import (
-        SamplingValues as SamplingValues,
-    )
-    from ._sampling import (
         build_chain as build_chain,
     )
     from ._sampling import (
@@ -207,40 +204,16 @@ if TYPE_CHECKING:
         ToolSupport as ToolSupport,
     )
     from ._types import (
-        AUTO_ON_OFF as AUTO_ON_OFF,
-    )
-    from ._types import (
-        GGML_TYPES as GGML_TYPES,
-    )
-    from ._types import (
-        KV_TYPES as KV_TYPES,
-    )
-    from ._types import (
-        MAX_CTX as MAX_CTX,
-    )
-    from ._types import (
-        BackendSampling as BackendSampling,
-    )
-    from ._types import (
         Chunk as Chunk,
     )
     from ._types import (
         EngineConfig as EngineConfig,
     )
     from ._types import (
-        EngineValues as EngineValues,
-    )
-    from ._types import (
-        FlashAttn as FlashAttn,
-    )
-    from ._types import (
         GenerationHandle as GenerationHandle,
     )
     from ._types import (
         GenerationRequest as GenerationRequest,
-    )
-    from ._types import (
-        KvType as KvType,
     )
     from ._types import (
         LoadInfo as LoadInfo,
@@ -253,6 +226,33 @@ if TYPE_CHECKING:
     )
     from ._types import (
         SpecSettings as SpecSettings,
+    )
+    from ._values import (
+        AUTO_ON_OFF as AUTO_ON_OFF,
+    )
+    from ._values import (
+        GGML_TYPES as GGML_TYPES,
+    )
+    from ._values import (
+        KV_TYPES as KV_TYPES,
+    )
+    from ._values import (
+        MAX_CTX as MAX_CTX,
+    )
+    from ._values import (
+        BackendSampling as BackendSampling,
+    )
+    from ._values import (
+        EngineValues as EngineValues,
+    )
+    from ._values import (
+        FlashAttn as FlashAttn,
+    )
+    from ._values import (
+        KvType as KvType,
+    )
+    from ._values import (
+        SamplingValues as SamplingValues,
     )
 
 _EXPORTS = {
@@ -311,7 +311,7 @@ _EXPORTS = {
     "ToolSupport": "_toolprompt",
     "Sampler": "_sampling",
     "SamplingParams": "_sampling",
-    "SamplingValues": "_sampling",
+    "SamplingValues": "_values",
     "build_chain": "_sampling",
     "build_sampler": "_sampling",
     "CHATML": "_templates",
@@ -320,18 +320,18 @@ _EXPORTS = {
     "LLAMA3": "_templates",
     "MAX_RENDERED_CHARS": "_templates",
     "PHI3": "_templates",
-    "AUTO_ON_OFF": "_types",
-    "BackendSampling": "_types",
+    "AUTO_ON_OFF": "_values",
+    "BackendSampling": "_values",
     "Chunk": "_types",
     "EngineConfig": "_types",
-    "EngineValues": "_types",
-    "FlashAttn": "_types",
-    "GGML_TYPES": "_types",
+    "EngineValues": "_values",
+    "FlashAttn": "_values",
+    "GGML_TYPES": "_values",
     "GenerationHandle": "_types",
     "GenerationRequest": "_types",
-    "KV_TYPES": "_types",
-    "MAX_CTX": "_types",
-    "KvType": "_types",
+    "KV_TYPES": "_values",
+    "KvType": "_values",
+    "MAX_CTX": "_values",
     "LoadInfo": "_types",
     "PrefillProgress": "_types",
     "RunRecord": "_types",

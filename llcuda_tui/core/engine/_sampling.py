@@ -8,29 +8,11 @@ import functools
 import math
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
+from llcuda_tui.core.engine._values import SamplingValues
 from llcuda_tui.core.errors import GrammarError, UserInputError
-
-
-@dataclass(frozen=True)
-class SamplingValues:
-    """The sampling knobs and their defaults, in one place for every layer that carries them:
-    a request (:class:`SamplingParams`), the config's defaults and a conversation's settings."""
-
-    temperature: float = 0.8
-    top_k: int = 40
-    top_p: float = 0.95
-    min_p: float = 0.05
-    repeat_penalty: float = 1.0
-    repeat_last_n: int = 64
-    seed: int = -1
-    """-1: a fresh random seed for each generation."""
-
-    def sampling_values(self) -> dict[str, Any]:
-        """Just these knobs (not what a subclass adds), by name."""
-        return {f.name: getattr(self, f.name) for f in fields(SamplingValues)}
 
 
 @dataclass(frozen=True)

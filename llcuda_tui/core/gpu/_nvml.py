@@ -6,6 +6,10 @@
 because a GPU is missing: no driver, no NVML or a lost GPU become a sample whose ``state`` and
 ``message`` say so; a value NVML does not support on a device (MIG, fanless boards) is ``None``
 ("n/a"). PCIe throughput costs ~20 ms per GPU and direction, so sample off the UI thread.
+
+One module on purpose (about 600 lines): the readings are what :class:`GpuSampler` fills
+field by field from NVML, and each field's NVML call, its "n/a" case and its record field
+read best together; the sampler is most of the module.
 """
 
 from __future__ import annotations

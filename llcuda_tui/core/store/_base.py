@@ -13,7 +13,6 @@ import contextlib
 import hashlib
 import json
 import os
-import shutil
 import stat
 import time
 from collections.abc import Iterator, Sequence
@@ -23,7 +22,6 @@ from urllib.parse import quote
 from llcuda_tui.core.config import Paths
 from llcuda_tui.core.errors import ModelNotFoundError
 from llcuda_tui.core.fmt import fmt_size
-from llcuda_tui.core.gguf import has_gguf_magic, read_summary
 from llcuda_tui.core.store import _fs as storefs
 from llcuda_tui.core.store._errors import CorruptModelError, IntegrityError, StoreError
 from llcuda_tui.core.store._fs import (
@@ -230,6 +228,8 @@ class StoreBase:
         view = entry.path
         if not view.exists():
             self.make_views(entry.digest, entry.manifest)
+        from llcuda_tui.core.gguf import has_gguf_magic  # not at import: `models ls` needs none
+
         if not has_gguf_magic(view):
             raise CorruptModelError(f"model {stored}: {view} is not a GGUF file")
         if record:
@@ -249,6 +249,8 @@ class StoreBase:
                 f"model {name} is damaged: {f.filename} is missing from the store "
                 "(quarantined?); run llcuda models repair"
             ) from None
+        from llcuda_tui.core.gguf import has_gguf_magic
+
         if size != f.size or not has_gguf_magic(blob):
             self.quarantine(f.sha256)
             raise CorruptModelError(self._damaged(name, f, "has the wrong size or no GGUF magic"))
@@ -389,6 +391,8 @@ class StoreBase:
 
     def build_manifest(self, source: Source, files: Sequence[ManifestFile]) -> Manifest:
         """The manifest of stored ``files`` (their GGUF summary read from the blobs), made now."""
+        from llcuda_tui.core.gguf import read_summary
+
         summary = read_summary([self.layout.blob(f.sha256) for f in files])
         return Manifest(source, tuple(files), summary.to_dict(), iso_utc(time.time()) or "")
 
@@ -490,6 +494,8 @@ class StoreBase:
 
     def delete_manifest(self, digest: str) -> None:
         """Delete a manifest with its views and state (its names and blobs are the caller's)."""
+        import shutil
+
         self.index.invalidate()
         shutil.rmtree(self.layout.view_dir(digest), ignore_errors=True)
         unlink_quietly(self.layout.state_file(digest))

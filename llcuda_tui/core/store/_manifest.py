@@ -11,10 +11,12 @@ import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from llcuda_tui.core.gguf import GgufSummary
 from llcuda_tui.core.store._fs import canonical_json
+
+if TYPE_CHECKING:
+    from llcuda_tui.core.gguf import GgufSummary
 
 ISO_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
@@ -209,4 +211,6 @@ class Manifest:
 
     @property
     def summary(self) -> GgufSummary | None:
+        from llcuda_tui.core.gguf import GgufSummary
+
         return GgufSummary.from_dict(self.gguf) if self.gguf.get("arch") else None

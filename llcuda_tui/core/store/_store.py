@@ -15,18 +15,24 @@ import contextlib
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llcuda_tui.core.config import Paths, Settings
 from llcuda_tui.core.fmt import parse_size
-from llcuda_tui.core.store import _adopt, _local, _maint, _pull, _space
 from llcuda_tui.core.store._base import StoreBase
 from llcuda_tui.core.store._fs import Progress
-from llcuda_tui.core.store._hub import RemoteFile
-from llcuda_tui.core.store._maint import GRACE_S, OnFile
-from llcuda_tui.core.store._manifest import Source
-from llcuda_tui.core.store._pull import Status, quiet
 from llcuda_tui.core.store._records import ModelEntry, PullResult, Report
+
+if TYPE_CHECKING:  # each verb's module loads when the verb runs: `models ls` needs none
+    from llcuda_tui.core.store._hub import RemoteFile
+    from llcuda_tui.core.store._maint import OnFile
+    from llcuda_tui.core.store._manifest import Source
+    from llcuda_tui.core.store._pull import Status
+
+
+def _quiet(_: str) -> None:
+    """An ``on_status`` that says nothing (``_pull.quiet``)."""
+    return None
 
 
 class Store(StoreBase):
@@ -49,15 +55,21 @@ class Store(StoreBase):
     ) -> ModelEntry:
         """Import a local GGUF (all shards when it is one shard of a split model);
         ``on_evict`` hears each name the size cap evicted to make room."""
+        from llcuda_tui.core.store import _local
+
         return _local.import_path(self, path, name, source, on_progress, on_evict)
 
     def import_starters(self, on_progress: Progress | None = None) -> list[ModelEntry]:
         """Make each starter model an ordinary store entry named after it (hardlinked)."""
+        from llcuda_tui.core.store import _local
+
         return _local.import_starters(self, on_progress)
 
     def adopt_starters_once(self) -> list[ModelEntry] | None:
         """At a first run, the installed starter models as store entries (None: done before,
         so starters the user deleted stay deleted)."""
+        from llcuda_tui.core.store import _local
+
         return _local.adopt_starters_once(self)
 
     def pull(
@@ -69,13 +81,15 @@ class Store(StoreBase):
         revision: str | None = None,
         name: str | None = None,
         on_progress: Progress | None = None,
-        on_status: Status = quiet,
+        on_status: Status = _quiet,
         cancel: threading.Event | None = None,
     ) -> PullResult:
         """Download one model of ``repo`` (by ``file`` or ``quant``) from the Hub.
 
         Setting ``cancel`` (from any thread) stops the download within one chunk with
         :class:`PullCancelled`; the partial file stays and the next pull resumes it."""
+        from llcuda_tui.core.store import _pull
+
         return _pull.pull(
             self, repo, file=file, quant=quant, revision=revision, name=name,
             on_progress=on_progress, on_status=on_status, cancel=cancel,
@@ -88,10 +102,14 @@ class Store(StoreBase):
         on_progress: Progress | None = None,
     ) -> list[dict[str, Any]]:
         """Hardlink the GGUFs of the HF cache (default: huggingface_hub's) into the store."""
+        from llcuda_tui.core.store import _adopt
+
         return _adopt.adopt_hf_cache(self, cache_dir, dry_run, on_progress)
 
     def partial_bytes(self, repo: str, commit: str, remote_file: RemoteFile) -> int:
         """Bytes of a resumable partial download of ``remote_file`` already in the store."""
+        from llcuda_tui.core.store import _pull
+
         return _pull.partial_bytes(self, repo, commit, remote_file)
 
     # -- upkeep --
@@ -103,35 +121,49 @@ class Store(StoreBase):
         on_file: OnFile | None = None,
     ) -> Report:
         """Re-hash every blob of ``name``'s model (all models when None); quarantine bad ones."""
+        from llcuda_tui.core.store import _maint
+
         return _maint.verify(self, name, on_progress, on_file)
 
     def repair(
         self,
         dry_run: bool = False,
         on_progress: Progress | None = None,
-        on_status: Status = quiet,
+        on_status: Status = _quiet,
     ) -> Report:
         """Re-fetch missing or quarantined blobs (only those), re-create views, drop dead names."""
+        from llcuda_tui.core.store import _maint
+
         return _maint.repair(self, dry_run, on_progress, on_status)
 
-    def gc(self, grace_s: float = GRACE_S, dry_run: bool = False, partials: bool = False) -> Report:
-        """Delete what no name uses and is older than ``grace_s``; ``partials``: resumable
-        downloads too."""
-        return _maint.gc(self, grace_s, dry_run, partials)
+    def gc(
+        self, grace_s: float | None = None, dry_run: bool = False, partials: bool = False
+    ) -> Report:
+        """Delete what no name uses and is older than ``grace_s`` (None: ``GRACE_S``, an
+        hour); ``partials``: resumable downloads too."""
+        from llcuda_tui.core.store import _maint
+
+        return _maint.gc(self, _maint.GRACE_S if grace_s is None else grace_s, dry_run, partials)
 
     def du(self) -> dict[str, Any]:
         """Bytes on disk (JSON-ready): per model (with what it shares), unreferenced, partial,
         quarantined, free, and the cap."""
+        from llcuda_tui.core.store import _maint
+
         return _maint.du(self)
 
     # -- room --
 
     def remove(self, name: str, dry_run: bool = False, force: bool = False) -> Report:
         """Remove a name; when it was the model's last name, the model and its blobs go too."""
+        from llcuda_tui.core.store import _space
+
         return _space.remove(self, name, dry_run, force)
 
     def enforce_cap(self, protect: set[str] | None = None, dry_run: bool = False) -> list[str]:
         """Evict least recently used models until the store is under ``max_size``; their names."""
+        from llcuda_tui.core.store import _space
+
         return _space.enforce_cap(self, protect, dry_run)
 
 

@@ -10,6 +10,11 @@ the network); prefill figures and the stop reason are the worker's. Requests alw
 a dead worker is noticed fast: a killed one closes the connection at once, and an llcuda worker
 sends a heartbeat every 0.5 s, so silence longer than ``read_timeout_s`` (2 s) is an error too.
 Every failure is a one-line :class:`WorkerError` (or UserInputError for a refused request).
+
+One module on purpose (about 600 lines): :class:`RemoteEngine` and the worker's telemetry
+(:class:`WorkerGpuPoller`, the sample decoding) share one connection setup, one error
+translation and one URL/TLS handling (:class:`WorkerAccess`), and are one concept: a worker
+seen from this side of the wire.
 """
 
 from __future__ import annotations

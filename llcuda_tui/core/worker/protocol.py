@@ -11,6 +11,11 @@ accepts them); the last chunk of a stream and a whole response carry ``"llcuda":
 RunRecord}``. A stream sends one event per generated token (its text may be empty mid UTF-8
 sequence or while a stop string is being matched) and a comment line (``: ping``) every
 :data:`HEARTBEAT_S` seconds while nothing else is sent, so a client notices a dead worker fast.
+
+One module on purpose (about 600 lines): it is the wire format, both directions of it, and
+the server's parsing and the client's reading of the same fields are checked against each
+other best when they sit side by side; split, a field renamed on one side would hide in
+another file.
 """
 
 from __future__ import annotations

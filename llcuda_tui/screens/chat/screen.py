@@ -6,6 +6,10 @@ and this screen asks it before acting (``why_not_*``), then renders what changed
 get values taken here, on the UI thread, and answer with typed messages
 (:mod:`llcuda_tui.messages`). How a reply streams onto the screen: ``transcript.py``. Token
 counting for the context meter never runs while a reply streams.
+
+One module on purpose (about 600 lines): the screen's actions and the handlers of its
+workers' messages are one flow around the session's phase (send, stop, load, switch
+conversation); its widgets, model bar, transcript and dialog are already modules of their own.
 """
 
 from __future__ import annotations
