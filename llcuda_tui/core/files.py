@@ -32,6 +32,23 @@ def unique_suffix() -> str:
     return f"{os.getpid()}-{os.urandom(4).hex()}"
 
 
+def write_temp(
+    tmp: Path,
+    data: bytes,
+    mode: int = 0o644,
+    write: Callable[[int, bytes | memoryview], None] = write_all,
+) -> None:
+    """Create ``tmp`` (it must not exist), write ``data``, fsync it and give it ``mode``: a
+    whole file, ready to be renamed or linked into place. Raises ``OSError``."""
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        write(fd, data)
+        os.fsync(fd)
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
+
+
 def replace_file(
     path: Path,
     data: bytes,
@@ -44,13 +61,7 @@ def replace_file(
     Raises ``OSError`` (the temp file removed); callers turn it into their own error."""
     tmp = tmp_dir / f"w-{unique_suffix()}.tmp"
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            write(fd, data)
-            os.fsync(fd)
-            os.fchmod(fd, mode)
-        finally:
-            os.close(fd)
+        write_temp(tmp, data, mode, write)
         os.replace(tmp, path)
         fsync_dir(path.parent)
     except OSError:
@@ -67,13 +78,7 @@ def write_new(directory: Path, name: str, data: bytes, mode: int = 0o644) -> Pat
     stem, dot, ext = name.rpartition(".") if "." in name else (name, "", "")
     tmp = directory / f".w-{unique_suffix()}.tmp"
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            write_all(fd, data)
-            os.fsync(fd)
-            os.fchmod(fd, mode)
-        finally:
-            os.close(fd)
+        write_temp(tmp, data, mode)
         n = 1
         while True:
             path = directory / (name if n == 1 else f"{stem}-{n}{dot}{ext}")
