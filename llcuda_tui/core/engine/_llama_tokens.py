@@ -33,9 +33,12 @@ class LlamaTokens:
     _pieces: dict[int, bytes]
     _piece_buf: Any
     _max_piece_bytes: int
+    _closed: bool
+    _model: Any
 
     def _check_open(self) -> None:
-        raise NotImplementedError
+        if self._closed or self._model is None:
+            raise EngineError("the engine is closed")
 
     def tokenize(
         self, text: str, add_special: bool = True, parse_special: bool = True

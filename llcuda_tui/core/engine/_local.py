@@ -589,10 +589,6 @@ class Engine(LlamaTokens, EngineBase):
 
     # --- helpers ------------------------------------------------------------------------------
 
-    def _check_open(self) -> None:
-        if self._closed or self._model is None:
-            raise EngineError("the engine is closed")
-
     @property
     def model_ptr(self) -> Any:
         """The llama_model pointer (use only on the engine thread, via ``run_on_engine``)."""
