@@ -106,6 +106,11 @@ class ChoicesReady(Message):
 
     choices: list[ModelChoice]
     badges: dict[str, FitBadge]
+    listing: int = 0
+    """Which listing this answers: a screen shows only its latest. A newer listing cancels
+    the older one's thread worker, but a thread cannot be stopped: it still posts, possibly
+    after the newer one (on a busy machine), and its choices lack what changed since (a
+    worker attached meanwhile, a model imported or deleted)."""
 
 
 @dataclass

@@ -137,6 +137,7 @@ class BenchScreen(Screen[None]):
         super().__init__()
         self.listed_generation = -1
         """The app's ``store_generation`` when the models were last listed."""
+        self.listing = 0  # the latest model listing asked for (ChoicesReady.listing)
         self.choices: dict[str, ModelChoice] = {}
         self.progress = BenchProgressHolder()
         self.cancel_event: threading.Event | None = None
@@ -360,20 +361,23 @@ class BenchScreen(Screen[None]):
 
     def list_models(self) -> None:
         self.listed_generation = self.llcuda.store_generation
-        self.find_models()
+        self.listing += 1
+        self.find_models(self.listing)
 
     @work(thread=True, exclusive=True, group="bench-models", exit_on_error=False)
-    def find_models(self) -> None:
+    def find_models(self, listing: int) -> None:
         from llcuda_tui.core.store import model_choices
 
         try:
             choices = model_choices(self.llcuda.settings.paths)
         except LlcudaError:
             choices = []
-        self.post_message(ChoicesReady(choices, {}))
+        self.post_message(ChoicesReady(choices, {}, listing))
 
     @on(ChoicesReady)
     def show_choices(self, message: ChoicesReady) -> None:
+        if message.listing != self.listing:
+            return  # an older listing, overtaken (see ChoicesReady.listing)
         from llcuda_tui.core.fmt import fmt_size
         from llcuda_tui.core.store import default_choice
 

@@ -16,6 +16,7 @@ from llcuda_tui.core.config import Settings
 from llcuda_tui.core.conversations import ChatSettings
 from llcuda_tui.core.worker.client import RemoteEngine, WorkerAccess
 from llcuda_tui.core.worker.server import Listen, WorkerServer
+from llcuda_tui.messages import ChoicesReady
 from tests.core.worker.conftest import API_KEY, tiny_config
 from tests.tui.conftest import SIZE, make_app, wait_for
 from tests.tui.conftest import notices as messages
@@ -40,6 +41,14 @@ async def test_picker_lists_workers_and_a_reply_streams_through_one(
             assert "smollm2-135m-instruct" in chat.choices  # this machine's models too
             assert chat.choices[name].source == "worker"
             assert chat.query_one("#model", Select).value == name
+            # a listing asked for before the worker attached can answer after the one asked
+            # for when it did (a thread worker cannot be stopped; on a busy machine it came
+            # last and the picker lost the worker): the older answer is dropped
+            local = [c for c in chat.choices.values() if c.source != "worker"]
+            chat.post_message(ChoicesReady(local, {}, chat.listing - 1))
+            await pilot.pause()
+            await pilot.pause()
+            assert name in chat.choices and chat.query_one("#model", Select).value == name
             await send(pilot, chat, "Say hello.")
             record = chat.session.last_record
             assert record is not None and record.generated_tokens > 0, messages(app)

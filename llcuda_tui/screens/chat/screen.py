@@ -147,6 +147,8 @@ class ChatScreen(Screen[None]):
         self.count_timer: Timer | None = None
         self.listed_generation = -1
         """The app's ``store_generation`` when the models were last listed."""
+        self.listing = 0
+        """The latest model listing asked for (:class:`ChoicesReady` answers carry theirs)."""
 
     @property
     def llcuda(self) -> LlcudaApp:
@@ -225,9 +227,10 @@ class ChatScreen(Screen[None]):
         """List the pickable models with their fit at the bar's load settings (a worker)."""
         app = self.llcuda
         self.listed_generation = app.store_generation
+        self.listing += 1
         ngl, ctx = self.bar.load_settings()
         remote = list(app.remote_choices.values())
-        self.find_models(app.settings, app.fit_device, ngl, ctx, remote)
+        self.find_models(app.settings, app.fit_device, ngl, ctx, remote, self.listing)
 
     @work(thread=True, exclusive=True, group="models", exit_on_error=False)
     def find_models(
@@ -237,16 +240,20 @@ class ChatScreen(Screen[None]):
         ngl: int,
         ctx: int,
         remote: list[ModelChoice],
+        listing: int,
     ) -> None:
         try:
             choices, badges = list_choices(settings, device, ngl, ctx)
         except LlcudaError as exc:
             self.post_message(ModelsListFailed(f"cannot list models: {exc}"))
             choices, badges = [], {}
-        self.post_message(ChoicesReady([*choices, *remote], badges))  # no fit shown for workers
+        # no fit shown for workers
+        self.post_message(ChoicesReady([*choices, *remote], badges, listing))
 
     @on(ChoicesReady)
     def show_choices(self, message: ChoicesReady) -> None:
+        if message.listing != self.listing:
+            return  # an older listing, overtaken
         app, conv = self.llcuda, self.session.conversation
         loaded = app.engine_choice.name if app.engine_choice is not None else None
         default = self.bar.show_choices(
