@@ -19,7 +19,7 @@ from textual.binding import BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Button, DataTable, Input, ProgressBar, Static
-from textual.worker import Worker, WorkerState
+from textual.worker import Worker, WorkerState, get_current_worker
 
 from llcuda_tui.core.errors import LlcudaError
 from llcuda_tui.core.fit import DeviceMemory, worker_device
@@ -174,7 +174,10 @@ class ModelsScreen(Screen[None]):
         except LlcudaError as exc:
             self.post_message(StoreFailed(str(exc)))
             return
-        self.post_message(StoreListed(entries, usage, self.fit_badges(entries, app.fit_device)))
+        badges = self.fit_badges(entries, app.fit_device)
+        if get_current_worker().is_cancelled:
+            return  # a newer listing runs: this one read the store before a change
+        self.post_message(StoreListed(entries, usage, badges))
         self.list_team({e.name for e in entries})
         urls = list(getattr(app, "worker_urls", []))
         if urls:
