@@ -126,6 +126,10 @@ class LlcudaApp(App[int]):
         clock: Callable[[], float] = time.time,
         start_screen: str = "chat",
     ) -> None:
+        # the first screen is the start mode's, made when the app composes: switching to it
+        # from Textual's blank default screen on mount styled the whole screen twice (each
+        # switch to a new mode posts two ScreenResume events), ~0.1 s of a 2-core VM
+        self.DEFAULT_MODE = start_screen  # type: ignore[misc]  # read by App.__init__
         super().__init__()
         self.settings = settings
         self.worker_urls = list(workers)
@@ -163,13 +167,14 @@ class LlcudaApp(App[int]):
         another one is written there (``[tui] theme``)."""
         self._theme_timer: Timer | None = None
 
+    def on_load(self) -> None:
+        self.restore_theme()  # before the first screen is styled (else styled again)
+
     def on_mount(self) -> None:
-        self.restore_theme()
         if self.adopting_starters:
             self.adopt_starters(self.settings)
         if self.gpu_live:
             self.gpu_sampler.start()
-        self.switch_mode(self.start_screen)
         if self.conversations.notice:
             self.notify(self.conversations.notice, severity="warning", timeout=15)
         if self.worker_urls:

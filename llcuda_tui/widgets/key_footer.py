@@ -85,6 +85,15 @@ class KeyFooter(Footer):
         compact = width < NARROW_WIDTH or self._fits(items, False) > width
         self.set_reactive(Footer.compact, compact)
         self.set_class(compact, "-compact")
+        for item in items:
+            if is_key(item) and not item.has_class("-command-palette"):
+                # what each key's compact watcher would do on mount (its data binding gives
+                # the footer's value), done before: otherwise each of the ~40 keys restyles
+                # itself once more as it mounts, half the style work of the Chat screen's
+                # first frame (about 0.5 s of a loaded 2-core VM). The palette's key is not
+                # bound to the footer's compact: it keeps its own.
+                item.set_reactive(type(item).compact, compact)  # type: ignore[attr-defined]
+                item.set_class(compact, "-compact", update=False)
         kept: list[Widget] = [i for i in items if from_app(i) or not is_key(i)]
         kept += [i for i in items if is_key(i) and i.has_class("-command-palette")]
         room = width - self._fits(kept, compact)
