@@ -118,17 +118,18 @@ class Embedder:
         n_ctx: int,
         n_threads: int,
         flash_attn: bool = False,
+        default: str | None = None,
     ) -> Embedder:
         """A context for embeddings on ``model`` (a ``llama_model`` pointer that outlives it):
-        ``pooling`` by name, or None for the GGUF's own (:class:`EmbeddingsUnavailable` when it
-        declares none); inputs of up to ``n_ctx`` tokens, at most the training context (its
-        position embeddings end there)."""
+        ``pooling`` by name, or None for the GGUF's own, else ``default`` (None:
+        :class:`EmbeddingsUnavailable` for a model that declares none); inputs of up to
+        ``n_ctx`` tokens, at most the training context (position embeddings end there)."""
         import llama_cpp as L
 
         if pooling is not None:
             check_pooling(pooling)
         else:
-            pooling = declared_pooling(model)
+            pooling = declared_pooling(model) or default
             if pooling is None:
                 raise EmbeddingsUnavailable(
                     "the model declares no pooling type (it is a generative model): ask for "

@@ -606,17 +606,20 @@ class Engine(LlamaTokens, EngineBase):
     def ctx_ptr(self) -> Any:
         return self._ctx
 
-    def open_embedder(self, pooling: str | None = None, n_ctx: int | None = None) -> Embedder:
+    def open_embedder(
+        self, pooling: str | None = None, n_ctx: int | None = None, default: str | None = None
+    ) -> Embedder:
         """An :class:`Embedder` on this engine's model (shared, not loaded again: a context and
-        a thread of its own): ``pooling`` by name (mean, cls, last) or None for the GGUF's own;
-        inputs of up to ``n_ctx`` tokens (default: this engine's context; at most the training
-        context). Freed with the engine at the latest."""
+        a thread of its own): ``pooling`` by name (mean, cls, last) or None for the GGUF's own,
+        else ``default`` (None: EmbeddingsUnavailable for a generative model); inputs of up to
+        ``n_ctx`` tokens (default: this engine's context; at most the training context). Freed
+        with the engine at the latest."""
         from llcuda_tui.core.engine._embed import Embedder
 
         self._check_open()
         info = self.info
         embedder = Embedder.open(
-            self._model, pooling, n_ctx or info.n_ctx, info.n_threads, info.flash_attn
+            self._model, pooling, n_ctx or info.n_ctx, info.n_threads, info.flash_attn, default
         )
         self._embedders.append(embedder)
         return embedder

@@ -22,7 +22,6 @@ from starlette.responses import Response
 
 from llcuda_tui.core.engine import Embeddings, GenerationRequest
 from llcuda_tui.core.errors import ContextLengthError, UserInputError
-from llcuda_tui.core.unicode import find_bad_text
 from llcuda_tui.core.worker import protocol as P
 from llcuda_tui.core.worker.endpoints import in_thread, json_reply, read_body
 from llcuda_tui.core.worker.state import ServedEngine, WorkerState
@@ -84,10 +83,7 @@ def _inputs(value: Any) -> tuple[str | tuple[int, ...], ...]:
             out.append(tuple(item))
         else:
             raise bad
-    found = find_bad_text([s for s in out if isinstance(s, str)], "input")
-    if found is not None:
-        raise P.RequestError(f"{found[0]} holds a lone surrogate ({found[1]})", param="input")
-    return tuple(out)
+    return tuple(out)  # lone surrogates: refused by P.parse_body
 
 
 def _is_token(value: Any) -> bool:

@@ -117,7 +117,9 @@ class EmbedSource(Protocol):
     """An engine that can open an embedding context on its model (:class:`BatchEngine`; the
     MPI pool cannot)."""
 
-    def open_embedder(self, pooling: str | None = None, n_ctx: int | None = None) -> Embedder: ...
+    def open_embedder(
+        self, pooling: str | None = None, n_ctx: int | None = None, default: str | None = None
+    ) -> Embedder: ...
 
 
 class GpuSource(Protocol):
@@ -201,18 +203,15 @@ class WorkerState:
             self.embed_refusal = "this worker's engine (an MPI pool) does not embed"
             return
         try:
-            self.embedder = engine.open_embedder(cfg.pooling)
+            self.embedder = engine.open_embedder(cfg.pooling, default="mean" if asked else None)
         except EmbeddingsUnavailable:
-            if not asked or cfg.pooling is not None:
-                self.embed_refusal = (
-                    f"the model '{cfg.model_name}' is a generative model (its GGUF declares no "
-                    "pooling type) and this worker was started without --embeddings: start it "
-                    "with 'llcuda serve --embeddings' (mean pooling of the last hidden state)"
-                )
-                if asked:
-                    raise
-                return
-            self.embedder = engine.open_embedder("mean")
+            if asked:
+                raise
+            self.embed_refusal = (
+                f"the model '{cfg.model_name}' is a generative model (its GGUF declares no "
+                "pooling type) and this worker was started without --embeddings: start it with "
+                "'llcuda serve --embeddings' (mean pooling of the last hidden state)"
+            )
 
     def ready_engine(self) -> ServedEngine:
         """The engine, or a 503 while loading, after a failed load, or when shutting down."""
