@@ -3,9 +3,9 @@ batched engine) and the clients that use one.
 
 The worker: ``batch`` (:class:`BatchEngine`, continuous batching on llama.cpp), ``server``
 (:func:`serve`, :class:`WorkerServer`: Starlette + uvicorn), ``routes`` (the endpoints, listed
-once), ``endpoints``, ``completions`` and ``embeddings`` (their handlers), ``bridge`` (engine thread to event
-loop), ``guard`` (loopback, API key), ``state``, ``metrics``. Both sides: ``protocol`` (the wire
-format). The clients: ``client`` (:class:`RemoteEngine`, the Engine interface over HTTP, and GPU
+once), ``endpoints``, ``completions`` and ``embeddings`` (their handlers), ``bridge`` (engine
+thread to event loop), ``guard`` (loopback, API key), ``state``, ``metrics``. Both sides:
+``protocol`` (the wire format). The clients: ``client`` (:class:`RemoteEngine`, the Engine interface over HTTP, and GPU
 polling), ``inference`` (:class:`InferenceClient`, the small public SDK, also
 ``llcuda_tui.InferenceClient``), ``access`` (worker URLs, API key and CA files).
 
