@@ -6,8 +6,9 @@ The worker: ``batch`` (:class:`BatchEngine`, continuous batching on llama.cpp), 
 once), ``endpoints``, ``completions`` and ``embeddings`` (their handlers), ``bridge`` (engine
 thread to event loop), ``guard`` (loopback, API key), ``state``, ``metrics``. Both sides:
 ``protocol`` (the wire format). The clients: ``client`` (:class:`RemoteEngine`, the Engine
-interface over HTTP, and GPU polling), ``inference`` (:class:`InferenceClient`, the small public SDK, also
-``llcuda_tui.InferenceClient``), ``access`` (worker URLs, API key and CA files).
+interface over HTTP, and GPU polling), ``inference`` (:class:`InferenceClient`, the small
+public SDK, also ``llcuda_tui.InferenceClient``), ``access`` (worker URLs, API key and CA
+files).
 
 Public names are imported from here. Exports load their module on first use (PEP 562), so
 importing the package costs nothing. Nothing here imports Textual.
