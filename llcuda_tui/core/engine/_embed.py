@@ -209,7 +209,11 @@ class Embedder:
     def _call(self, fn: Callable[[], T]) -> T:
         if self._closed:
             raise EngineError("the embedder is closed")
-        return self._thread.submit(fn).result()
+        try:
+            future = self._thread.submit(fn)
+        except RuntimeError:  # shut down between the check and the submit (a closing engine)
+            raise EngineError("the embedder is closed") from None
+        return future.result()
 
     # --- embedding ----------------------------------------------------------------------------
 

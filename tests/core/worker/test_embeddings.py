@@ -214,3 +214,14 @@ def test_a_generative_model_with_the_flag_mean_pools(smollm_embed_worker: Worker
         model="smollm", messages=[{"role": "user", "content": "hi"}], max_tokens=3
     )
     assert chat.usage.completion_tokens >= 1
+
+
+def test_serve_flags_reach_the_worker(worker_process: Any, tiny_bert: Path) -> None:
+    """``llcuda serve --pooling cls`` (a subprocess): the encoder pools as asked, not as its
+    GGUF says."""
+    worker = worker_process.start("-m", str(tiny_bert), "--ctx", "64", "--pooling", "cls")
+    info = httpx.get(f"{worker.url}/llcuda/v1/info", timeout=30).json()
+    assert info["embeddings"]["pooling"] == "cls"
+    resp = httpx.post(f"{worker.url}/v1/embeddings", json={"input": ["hello", "world"]}, timeout=60)
+    assert resp.status_code == 200, resp.text
+    assert [d["index"] for d in resp.json()["data"]] == [0, 1]
