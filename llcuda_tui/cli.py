@@ -39,6 +39,7 @@ class _Parser(argparse.ArgumentParser):
 
 COMMANDS: dict[str, str] = {
     "infer": "generate text from a prompt",
+    "embed": "embed texts as vectors (JSON or a summary)",
     "models": "manage models",
     "cache": "conversations' saved KV states: list, clear",
     "gpu": "GPU telemetry (NVML): utilisation, memory, power, energy, clocks, throttling",

@@ -84,5 +84,14 @@ def tiny_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer BERT-style encoder (mean pooling declared in its GGUF), random weights, a
+    WordPiece vocabulary, 64 positions."""
+    from tests.gguf_factory import write_tiny_bert
+
+    return write_tiny_bert(tmp_path_factory.mktemp("tiny-bert") / "tiny-bert.gguf")
+
+
+@pytest.fixture(scope="session")
 def cpu_threads() -> int:
     return max(1, min(2, os.cpu_count() or 1))

@@ -104,3 +104,94 @@ def shards(path: Path) -> list[Path]:
     """The files a :func:`write_tiny_llama` call wrote: the shards when split, else ``[path]``."""
     split = sorted(path.parent.glob(f"{path.stem}-*-of-*.gguf"))
     return split or [path]
+
+
+BERT_WORDS = ["hello", "world", "the", "cat", "dog", "sat", "on", "mat", "sky", "blue"]
+"""Whole words of :func:`write_tiny_bert`'s vocabulary (each also splits into its letters)."""
+
+
+def bert_vocab() -> list[str]:
+    """A WordPiece vocabulary as llama.cpp's ``bert`` tokenizer reads it (convert_hf_to_gguf's
+    spelling): specials in brackets, word starts with a leading ``▁``, ``##`` continuations
+    without it. [PAD]=0, [UNK]=1, [CLS]=2, [SEP]=3, [MASK]=4."""
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    letters = "abcdefghijklmnopqrstuvwxyz0123456789"
+    tokens += ["\u2581" + p for p in ".,!?'-"]  # punctuation is a word of its own
+    tokens += ["\u2581" + c for c in letters]  # a letter starting a word
+    tokens += list(letters)  # "##x": a letter inside a word
+    tokens += ["\u2581" + w for w in BERT_WORDS]
+    return tokens
+
+
+def write_tiny_bert(
+    path: Path,
+    n_embd: int = 32,
+    n_layer: int = 2,
+    n_head: int = 4,
+    n_ff: int = 64,
+    context_length: int = 64,
+    pooling: int = 1,
+    seed: int = 0,
+    name: str = "tiny-test-bert",
+) -> Path:
+    """A BERT-style encoder (arch ``bert``: non-causal attention, absolute position embeddings,
+    post-layer norms, WordPiece vocabulary) with random weights; ``pooling`` is written as
+    ``bert.pooling_type`` (1 mean, 2 cls; 0 writes none), as a sentence-transformers
+    conversion does."""
+    import gguf
+
+    tokens = bert_vocab()
+    n_vocab = len(tokens)
+    rng = np.random.default_rng(seed)
+    w = gguf.GGUFWriter(str(path), "bert")
+    w.add_name(name)
+    w.add_context_length(context_length)
+    w.add_embedding_length(n_embd)
+    w.add_block_count(n_layer)
+    w.add_feed_forward_length(n_ff)
+    w.add_head_count(n_head)
+    w.add_layer_norm_eps(1e-12)
+    w.add_causal_attention(False)
+    if pooling:
+        w.add_pooling_type(gguf.PoolingType(pooling))
+    w.add_file_type(gguf.LlamaFileType.ALL_F32)
+    w.add_tokenizer_model("bert")
+    w.add_token_list(tokens)
+    w.add_token_types([3] * 5 + [1] * (n_vocab - 5))
+    w.add_token_type_count(2)
+    w.add_pad_token_id(0)
+    w.add_unk_token_id(1)
+    w.add_bos_token_id(2)
+    w.add_sep_token_id(3)
+    w.add_mask_token_id(4)
+    w.add_add_bos_token(True)
+    w.add_add_sep_token(True)
+
+    def rand(*shape: int) -> np.ndarray:
+        return (rng.standard_normal(shape) * 0.2).astype(np.float32)
+
+    ones = np.ones(n_embd, dtype=np.float32)
+    zeros = np.zeros(n_embd, dtype=np.float32)
+    w.add_tensor("token_embd.weight", rand(n_vocab, n_embd))
+    w.add_tensor("token_types.weight", rand(2, n_embd))
+    w.add_tensor("position_embd.weight", rand(context_length, n_embd))
+    w.add_tensor("token_embd_norm.weight", ones)
+    w.add_tensor("token_embd_norm.bias", zeros)
+    for i in range(n_layer):
+        p = f"blk.{i}."
+        for m in ("attn_q", "attn_k", "attn_v", "attn_output"):
+            w.add_tensor(p + m + ".weight", rand(n_embd, n_embd))
+            w.add_tensor(p + m + ".bias", rand(n_embd))
+        w.add_tensor(p + "attn_output_norm.weight", ones)
+        w.add_tensor(p + "attn_output_norm.bias", zeros)
+        w.add_tensor(p + "ffn_up.weight", rand(n_ff, n_embd))
+        w.add_tensor(p + "ffn_up.bias", rand(n_ff))
+        w.add_tensor(p + "ffn_down.weight", rand(n_embd, n_ff))
+        w.add_tensor(p + "ffn_down.bias", rand(n_embd))
+        w.add_tensor(p + "layer_output_norm.weight", ones)
+        w.add_tensor(p + "layer_output_norm.bias", zeros)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path

@@ -78,6 +78,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="ORIGIN",
         help="browser origin allowed to call the worker (repeat; '*' for any; default: none)",
     )
+    p.add_argument(
+        "--embeddings",
+        action="store_true",
+        help="serve /v1/embeddings for a generative model too (mean pooling unless --pooling); "
+        "a model whose GGUF declares a pooling type embeds without it",
+    )
+    p.add_argument(
+        "--pooling",
+        choices=["mean", "cls", "last"],
+        help="how /v1/embeddings pools the last hidden state (default: the GGUF's, else mean)",
+    )
     p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     _add_pool_arguments(p)
     p.set_defaults(func=run)
@@ -105,6 +116,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from llcuda_tui.core.worker import Listen, WorkerConfig, is_loopback, read_api_key, serve
 
     _check_numbers(args)
+    if args.mpi and (args.embeddings or args.pooling):
+        raise UserInputError("--embeddings and --pooling do not go with --mpi (pools do not embed)")
     api_key = read_api_key(args.api_key_file) if args.api_key_file else None
     if api_key is None and not is_loopback(args.host):
         raise UserInputError(
@@ -152,6 +165,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         max_connections_per_client=args.max_connections_per_client,
         paths=settings.paths,
         cors_origins=tuple(args.cors_origin),
+        embeddings=args.embeddings,
+        pooling=args.pooling,
     )
     listen = Listen(args.host, args.port, args.tls_cert, args.tls_key, args.log_level)
 

@@ -38,6 +38,21 @@ if TYPE_CHECKING:
     from ._decoding import (
         finish_run as finish_run,
     )
+    from ._embed import (
+        EMBED_POOLINGS as EMBED_POOLINGS,
+    )
+    from ._embed import (
+        Embedder as Embedder,
+    )
+    from ._embed import (
+        Embeddings as Embeddings,
+    )
+    from ._embed import (
+        EmbeddingsUnavailable as EmbeddingsUnavailable,
+    )
+    from ._embed import (
+        declared_pooling as declared_pooling,
+    )
     from ._grammar import (
         json_object_grammar as json_object_grammar,
     )
@@ -304,6 +319,11 @@ _EXPORTS = {
     "SubmitFn": "_protocol",
     "generate_via": "_protocol",
     "stream_via": "_protocol",
+    "EMBED_POOLINGS": "_embed",
+    "Embedder": "_embed",
+    "Embeddings": "_embed",
+    "EmbeddingsUnavailable": "_embed",
+    "declared_pooling": "_embed",
     "json_object_grammar": "_grammar",
     "json_schema_grammar": "_grammar",
     "tool_call_grammar": "_grammar",

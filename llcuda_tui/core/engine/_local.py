@@ -20,7 +20,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llcuda_tui.core.engine._backend import capture_llama_log, list_devices
 from llcuda_tui.core.engine._benchops import gen_s, prompt_s
@@ -72,6 +72,9 @@ from llcuda_tui.core.errors import (
 )
 from llcuda_tui.core.gguf import check_gguf_file
 
+if TYPE_CHECKING:
+    from llcuda_tui.core.engine._embed import Embedder
+
 PIECE_BUFFER_BYTES = 256
 """Start size of the detokeniser's buffer; a longer piece is retried with its exact size."""
 
@@ -100,6 +103,8 @@ class Engine(LlamaTokens, EngineBase):
         self._drafter: Drafter | None = None
         self._verifier: Verifier | None = None
         self._prefill_target_s: float | None = None
+        self._embedders: list[Embedder] = []
+        """Embedding contexts on this model (open_embedder): freed before it."""
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -308,6 +313,9 @@ class Engine(LlamaTokens, EngineBase):
         if self._drafter is not None:
             self._drafter.close()
             self._drafter = None
+        for embedder in self._embedders:
+            embedder.close()
+        self._embedders = []
         if self._verifier is not None:
             self._verifier.close()
             self._verifier = None
@@ -597,6 +605,24 @@ class Engine(LlamaTokens, EngineBase):
     @property
     def ctx_ptr(self) -> Any:
         return self._ctx
+
+    def open_embedder(
+        self, pooling: str | None = None, n_ctx: int | None = None, default: str | None = None
+    ) -> Embedder:
+        """An :class:`Embedder` on this engine's model (shared, not loaded again: a context and
+        a thread of its own): ``pooling`` by name (mean, cls, last) or None for the GGUF's own,
+        else ``default`` (None: EmbeddingsUnavailable for a generative model); inputs of up to
+        ``n_ctx`` tokens (default: this engine's context; at most the training context). Freed
+        with the engine at the latest."""
+        from llcuda_tui.core.engine._embed import Embedder
+
+        self._check_open()
+        info = self.info
+        embedder = Embedder.open(
+            self._model, pooling, n_ctx or info.n_ctx, info.n_threads, info.flash_attn, default
+        )
+        self._embedders.append(embedder)
+        return embedder
 
     def run_on_engine(self, fn: Callable[[], Any]) -> Any:
         """Run ``fn`` on the engine thread (for code that needs the raw context). The prefix

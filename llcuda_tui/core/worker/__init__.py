@@ -3,11 +3,12 @@ batched engine) and the clients that use one.
 
 The worker: ``batch`` (:class:`BatchEngine`, continuous batching on llama.cpp), ``server``
 (:func:`serve`, :class:`WorkerServer`: Starlette + uvicorn), ``routes`` (the endpoints, listed
-once), ``endpoints`` and ``completions`` (their handlers), ``bridge`` (engine thread to event
-loop), ``guard`` (loopback, API key), ``state``, ``metrics``. Both sides: ``protocol`` (the wire
-format). The clients: ``client`` (:class:`RemoteEngine`, the Engine interface over HTTP, and GPU
-polling), ``inference`` (:class:`InferenceClient`, the small public SDK, also
-``llcuda_tui.InferenceClient``), ``access`` (worker URLs, API key and CA files).
+once), ``endpoints``, ``completions`` and ``embeddings`` (their handlers), ``bridge`` (engine
+thread to event loop), ``guard`` (loopback, API key), ``state``, ``metrics``. Both sides:
+``protocol`` (the wire format). The clients: ``client`` (:class:`RemoteEngine`, the Engine
+interface over HTTP, and GPU polling), ``inference`` (:class:`InferenceClient`, the small
+public SDK, also ``llcuda_tui.InferenceClient``), ``access`` (worker URLs, API key and CA
+files).
 
 Public names are imported from here. Exports load their module on first use (PEP 562), so
 importing the package costs nothing. Nothing here imports Textual.

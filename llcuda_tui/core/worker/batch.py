@@ -39,6 +39,7 @@ from typing import Any
 from llcuda_tui.core.engine import (
     GGML_TYPES,
     Chunk,
+    Embedder,
     Engine,
     EngineBase,
     EngineConfig,
@@ -246,6 +247,13 @@ class BatchEngine(TokensFromEngine, EngineBase):
         )
         self._incoming.put(seq)
         return handle
+
+    def open_embedder(
+        self, pooling: str | None = None, n_ctx: int | None = None, default: str | None = None
+    ) -> Embedder:
+        """An :class:`Embedder` on the model (``Engine.open_embedder``): inputs of up to a
+        sequence's context by default. Freed with this engine at the latest."""
+        return self._tok.open_embedder(pooling, n_ctx or self.info.n_ctx, default)
 
     def cancel(self) -> None:
         """Stop every queued and running generation (each ends with stop reason 'cancelled')."""

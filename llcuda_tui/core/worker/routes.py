@@ -22,7 +22,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from llcuda_tui.core.errors import LlcudaError, UserInputError
-from llcuda_tui.core.worker import completions, endpoints
+from llcuda_tui.core.worker import completions, embeddings, endpoints
 from llcuda_tui.core.worker import protocol as P
 from llcuda_tui.core.worker.endpoints import Handler, json_reply
 from llcuda_tui.core.worker.guard import Guard
@@ -46,6 +46,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("GET", "/v1/models/{model_id:path}", endpoints.model),
     Endpoint("POST", P.CHAT_PATH, completions.chat),
     Endpoint("POST", P.COMPLETIONS_PATH, completions.completions),
+    Endpoint("POST", embeddings.EMBEDDINGS_PATH, embeddings.embeddings),
     Endpoint("GET", "/metrics", endpoints.metrics),
     Endpoint("GET", f"{P.EXT_PREFIX}/info", endpoints.info),
     Endpoint("GET", f"{P.EXT_PREFIX}/gpu", endpoints.gpu),

@@ -13,12 +13,14 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from llcuda_tui import __version__
 from llcuda_tui.core.config import Paths, SamplingDefaults
 from llcuda_tui.core.engine import (
     Chunk,
+    Embedder,
+    EmbeddingsUnavailable,
     EngineConfig,
     GenerationHandle,
     GenerationRequest,
@@ -69,6 +71,12 @@ class WorkerConfig:
     cors_origins: tuple[str, ...] = ()
     """Browser origins allowed to call the worker (``"*"``: any); empty: CORS off. Preflights
     are answered before the API key is checked (browsers send them without credentials)."""
+    embeddings: bool = False
+    """Serve /v1/embeddings for a generative model too (llama-server's ``--embeddings``): its
+    GGUF's pooling if it declares one, else mean pooling of the last hidden state. A model whose
+    GGUF declares a pooling type (a BERT-style encoder) embeds without it."""
+    pooling: str | None = None
+    """mean, cls or last: pool so, whatever the GGUF declares (implies ``embeddings``)."""
 
 
 class ServedEngine(Protocol):
@@ -104,6 +112,16 @@ class ServedEngine(Protocol):
     def prompt_tokens(self, request: GenerationRequest) -> list[int]: ...
 
 
+@runtime_checkable
+class EmbedSource(Protocol):
+    """An engine that can open an embedding context on its model (:class:`BatchEngine`; the
+    MPI pool cannot)."""
+
+    def open_embedder(
+        self, pooling: str | None = None, n_ctx: int | None = None, default: str | None = None
+    ) -> Embedder: ...
+
+
 class GpuSource(Protocol):
     """What ``/llcuda/v1/gpu`` reads: a :class:`GpuSampler` (or the pool's view over nodes)."""
 
@@ -130,6 +148,10 @@ class WorkerState:
         self._loader = loader or (lambda: BatchEngine.load(config.engine, config.parallel))
         self._on_load_error = on_load_error
         self.engine: ServedEngine | None = None
+        self.embedder: Embedder | None = None
+        """The embedding context /v1/embeddings uses, once loaded; None: see embed_refusal."""
+        self.embed_refusal = "the model is not loaded"
+        """Why there is no embedder (the message of /v1/embeddings' 400)."""
         self.status = "loading"
         """loading, ready, error, closed."""
         self.error: BaseException | None = None
@@ -149,9 +171,13 @@ class WorkerState:
         threading.Thread(target=self._load, name="llcuda-worker-load", daemon=True).start()
 
     def _load(self) -> None:
+        engine: ServedEngine | None = None
         try:
             engine = self._loader()
+            self._open_embedder(engine)
         except BaseException as exc:  # reported by /health and the CLI
+            if engine is not None:
+                engine.close()
             self.error, self.status = exc, "error"
             self.loaded.set()
             if self._on_load_error is not None:
@@ -165,6 +191,27 @@ class WorkerState:
         if closed:
             engine.close()
         self.loaded.set()
+
+    def _open_embedder(self, engine: ServedEngine) -> None:
+        """Open :attr:`embedder` when embeddings are asked for or the GGUF declares a pooling
+        type; otherwise say why not in :attr:`embed_refusal`."""
+        cfg = self.config
+        asked = cfg.embeddings or cfg.pooling is not None
+        if not isinstance(engine, EmbedSource):
+            if asked:
+                raise EmbeddingsUnavailable("this engine (an MPI pool) does not embed")
+            self.embed_refusal = "this worker's engine (an MPI pool) does not embed"
+            return
+        try:
+            self.embedder = engine.open_embedder(cfg.pooling, default="mean" if asked else None)
+        except EmbeddingsUnavailable:
+            if asked:
+                raise
+            self.embed_refusal = (
+                f"the model '{cfg.model_name}' is a generative model (its GGUF declares no "
+                "pooling type) and this worker was started without --embeddings: start it with "
+                "'llcuda serve --embeddings' (mean pooling of the last hidden state)"
+            )
 
     def ready_engine(self) -> ServedEngine:
         """The engine, or a 503 while loading, after a failed load, or when shutting down."""
@@ -192,6 +239,7 @@ class WorkerState:
         with self._state_lock:
             self.status = "closed" if self.status != "error" else self.status
             engine, self.engine = self.engine, None
+            self.embedder = None  # freed with the engine's model
         if self._drain_timer is not None:
             self._drain_timer.cancel()
         if engine is not None:
@@ -239,6 +287,7 @@ class WorkerState:
             },
             "load": None,
             "stats": None,
+            "embeddings": None,
         }
         if self.error is not None:
             out["error"] = str(self.error)
@@ -246,6 +295,13 @@ class WorkerState:
             out["load"] = asdict(engine.info)
             stats = engine.stats()
             out["stats"] = {**asdict(stats), "kv_usage": stats.kv_usage}
+        embedder = self.embedder
+        if embedder is not None:
+            out["embeddings"] = {
+                "pooling": embedder.pooling,
+                "dimensions": embedder.n_embd,
+                "n_ctx": embedder.n_ctx,
+            }
         return out
 
     def limits(self) -> P.Limits:
