@@ -204,6 +204,9 @@ if TYPE_CHECKING:
         ChatTemplate as ChatTemplate,
     )
     from ._threads import (
+        ThreadTuner as ThreadTuner,
+    )
+    from ._threads import (
         default_threads as default_threads,
     )
     from ._threads import (
@@ -292,6 +295,7 @@ _EXPORTS = {
     "check_decode": "_decoding",
     "decode_error": "_decoding",
     "finish_run": "_decoding",
+    "ThreadTuner": "_threads",
     "default_threads": "_threads",
     "max_threads": "_threads",
     "Engine": "_local",

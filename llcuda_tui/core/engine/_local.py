@@ -53,7 +53,7 @@ from llcuda_tui.core.engine._speculative import (
     speculation_applies,
 )
 from llcuda_tui.core.engine._templates import choose_template
-from llcuda_tui.core.engine._threads import default_threads
+from llcuda_tui.core.engine._threads import ThreadTuner, default_threads
 from llcuda_tui.core.engine._types import (
     Chunk,
     EngineConfig,
@@ -103,6 +103,9 @@ class Engine(LlamaTokens, EngineBase):
         self._drafter: Drafter | None = None
         self._verifier: Verifier | None = None
         self._prefill_target_s: float | None = None
+        self.threads: ThreadTuner | None = None
+        """Picks the CPU engine's thread count as it decodes (_threads.py); None on a GPU or
+        when the user chose the count."""
         self._embedders: list[Embedder] = []
         """Embedding contexts on this model (open_embedder): freed before it."""
 
@@ -283,6 +286,8 @@ class Engine(LlamaTokens, EngineBase):
         )
         # timed prompt chunks on the CPU only: on a GPU n_batch chunks are faster (_prefill.py)
         self._prefill_target_s = cfg.prefill_chunk_s if not on_gpu else None
+        if not on_gpu and not cfg.n_threads and n_threads > 1:
+            self.threads = ThreadTuner(lambda n: L.llama_set_n_threads(ctx, n, n), n_threads)
         self._saver = persistence_for(
             cfg.kv_state_dir, cfg.kv_state_max_bytes, cfg.model_sha256, n_ctx=self.info.n_ctx,
             type_k=cfg.type_k, type_v=cfg.type_v, flash_attn=flash,
@@ -525,6 +530,7 @@ class Engine(LlamaTokens, EngineBase):
         piece_of, one, batch_one = self.token_piece, self._one, self._batch_one
         eog_of = self._eog
         ignore_eos, perf = req.ignore_eos, time.perf_counter
+        tuner = self.threads
         stop_reason = "length"
         while True:
             if not ignore_eos:
@@ -562,7 +568,12 @@ class Engine(LlamaTokens, EngineBase):
                 token = pending.pop(0)
                 continue
             one[0] = token
-            check_decode(decode(ctx, batch_one))
+            if tuner is None:
+                check_decode(decode(ctx, batch_one))
+            else:
+                t_step = perf()
+                check_decode(decode(ctx, batch_one))
+                tuner.step(perf() - t_step)
             held.append(token)
             token = sample(ctx, -1)
         if sampler.grammar is not None:

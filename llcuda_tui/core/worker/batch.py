@@ -55,6 +55,7 @@ from llcuda_tui.core.engine import (
     SeqCells,
     StatePersistence,
     StopMatcher,
+    ThreadTuner,
     TokensFromEngine,
     apply_rope,
     build_chain,
@@ -159,6 +160,8 @@ class BatchEngine(TokensFromEngine, EngineBase):
         self._slot_keys: list[tuple | None] = []
         self._backend_sampling = False
         self._steps = 0
+        self.threads: ThreadTuner | None = None
+        """Picks the CPU context's thread count as it decodes (core/engine/_threads.py)."""
         self._generated = 0
         self._prompted = 0
         self.info: LoadInfo
@@ -358,6 +361,8 @@ class BatchEngine(TokensFromEngine, EngineBase):
                 f"{cfg.model_path}: {reason.strip()}"
             )
         self._ctx = ctx
+        if not on_gpu and not cfg.n_threads and n_threads > 1:
+            self.threads = ThreadTuner(lambda k: L.llama_set_n_threads(ctx, k, k), n_threads)
         self._mem = L.llama_get_memory(ctx)
         self._vocab = L.llama_model_get_vocab(self._tok.model_ptr)
         self._eog: dict[int, bool] = {}
@@ -569,7 +574,10 @@ class BatchEngine(TokensFromEngine, EngineBase):
         self._batch.n_tokens = n
         t_step = time.perf_counter()
         rc = L.llama_decode(self._ctx, self._batch)
-        plan.took(n_prompt, time.perf_counter() - t_step)
+        took = time.perf_counter() - t_step
+        plan.took(n_prompt, took)
+        if self.threads is not None:  # decode-only steps of one size are comparable
+            self.threads.step(took, shape=n if n_prompt == 0 else -1)
         self._steps += 1
         if rc != 0:
             error = decode_error(rc)
