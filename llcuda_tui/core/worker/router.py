@@ -480,10 +480,12 @@ class ModelRouter:
         return store.entry(stored) if stored is not None else None
 
     def _needs_file(self, path: Path) -> int:
-        from llcuda_tui.core.engine._limits import _summary
+        from llcuda_tui.core.gguf import read_summary
 
-        summary = _summary(path)
-        needs = self._needs(summary) if summary is not None else None
+        try:
+            needs = self._needs(read_summary([path]))
+        except (LlcudaError, OSError, ValueError):
+            needs = None  # metadata our reader does not know: the file's size
         if needs is not None:
             return needs
         try:
@@ -553,11 +555,10 @@ class ModelRouter:
             from llcuda_tui.core.store import Store, lease_file
 
             slot.lease.enter_context(lease_file(slot.path, self.paths))
-            if slot.digest is not None:
-                # the store's quick integrity check (a damaged blob is quarantined), and the
-                # use recorded for its size cap's LRU
-                if Store(self.paths).resolve(slot.name, record=True) is None:
-                    raise _not_served(slot.name)
+            # the store's quick integrity check (a damaged blob is quarantined), and the use
+            # recorded for its size cap's LRU
+            if slot.digest is not None and Store(self.paths).resolve(slot.name) is None:
+                raise _not_served(slot.name)
         return self._loader(config)
 
     def _load_batch_engine(self, config: EngineConfig) -> ServedEngine:
