@@ -283,6 +283,7 @@ class ModelRouter:
         self._tasks: set[asyncio.Future[Any]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
+        self._draining = False
         self._check: asyncio.TimerHandle | None = None
         self.budget: Budget | None = None
 
@@ -314,6 +315,15 @@ class ModelRouter:
         from llcuda_tui.core.engine import build_info
 
         return build_info().backend == "CUDA" and bool(build_info().gpus)
+
+    def drain(self) -> None:
+        """Stop loading models (shutdown: requests waiting for a load or for room get a 503);
+        what is in flight runs on. Any thread."""
+        self._draining = True
+        loop = self._loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._notify)
 
     def cancel_all(self) -> None:
         """Cancel every generation of every model (the end of a shutdown's grace); any thread."""
@@ -359,8 +369,14 @@ class ModelRouter:
                 slot.waiting += 1
                 try:
                     await asyncio.shield(slot.ready)
-                finally:
+                except asyncio.CancelledError:  # the client left while the model loaded
                     slot.waiting -= 1
+                    self._settle(slot)
+                    raise
+                except BaseException:
+                    slot.waiting -= 1
+                    raise
+                slot.waiting -= 1
                 # admitted: waiting for this load, it is served even if the model was since
                 # chosen to make room for another (else two models could swap forever)
                 if slot.state == LOADED and not slot.gone and not self._closed:
@@ -450,22 +466,21 @@ class ModelRouter:
         self._spawn(self._load(slot))
         return slot
 
-    def _find(self, name: str) -> _Slot:
+    def _find(self, name: str, estimate: bool = True) -> _Slot:
         """A new slot for ``name`` with its fit estimate (a worker thread: reads the store);
         404 when this worker does not serve it."""
         for model in self.config.catalog:
             if model.name == name:
-                return _Slot(
-                    model.name, model.path, model.sha256, None, self._needs_file(model.path)
-                )
+                needs = self._needs_file(model.path) if estimate else 0
+                return _Slot(model.name, model.path, model.sha256, None, needs)
         entry = self._store_entry(name) if not self.config.catalog else None
         if entry is None:
             raise _not_served(name)
-        summary = entry.manifest.summary
-        needs = self._needs(summary) if summary is not None else None
+        summary = entry.manifest.summary if estimate else None
+        estimated = self._needs(summary) if summary is not None else None
         return _Slot(
             entry.name, entry.path, entry.sha256, entry.digest,
-            needs if needs is not None else entry.manifest.size,
+            estimated if estimated is not None else entry.manifest.size,
         )  # fmt: skip
 
     def _store_entry(self, name: str) -> Any:
@@ -720,7 +735,7 @@ class ModelRouter:
         """One model's object (a worker thread), or None when it is not served."""
         target = self.config.aliases.get(asked, asked)
         try:
-            slot = self._find(target)
+            slot = self._find(target, estimate=False)
         except P.RequestError:
             return None
         entry = self._store_entry(target) if slot.digest is not None else None
@@ -786,7 +801,7 @@ class ModelRouter:
     # --- plumbing -------------------------------------------------------------------------------
 
     def _check_open(self) -> None:
-        if self._closed:
+        if self._closed or self._draining:
             raise P.RequestError("the worker is shutting down", 503)
 
     def _forget(self, slot: _Slot) -> None:

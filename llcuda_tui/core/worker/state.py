@@ -237,6 +237,8 @@ class WorkerState:
         if self.draining:
             return
         self.draining = True
+        if self.models is not None:
+            self.models.drain()
         if self.engine is not None or self.models is not None:
             self._drain_timer = threading.Timer(self.config.shutdown_grace_s, self.cancel)
             self._drain_timer.daemon = True

@@ -283,7 +283,7 @@ def test_a_model_removed_from_the_store_serves_its_requests_then_goes(
     s.import_path(smollm_path, name="chat")
     s.import_path(ggufs["beta"], name="beta")
     worker = serve(many(n_ctx=512, parallel=1, store_check_s=0.1))
-    n = 80
+    n = 150
     with httpx.Client(base_url=worker.url, timeout=120) as http:
         body = {"model": "chat", "prompt": "Once upon a time", "max_tokens": n, "stream": True}
         body |= {"ignore_eos": True, "temperature": 0}
@@ -294,7 +294,10 @@ def test_a_model_removed_from_the_store_serves_its_requests_then_goes(
             with pytest.raises(Exception, match=f"in use by process {os.getpid()}"):
                 s.remove("chat")
             s.remove("chat", force=True)
-            wait_for(lambda: "chat" not in states(http))  # no longer listed at once
+            assert "chat" not in states(http)  # no longer listed at once
+            # the worker's next look at the store (every store_check_s) retires it
+            held = lambda: http.get("/llcuda/v1/models").json()["models"]  # noqa: E731
+            wait_for(lambda: all(m["removed"] for m in held()))
             gone = complete(http, "chat")
             assert gone.status_code == 404  # and no new requests
             events = [json.loads(line[6:]) for line in lines if line.startswith("data: {")]
@@ -389,3 +392,62 @@ def test_bad_keep_alive_is_a_400(given: Any) -> None:
 
     with pytest.raises(RequestError, match="keep_alive"):
         parse_keep_alive(given)
+
+
+# --- the command line --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--alias", "gpt-4o-mini"], "--alias 'gpt-4o-mini': write ALIAS=MODEL"),
+        (["--mpi"], "--mpi serves one model"),
+        (["--memory-budget", "lots"], "--memory-budget: 'lots' is not a size"),
+        (["--models-max", "2", "--name", "x"], "--name goes with one -m"),
+    ],
+)
+def test_bad_many_model_options_are_one_line_and_exit_2(
+    capsys: pytest.CaptureFixture[str], args: list[str], fragment: str
+) -> None:
+    from llcuda_tui.cli import main
+
+    assert main(["serve", *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("llcuda: error: ") and fragment in err[0], err
+
+
+def test_llcuda_serve_without_m_serves_the_store(
+    store: Store, llcuda_home: Path, worker_process: Any
+) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    from tests.workerproc import REPO
+
+    config = Paths.from_env().config_file
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text('[models.aliases]\nfast = "beta"\n', encoding="utf-8")
+    worker = worker_process.start(
+        "--ctx", "256", "--models-max", "1", "--alias", "gpt-4o-mini=alpha"
+    )
+    with httpx.Client(base_url=worker.url, timeout=30) as http:
+        assert states(http) == {
+            "alpha": "on_disk",
+            "beta": "on_disk",
+            "fast": "on_disk",
+            "gpt-4o-mini": "on_disk",
+        }
+        resp = complete(http, "gpt-4o-mini")
+        assert resp.status_code == 200 and resp.json()["model"] == "gpt-4o-mini"
+        rm = subprocess.run(
+            [sys.executable, "-m", "llcuda_tui", "models", "rm", "alpha"],
+            cwd=REPO, env={**os.environ, "LLCUDA_HOME": str(llcuda_home)},
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert rm.returncode != 0 and f"in use by process {worker.proc.pid}" in rm.stderr
+        assert complete(http, "fast").json()["model"] == "fast"  # the config's alias of beta
+        assert states(http)["alpha"] == "on_disk" and states(http)["beta"] == "loaded"
+    worker.signal(signal.SIGTERM)
+    assert worker.proc.wait(30) == 0
+    assert not list((Paths.from_env().store_dir / "inuse").glob("*.lease"))  # leases let go
