@@ -19,8 +19,9 @@ import pytest
 
 from llcuda_tui.core.config import Paths
 from llcuda_tui.core.engine import EngineConfig
+from llcuda_tui.core.errors import UserInputError
 from llcuda_tui.core.store import Store
-from llcuda_tui.core.worker import WorkerConfig, WorkerServer
+from llcuda_tui.core.worker import RemoteEngine, WorkerConfig, WorkerServer
 from llcuda_tui.core.worker.router import (
     CatalogModel,
     ModelRouter,
@@ -451,3 +452,27 @@ def test_llcuda_serve_without_m_serves_the_store(
     worker.signal(signal.SIGTERM)
     assert worker.proc.wait(30) == 0
     assert not list((Paths.from_env().store_dir / "inuse").glob("*.lease"))  # leases let go
+
+
+def test_our_client_lists_loads_and_unloads_a_workers_models(
+    store: Store, serve: Callable[..., WorkerServer]
+) -> None:
+    from llcuda_tui.core.engine import GenerationRequest, SamplingParams
+
+    worker = serve(many())
+    with RemoteEngine.connect(worker.url, model="beta") as remote:
+        assert remote.remote.model == ""  # nothing loaded yet
+        assert {m["id"]: m["loaded"] for m in remote.models()} == {"alpha": False, "beta": False}
+        assert remote.load_model("alpha", keep_alive="5m")["state"] == "loaded"
+        _, record = remote.generate(
+            GenerationRequest(prompt="hello", max_tokens=3, sampling=SamplingParams(temperature=0))
+        )
+        assert record.generated_tokens == 3  # as "beta", which loaded for it
+        listed = {m["id"]: m["loaded"] for m in remote.models()}
+        assert listed == {"alpha": True, "beta": True}
+        assert remote.unload_model("alpha")["state"] == "on_disk"
+        assert {m["id"]: m["loaded"] for m in remote.models()} == {"alpha": False, "beta": True}
+        remote.refresh()
+        assert remote.remote.model == "beta" and remote.info.n_ctx == 512
+        with pytest.raises(UserInputError, match="not served here"):
+            remote.load_model("nope")
