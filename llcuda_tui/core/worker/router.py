@@ -72,7 +72,7 @@ class ModelsConfig:
 
     catalog: tuple[CatalogModel, ...] = ()
     """The models served (``-m`` given several times); empty: every model of the store."""
-    aliases: Mapping[str, str] = field(default_factory=dict)
+    aliases: Mapping[str, str] = field(default_factory=dict, hash=False)
     """Names clients may use for a model (``gpt-4o-mini`` -> a store name); ``[models.aliases]``
     in the config and ``--alias``. An alias wins over a store name it shadows."""
     models_max: int = 0
@@ -348,10 +348,11 @@ class ModelRouter:
 
     # --- requests -----------------------------------------------------------------------------
 
-    async def acquire(self, asked: Any, keep_alive: Any = None) -> ModelUse:
+    async def acquire(self, asked: Any, keep_alive: Any = None, count: bool = True) -> ModelUse:
         """The engine of the model ``asked`` names (loading it first, or waiting for its load
         or for room), held until the use is released. RequestError: 400 no model named, 404
-        not one this worker serves, 507 cannot fit, 503 shutting down or a failed load."""
+        not one this worker serves, 507 cannot fit, 503 shutting down or a failed load.
+        ``count``: counted as a request of the model (not an explicit load)."""
         if not isinstance(asked, str) or not asked:
             raise P.RequestError(
                 "'model' is required: this worker serves several models (GET /v1/models)",
@@ -364,7 +365,7 @@ class ModelRouter:
             if slot is None:
                 slot = await self._slot_for(asked)
             if slot.state == LOADED and not slot.leaving and not slot.gone:
-                return self._hold(slot, asked, keep)
+                return self._hold(slot, asked, keep, count)
             if slot.state == LOADING and slot.ready is not None:
                 slot.waiting += 1
                 try:
@@ -380,12 +381,12 @@ class ModelRouter:
                 # admitted: waiting for this load, it is served even if the model was since
                 # chosen to make room for another (else two models could swap forever)
                 if slot.state == LOADED and not slot.gone and not self._closed:
-                    return self._hold(slot, asked, keep)
+                    return self._hold(slot, asked, keep, count)
                 self._settle(slot)
                 continue
             await self._changed()  # unloading or leaving: it is loaded again after
 
-    def _hold(self, slot: _Slot, asked: str, keep: float | None) -> ModelUse:
+    def _hold(self, slot: _Slot, asked: str, keep: float | None, count: bool) -> ModelUse:
         assert slot.engine is not None
         slot.in_flight += 1
         slot.last_used = time.monotonic()
@@ -394,7 +395,8 @@ class ModelRouter:
         if slot.timer is not None:
             slot.timer.cancel()
             slot.timer = None
-        self.metrics.requests.labels(slot.name).inc()
+        if count:
+            self.metrics.requests.labels(slot.name).inc()
         self.metrics.in_flight.labels(slot.name).set(slot.in_flight)
         loop = self._loop
         assert loop is not None
@@ -442,6 +444,8 @@ class ModelRouter:
             self._unload(slot, "keep_alive")
             return
         assert self._loop is not None
+        if slot.timer is not None:  # settled again: the keep-alive counts from now
+            slot.timer.cancel()
         slot.timer = self._loop.call_later(keep, self._idle_expired, slot)
 
     def _idle_expired(self, slot: _Slot) -> None:
@@ -650,7 +654,7 @@ class ModelRouter:
 
     async def load(self, asked: str, keep_alive: Any = None) -> dict[str, Any]:
         """Load ``asked`` now (scripts: ``POST /llcuda/v1/models/{id}/load``); its state."""
-        use = await self.acquire(asked, keep_alive)
+        use = await self.acquire(asked, keep_alive, count=False)
         slot = self._by_name.get(use.model)
         use.release()  # on this loop: at once
         return self.describe_one(slot) if slot is not None else {"id": use.model, "state": ON_DISK}

@@ -324,6 +324,7 @@ def test_explicit_load_and_unload(store: Store, serve: Callable[..., WorkerServe
         assert states(http)["beta"] == "loaded"
         assert http.post("/llcuda/v1/models/beta/load").json()["state"] == "loaded"
         assert metric(http, "llcuda_model_loads_total", model="beta") == 1
+        assert metric(http, "llcuda_model_requests_total", model="beta") == 0  # no request
         unloaded = http.post("/llcuda/v1/models/beta/unload")
         assert unloaded.status_code == 200 and unloaded.json()["state"] == "on_disk"
         assert states(http)["beta"] == "on_disk"
