@@ -86,6 +86,15 @@ if TYPE_CHECKING:
     from .protocol import (
         RequestError as RequestError,
     )
+    from .remote_models import (
+        WorkerModels as WorkerModels,
+    )
+    from .remote_models import (
+        toggle_worker_model as toggle_worker_model,
+    )
+    from .remote_models import (
+        worker_models as worker_models,
+    )
     from .routes import (
         ENDPOINTS as ENDPOINTS,
     )
@@ -149,6 +158,9 @@ _EXPORTS = {
     "InferResult": "inference",
     "InferenceClient": "inference",
     "RequestError": "protocol",
+    "WorkerModels": "remote_models",
+    "toggle_worker_model": "remote_models",
+    "worker_models": "remote_models",
     "ENDPOINTS": "routes",
     "Endpoint": "routes",
     "create_app": "routes",
