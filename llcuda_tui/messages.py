@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from llcuda_tui.core.config import Settings
     from llcuda_tui.core.engine import EngineProtocol
     from llcuda_tui.core.store import FitBadge, ModelChoice, ModelEntry, RemoteEntry, RepoListing
-    from llcuda_tui.core.worker import WorkerGpu
+    from llcuda_tui.core.worker import WorkerGpu, WorkerModels
 
 
 @dataclass
@@ -233,3 +233,12 @@ class WorkerFitsListed(Message):
     or url -> a line saying why there is no estimate (worker down, no GPU)."""
 
     fits: dict[str, dict[str, FitBadge] | str]
+
+
+@dataclass
+class WorkerModelsListed(Message):
+    """What each attached worker serves now (url -> ``WorkerModels``); ``note``: the outcome
+    of a load or unload asked on the workers (shown as a notification)."""
+
+    models: dict[str, WorkerModels]
+    note: str = ""

@@ -3,6 +3,10 @@
 Concurrent requests are batched on the GPU (up to --parallel sequences in one llama_decode).
 Binds 127.0.0.1 by default; any other address needs --api-key-file. Stop with SIGTERM or
 Ctrl-C: in-flight requests get --shutdown-grace seconds to finish, then are cancelled.
+
+Without -m (or with several), the worker serves many models: each request's "model" names a
+store model (or a -m one, or an alias), loaded on first use; idle ones are unloaded, least
+recently used first, when --models-max or the memory budget needs room.
 """
 
 from __future__ import annotations
@@ -21,7 +25,14 @@ if TYPE_CHECKING:  # the parser imports this module: the worker and the pool loa
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="serve a model over HTTP (OpenAI API)", description=__doc__)
-    p.add_argument("-m", "--model", required=True, help="GGUF path, store name or starter name")
+    p.add_argument(
+        "-m",
+        "--model",
+        action="append",
+        default=[],
+        help="GGUF path, store name or starter name; repeat to serve several, leave out to "
+        "serve the whole store (models load on demand)",
+    )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8090, help="TCP port (default 8090; 0 = any)")
     p.add_argument("--api-key-file", help="file holding the API key clients must send")
@@ -90,8 +101,46 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="how /v1/embeddings pools the last hidden state (default: the GGUF's, else mean)",
     )
     p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    _add_router_arguments(p)
     _add_pool_arguments(p)
     p.set_defaults(func=run)
+
+
+def _add_router_arguments(parser: argparse.ArgumentParser) -> None:
+    """What a worker of many models (no -m, or several) keeps loaded (core/worker/router.py)."""
+    g = parser.add_argument_group("many models (no -m, or several)")
+    g.add_argument(
+        "--models-max",
+        type=argtypes.count,
+        default=0,
+        metavar="N",
+        help="most models loaded at once (0 = no cap; the memory budget decides)",
+    )
+    g.add_argument(
+        "--memory-budget",
+        metavar="SIZE",
+        help="memory the loaded models' fit estimates may add up to, e.g. 60GiB (default: "
+        "free VRAM at start, or available RAM on the CPU)",
+    )
+    g.add_argument(
+        "--idle-unload",
+        type=argtypes.seconds,
+        metavar="S",
+        help="unload a model idle this many seconds (default: keep it until room is needed; "
+        "a request's keep_alive overrides)",
+    )
+    g.add_argument(
+        "--alias",
+        action="append",
+        default=[],
+        metavar="ALIAS=MODEL",
+        help="a name clients may use for a model (repeat; adds to [models.aliases])",
+    )
+
+
+def _serves_many(args: argparse.Namespace) -> bool:
+    router_flags = args.models_max or args.memory_budget is not None or args.idle_unload is not None
+    return len(args.model) != 1 or bool(router_flags or args.alias)
 
 
 def _add_pool_arguments(parser: argparse.ArgumentParser) -> None:
@@ -118,6 +167,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     _check_numbers(args)
     if args.mpi and (args.embeddings or args.pooling):
         raise UserInputError("--embeddings and --pooling do not go with --mpi (pools do not embed)")
+    if _serves_many(args) and (args.embeddings or args.pooling):
+        raise UserInputError(
+            "--embeddings and --pooling go with one -m MODEL (a worker of many models does not "
+            "embed yet)"
+        )
     api_key = read_api_key(args.api_key_file) if args.api_key_file else None
     if api_key is None and not is_loopback(args.host):
         raise UserInputError(
@@ -134,7 +188,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         value = getattr(args, name)
         if value and not Path(value).is_file():
             raise UserInputError(f"--{name.replace('_', '-')}: no such file: {value}")
-    model = resolve_model(args.model, settings.paths)
+    if _serves_many(args):
+        return _run_many(args, settings, api_key)
+    model = resolve_model(args.model[0], settings.paths)
     check_gguf_file(model.path)
     engine = EngineConfig.from_settings(
         model.path,
@@ -182,6 +238,85 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             return serve_pool(config, listen, ready, options_from_args(args))
         print(f"llcuda serve: loading {model.path}", flush=True)
         code = serve(config, listen, on_ready=ready)
+    print("llcuda serve: stopped", flush=True)
+    return code
+
+
+def _run_many(args: argparse.Namespace, settings: Settings, api_key: str | None) -> int:
+    """A worker of many models: the store (no -m) or the -m models, loaded on demand."""
+    from llcuda_tui.core.engine import EngineConfig, check_gguf_file
+    from llcuda_tui.core.fmt import parse_size
+    from llcuda_tui.core.store import resolve_model
+    from llcuda_tui.core.worker import Listen, WorkerConfig, serve
+    from llcuda_tui.core.worker.router import CatalogModel, ModelsConfig
+
+    if args.mpi:
+        raise UserInputError("--mpi serves one model: give exactly one -m")
+    if args.name:
+        raise UserInputError("--name goes with one -m; name models with --alias ALIAS=MODEL")
+    catalog: list[CatalogModel] = []
+    for spec in args.model:
+        model = resolve_model(spec, settings.paths)
+        check_gguf_file(model.path)
+        if any(c.name == model.name for c in catalog):
+            raise UserInputError(f"-m {spec}: a model named '{model.name}' is given twice")
+        catalog.append(CatalogModel(model.name, model.path, model.sha256))
+    aliases = dict(settings.models.aliases)
+    for given in args.alias:
+        alias, eq, target = given.partition("=")
+        if not eq or not alias.strip() or not target.strip():
+            raise UserInputError(f"--alias {given!r}: write ALIAS=MODEL, e.g. gpt-4o-mini=smollm")
+        aliases[alias.strip()] = target.strip()
+    budget = parse_size(args.memory_budget, "--memory-budget") if args.memory_budget else None
+    engine = EngineConfig.from_settings(
+        settings.paths.store_dir,  # each model's own path replaces it at its load
+        settings,
+        kv_states=True,
+        n_gpu_layers=args.ngl,
+        n_ctx=args.ctx,
+        n_batch=args.batch,
+        n_threads=args.threads,
+        flash_attn=args.fa,
+        backend_sampling=args.backend_sampling,
+        ctx_beyond_training=args.ctx_beyond_training,
+    )
+    engine.validate()
+    models = ModelsConfig(
+        catalog=tuple(catalog),
+        aliases=aliases,
+        models_max=args.models_max,
+        memory_budget_bytes=budget,
+        idle_unload_s=args.idle_unload,
+    )
+    config = WorkerConfig(
+        engine=engine,
+        model_name="",
+        parallel=args.parallel,
+        api_key=api_key,
+        max_body_bytes=args.max_body_bytes,
+        max_tokens=args.max_tokens_limit,
+        sampling=settings.sampling,
+        shutdown_grace_s=args.shutdown_grace,
+        header_timeout_s=args.header_timeout,
+        body_timeout_s=args.body_timeout,
+        idle_timeout_s=args.idle_timeout,
+        max_connections_per_client=args.max_connections_per_client,
+        paths=settings.paths,
+        cors_origins=tuple(args.cors_origin),
+        models=models,
+    )
+    listen = Listen(args.host, args.port, args.tls_cert, args.tls_key, args.log_level)
+    what = (
+        ", ".join(c.name for c in catalog) if catalog else f"the store {settings.paths.store_dir}"
+    )
+
+    def ready(url: str) -> None:
+        print(
+            f"llcuda serve: ready on {url} (models on demand: {what}; {args.parallel} slots each)"
+        )
+        sys.stdout.flush()
+
+    code = serve(config, listen, on_ready=ready)
     print("llcuda serve: stopped", flush=True)
     return code
 

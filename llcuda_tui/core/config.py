@@ -125,6 +125,16 @@ class TuiDefaults:
 
 
 @dataclass(frozen=True)
+class ModelsDefaults:
+    """A worker serving many models (``llcuda serve`` without ``-m``), ``[models]``."""
+
+    aliases: dict[str, str] = field(default_factory=dict, hash=False)
+    """``[models.aliases]``: names clients may use for a model, e.g. ``gpt-4o-mini =
+    "smollm2-135m-instruct"``; the response's ``model`` echoes the name asked. ``llcuda serve
+    --alias`` adds to them."""
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything configurable, passed explicitly (never read from a global)."""
 
@@ -133,6 +143,7 @@ class Settings:
     sampling: SamplingDefaults = field(default_factory=SamplingDefaults)
     store: StoreDefaults = field(default_factory=StoreDefaults)
     tui: TuiDefaults = field(default_factory=TuiDefaults)
+    models: ModelsDefaults = field(default_factory=ModelsDefaults)
 
     @classmethod
     def load(cls, paths: Paths | None = None) -> Settings:
@@ -157,6 +168,7 @@ class Settings:
             "sampling": self.sampling,
             "store": self.store,
             "tui": self.tui,
+            "models": self.models,
         }
         updated: dict[str, Any] = {}
         for name, values in raw.items():
@@ -275,3 +287,8 @@ def _validate(s: Settings, source: str) -> None:
     from llcuda_tui.core.fmt import parse_size
 
     parse_size(s.store.kv_states_max_size, f"{source}: store.kv_states_max_size")
+    for alias, target in s.models.aliases.items():
+        if not alias or not isinstance(target, str) or not target:
+            raise ConfigError(
+                f"{source}: models.aliases: {alias!r} must name a model (a non-empty string)"
+            )

@@ -50,6 +50,7 @@ from llcuda_tui.messages import (
     StoreListed,
     TeamListed,
     WorkerFitsListed,
+    WorkerModelsListed,
     WorkFailed,
 )
 from llcuda_tui.palette import PaletteBinding
@@ -58,6 +59,7 @@ from llcuda_tui.widgets import KeyFooter
 
 if TYPE_CHECKING:
     from llcuda_tui.app import LlcudaApp
+    from llcuda_tui.core.worker import WorkerModels
 
 PULL_POLL_S = 0.25
 
@@ -102,6 +104,12 @@ class ModelsScreen(Screen[None]):
             "t", "pull_team", "Pull from team", show=False,  # named in the detail
             title="Models: Pull from the team store", tooltip="Pull the selected team model",
         ),
+        PaletteBinding(
+            "w", "toggle_on_workers", "Load/unload on workers", show=False,  # named in the detail
+            title="Models: Load or unload on the workers",
+            tooltip="Load the selected model on each attached worker of many models (unload it "
+            "where it is loaded)",
+        ),
     ]  # fmt: skip
 
     def __init__(self) -> None:
@@ -110,6 +118,8 @@ class ModelsScreen(Screen[None]):
         self.badges: dict[str, FitBadge] = {}
         self.worker_fits: dict[str, dict[str, FitBadge] | str] = {}
         """Per worker URL: {model name: FitBadge}, or why there is no estimate."""
+        self.worker_models: dict[str, WorkerModels] = {}
+        """Per worker URL: the models it serves and their states."""
         self.listing: Any = None
         self.pull_job: PullJob | None = None
         self.team: dict[str, RemoteEntry] = {}
@@ -182,6 +192,49 @@ class ModelsScreen(Screen[None]):
         urls = list(getattr(app, "worker_urls", []))
         if urls:
             self.post_message(WorkerFitsListed(self.fits_on_workers(entries, urls)))
+            self.post_message(WorkerModelsListed(self.models_on_workers(urls)))
+
+    def models_on_workers(self, urls: list[str]) -> dict[str, WorkerModels]:
+        """What each worker serves now (in the thread)."""
+        from llcuda_tui.core.worker import worker_models
+
+        return {url: worker_models(self.llcuda.worker_access, url) for url in urls}
+
+    @on(WorkerModelsListed)
+    def show_worker_models(self, message: WorkerModelsListed) -> None:
+        self.worker_models = message.models
+        if message.note:
+            self.notify(message.note)
+        self.show_detail(self.selected_name())
+
+    def action_toggle_on_workers(self) -> None:
+        name = self.selected_name()
+        targets = {
+            url: m.states[name] == "on_disk"
+            for url, m in self.worker_models.items()
+            if m.many and name is not None and m.states.get(name) in ("loaded", "on_disk")
+        }
+        if name is None or not targets:
+            self.notify("no attached worker of many models serves this model", severity="warning")
+            return
+        self.toggle_on_workers(name, targets)
+
+    @work(thread=True, exclusive=True, group="worker-models", exit_on_error=False)
+    def toggle_on_workers(self, name: str, targets: dict[str, bool]) -> None:
+        """Load (True) or unload ``name`` on each worker of ``targets``, then list again."""
+        from llcuda_tui.core.worker import toggle_worker_model
+
+        access = self.llcuda.worker_access
+        notes = []
+        for url, load in targets.items():
+            try:
+                state = toggle_worker_model(access, url, name, load)
+                notes.append(f"{name} on {url}: {state.replace('_', ' ')}")
+            except LlcudaError as exc:
+                notes.append(f"{name} on {url}: {exc}")
+        self.post_message(
+            WorkerModelsListed(self.models_on_workers(list(targets)), "; ".join(notes))
+        )
 
     def list_team(self, local: set[str]) -> None:
         """Post the team store's models missing here (in the listing thread); a team store
@@ -366,6 +419,9 @@ class ModelsScreen(Screen[None]):
                 found = fits.get(entry.name)
                 text = found.detail if found else "?"
             rows.append(("fit on worker", f"{url}: {text}"))
+            held = self.worker_models.get(url)
+            if held is not None:
+                rows.append(("on worker", held.describe(entry.name)))
         detail.update(detail_text(rows))
 
     # --- the size cap ---------------------------------------------------------------------------

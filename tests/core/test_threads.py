@@ -57,7 +57,7 @@ def test_a_little_faster_is_not_enough_and_one_slow_step_decides_nothing() -> No
     t, calls = tuner()
     feed(t, {4: 0.010, 2: 0.009}, 2 + 4)  # 2 threads 10 % faster: under the margin
     feed(t, {4: 0.010, 2: 0.009}, 4)
-    assert t.current == 4
+    assert t.current == 4 and calls == [2, 4]
     t2, _ = tuner()
     times = iter([0.01, 0.01, 0.01, 0.5, 0.01, 0.01] + [0.01] * 4)  # one hiccup while measuring
     for _ in range(10):
@@ -76,9 +76,7 @@ def test_a_step_of_another_shape_ends_a_probe_at_the_count_it_started_from() -> 
 @pytest.fixture()
 def every_core_busy() -> Iterator[None]:
     spin = "while True: pass"
-    procs = [
-        subprocess.Popen([sys.executable, "-c", spin]) for _ in range(os.cpu_count() or 1)
-    ]
+    procs = [subprocess.Popen([sys.executable, "-c", spin]) for _ in range(os.cpu_count() or 1)]
     try:
         yield
     finally:

@@ -87,6 +87,15 @@ if TYPE_CHECKING:
     from .protocol import (
         RequestError as RequestError,
     )
+    from .remote_models import (
+        WorkerModels as WorkerModels,
+    )
+    from .remote_models import (
+        toggle_worker_model as toggle_worker_model,
+    )
+    from .remote_models import (
+        worker_models as worker_models,
+    )
     from .routes import (
         ENDPOINTS as ENDPOINTS,
     )
@@ -150,6 +159,9 @@ _EXPORTS = {
     "InferResult": "inference",
     "InferenceClient": "inference",
     "RequestError": "protocol",
+    "WorkerModels": "remote_models",
+    "toggle_worker_model": "remote_models",
+    "worker_models": "remote_models",
     "ENDPOINTS": "routes",
     "Endpoint": "routes",
     "create_app": "routes",

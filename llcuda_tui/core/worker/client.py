@@ -344,9 +344,30 @@ class RemoteEngine(EngineBase):
             data = self._get("/v1/models").json().get("data") or []
             return [{**m, "loaded": m.get("id") == self.model} for m in data]
         body = self._get(f"{P.EXT_PREFIX}/models", timeout=SLOW_CALL_TIMEOUT_S).json()
+        if "models" in body:  # a worker of many models: each store entry has its state
+            held = [{**m, "loaded": m.get("state") == "loaded"} for m in body["models"]]
+            shown = {m.get("id") for m in held}
+            store = [
+                {**e, "id": e.get("name"), "loaded": e.get("state") == "loaded"}
+                for e in body.get("store", [])
+                if e.get("name") not in shown
+            ]
+            return [*held, *store]
         loaded = {**body.get("loaded", {}), "loaded": True}
         store = [{**e, "id": e.get("name"), "loaded": False} for e in body.get("store", [])]
         return [loaded, *store]
+
+    def load_model(self, name: str, keep_alive: float | str | None = None) -> dict[str, Any]:
+        """Have a worker of many models load ``name`` now (its state once loaded); ``keep_alive``
+        as a request's (seconds, "5m", 0, -1). Waits as long as the load takes."""
+        body = {} if keep_alive is None else {"keep_alive": keep_alive}
+        path = f"{P.EXT_PREFIX}/models/{name}/load"
+        return dict(self._request("POST", path, json=body, timeout=None).json())
+
+    def unload_model(self, name: str) -> dict[str, Any]:
+        """Have a worker of many models unload ``name`` once its requests in flight are done."""
+        path = f"{P.EXT_PREFIX}/models/{name}/unload"
+        return dict(self._request("POST", path, timeout=None).json())
 
     def gpu(self, history: int = 60) -> RemoteGpu:
         """The worker's GPUs (llcuda workers; a sample in state 'unavailable' for others)."""
@@ -391,7 +412,9 @@ class RemoteEngine(EngineBase):
         if "tokenize" not in self.remote.features:
             raise CountUnavailable(f"not counted: {self.url} is not an llcuda worker")
         resp = self._request(
-            "POST", f"{P.EXT_PREFIX}/tokenize", json={"messages": list(request.messages or [])}
+            "POST",
+            f"{P.EXT_PREFIX}/tokenize",
+            json={"messages": list(request.messages or []), "model": self.model},
         )
         return len(resp.json()["tokens"])
 

@@ -17,6 +17,7 @@ import concurrent.futures
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -29,6 +30,9 @@ from llcuda_tui.core.worker.bridge import Bridge
 from llcuda_tui.core.worker.endpoints import in_thread, json_reply, read_body
 from llcuda_tui.core.worker.state import WorkerState
 from llcuda_tui.core.worker.toolcalls import ToolCallStream, parse_reply
+
+if TYPE_CHECKING:
+    from llcuda_tui.core.worker.router import ModelUse
 
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 """No caching, and no buffering in a proxy (nginx) in front of the worker."""
@@ -45,11 +49,28 @@ async def completions(state: WorkerState, request: Request) -> Response:
 
 
 async def _complete(state: WorkerState, request: Request, chat: bool) -> Response:
-    engine = state.ready_engine()
+    state.check_ready()
     cfg = state.config
     body = P.parse_body(await read_body(request, cfg.max_body_bytes))
     parse = P.parse_chat if chat else P.parse_completion
     parsed = parse(body, cfg.sampling, state.limits())
+    use = await state.use_model(body)  # many models: loads the one named (or waits for room)
+    try:
+        return await _generate(state, request, chat, body, parsed, use)
+    except BaseException:
+        use.release()  # unless submitted: a generation lets go when it settles
+        raise
+
+
+async def _generate(
+    state: WorkerState,
+    request: Request,
+    chat: bool,
+    body: dict[str, Any],
+    parsed: P.ParsedRequest,
+    use: ModelUse,
+) -> Response:
+    engine, cfg = use.engine, state.config
     plan = parsed.tools
     if plan is not None and plan.constrained:
         grammar = plan.grammar(engine.template.tool_support)
@@ -65,15 +86,16 @@ async def _complete(state: WorkerState, request: Request, chat: bool) -> Respons
     except GrammarError as exc:
         given = [k for k in ("response_format", "json_schema", "grammar", "tools") if k in body]
         raise P.RequestError(str(exc), param=given[0] if given else "grammar") from None
-    _record_when_done(state, handle, "chat" if chat else "completions")
+    use.release_when_done(handle)
+    _record_when_done(state, handle, "chat" if chat else "completions", use.name)
     calls = None
     if plan is not None and plan.parses:
         calls = ToolCallStream(plan.names, plan.parallel)
     if parsed.stream:
-        shaper = P.StreamShaper(chat, cfg.model_name, parsed.include_usage)
+        shaper = P.StreamShaper(chat, use.name, parsed.include_usage)
         events = _events(bridge, handle, shaper, cfg.heartbeat_s, calls)
         return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
-    return await _whole(state, request, bridge, handle, chat, calls)
+    return await _whole(use.name, request, bridge, handle, chat, calls)
 
 
 def _check_vocabulary(request: GenerationRequest, n_vocab: int) -> None:
@@ -90,10 +112,11 @@ def _check_vocabulary(request: GenerationRequest, n_vocab: int) -> None:
         raise P.RequestError(message, param="prompt")
 
 
-def _record_when_done(state: WorkerState, handle: GenerationHandle, endpoint: str) -> None:
+def _record_when_done(
+    state: WorkerState, handle: GenerationHandle, endpoint: str, model: str
+) -> None:
     """Keep the run record (also of a cancelled request) once the engine settles it."""
     loop = asyncio.get_running_loop()
-    model = state.config.model_name
 
     def done(future: concurrent.futures.Future[RunRecord]) -> None:
         if future.cancelled() or future.exception() is not None:
@@ -153,7 +176,7 @@ async def _events(
 
 
 async def _whole(
-    state: WorkerState,
+    model: str,
     request: Request,
     bridge: Bridge,
     handle: GenerationHandle,
@@ -173,7 +196,6 @@ async def _whole(
     if not collect.done() or collect.cancelled():
         return Response(status_code=499)  # nobody is listening
     text, record = collect.result()
-    model = state.config.model_name
     if calls is not None:
         reply = parse_reply(text, calls.names, calls.parallel)
         made = [c.to_openai() for c in reply.calls]

@@ -121,6 +121,11 @@ def response_body(result: Embeddings, model: str, as_base64: bool) -> dict[str, 
 
 async def embeddings(state: WorkerState, request: Request) -> Response:
     """OpenAI's ``POST /v1/embeddings``."""
+    if state.models is not None:
+        raise P.RequestError(
+            "a worker of many models does not embed (yet): serve the model alone with "
+            "llcuda serve -m MODEL --embeddings", param="model", code="model_not_embedding",
+        )  # fmt: skip
     engine = state.ready_engine()
     body = P.parse_body(await read_body(request, state.config.max_body_bytes))
     embedder = state.embedder

@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse, Response
 from llcuda_tui.core.config import Paths
 from llcuda_tui.core.errors import LlcudaError
 from llcuda_tui.core.worker import protocol as P
-from llcuda_tui.core.worker.state import WorkerState
+from llcuda_tui.core.worker.state import ServedEngine, WorkerState
 
 Handler = Callable[[WorkerState, Request], Awaitable[Response]]
 """An endpoint: the worker's state and the request in, the response out."""
@@ -69,8 +69,7 @@ async def metrics(state: WorkerState, _request: Request) -> Response:
     """Prometheus exposition text."""
     from prometheus_client import CONTENT_TYPE_LATEST
 
-    engine = state.engine
-    body = state.metrics.render(engine.stats() if engine is not None else None)
+    body = state.metrics.render(state.stats())
     return Response(body, media_type=CONTENT_TYPE_LATEST.split(";")[0])
 
 
@@ -127,8 +126,16 @@ async def runs(state: WorkerState, request: Request) -> Response:
 async def tokenize(state: WorkerState, request: Request) -> Response:
     """``content`` as token ids, or a chat's prompt (with its ``tools``) as the worker's
     template renders it."""
-    engine = state.ready_engine()
+    state.check_ready()
     body = P.parse_body(await read_body(request, state.config.max_body_bytes))
+    use = await state.use_model(body)
+    try:
+        return await _tokenize(state, body, use.engine)
+    finally:
+        use.release()
+
+
+async def _tokenize(state: WorkerState, body: dict[str, Any], engine: ServedEngine) -> Response:
     if "messages" in body:  # a chat: its prompt as the worker's template renders it
         # with the tools, as a chat request renders them
         fields: dict[str, Any] = {

@@ -22,7 +22,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from llcuda_tui.core.errors import LlcudaError, UserInputError
-from llcuda_tui.core.worker import completions, embeddings, endpoints
+from llcuda_tui.core.worker import completions, embeddings, endpoints, router_endpoints
 from llcuda_tui.core.worker import protocol as P
 from llcuda_tui.core.worker.endpoints import Handler, json_reply
 from llcuda_tui.core.worker.guard import Guard
@@ -53,6 +53,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("GET", f"{P.EXT_PREFIX}/models", endpoints.store_models),
     Endpoint("GET", f"{P.EXT_PREFIX}/runs", endpoints.runs),
     Endpoint("POST", f"{P.EXT_PREFIX}/tokenize", endpoints.tokenize),
+    Endpoint("POST", f"{P.EXT_PREFIX}/models/{{model_id:path}}/load", router_endpoints.load),
+    Endpoint("POST", f"{P.EXT_PREFIX}/models/{{model_id:path}}/unload", router_endpoints.unload),
 )
 
 
@@ -68,8 +70,13 @@ def create_app(state: WorkerState) -> ASGIApp:
         finally:
             await asyncio.get_running_loop().run_in_executor(None, state.close)
 
+    # a worker of many models answers the model endpoints with its own handlers
+    swap = router_endpoints.OVERRIDES if state.models is not None else {}
     app = Starlette(
-        routes=[Route(e.path, _bound(e.handler, state), methods=[e.method]) for e in ENDPOINTS],
+        routes=[
+            Route(e.path, _bound(swap.get(e.handler, e.handler), state), methods=[e.method])
+            for e in ENDPOINTS
+        ],
         lifespan=lifespan,
         exception_handlers={
             HTTPException: _http_error,

@@ -244,9 +244,7 @@ class WorkerServer:
     def stop(self, timeout_s: float = 30.0) -> None:
         """Stop now: close connections, cancel what runs, free the model."""
         server = self._uv.server
-        engine = self.state.engine
-        if engine is not None:
-            engine.cancel()
+        self.state.cancel()
         server.should_exit = True
         self._thread.join(min(1.0, timeout_s))
         if self._thread.is_alive():  # idle keep-alive (TLS) connections: don't wait for them

@@ -35,6 +35,7 @@ from llcuda_tui.core.worker.metrics import WorkerMetrics
 if TYPE_CHECKING:
     from llcuda_tui.core.engine import ChatTemplate
     from llcuda_tui.core.gpu import GpuReading, GpuSample, GpuSampler
+    from llcuda_tui.core.worker.router import ModelRouter, ModelsConfig, ModelUse
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,10 @@ class WorkerConfig:
     GGUF declares a pooling type (a BERT-style encoder) embeds without it."""
     pooling: str | None = None
     """mean, cls or last: pool so, whatever the GGUF declares (implies ``embeddings``)."""
+    models: ModelsConfig | None = None
+    """Serve many models, loaded on demand by the request's ``model`` (:mod:`.router`);
+    ``engine`` is then the settings every model loads with (its ``model_path`` unused).
+    None: serve the one model of ``engine``, loaded at start."""
 
 
 class ServedEngine(Protocol):
@@ -166,8 +171,23 @@ class WorkerState:
         self._drain_timer: threading.Timer | None = None
         self.waker = Waker()
         self._state_lock = threading.Lock()
+        self.models: ModelRouter | None = None
+        """The models of a worker serving many (``config.models``); None: one model."""
+        if config.models is not None:
+            from llcuda_tui.core.worker.router import ModelRouter
+
+            self.models = ModelRouter(
+                config.models, config.engine, config.parallel, config.paths,
+                self.metrics.registry, on_step=self.waker.flush,
+            )  # fmt: skip
 
     def start_loading(self) -> None:
+        if self.models is not None:  # models load on demand: ready at once
+            assert self.waker.loop is not None
+            self.models.start(self.waker.loop)
+            self.status = "ready"
+            self.loaded.set()
+            return
         threading.Thread(target=self._load, name="llcuda-worker-load", daemon=True).start()
 
     def _load(self) -> None:
@@ -214,23 +234,60 @@ class WorkerState:
             )
 
     def ready_engine(self) -> ServedEngine:
-        """The engine, or a 503 while loading, after a failed load, or when shutting down."""
+        """The engine, or a 503 while loading, after a failed load, or when shutting down
+        (a 400 on a worker of many models: the request must name one, :meth:`use_model`)."""
         if self.draining or self.status == "closed":
             raise P.RequestError("the worker is shutting down", 503)
+        if self.models is not None:
+            raise P.RequestError("this worker serves several models: name one", param="model")
         if self.engine is None:
             if self.status == "error":
                 raise P.RequestError(f"the model failed to load: {self.error}", 503)
             raise P.RequestError("the model is still loading", 503)
         return self.engine
 
+    def check_ready(self) -> None:
+        """A 503 unless the worker takes requests now (one model: its engine is loaded)."""
+        if self.models is None:
+            self.ready_engine()
+        elif self.draining or self.status == "closed":
+            raise P.RequestError("the worker is shutting down", 503)
+
+    async def use_model(self, body: dict[str, Any]) -> ModelUse:
+        """The engine for a request ``body`` (its ``model`` and ``keep_alive`` on a worker of
+        many models; the one engine otherwise), held until the use is released."""
+        if self.models is None:
+            from llcuda_tui.core.worker.router import ModelUse
+
+            name = self.config.model_name
+            return ModelUse(self.ready_engine(), name, name)
+        self.check_ready()
+        return await self.models.acquire(body.get("model"), body.get("keep_alive"))
+
+    def stats(self) -> BatchStats | None:
+        """The slot loop's stats (a worker of many models: all loaded ones added up)."""
+        if self.models is not None:
+            return self.models.stats()
+        engine = self.engine
+        return engine.stats() if engine is not None else None
+
+    def cancel(self) -> None:
+        """Cancel every generation (every model's)."""
+        engine = self.engine
+        if engine is not None:
+            engine.cancel()
+        if self.models is not None:
+            self.models.cancel_all()
+
     def drain(self) -> None:
         """Stop taking requests; cancel what still runs after ``shutdown_grace_s``."""
         if self.draining:
             return
         self.draining = True
-        engine = self.engine
-        if engine is not None:
-            self._drain_timer = threading.Timer(self.config.shutdown_grace_s, engine.cancel)
+        if self.models is not None:
+            self.models.drain()
+        if self.engine is not None or self.models is not None:
+            self._drain_timer = threading.Timer(self.config.shutdown_grace_s, self.cancel)
             self._drain_timer.daemon = True
             self._drain_timer.start()
 
@@ -244,6 +301,8 @@ class WorkerState:
             self._drain_timer.cancel()
         if engine is not None:
             engine.close()
+        if self.models is not None:
+            self.models.close()
         gpu, self._gpu = self._gpu, None
         if gpu is not None:
             gpu.close()
