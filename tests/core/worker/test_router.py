@@ -337,6 +337,19 @@ def test_explicit_load_and_unload(store: Store, serve: Callable[..., WorkerServe
         assert bad.status_code == 400
 
 
+def test_a_worker_of_many_models_says_it_does_not_embed(
+    store: Store, serve: Callable[..., WorkerServer]
+) -> None:
+    worker = serve(many())
+    with httpx.Client(base_url=worker.url, timeout=30) as http:
+        resp = http.post("/v1/embeddings", json={"model": "beta", "input": "hello"})
+        assert resp.status_code == 400
+        error = resp.json()["error"]
+        assert error["code"] == "model_not_embedding" and error["param"] == "model"
+        assert "llcuda serve -m MODEL --embeddings" in error["message"]
+        assert complete(http, "beta").status_code == 200  # and it still chats
+
+
 def test_a_worker_of_one_model_answers_load_and_refuses_unload(
     tiny_worker: WorkerServer,
 ) -> None:
@@ -406,6 +419,7 @@ def test_bad_keep_alive_is_a_400(given: Any) -> None:
         (["--mpi"], "--mpi serves one model"),
         (["--memory-budget", "lots"], "--memory-budget: 'lots' is not a size"),
         (["--models-max", "2", "--name", "x"], "--name goes with one -m"),
+        (["--embeddings"], "--embeddings and --pooling go with one -m MODEL"),
     ],
 )
 def test_bad_many_model_options_are_one_line_and_exit_2(
