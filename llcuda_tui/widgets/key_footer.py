@@ -54,6 +54,8 @@ class KeyFooter(Footer):
         """The keys left out at the last layout (what tests and the help screen read)."""
         self._laid_out_for = -1
         self._recompose_queued = False
+        self._composed: tuple = ()
+        """What the keys shown were made from (:meth:`_signature`)."""
 
     def bindings_changed(self, screen: Screen) -> None:
         if self._recompose_queued:
@@ -66,7 +68,22 @@ class KeyFooter(Footer):
 
     async def recompose(self) -> None:
         self._recompose_queued = False
+        if self.is_attached and self._signature() == self._composed:
+            # most binding changes (focus moving, a check_action refresh) leave the keys as
+            # they were: a recompose would remove and mount every key for nothing (five at
+            # start-up, each ~40 widgets)
+            return
         await super().recompose()
+
+    def _signature(self) -> tuple:
+        """The terminal width and every active binding as the footer shows it."""
+        active = self.screen.active_bindings
+        shown = tuple(
+            (key, binding.action, binding.description, binding.show, enabled, tooltip,
+             node is self.app)
+            for key, (node, binding, enabled, tooltip) in active.items()
+        )  # fmt: skip
+        return (self.app.size.width, self.app_keys, shown)
 
     def compose(self) -> ComposeResult:
         items = list(super().compose())
@@ -81,6 +98,8 @@ class KeyFooter(Footer):
 
         if not self.app_keys:
             items = [i for i in items if not from_app(i)]
+        # Footer composes no keys until the screen's bindings are ready
+        self._composed = self._signature() if self._bindings_ready else ()
         width = self._laid_out_for = app.size.width
         compact = width < NARROW_WIDTH or self._fits(items, False) > width
         self.set_reactive(Footer.compact, compact)

@@ -60,3 +60,21 @@ async def test_a_burst_of_binding_changes_recomposes_once_and_shows_the_last() -
         await pilot.pause()
         await pilot.pause()
         assert _keys(app) == ["f1"]
+
+
+async def test_a_binding_change_that_shows_the_same_keys_keeps_their_widgets() -> None:
+    app = Keys()
+    async with app.run_test(size=(80, 10)) as pilot:
+        await pilot.pause()
+        keys = list(app.screen.query(FooterKey))
+        before = CountingFooter.recomposes
+        app.screen.refresh_bindings()  # nothing the footer shows changed
+        await pilot.pause()
+        await pilot.pause()
+        assert CountingFooter.recomposes == before + 1  # it was asked to
+        assert list(app.screen.query(FooterKey)) == keys  # and kept every key as it was
+        app.shown = False
+        app.screen.refresh_bindings()
+        await pilot.pause()
+        await pilot.pause()
+        assert _keys(app) == []  # a change is still shown
