@@ -45,6 +45,7 @@ from llcuda_tui.core.engine import (
     GenerationHandle,
     GenerationRequest,
     LoadInfo,
+    LogprobTrail,
     OnChunk,
     OnError,
     PrefillPlan,
@@ -66,6 +67,7 @@ from llcuda_tui.core.engine import (
     finish_run,
     keep_prefix,
     list_devices,
+    logprobs_at,
     n_swa_of,
     persistence_for,
     rope_freq_scale,
@@ -127,6 +129,8 @@ class _Seq:
     times: list[float] = field(default_factory=list)
     utf8: Any = None
     stops: StopMatcher | None = None
+    trail: LogprobTrail | None = None
+    """Tokens' logprobs not handed out yet (a request that asked for them)."""
 
 
 class BatchEngine(TokensFromEngine, EngineBase):
@@ -230,9 +234,11 @@ class BatchEngine(TokensFromEngine, EngineBase):
         if bad:
             raise UserInputError(f"logit bias names token {bad[0]}, outside the vocabulary")
         sampler = None
-        if not self._backend_sampling or request.sampling.grammar is not None:
+        cpu = request.sampling.grammar is not None or request.logprobs is not None
+        if not self._backend_sampling or cpu:
             # checks the logit bias and the grammar here, so a bad one is the caller's 400;
-            # a grammar always samples on the CPU (it has no GPU implementation)
+            # a grammar always samples on the CPU (it has no GPU implementation), and logprobs
+            # read the logits row, which a backend chain leaves on the GPU
             sampler = build_sampler(request.sampling, self.info.n_vocab, self._vocab)
         handle = GenerationHandle(request)
         seq = _Seq(
@@ -480,6 +486,8 @@ class BatchEngine(TokensFromEngine, EngineBase):
             seq.t_prefill = time.perf_counter()
             seq.utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
             seq.stops = StopMatcher(seq.handle.request.stop)
+            if seq.handle.request.logprobs is not None:
+                seq.trail = LogprobTrail()
             self._active.append(seq)
             self._report_prefill(seq)
 
@@ -612,16 +620,22 @@ class BatchEngine(TokensFromEngine, EngineBase):
             return
         seq.times.append(now - seq.t0)
         self._generated += 1
-        text = seq.utf8.decode(self._tok.token_piece(tok))
+        piece_of = self._tok.token_piece
+        text = seq.utf8.decode(piece_of(tok))
         assert seq.stops is not None
+        trail = seq.trail
+        if trail is not None:  # this step's row, still on the CPU: no decode since sampling
+            n_top = req.logprobs or 0
+            entry = logprobs_at(self._ctx, seq.out, self.info.n_vocab, tok, n_top, piece_of)
+            trail.add(entry, len(text))
         if text:
             text, hit = seq.stops.feed(text)
             if hit:
                 if text:
-                    seq.on_chunk(Chunk(text))
+                    seq.on_chunk(Chunk(text, logprobs=trail.take(len(text)) if trail else ()))
                 self._finish(seq, "stop")
                 return
-        seq.on_chunk(Chunk(text))
+        seq.on_chunk(Chunk(text) if trail is None else Chunk(text, logprobs=trail.take(len(text))))
         if len(seq.times) >= seq.budget:
             self._finish(seq, "length")
             return
@@ -653,6 +667,7 @@ class BatchEngine(TokensFromEngine, EngineBase):
         if stop_reason != "stop" and seq.utf8 is not None and seq.stops is not None:
             tail, _ = seq.stops.feed(seq.utf8.decode(b"", final=True))
             tail += seq.stops.flush()
+        rest = seq.trail.rest() if seq.trail is not None and stop_reason != "stop" else ()
         cfg, info = self.config, self.info
         base: dict[str, Any] = dict(
             prompt_tokens=len(seq.tokens),
@@ -668,8 +683,9 @@ class BatchEngine(TokensFromEngine, EngineBase):
             base["grammar_rejections"], base["grammar_full_passes"] = counts
         try:
             record = finish_run(
-                seq.on_chunk, tail, stop_reason, seq.t0, seq.t_prefill, seq.t_first, seq.times, base
-            )
+                seq.on_chunk, tail, stop_reason, seq.t0, seq.t_prefill, seq.t_first, seq.times,
+                base, rest,
+            )  # fmt: skip
         except BaseException as exc:  # the callback failed on the last chunk
             self._settle(seq, exc)
             return
