@@ -392,7 +392,7 @@ class Engine(LlamaTokens, EngineBase):
         if sampler is not None and reusable and (params.seed >= 0 or params.greedy):
             sampler.reset()
         else:
-            sampler = build_sampler(params, self._n_vocab, self._vocab)
+            sampler = build_sampler(params, self._n_vocab, self._vocab, n_ctx=self.info.n_ctx)
             self._sampler, self._sampler_key = sampler, key
         if self._backend_sampling:
             # a grammar's lazy check can keep its first pass on the GPU (greedy, no penalties):

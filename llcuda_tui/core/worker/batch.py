@@ -239,7 +239,7 @@ class BatchEngine(TokensFromEngine, EngineBase):
             # checks the logit bias and the grammar here, so a bad one is the caller's 400;
             # a grammar always samples on the CPU (it has no GPU implementation), and logprobs
             # read the logits row, which a backend chain leaves on the GPU
-            sampler = build_sampler(request.sampling, self.info.n_vocab, self._vocab)
+            sampler = build_sampler(request.sampling, self.info.n_vocab, self._vocab, n_ctx=n_ctx)
         handle = GenerationHandle(request)
         seq = _Seq(
             handle,
@@ -508,7 +508,7 @@ class BatchEngine(TokensFromEngine, EngineBase):
             if self._slot_keys[slot] == key and (params.greedy or params.seed >= 0):
                 L.llama_sampler_reset(self._slot_chains[slot])
             else:
-                chain = build_chain(params, self.info.n_vocab)
+                chain = build_chain(params, self.info.n_vocab, self.info.n_ctx)
                 if not L.llama_set_sampler(self._ctx, slot, chain):
                     L.llama_sampler_free(chain)
                     raise EngineError("this sampler chain cannot run on the GPU")
