@@ -134,3 +134,32 @@ def test_frequency_penalty_changes_greedy_tokens(tiny: Engine, window: int) -> N
     plain, penalized = ids(0.0), ids(2.0)
     assert len(set(plain)) < len(plain)
     assert len(set(penalized)) == len(penalized)
+
+
+@pytest.mark.gpu
+@pytest.mark.timeout(300)
+def test_logprobs_with_backend_sampling_leave_the_gpu_chain_and_come_back(
+    tiny_gguf: Path,
+) -> None:
+    """With the whole model offloaded the chain samples on the GPU and the logits stay there:
+    a logprobs request samples on the CPU, gives the same greedy text, and the next plain
+    request samples on the GPU again (in-process and batched)."""
+    cfg = EngineConfig(tiny_gguf, n_gpu_layers=-1, n_ctx=512)
+    plain = GenerationRequest(prompt="hello world", max_tokens=16, sampling=GREEDY,
+                              ignore_eos=True)  # fmt: skip
+    asked = replace(plain, logprobs=3)
+    with Engine.load(cfg) as eng:
+        assert eng.info.backend_sampling
+        want = eng.generate(plain)[0]
+        text, entries = _run(eng, asked)
+        assert text == want and len(entries) == 16
+        assert all(e.top[0].id == e.id for e in entries)
+        assert eng.generate(plain)[0] == want
+    with BatchEngine.load(cfg, parallel=2) as batch:
+        assert batch.info.backend_sampling
+        assert batch.generate(plain)[0] == want
+        text, got = _run(batch, asked)
+        assert text == want
+        for a, b in zip(got, entries, strict=True):
+            assert a.id == b.id and a.logprob == pytest.approx(b.logprob, abs=1e-3)
+        assert batch.generate(plain)[0] == want
