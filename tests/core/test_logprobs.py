@@ -163,3 +163,19 @@ def test_logprobs_with_backend_sampling_leave_the_gpu_chain_and_come_back(
         for a, b in zip(got, entries, strict=True):
             assert a.id == b.id and a.logprob == pytest.approx(b.logprob, abs=1e-3)
         assert batch.generate(plain)[0] == want
+
+
+def test_a_stop_string_reports_only_the_tokens_before_it(tiny: Engine) -> None:
+    req = GenerationRequest(
+        prompt="hello world", max_tokens=24, sampling=GREEDY, ignore_eos=True, logprobs=0
+    )
+    full, entries = _run(tiny, req)
+    pieces = [e.text for e in entries]
+    # a stop string that starts inside the reply, at a token boundary 10 tokens in
+    stop = "".join(pieces[10:12])
+    at = full.find(stop)
+    assert stop and at > 0
+    text, got = _run(tiny, replace(req, stop=[stop]))
+    assert text == full[:at]
+    assert "".join(e.text for e in got).startswith(text)
+    assert len(got) <= 10 and [e.id for e in got] == [e.id for e in entries[: len(got)]]

@@ -978,6 +978,10 @@ def request_payload(request: GenerationRequest, model: str | None) -> tuple[str,
             "a remote engine streams text only: send requests with tools to the worker's "
             f"{CHAT_PATH} with an OpenAI client"
         )
+    if request.logprobs is not None:
+        raise UserInputError(
+            "a remote engine streams text only: ask the worker for logprobs with an OpenAI client"
+        )
     s = request.sampling
     body: dict[str, Any] = {
         "model": model or "default",

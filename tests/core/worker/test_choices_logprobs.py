@@ -304,3 +304,25 @@ def test_logprobs_with_a_batch_of_other_requests(tiny_worker: WorkerServer) -> N
     assert replies[0].choices[0].text == replies[1].choices[0].text
     assert replies[0].choices[0].logprobs.tokens == replies[2].choices[0].logprobs.tokens
     assert replies[1].choices[0].logprobs is None
+
+
+def test_our_remote_engine_refuses_logprobs_rather_than_dropping_them() -> None:
+    from llcuda_tui.core.engine import GenerationRequest
+    from llcuda_tui.core.errors import UserInputError
+    from llcuda_tui.core.worker import protocol as P
+
+    with pytest.raises(UserInputError, match="logprobs"):
+        P.request_payload(GenerationRequest(prompt="hi", logprobs=2), None)
+
+
+def test_stop_strings_with_logprobs_over_the_wire(tiny_worker: WorkerServer) -> None:
+    client = _client(tiny_worker)
+    body = dict(model="tiny", prompt="hello world", max_tokens=24, temperature=0, logprobs=1,
+                extra_body={"ignore_eos": True})  # fmt: skip
+    full = client.completions.create(**body).choices[0]
+    stop = "".join(full.logprobs.tokens[10:12])
+    cut = client.completions.create(stop=[stop], **body).choices[0]
+    assert cut.text == full.text[: full.text.find(stop)]
+    assert cut.logprobs.tokens == full.logprobs.tokens[: len(cut.logprobs.tokens)]
+    assert "".join(cut.logprobs.tokens).startswith(cut.text)
+    assert len(cut.logprobs.tokens) <= 10
