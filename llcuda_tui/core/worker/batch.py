@@ -131,6 +131,11 @@ class _Seq:
     stops: StopMatcher | None = None
     trail: LogprobTrail | None = None
     """Tokens' logprobs not handed out yet (a request that asked for them)."""
+    leader: _Seq | None = None
+    """A sequence of the same group with the same prompt, still prefilling it: this one waits
+    and then takes a copy of its cells (``submit_many``)."""
+    followers: list[_Seq] = field(default_factory=list)
+    """The sequences waiting for this one's prompt cells."""
 
 
 class BatchEngine(TokensFromEngine, EngineBase):
@@ -145,7 +150,7 @@ class BatchEngine(TokensFromEngine, EngineBase):
         self.config = config
         self.parallel = parallel
         self._tok = tokenizer
-        self._incoming: queue.SimpleQueue[_Seq | None] = queue.SimpleQueue()
+        self._incoming: queue.SimpleQueue[_Seq | list[_Seq] | None] = queue.SimpleQueue()
         self._pending: deque[_Seq] = deque()
         self._active: list[_Seq] = []
         self._free_slots: list[int] = list(range(parallel - 1, -1, -1))
@@ -161,6 +166,9 @@ class BatchEngine(TokensFromEngine, EngineBase):
         self._slot_chains: list[Any] = []
         self._slot_keys: list[tuple | None] = []
         self._backend_sampling = False
+        self._share = False
+        """Whether a group's sequences of one prompt share its cells (not with a sliding
+        window, whose cells llama.cpp prunes as positions advance)."""
         self._steps = 0
         self._generated = 0
         self._prompted = 0
@@ -218,6 +226,35 @@ class BatchEngine(TokensFromEngine, EngineBase):
 
         Raises UserInputError at once for an empty or too long prompt or a bad logit bias.
         """
+        seq = self._new_seq(request, on_chunk, on_error)
+        self._incoming.put(seq)
+        return seq.handle
+
+    def submit_many(
+        self,
+        requests: list[GenerationRequest],
+        callbacks: list[tuple[OnChunk, OnError | None]],
+    ) -> list[GenerationHandle]:
+        """Queue several generations at once (one OpenAI request's choices): they are admitted
+        in order in one pass, and one with the same prompt tokens as an earlier one of the
+        group decodes only the prompt's last token itself: it waits while the earlier one
+        prefills, then takes a copy of its cells (``llama_memory_seq_cp``; a unified KV cache
+        shares the cells, no memory is copied). Raises like :meth:`submit`, before any of
+        them is queued."""
+        seqs = [self._new_seq(r, *cb) for r, cb in zip(requests, callbacks, strict=True)]
+        if self._share:
+            first: dict[tuple[int, ...], _Seq] = {}
+            for seq in seqs:
+                leader = first.setdefault(tuple(seq.tokens), seq)
+                if leader is not seq and len(seq.tokens) > 1:
+                    seq.leader = leader
+                    leader.followers.append(seq)
+        self._incoming.put(seqs)
+        return [seq.handle for seq in seqs]
+
+    def _new_seq(
+        self, request: GenerationRequest, on_chunk: OnChunk, on_error: OnError | None
+    ) -> _Seq:
         if self._closed:
             raise EngineError("the engine is closed")
         t0 = time.perf_counter()
@@ -241,7 +278,7 @@ class BatchEngine(TokensFromEngine, EngineBase):
             # read the logits row, which a backend chain leaves on the GPU
             sampler = build_sampler(request.sampling, self.info.n_vocab, self._vocab, n_ctx=n_ctx)
         handle = GenerationHandle(request)
-        seq = _Seq(
+        return _Seq(
             handle,
             on_chunk,
             on_error,
@@ -250,8 +287,6 @@ class BatchEngine(TokensFromEngine, EngineBase):
             t0,
             sampler,
         )
-        self._incoming.put(seq)
-        return handle
 
     def cancel(self) -> None:
         """Stop every queued and running generation (each ends with stop reason 'cancelled')."""
@@ -295,8 +330,9 @@ class BatchEngine(TokensFromEngine, EngineBase):
                 item = self._incoming.get_nowait()
             except queue.Empty:
                 return
-            if isinstance(item, _Seq):
-                self._fail(item, EngineError("the engine is closed"))
+            for seq in item if isinstance(item, list) else [item]:
+                if isinstance(seq, _Seq):
+                    self._fail(seq, EngineError("the engine is closed"))
 
     def _setup(self) -> None:
         import llama_cpp as L
@@ -385,6 +421,7 @@ class BatchEngine(TokensFromEngine, EngineBase):
         )
         # each slot keeps its cells between requests: the prefix cache (core/engine/_prefix.py)
         n_swa = n_swa_of(self._tok.model_ptr)
+        self._share = n_swa == 0 and self.parallel > 1
         self._cells = [SeqCells(ctx, slot, n_swa) for slot in range(self.parallel)]
         self._held = [c.tokens for c in self._cells]  # the lists the step appends to
         self._saver = persistence_for(
@@ -441,6 +478,8 @@ class BatchEngine(TokensFromEngine, EngineBase):
             while True:
                 if item is None:
                     closing = True
+                elif isinstance(item, list):
+                    self._pending.extend(item)
                 elif item is not _WAKE:
                     self._pending.append(item)
                 item = self._incoming.get_nowait()
@@ -471,6 +510,9 @@ class BatchEngine(TokensFromEngine, EngineBase):
             )
             seq.slot = choice.slot
             self._free_slots.remove(choice.slot)
+            leader = seq.leader
+            if leader is not None and (leader.slot < 0 or leader.t_first is not None):
+                self._detach(seq)  # its leader is done with the prompt: a prefill of its own
             try:
                 cells = self._cells[seq.slot]
                 if cache_prompt:
@@ -544,7 +586,7 @@ class BatchEngine(TokensFromEngine, EngineBase):
         plan, n_prompt, prefilled = self._plan, 0, []
         for seq in self._active:
             left = min(room - n, plan.size - n_prompt)
-            if seq.t_first is not None or left <= 0:
+            if seq.t_first is not None or left <= 0 or seq.leader is not None:
                 continue
             start = seq.n_fed
             k = plan.end(start, len(seq.tokens), room=left) - start
@@ -576,6 +618,9 @@ class BatchEngine(TokensFromEngine, EngineBase):
             for seq in in_batch:
                 self._fail(seq, error)
             return
+        for seq in prefilled:
+            if seq.followers and seq.n_fed == len(seq.tokens):
+                self._share_prompt(seq)
         for seq in prefilled:  # progress first: the last report comes before the first token
             self._report_prefill(seq)
         # sample everything first, then hand tokens out: the ctypes calls (which let other
@@ -591,6 +636,33 @@ class BatchEngine(TokensFromEngine, EngineBase):
                 self._on_token(seq, tok)
             except BaseException as exc:  # a failing callback ends its request
                 self._fail(seq, exc)
+
+    def _share_prompt(self, leader: _Seq) -> None:
+        """Give the followers holding a slot the cells of all but the prompt's last token
+        (each decodes that one itself next step: its own logits row, and its own sampler,
+        on the GPU too); the others prefill on their own."""
+        import llama_cpp as L
+
+        n = len(leader.tokens) - 1
+        for seq in leader.followers:
+            seq.leader = None
+            if seq.slot < 0:
+                continue
+            L.llama_memory_seq_cp(self._mem, leader.slot, seq.slot, 0, n)
+            self._held[seq.slot].extend(seq.tokens[:n])
+            seq.n_fed = seq.n_past = seq.n_cached = n  # cached: reused, not decoded
+        leader.followers = []
+
+    @staticmethod
+    def _detach(seq: _Seq) -> None:
+        """Take ``seq`` out of its group: it waits for no one, and no one waits for it."""
+        if seq.leader is not None:
+            with contextlib.suppress(ValueError):
+                seq.leader.followers.remove(seq)
+            seq.leader = None
+        for follower in seq.followers:
+            follower.leader = None
+        seq.followers = []
 
     def _report_prefill(self, seq: _Seq) -> None:
         """Tell a request that asked how far its prompt is (Engine._decode's reports); a
@@ -648,6 +720,7 @@ class BatchEngine(TokensFromEngine, EngineBase):
         if seq.sampler is not None:  # frees its chain unless it is the slot's GPU chain
             seq.sampler.close()
         seq.sampler = None
+        self._detach(seq)
         if seq.slot < 0:
             return
         if not keep_cells or self.parallel > 1:  # kept cells of other slots changed greedy text

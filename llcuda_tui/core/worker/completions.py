@@ -88,12 +88,17 @@ async def _complete(state: WorkerState, request: Request, chat: bool) -> Respons
 def _submit_all(
     engine: ServedEngine, requests: list[GenerationRequest], bridge: Bridge
 ) -> list[GenerationHandle]:
-    """Submit every choice's request (choice ``i``'s chunks come back tagged ``i``); when one
-    is refused, the ones already queued are cancelled."""
+    """Submit every choice's request (choice ``i``'s chunks come back tagged ``i``): to a
+    batch engine as one group (choices of one prompt share its cells); when one is refused,
+    the ones already queued are cancelled."""
+    puts = [bridge.putter(i) if i else bridge.put for i in range(len(requests))]
+    many = getattr(engine, "submit_many", None)
+    if many is not None and len(requests) > 1:
+        handles_of: list[GenerationHandle] = many(requests, [(p, p) for p in puts])
+        return handles_of
     handles: list[GenerationHandle] = []
     try:
-        for i, r in enumerate(requests):
-            put = bridge.putter(i) if i else bridge.put
+        for r, put in zip(requests, puts, strict=True):
             handles.append(engine.submit(r, put, put))
     except BaseException:
         for handle in handles:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -326,3 +327,61 @@ def test_stop_strings_with_logprobs_over_the_wire(tiny_worker: WorkerServer) -> 
     assert cut.logprobs.tokens == full.logprobs.tokens[: len(cut.logprobs.tokens)]
     assert "".join(cut.logprobs.tokens).startswith(cut.text)
     assert len(cut.logprobs.tokens) <= 10
+
+
+# --- n choices share the prompt's cells (BatchEngine.submit_many) -------------------------------
+
+
+def _greedy(prompt: str, n: int = 12) -> Any:
+    from llcuda_tui.core.engine import GenerationRequest, SamplingParams
+
+    return GenerationRequest(prompt=prompt, max_tokens=n, ignore_eos=True,
+                             sampling=SamplingParams(temperature=0.0))  # fmt: skip
+
+
+def _collect(engine: Any, requests: list[Any], cancel_first: bool = False) -> list[Any]:
+    texts: list[list[str]] = [[] for _ in requests]
+    callbacks = [(lambda c, i=i: texts[i].append(c.text), None) for i in range(len(requests))]
+    handles = engine.submit_many(requests, callbacks)
+    if cancel_first:
+        handles[0].cancel()
+    records = [h.result(60) for h in handles]  # every chunk has come by then
+    return [("".join(t), r) for t, r in zip(texts, records, strict=True)]
+
+
+@pytest.mark.parametrize("parallel", [4, 2])
+def test_choices_of_one_prompt_share_its_cells_and_keep_the_greedy_text(
+    tiny_gguf: Path, parallel: int
+) -> None:
+    from llcuda_tui.core.engine import EngineConfig
+    from llcuda_tui.core.worker import BatchEngine
+
+    prompt = "hello world . the cat , a dog . the world"
+    with BatchEngine.load(EngineConfig(tiny_gguf, n_ctx=512, n_threads=1), parallel) as eng:
+        alone = eng.generate(_greedy(prompt))[0]
+        other = eng.generate(_greedy("the cat"))[0]
+        got = _collect(eng, [_greedy(prompt)] * 3 + [_greedy("the cat")])
+        n_prompt = got[0][1].prompt_tokens
+        assert [t for t, _ in got] == [alone] * 3 + [other]
+        assert got[0][1].prompt_tokens_cached == 0
+        if parallel >= 3:  # the followers held a slot while the first prefilled
+            assert [r.prompt_tokens_cached for _, r in got[1:3]] == [n_prompt - 1] * 2
+            assert [r.prompt_tokens_evaluated for _, r in got[1:3]] == [1, 1]
+        # the first is cancelled at once: the others prefill on their own
+        got = _collect(eng, [_greedy(prompt)] * 3, cancel_first=True)
+        assert got[0][1].stop_reason == "cancelled"
+        assert [t for t, _ in got[1:]] == [alone] * 2
+        assert eng.generate(_greedy(prompt))[0] == alone
+
+
+def test_n_choices_of_a_real_model_share_the_prompt(smollm_worker: WorkerServer) -> None:
+    """The second choice decodes one prompt token; the reply counts the prompt once. (On the
+    CPU, greedy text depends on what else is in the batch, so the choices are not compared
+    with an n = 1 reply.)"""
+    body = {"messages": CHAT, "max_tokens": 8, "temperature": 0, "n": 2}
+    reply = httpx.post(f"{smollm_worker.url}/v1/chat/completions", json=body, timeout=60).json()
+    n_prompt = reply["usage"]["prompt_tokens"]
+    records = reply["llcuda"]["records"]
+    assert [r["prompt_tokens_evaluated"] for r in records] == [n_prompt, 1]
+    assert [r["prompt_tokens_cached"] for r in records] == [0, n_prompt - 1]
+    assert reply["usage"]["completion_tokens"] == sum(r["generated_tokens"] for r in records)
