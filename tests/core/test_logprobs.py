@@ -179,3 +179,19 @@ def test_a_stop_string_reports_only_the_tokens_before_it(tiny: Engine) -> None:
     assert text == full[:at]
     assert "".join(e.text for e in got).startswith(text)
     assert len(got) <= 10 and [e.id for e in got] == [e.id for e in entries[: len(got)]]
+
+
+def test_the_process_engine_carries_logprobs_across(tiny_gguf: Path, tiny: Engine) -> None:
+    """The TUI's engine runs in a child process: the chunks' logprobs cross the pipe."""
+    from llcuda_tui.core.engine import ProcessEngine
+
+    req = GenerationRequest(
+        prompt="hello world", max_tokens=6, sampling=GREEDY, ignore_eos=True, logprobs=2
+    )
+    want = _run(tiny, req)
+    with ProcessEngine.load(EngineConfig(tiny_gguf, n_ctx=512, n_threads=1)) as child:
+        got = _run(child, req)
+    assert got[0] == want[0]
+    assert [(e.id, e.piece, [t.id for t in e.top]) for e in got[1]] == [
+        (e.id, e.piece, [t.id for t in e.top]) for e in want[1]
+    ]
