@@ -14,6 +14,9 @@ The model, its tokeniser and chat template come from an in-process :class:`Engin
 tiny context (so prompts tokenise exactly as in-process, and greedy text matches); the batched
 context is a second context on the same model, used only by this engine thread.
 
+A request's choices (``submit_many``) are admitted together; the choices of one prompt share
+its cells (``llama_memory_seq_cp`` after the first prefilled it), so the prompt is decoded once.
+
 Each sequence may use ``n_ctx`` positions (``LoadInfo.n_ctx``); the KV cache holds
 ``n_ctx * parallel`` cells, so sequences never run out of cells because of each other.
 
@@ -241,7 +244,15 @@ class BatchEngine(TokensFromEngine, EngineBase):
         prefills, then takes a copy of its cells (``llama_memory_seq_cp``; a unified KV cache
         shares the cells, no memory is copied). Raises like :meth:`submit`, before any of
         them is queued."""
-        seqs = [self._new_seq(r, *cb) for r, cb in zip(requests, callbacks, strict=True)]
+        seqs: list[_Seq] = []
+        try:
+            for request, (on_chunk, on_error) in zip(requests, callbacks, strict=True):
+                seqs.append(self._new_seq(request, on_chunk, on_error))
+        except BaseException:
+            for seq in seqs:  # none was queued: free the samplers already built
+                if seq.sampler is not None:
+                    seq.sampler.close()
+            raise
         if self._share:
             first: dict[tuple[int, ...], _Seq] = {}
             for seq in seqs:

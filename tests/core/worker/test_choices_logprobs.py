@@ -385,3 +385,13 @@ def test_n_choices_of_a_real_model_share_the_prompt(smollm_worker: WorkerServer)
     assert [r["prompt_tokens_evaluated"] for r in records] == [n_prompt, 1]
     assert [r["prompt_tokens_cached"] for r in records] == [0, n_prompt - 1]
     assert reply["usage"]["completion_tokens"] == sum(r["generated_tokens"] for r in records)
+
+
+def test_one_prompt_too_long_refuses_the_whole_request(tiny_worker: WorkerServer) -> None:
+    body = {"prompt": ["hello", "w " * 3000], "max_tokens": 2}
+    resp = _post(tiny_worker, "/v1/completions", body)
+    assert resp.status_code == 400
+    error = resp.json()["error"]
+    assert (error["param"], error["code"]) == ("prompt", "context_length_exceeded")
+    ok = _post(tiny_worker, "/v1/completions", {"prompt": ["hello", "a dog"], "max_tokens": 2})
+    assert ok.status_code == 200 and len(ok.json()["choices"]) == 2
