@@ -226,10 +226,12 @@ def test_echo_puts_the_prompt_first(tiny_worker: WorkerServer) -> None:
 
 
 def test_suffix_is_a_400_without_fim_tokens(tiny_worker: WorkerServer) -> None:
-    resp = _post(tiny_worker, "/v1/completions", {"prompt": "a", "suffix": "b", "max_tokens": 2})
-    assert resp.status_code == 400
-    error = resp.json()["error"]
-    assert error["param"] == "suffix" and "fill-in-the-middle" in error["message"]
+    import openai
+
+    with pytest.raises(openai.BadRequestError) as caught:
+        _client(tiny_worker).completions.create(model="tiny", prompt="a", suffix="b", max_tokens=2)
+    assert caught.value.param == "suffix" and caught.value.code == "unsupported_parameter"
+    assert "fill-in-the-middle" in caught.value.message
 
 
 @pytest.fixture(scope="module")
