@@ -54,24 +54,27 @@ def logprobs_at(
 ) -> TokenLogprob:
     """``token``'s log probability at logits row ``idx`` of ``ctx`` and the ``k`` most likely
     tokens there: a log-softmax of the raw logits (before any sampler: llama-server's default,
-    ``post_sampling_probs`` off), in float64 with numpy. Costs about a millisecond per token
-    on a 150k vocabulary, so it runs only for requests that ask (``GenerationRequest.logprobs``);
-    the row must be on the CPU (no backend sampler on that sequence)."""
+    ``post_sampling_probs`` off), with numpy: exponentials in float32, summed in float64.
+    Measured on a 151,936-token row (2 busy cores): 1.2 ms, 1.4 ms with the top 20 (float64
+    exponentials alone took 5 ms), so it runs only for requests that ask
+    (``GenerationRequest.logprobs``). The row must be on the CPU (no backend sampler on that
+    sequence)."""
     import llama_cpp as L
     import numpy as np
 
     row = np.ctypeslib.as_array(L.llama_get_logits_ith(ctx, idx), shape=(n_vocab,))
-    logits = row.astype(np.float64)
-    peak = float(logits.max())
-    lse = peak + math.log(float(np.exp(logits - peak).sum()))
+    peak = row.max()
+    scratch = np.subtract(row, peak)
+    np.exp(scratch, out=scratch)  # each in (0, 1]: no overflow in float32
+    lse = float(peak) + math.log(float(scratch.sum(dtype=np.float64)))
     top: tuple[TokenLogprob, ...] = ()
     if k > 0:
         k = min(k, n_vocab)
-        cutoff = np.partition(logits, n_vocab - k)[n_vocab - k]
-        ids = np.flatnonzero(logits >= cutoff)  # every tie at the cutoff, in id order
-        best = ids[np.lexsort((ids, -logits[ids]))][:k]  # most likely first, lower id on ties
-        top = tuple(TokenLogprob(int(t), piece_of(int(t)), float(logits[t]) - lse) for t in best)
-    return TokenLogprob(token, piece_of(token), float(logits[token]) - lse, top)
+        cutoff = np.partition(row, n_vocab - k)[n_vocab - k]
+        ids = np.flatnonzero(row >= cutoff)  # every tie at the cutoff, in id order
+        best = ids[np.lexsort((ids, -row[ids]))][:k]  # most likely first, lower id on ties
+        top = tuple(TokenLogprob(int(t), piece_of(int(t)), float(row[t]) - lse) for t in best)
+    return TokenLogprob(token, piece_of(token), float(row[token]) - lse, top)
 
 
 class LogprobTrail:
