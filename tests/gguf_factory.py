@@ -27,6 +27,12 @@ def vocab() -> tuple[list[str], list[int]]:
     return tokens, types
 
 
+def fim_ids() -> tuple[int, int, int]:
+    """The tokens a ``fim`` model names prefix, suffix and middle (three filler pieces)."""
+    tokens = vocab()[0]
+    return tokens.index("\u2581w0"), tokens.index("\u2581w1"), tokens.index("\u2581w2")
+
+
 def long_piece_id() -> int:
     return vocab()[0].index(LONG_PIECE)
 
@@ -44,8 +50,10 @@ def write_tiny_llama(
     name: str = "tiny-test-llama",
     split_max_tensors: int = 0,
     f16: bool = False,
+    fim: bool = False,
 ) -> Path:
-    """Write the model (its matrices F16 with ``f16``, for quantize tests); with
+    """Write the model (its matrices F16 with ``f16``, for quantize tests; with ``fim``, the
+    fill-in-the-middle tokens prefix/suffix/middle are :func:`fim_ids`); with
     ``split_max_tensors`` gguf writes ``<stem>-0000N-of-0000M.gguf``
     shards beside ``path`` instead (see :func:`shards`)."""
     import gguf
@@ -72,6 +80,9 @@ def write_tiny_llama(
     w.add_bos_token_id(1)
     w.add_eos_token_id(2)
     w.add_unk_token_id(0)
+    if fim:
+        for key, token in zip(("pre", "suf", "mid"), fim_ids(), strict=True):
+            w.add_uint32(f"tokenizer.ggml.fim_{key}_token_id", token)
     if chat_template is not None:
         w.add_chat_template(chat_template)
 

@@ -165,7 +165,11 @@ plausible: dict[str, st.SearchStrategy[Any]] = {
     "n": st.one_of(st.just(1), st.integers(-1, 3), st.floats()),
     "stream": st.booleans(),
     "stream_options": st.fixed_dictionaries({"include_usage": json_values}),
-    "logprobs": json_values,
+    "logprobs": st.one_of(st.booleans(), st.integers(-1, 22), json_values),
+    "top_logprobs": st.one_of(st.integers(-1, 22), json_values),
+    "echo": st.one_of(st.booleans(), json_values),
+    "suffix": st.one_of(texts(5), json_values),
+    "best_of": st.one_of(st.integers(-1, 3), json_values),
     "tools": tools,
     "tool_choice": tool_choices,
     "parallel_tool_calls": st.one_of(st.booleans(), json_values),
@@ -187,7 +191,7 @@ sane: dict[str, st.SearchStrategy[Any]] = {  # values a valid request may hold
     "seed": st.integers(-1, 2**32 - 1),
     "stop": st.lists(texts(5, min_size=1), max_size=3),
     "logit_bias": st.dictionaries(st.integers(0, 500).map(str), st.floats(-100, 100), max_size=2),
-    "n": st.just(1),
+    "n": st.integers(1, 3),
     "stream_options": st.fixed_dictionaries({"include_usage": st.booleans()}),
 }
 cores = st.one_of(
@@ -205,6 +209,15 @@ cores = st.one_of(
     ),
     st.fixed_dictionaries(
         {"prompt": st.one_of(texts(20), st.lists(st.integers(3, 500), min_size=1))}
+    ),
+    st.fixed_dictionaries(  # prompt arrays
+        {
+            "prompt": st.lists(
+                st.one_of(texts(10), st.lists(st.integers(3, 500), min_size=1)),
+                min_size=1,
+                max_size=4,
+            )
+        }
     ),
 )
 
@@ -235,6 +248,10 @@ def check_parse(body: Any, chat: bool) -> P.ParsedRequest | None:
         return None
     req = parsed.request
     assert 1 <= req.max_tokens <= LIMITS.max_tokens
+    assert 1 <= parsed.n <= P.MAX_N and len(parsed.requests) % parsed.n == 0
+    assert len(parsed.requests) <= P.MAX_CHOICES and parsed.requests[0] is req
+    assert req.logprobs is None or 0 <= req.logprobs <= 20
+    assert not (parsed.echo and req.logprobs is not None)
     assert all(isinstance(s, str) and s for s in req.stop)
     assert isinstance(parsed.stream, bool) and isinstance(parsed.include_usage, bool)
     if chat:
@@ -250,8 +267,13 @@ def check_parse(body: Any, chat: bool) -> P.ParsedRequest | None:
             assert plan.tools and len(plan.names) == len(plan.tools)
             assert (req.tools is not None) == plan.parses
     else:
-        assert isinstance(req.prompt, str) or all(isinstance(t, int) for t in req.tokens or ())
-        assert req.tools is None
+        for r in parsed.requests:
+            assert isinstance(r.prompt, str) or all(isinstance(t, int) for t in r.tokens or ())
+            assert r.tools is None
+    if req.logprobs is not None:  # a remote engine streams text: it refuses logprobs too
+        with pytest.raises(UserInputError, match="logprobs"):
+            P.request_payload(req, parsed.model)
+        return parsed
     if req.tools:  # a remote engine streams text: it refuses tools (one clear line)
         with pytest.raises(UserInputError, match="tools"):
             P.request_payload(req, parsed.model)

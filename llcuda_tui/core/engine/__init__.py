@@ -27,6 +27,9 @@ if TYPE_CHECKING:
         list_devices as list_devices,
     )
     from ._decoding import (
+        LogprobTrail as LogprobTrail,
+    )
+    from ._decoding import (
         StopMatcher as StopMatcher,
     )
     from ._decoding import (
@@ -37,6 +40,9 @@ if TYPE_CHECKING:
     )
     from ._decoding import (
         finish_run as finish_run,
+    )
+    from ._decoding import (
+        logprobs_at as logprobs_at,
     )
     from ._embed import (
         EMBED_POOLINGS as EMBED_POOLINGS,
@@ -222,6 +228,9 @@ if TYPE_CHECKING:
         ToolSupport as ToolSupport,
     )
     from ._types import (
+        MAX_LOGPROBS as MAX_LOGPROBS,
+    )
+    from ._types import (
         Chunk as Chunk,
     )
     from ._types import (
@@ -244,6 +253,9 @@ if TYPE_CHECKING:
     )
     from ._types import (
         SpecSettings as SpecSettings,
+    )
+    from ._types import (
+        TokenLogprob as TokenLogprob,
     )
     from ._values import (
         AUTO_ON_OFF as AUTO_ON_OFF,
@@ -292,6 +304,8 @@ _EXPORTS = {
     "capture_llama_log": "_backend",
     "list_devices": "_backend",
     "StopMatcher": "_decoding",
+    "LogprobTrail": "_decoding",
+    "logprobs_at": "_decoding",
     "check_decode": "_decoding",
     "decode_error": "_decoding",
     "finish_run": "_decoding",
@@ -360,6 +374,8 @@ _EXPORTS = {
     "PrefillProgress": "_types",
     "RunRecord": "_types",
     "SpecSettings": "_types",
+    "TokenLogprob": "_types",
+    "MAX_LOGPROBS": "_types",
     "SPEC_MODES": "_types",
 }
 __all__ = sorted(_EXPORTS)

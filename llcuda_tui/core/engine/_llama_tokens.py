@@ -89,6 +89,19 @@ class LlamaTokens:
     def detokenize(self, tokens: Sequence[int]) -> str:
         return b"".join(self.token_piece(t) for t in tokens).decode("utf-8", errors="replace")
 
+    def fim_tokens(self) -> tuple[int, int, int] | None:
+        """The vocabulary's fill-in-the-middle tokens (prefix, suffix, middle), or None when
+        it lacks one of them (llama.cpp finds them by the GGUF's ids or their usual texts)."""
+        import llama_cpp as L
+
+        self._check_open()
+        ids = (
+            int(L.llama_vocab_fim_pre(self._vocab)),
+            int(L.llama_vocab_fim_suf(self._vocab)),
+            int(L.llama_vocab_fim_mid(self._vocab)),
+        )
+        return ids if all(0 <= t < self._n_vocab for t in ids) else None
+
     def prompt_tokens(self, request: GenerationRequest, n_ctx: int | None = None) -> list[int]:
         """The exact prompt tokens generation will decode for ``request``. A text that cannot
         fit ``n_ctx`` tokens (default: this engine's context) whatever it tokenizes to is

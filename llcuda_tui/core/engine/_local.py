@@ -24,7 +24,13 @@ from typing import TYPE_CHECKING, Any
 
 from llcuda_tui.core.engine._backend import capture_llama_log, list_devices
 from llcuda_tui.core.engine._benchops import gen_s, prompt_s
-from llcuda_tui.core.engine._decoding import StopMatcher, check_decode, finish_run
+from llcuda_tui.core.engine._decoding import (
+    LogprobTrail,
+    StopMatcher,
+    check_decode,
+    finish_run,
+    logprobs_at,
+)
 from llcuda_tui.core.engine._kvcache import (
     SeqCells,
     StatePersistence,
@@ -385,22 +391,28 @@ class Engine(LlamaTokens, EngineBase):
         if current is not None:
             current.cancel()
 
-    def _sampler_for(self, params: SamplingParams) -> Sampler:
+    def _sampler_for(self, params: SamplingParams, cpu: bool = False) -> Sampler:
+        """The sampler of a request (the last one reset when it can be reused); ``cpu``: it
+        must sample on the CPU (logprobs read the logits row, which a backend chain leaves on
+        the GPU)."""
         import llama_cpp as L
 
         key = params.key()
         old = sampler = self._sampler
-        if sampler is not None and key == self._sampler_key and (params.seed >= 0 or params.greedy):
+        reusable = sampler is not None and key == self._sampler_key
+        if cpu and sampler is not None and sampler.chain is self._attached:
+            reusable = False  # a chain that ran on the GPU skips its backend samplers on the CPU
+        if sampler is not None and reusable and (params.seed >= 0 or params.greedy):
             sampler.reset()
         else:
-            sampler = build_sampler(params, self._n_vocab, self._vocab)
+            sampler = build_sampler(params, self._n_vocab, self._vocab, n_ctx=self.info.n_ctx)
             self._sampler, self._sampler_key = sampler, key
         if self._backend_sampling:
             # a grammar's lazy check can keep its first pass on the GPU (greedy, no penalties):
             # only the picked token comes back; the first rejection fetches the logits
             # (_refetch_logits). Any other grammar samples on the CPU. The next chain without a
             # grammar is offered to the GPU again.
-            want = sampler.chain if sampler.backend_first_pass else None
+            want = sampler.chain if sampler.backend_first_pass and not cpu else None
             if want is not self._attached:
                 if not L.llama_set_sampler(self._ctx, 0, want) and want is not None:
                     # not offloadable: llama.cpp detached the GPU chain; CPU from now on
@@ -443,7 +455,7 @@ class Engine(LlamaTokens, EngineBase):
                 "shorten it or load the model with a larger --ctx"
             )
         budget = min(req.max_tokens, n_ctx - n_prompt)
-        sampler = self._sampler_for(req.sampling)
+        sampler = self._sampler_for(req.sampling, cpu=req.logprobs is not None)
         if req.sampling.penalized:
             last_n = req.sampling.repeat_last_n
             window = tokens if last_n < 0 else tokens[len(tokens) - last_n :] if last_n else []
@@ -514,6 +526,7 @@ class Engine(LlamaTokens, EngineBase):
         drafter, verifier = self._drafter, self._verifier
         if not (
             req.speculative
+            and req.logprobs is None  # one logits row per token: no batched verification
             and speculation_applies(spec, req.sampling.greedy, req.sampling.repeat_penalty)
         ):
             drafter = None
@@ -532,6 +545,8 @@ class Engine(LlamaTokens, EngineBase):
         ignore_eos, perf = req.ignore_eos, time.perf_counter
         tuner = self.threads
         stop_reason = "length"
+        n_top = req.logprobs or 0
+        trail = LogprobTrail() if req.logprobs is not None else None
         while True:
             if not ignore_eos:
                 eog = eog_of.get(token)
@@ -542,14 +557,16 @@ class Engine(LlamaTokens, EngineBase):
                     break
             times.append(perf() - t0)
             text = utf8.decode(piece_of(token))
+            if trail is not None:  # the row of the logits ``token`` was sampled from
+                trail.add(logprobs_at(ctx, -1, self._n_vocab, token, n_top, piece_of), len(text))
             if text:
                 text, hit = stops.feed(text)
                 if hit:
                     stop_reason = "stop"
                     if text:
-                        emit(Chunk(text))
+                        emit(Chunk(text, logprobs=trail.take(len(text)) if trail else ()))
                     break
-            emit(Chunk(text))
+            emit(Chunk(text) if trail is None else Chunk(text, logprobs=trail.take(len(text))))
             if len(times) >= budget:
                 break
             if cancel.is_set():
@@ -586,7 +603,8 @@ class Engine(LlamaTokens, EngineBase):
         if stop_reason != "stop":
             tail, _ = stops.feed(utf8.decode(b"", final=True))
             tail += stops.flush()
-        return finish_run(emit, tail, stop_reason, t0, t_prefill, t_first, times, record_base)
+        rest = trail.rest() if trail is not None and stop_reason != "stop" else ()
+        return finish_run(emit, tail, stop_reason, t0, t_prefill, t_first, times, record_base, rest)
 
     # --- llama-bench primitives ---------------------------------------------------------------
 

@@ -85,9 +85,14 @@ best 1,024 are checked before the whole vocabulary (docs/benchmarks.md, "Grammar
 decoding"); a level is skipped unless the vocabulary is at least 16 times larger."""
 
 
-def build_chain(params: SamplingParams, n_vocab: int) -> Any:
+WHOLE_WINDOW = 1 << 16
+"""The penalties' window for ``repeat_last_n = -1`` when the context is not known."""
+
+
+def build_chain(params: SamplingParams, n_vocab: int, n_ctx: int = 0) -> Any:
     """A llama.cpp sampler chain (a ``llama_sampler_p``) in the order llama.cpp's own tools use,
     without the grammar (a grammar is a :class:`Sampler`'s own sampler, checked lazily).
+    ``n_ctx``: the sequence's context, the penalties' window for ``repeat_last_n = -1``.
 
     Every sampler here has a backend implementation, so the chain can also run on the GPU.
     """
@@ -111,6 +116,10 @@ def build_chain(params: SamplingParams, n_vocab: int) -> Any:
         )
     if params.penalized:
         last_n = params.repeat_last_n
+        if last_n < 0:
+            # "the whole context": llama.cpp's sampler clamps a negative window to 0, which
+            # turned every penalty off (common_sampler passes the context size instead)
+            last_n = n_ctx if n_ctx > 0 else WHOLE_WINDOW
         penalties = L.llama_sampler_init_penalties(
             n_vocab,
             last_n,
@@ -141,6 +150,7 @@ def build_sampler(
     *,
     top_few: Sequence[int] = TOP_FEW,
     grammar_first: bool = False,
+    n_ctx: int = 0,
 ) -> Sampler:
     """The :class:`Sampler` for ``params``: its chain, and its grammar when there is one (that
     needs the model's ``vocab``; a grammar that does not parse is a GrammarError).
@@ -155,7 +165,7 @@ def build_sampler(
         if not grammar:
             raise GrammarError("the grammar does not parse (GBNF with a 'root' rule)")
     try:
-        chain = build_chain(params, n_vocab)
+        chain = build_chain(params, n_vocab, n_ctx)
     except BaseException:
         if grammar:
             L.llama_sampler_free(grammar)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -26,6 +27,12 @@ class TokensFromEngine:
         self, text: str, add_special: bool = True, parse_special: bool = True
     ) -> list[int]:
         return self._tok.tokenize(text, add_special, parse_special)
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        return self._tok.detokenize(tokens)
+
+    def fim_tokens(self) -> tuple[int, int, int] | None:
+        return self._tok.fim_tokens()
 
     def prompt_tokens(self, request: GenerationRequest) -> list[int]:
         return self._tok.prompt_tokens(request, n_ctx=self.info.n_ctx)

@@ -169,6 +169,27 @@ class LoadInfo:
     stretched 4 times; 1 = none."""
 
 
+MAX_LOGPROBS = 20
+"""Most alternatives per token a request may ask for (OpenAI's ``top_logprobs`` limit)."""
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """One token and its log probability under the model (natural log); a generated token
+    also carries the ``top`` most likely tokens at its position, most likely first (ties: the
+    lower id first, as the greedy sampler picks)."""
+
+    id: int
+    piece: bytes
+    """The token's bytes (a piece of a UTF-8 character for some tokens)."""
+    logprob: float
+    top: tuple[TokenLogprob, ...] = ()
+
+    @property
+    def text(self) -> str:
+        return self.piece.decode("utf-8", errors="replace")
+
+
 @dataclass(frozen=True)
 class GenerationRequest:
     """A raw ``prompt``, chat ``messages`` (rendered with the model's template), or prompt
@@ -195,6 +216,12 @@ class GenerationRequest:
     """OpenAI function tools (``{"type": "function", "function": {...}}``) rendered into a chat
     prompt by the model's template (or a generic system-prompt block when the template takes
     none). The reply stays text: the caller parses any calls out of it (the worker does)."""
+    logprobs: int | None = None
+    """None: no log probabilities (the default: nothing is computed); 0 ... :data:`MAX_LOGPROBS`:
+    each generated token's :class:`TokenLogprob` on the chunks, with that many of the most
+    likely alternatives. They are of the model's distribution before sampling (a log-softmax
+    of the raw logits, as llama-server reports them by default), so temperature, penalties and
+    logit bias do not change them; such a request samples on the CPU and without speculation."""
 
     def __post_init__(self) -> None:
         if sum(x is not None for x in (self.prompt, self.messages, self.tokens)) != 1:
@@ -203,6 +230,8 @@ class GenerationRequest:
             raise UserInputError("tools go with chat messages, not a raw prompt")
         if self.max_tokens < 1:
             raise UserInputError("max_tokens must be >= 1")
+        if self.logprobs is not None and not 0 <= self.logprobs <= MAX_LOGPROBS:
+            raise UserInputError(f"logprobs must be in [0, {MAX_LOGPROBS}]")
         if any(not s for s in self.stop):
             raise UserInputError("stop strings must not be empty")
         # a lone surrogate cannot be tokenized: one rule for every edge (core/unicode.py)
@@ -294,6 +323,10 @@ class Chunk:
     text: str
     record: RunRecord | None = None
     prefill: PrefillProgress | None = None
+    logprobs: tuple[TokenLogprob, ...] = ()
+    """With ``GenerationRequest.logprobs``: the generated tokens whose text this chunk is the
+    first to carry (usually its own one; none while a stop string may be starting, all those
+    held when the text comes out; a token cut off by a stop string is never reported)."""
 
 
 class GenerationHandle:

@@ -165,6 +165,8 @@ class PoolEngine(TokensFromEngine, EngineBase):
         """Send ``request`` to the least-loaded live rank; a bad request raises at once."""
         if self._closed:
             raise EngineError("the pool is closed")
+        if request.logprobs is not None:  # the ranks stream text back, not token logprobs
+            raise UserInputError("an MPI pool does not serve logprobs (run one worker for them)")
         n = len(self.prompt_tokens(request))
         if n == 0:
             raise UserInputError("the prompt is empty")

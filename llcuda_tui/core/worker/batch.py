@@ -14,6 +14,9 @@ The model, its tokeniser and chat template come from an in-process :class:`Engin
 tiny context (so prompts tokenise exactly as in-process, and greedy text matches); the batched
 context is a second context on the same model, used only by this engine thread.
 
+A request's choices (``submit_many``) are admitted together; the choices of one prompt share
+its cells (``llama_memory_seq_cp`` after the first prefilled it), so the prompt is decoded once.
+
 Each sequence may use ``n_ctx`` positions (``LoadInfo.n_ctx``); the KV cache holds
 ``n_ctx * parallel`` cells, so sequences never run out of cells because of each other.
 
@@ -46,6 +49,7 @@ from llcuda_tui.core.engine import (
     GenerationHandle,
     GenerationRequest,
     LoadInfo,
+    LogprobTrail,
     OnChunk,
     OnError,
     PrefillPlan,
@@ -68,6 +72,7 @@ from llcuda_tui.core.engine import (
     finish_run,
     keep_prefix,
     list_devices,
+    logprobs_at,
     n_swa_of,
     persistence_for,
     rope_freq_scale,
@@ -129,6 +134,13 @@ class _Seq:
     times: list[float] = field(default_factory=list)
     utf8: Any = None
     stops: StopMatcher | None = None
+    trail: LogprobTrail | None = None
+    """Tokens' logprobs not handed out yet (a request that asked for them)."""
+    leader: _Seq | None = None
+    """A sequence of the same group with the same prompt, still prefilling it: this one waits
+    and then takes a copy of its cells (``submit_many``)."""
+    followers: list[_Seq] = field(default_factory=list)
+    """The sequences waiting for this one's prompt cells."""
 
 
 class BatchEngine(TokensFromEngine, EngineBase):
@@ -143,7 +155,7 @@ class BatchEngine(TokensFromEngine, EngineBase):
         self.config = config
         self.parallel = parallel
         self._tok = tokenizer
-        self._incoming: queue.SimpleQueue[_Seq | None] = queue.SimpleQueue()
+        self._incoming: queue.SimpleQueue[_Seq | list[_Seq] | None] = queue.SimpleQueue()
         self._pending: deque[_Seq] = deque()
         self._active: list[_Seq] = []
         self._free_slots: list[int] = list(range(parallel - 1, -1, -1))
@@ -159,6 +171,9 @@ class BatchEngine(TokensFromEngine, EngineBase):
         self._slot_chains: list[Any] = []
         self._slot_keys: list[tuple | None] = []
         self._backend_sampling = False
+        self._share = False
+        """Whether a group's sequences of one prompt share its cells (not with a sliding
+        window, whose cells llama.cpp prunes as positions advance)."""
         self._steps = 0
         self.threads: ThreadTuner | None = None
         """Picks the CPU context's thread count as it decodes (core/engine/_threads.py)."""
@@ -218,6 +233,43 @@ class BatchEngine(TokensFromEngine, EngineBase):
 
         Raises UserInputError at once for an empty or too long prompt or a bad logit bias.
         """
+        seq = self._new_seq(request, on_chunk, on_error)
+        self._incoming.put(seq)
+        return seq.handle
+
+    def submit_many(
+        self,
+        requests: list[GenerationRequest],
+        callbacks: list[tuple[OnChunk, OnError | None]],
+    ) -> list[GenerationHandle]:
+        """Queue several generations at once (one OpenAI request's choices): they are admitted
+        in order in one pass, and one with the same prompt tokens as an earlier one of the
+        group decodes only the prompt's last token itself: it waits while the earlier one
+        prefills, then takes a copy of its cells (``llama_memory_seq_cp``; a unified KV cache
+        shares the cells, no memory is copied). Raises like :meth:`submit`, before any of
+        them is queued."""
+        seqs: list[_Seq] = []
+        try:
+            for request, (on_chunk, on_error) in zip(requests, callbacks, strict=True):
+                seqs.append(self._new_seq(request, on_chunk, on_error))
+        except BaseException:
+            for seq in seqs:  # none was queued: free the samplers already built
+                if seq.sampler is not None:
+                    seq.sampler.close()
+            raise
+        if self._share:
+            first: dict[tuple[int, ...], _Seq] = {}
+            for seq in seqs:
+                leader = first.setdefault(tuple(seq.tokens), seq)
+                if leader is not seq and len(seq.tokens) > 1:
+                    seq.leader = leader
+                    leader.followers.append(seq)
+        self._incoming.put(seqs)
+        return [seq.handle for seq in seqs]
+
+    def _new_seq(
+        self, request: GenerationRequest, on_chunk: OnChunk, on_error: OnError | None
+    ) -> _Seq:
         if self._closed:
             raise EngineError("the engine is closed")
         t0 = time.perf_counter()
@@ -234,12 +286,14 @@ class BatchEngine(TokensFromEngine, EngineBase):
         if bad:
             raise UserInputError(f"logit bias names token {bad[0]}, outside the vocabulary")
         sampler = None
-        if not self._backend_sampling or request.sampling.grammar is not None:
+        cpu = request.sampling.grammar is not None or request.logprobs is not None
+        if not self._backend_sampling or cpu:
             # checks the logit bias and the grammar here, so a bad one is the caller's 400;
-            # a grammar always samples on the CPU (it has no GPU implementation)
-            sampler = build_sampler(request.sampling, self.info.n_vocab, self._vocab)
+            # a grammar always samples on the CPU (it has no GPU implementation), and logprobs
+            # read the logits row, which a backend chain leaves on the GPU
+            sampler = build_sampler(request.sampling, self.info.n_vocab, self._vocab, n_ctx=n_ctx)
         handle = GenerationHandle(request)
-        seq = _Seq(
+        return _Seq(
             handle,
             on_chunk,
             on_error,
@@ -248,8 +302,6 @@ class BatchEngine(TokensFromEngine, EngineBase):
             t0,
             sampler,
         )
-        self._incoming.put(seq)
-        return handle
 
     def open_embedder(
         self, pooling: str | None = None, n_ctx: int | None = None, default: str | None = None
@@ -300,8 +352,9 @@ class BatchEngine(TokensFromEngine, EngineBase):
                 item = self._incoming.get_nowait()
             except queue.Empty:
                 return
-            if isinstance(item, _Seq):
-                self._fail(item, EngineError("the engine is closed"))
+            for seq in item if isinstance(item, list) else [item]:
+                if isinstance(seq, _Seq):
+                    self._fail(seq, EngineError("the engine is closed"))
 
     def _setup(self) -> None:
         import llama_cpp as L
@@ -392,6 +445,7 @@ class BatchEngine(TokensFromEngine, EngineBase):
         )
         # each slot keeps its cells between requests: the prefix cache (core/engine/_prefix.py)
         n_swa = n_swa_of(self._tok.model_ptr)
+        self._share = n_swa == 0 and self.parallel > 1
         self._cells = [SeqCells(ctx, slot, n_swa) for slot in range(self.parallel)]
         self._held = [c.tokens for c in self._cells]  # the lists the step appends to
         self._saver = persistence_for(
@@ -448,6 +502,8 @@ class BatchEngine(TokensFromEngine, EngineBase):
             while True:
                 if item is None:
                     closing = True
+                elif isinstance(item, list):
+                    self._pending.extend(item)
                 elif item is not _WAKE:
                     self._pending.append(item)
                 item = self._incoming.get_nowait()
@@ -478,6 +534,9 @@ class BatchEngine(TokensFromEngine, EngineBase):
             )
             seq.slot = choice.slot
             self._free_slots.remove(choice.slot)
+            leader = seq.leader
+            if leader is not None and (leader.slot < 0 or leader.t_first is not None):
+                self._detach(seq)  # its leader is done with the prompt: a prefill of its own
             try:
                 cells = self._cells[seq.slot]
                 if cache_prompt:
@@ -493,6 +552,8 @@ class BatchEngine(TokensFromEngine, EngineBase):
             seq.t_prefill = time.perf_counter()
             seq.utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
             seq.stops = StopMatcher(seq.handle.request.stop)
+            if seq.handle.request.logprobs is not None:
+                seq.trail = LogprobTrail()
             self._active.append(seq)
             self._report_prefill(seq)
 
@@ -513,7 +574,7 @@ class BatchEngine(TokensFromEngine, EngineBase):
             if self._slot_keys[slot] == key and (params.greedy or params.seed >= 0):
                 L.llama_sampler_reset(self._slot_chains[slot])
             else:
-                chain = build_chain(params, self.info.n_vocab)
+                chain = build_chain(params, self.info.n_vocab, self.info.n_ctx)
                 if not L.llama_set_sampler(self._ctx, slot, chain):
                     L.llama_sampler_free(chain)
                     raise EngineError("this sampler chain cannot run on the GPU")
@@ -549,7 +610,7 @@ class BatchEngine(TokensFromEngine, EngineBase):
         plan, n_prompt, prefilled = self._plan, 0, []
         for seq in self._active:
             left = min(room - n, plan.size - n_prompt)
-            if seq.t_first is not None or left <= 0:
+            if seq.t_first is not None or left <= 0 or seq.leader is not None:
                 continue
             start = seq.n_fed
             k = plan.end(start, len(seq.tokens), room=left) - start
@@ -584,6 +645,9 @@ class BatchEngine(TokensFromEngine, EngineBase):
             for seq in in_batch:
                 self._fail(seq, error)
             return
+        for seq in prefilled:
+            if seq.followers and seq.n_fed == len(seq.tokens):
+                self._share_prompt(seq)
         for seq in prefilled:  # progress first: the last report comes before the first token
             self._report_prefill(seq)
         # sample everything first, then hand tokens out: the ctypes calls (which let other
@@ -599,6 +663,33 @@ class BatchEngine(TokensFromEngine, EngineBase):
                 self._on_token(seq, tok)
             except BaseException as exc:  # a failing callback ends its request
                 self._fail(seq, exc)
+
+    def _share_prompt(self, leader: _Seq) -> None:
+        """Give the followers holding a slot the cells of all but the prompt's last token
+        (each decodes that one itself next step: its own logits row, and its own sampler,
+        on the GPU too); the others prefill on their own."""
+        import llama_cpp as L
+
+        n = len(leader.tokens) - 1
+        for seq in leader.followers:
+            seq.leader = None
+            if seq.slot < 0:
+                continue
+            L.llama_memory_seq_cp(self._mem, leader.slot, seq.slot, 0, n)
+            self._held[seq.slot].extend(seq.tokens[:n])
+            seq.n_fed = seq.n_past = seq.n_cached = n  # cached: reused, not decoded
+        leader.followers = []
+
+    @staticmethod
+    def _detach(seq: _Seq) -> None:
+        """Take ``seq`` out of its group: it waits for no one, and no one waits for it."""
+        if seq.leader is not None:
+            with contextlib.suppress(ValueError):
+                seq.leader.followers.remove(seq)
+            seq.leader = None
+        for follower in seq.followers:
+            follower.leader = None
+        seq.followers = []
 
     def _report_prefill(self, seq: _Seq) -> None:
         """Tell a request that asked how far its prompt is (Engine._decode's reports); a
@@ -628,16 +719,22 @@ class BatchEngine(TokensFromEngine, EngineBase):
             return
         seq.times.append(now - seq.t0)
         self._generated += 1
-        text = seq.utf8.decode(self._tok.token_piece(tok))
+        piece_of = self._tok.token_piece
+        text = seq.utf8.decode(piece_of(tok))
         assert seq.stops is not None
+        trail = seq.trail
+        if trail is not None:  # this step's row, still on the CPU: no decode since sampling
+            n_top = req.logprobs or 0
+            entry = logprobs_at(self._ctx, seq.out, self.info.n_vocab, tok, n_top, piece_of)
+            trail.add(entry, len(text))
         if text:
             text, hit = seq.stops.feed(text)
             if hit:
                 if text:
-                    seq.on_chunk(Chunk(text))
+                    seq.on_chunk(Chunk(text, logprobs=trail.take(len(text)) if trail else ()))
                 self._finish(seq, "stop")
                 return
-        seq.on_chunk(Chunk(text))
+        seq.on_chunk(Chunk(text) if trail is None else Chunk(text, logprobs=trail.take(len(text))))
         if len(seq.times) >= seq.budget:
             self._finish(seq, "length")
             return
@@ -650,6 +747,7 @@ class BatchEngine(TokensFromEngine, EngineBase):
         if seq.sampler is not None:  # frees its chain unless it is the slot's GPU chain
             seq.sampler.close()
         seq.sampler = None
+        self._detach(seq)
         if seq.slot < 0:
             return
         if not keep_cells or self.parallel > 1:  # kept cells of other slots changed greedy text
@@ -669,6 +767,7 @@ class BatchEngine(TokensFromEngine, EngineBase):
         if stop_reason != "stop" and seq.utf8 is not None and seq.stops is not None:
             tail, _ = seq.stops.feed(seq.utf8.decode(b"", final=True))
             tail += seq.stops.flush()
+        rest = seq.trail.rest() if seq.trail is not None and stop_reason != "stop" else ()
         cfg, info = self.config, self.info
         base: dict[str, Any] = dict(
             prompt_tokens=len(seq.tokens),
@@ -684,8 +783,9 @@ class BatchEngine(TokensFromEngine, EngineBase):
             base["grammar_rejections"], base["grammar_full_passes"] = counts
         try:
             record = finish_run(
-                seq.on_chunk, tail, stop_reason, seq.t0, seq.t_prefill, seq.t_first, seq.times, base
-            )
+                seq.on_chunk, tail, stop_reason, seq.t0, seq.t_prefill, seq.t_first, seq.times,
+                base, rest,
+            )  # fmt: skip
         except BaseException as exc:  # the callback failed on the last chunk
             self._settle(seq, exc)
             return

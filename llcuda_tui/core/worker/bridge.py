@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import threading
 from collections import deque
+from collections.abc import Callable
 
 from llcuda_tui.core.engine import Chunk
 
@@ -41,20 +43,26 @@ def _wake_all(bridges: list[Bridge]) -> None:
 
 
 class Bridge:
-    """Chunks from the engine thread, drained by one request's coroutine."""
+    """Chunks from the engine thread, drained by one request's coroutine; a request of several
+    choices (``n``, prompt arrays) puts each choice's with its index (:meth:`putter`)."""
 
     def __init__(self, waker: Waker) -> None:
         self._waker = waker
-        self._items: deque[Chunk | BaseException] = deque()
+        self._items: deque[tuple[int, Chunk | BaseException]] = deque()
         self.event = asyncio.Event()
 
-    def put(self, item: Chunk | BaseException) -> None:
+    def put(self, item: Chunk | BaseException, index: int = 0) -> None:
         """Called on the engine thread; the waker wakes the reader at the end of the step."""
-        self._items.append(item)
+        self._items.append((index, item))
         self._waker.mark(self)
 
-    async def get(self, timeout: float) -> list[Chunk | BaseException]:
-        """Everything buffered, waiting up to ``timeout`` for something; [] on timeout."""
+    def putter(self, index: int) -> Callable[[Chunk | BaseException], None]:
+        """``put`` for choice ``index`` (an engine's ``on_chunk`` and ``on_error``)."""
+        return functools.partial(self.put, index=index)
+
+    async def get(self, timeout: float) -> list[tuple[int, Chunk | BaseException]]:
+        """Everything buffered as (choice index, item), waiting up to ``timeout`` for
+        something; [] on timeout."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while not self._items:

@@ -23,12 +23,12 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive
 
-from llcuda_tui.core.engine import GenerationHandle, GenerationRequest, RunRecord
+from llcuda_tui.core.engine import GenerationHandle, GenerationRequest, RunRecord, TokenLogprob
 from llcuda_tui.core.errors import ContextLengthError, GrammarError, UserInputError
 from llcuda_tui.core.worker import protocol as P
 from llcuda_tui.core.worker.bridge import Bridge
 from llcuda_tui.core.worker.endpoints import in_thread, json_reply, read_body
-from llcuda_tui.core.worker.state import WorkerState
+from llcuda_tui.core.worker.state import ServedEngine, WorkerState
 from llcuda_tui.core.worker.toolcalls import ToolCallStream, parse_reply
 
 if TYPE_CHECKING:
@@ -72,30 +72,89 @@ async def _generate(
 ) -> Response:
     engine, cfg = use.engine, state.config
     plan = parsed.tools
+    requests = list(parsed.requests)
     if plan is not None and plan.constrained:
         grammar = plan.grammar(engine.template.tool_support)
-        sampling = replace(parsed.request.sampling, grammar=grammar)
-        parsed = replace(parsed, request=replace(parsed.request, sampling=sampling))
-    _check_vocabulary(parsed.request, engine.info.n_vocab)
+        requests = [replace(r, sampling=replace(r.sampling, grammar=grammar)) for r in requests]
+    echoes = [_prompt_text(engine, r) for r in requests] if parsed.echo else None
+    if parsed.suffix is not None:
+        requests = [_infill(engine, r, parsed.suffix) for r in requests]
+    for r in requests:
+        _check_vocabulary(r, engine.info.n_vocab)
     bridge = Bridge(state.waker)
     try:
-        handle = await in_thread(lambda: engine.submit(parsed.request, bridge.put, bridge.put))
+        handles = await in_thread(lambda: _submit_all(engine, requests, bridge))
     except ContextLengthError as exc:  # clients fall back to a larger model on this code
         param = "messages" if chat else "prompt"
         raise P.RequestError(str(exc), param=param, code="context_length_exceeded") from None
     except GrammarError as exc:
         given = [k for k in ("response_format", "json_schema", "grammar", "tools") if k in body]
         raise P.RequestError(str(exc), param=given[0] if given else "grammar") from None
-    use.release_when_done(handle)
-    _record_when_done(state, handle, "chat" if chat else "completions", use.name)
-    calls = None
+    use.release_when_all_done(handles)
+    for handle in handles:
+        _record_when_done(state, handle, "chat" if chat else "completions", use.name)
+    calls: list[ToolCallStream | None] = [None] * len(handles)
     if plan is not None and plan.parses:
-        calls = ToolCallStream(plan.names, plan.parallel)
+        calls = [ToolCallStream(plan.names, plan.parallel) for _ in handles]
+    logprobs = requests[0].logprobs is not None
     if parsed.stream:
-        shaper = P.StreamShaper(chat, use.name, parsed.include_usage)
-        events = _events(bridge, handle, shaper, cfg.heartbeat_s, calls)
+        shaper = P.StreamShaper(chat, use.name, parsed.include_usage, logprobs, parsed.n)
+        if len(handles) == 1 and not logprobs and echoes is None:
+            events = _events(bridge, handles[0], shaper, cfg.heartbeat_s, calls[0])
+        else:
+            events = _choice_events(bridge, handles, shaper, cfg.heartbeat_s, calls, echoes)
         return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
-    return await _whole(use.name, request, bridge, handle, chat, calls)
+    return await _whole(use.name, request, bridge, handles, chat, calls, echoes, logprobs, parsed.n)
+
+
+def _submit_all(
+    engine: ServedEngine, requests: list[GenerationRequest], bridge: Bridge
+) -> list[GenerationHandle]:
+    """Submit every choice's request (choice ``i``'s chunks come back tagged ``i``): to a
+    batch engine as one group (choices of one prompt share its cells); when one is refused,
+    the ones already queued are cancelled."""
+    puts = [bridge.putter(i) if i else bridge.put for i in range(len(requests))]
+    many = getattr(engine, "submit_many", None)
+    if many is not None and len(requests) > 1:
+        handles_of: list[GenerationHandle] = many(requests, [(p, p) for p in puts])
+        return handles_of
+    handles: list[GenerationHandle] = []
+    try:
+        for r, put in zip(requests, puts, strict=True):
+            handles.append(engine.submit(r, put, put))
+    except BaseException:
+        for handle in handles:
+            handle.cancel()
+        raise
+    return handles
+
+
+def _prompt_text(engine: ServedEngine, request: GenerationRequest) -> str:
+    """The text ``echo`` puts first: the prompt, or its token ids' text."""
+    if request.prompt is not None:
+        return request.prompt
+    return engine.detokenize(request.tokens or ())
+
+
+def _infill(engine: ServedEngine, request: GenerationRequest, suffix: str) -> GenerationRequest:
+    """``request`` as a fill-in-the-middle prompt: [BOS] FIM_PRE prompt FIM_SUF suffix FIM_MID
+    (llama-server's infill without its repository context); a 400 naming ``suffix`` for a
+    model whose vocabulary has no FIM tokens."""
+    fim = engine.fim_tokens()
+    if fim is None:
+        raise P.RequestError(
+            "'suffix' needs a model with fill-in-the-middle tokens, and this one has none",
+            param="suffix", code="unsupported_parameter",
+        )  # fmt: skip
+    pre, suf, mid = fim
+    if request.tokens is not None:
+        prefix = list(request.tokens)
+    else:
+        prefix = engine.tokenize(request.prompt or "", add_special=False, parse_special=False)
+    bos = engine.tokenize("", add_special=True, parse_special=False)
+    after = engine.tokenize(suffix, add_special=False, parse_special=False)
+    tokens = [*bos, pre, *prefix, suf, *after, mid]
+    return replace(request, prompt=None, tokens=tokens)
 
 
 def _check_vocabulary(request: GenerationRequest, n_vocab: int) -> None:
@@ -134,9 +193,10 @@ async def _events(
     heartbeat_s: float,
     calls: ToolCallStream | None = None,
 ) -> AsyncIterator[bytes]:
-    """The SSE stream: one event per token, a heartbeat when idle, a last event either way;
-    with ``calls``, text that may be a tool call is held (its token's event has no text) and
-    the calls come as ``tool_calls`` deltas before the last event."""
+    """The SSE stream of one choice without logprobs (the hot path): one event per token, a
+    heartbeat when idle, a last event either way; with ``calls``, text that may be a tool call
+    is held (its token's event has no text) and the calls come as ``tool_calls`` deltas
+    before the last event."""
     finished = False
     try:
         yield shaper.opening() or P.HEARTBEAT
@@ -146,7 +206,7 @@ async def _events(
                 yield P.HEARTBEAT
                 continue
             out = []
-            for item in items:
+            for _, item in items:
                 if isinstance(item, BaseException):
                     status = 400 if isinstance(item, UserInputError) else 500
                     out.append(shaper.error(str(item), status))
@@ -175,43 +235,126 @@ async def _events(
             handle.cancel()
 
 
+async def _choice_events(
+    bridge: Bridge,
+    handles: list[GenerationHandle],
+    shaper: P.StreamShaper,
+    heartbeat_s: float,
+    calls: list[ToolCallStream | None],
+    echoes: list[str] | None,
+) -> AsyncIterator[bytes]:
+    """The SSE stream of several choices (or of logprobs, or an echo): as :func:`_events`,
+    each event naming its choice's index; each choice ends with its own last event (its
+    finish reason and record), then usage and [DONE] once all have."""
+    records: list[RunRecord | None] = [None] * len(handles)
+    left = len(handles)
+    failed = False
+    try:
+        yield shaper.opening(len(handles)) or P.HEARTBEAT
+        if echoes is not None:
+            yield b"".join(shaper.token(text, i) for i, text in enumerate(echoes))
+        while left and not failed:
+            items = await bridge.get(heartbeat_s)
+            if not items:
+                yield P.HEARTBEAT
+                continue
+            out = []
+            for index, item in items:
+                if isinstance(item, BaseException):
+                    status = 400 if isinstance(item, UserInputError) else 500
+                    out.append(shaper.error(str(item), status))
+                    failed = True
+                    break
+                if records[index] is not None:
+                    continue
+                call = calls[index]
+                if call is not None:
+                    deltas = call.feed(item.text)
+                    if item.record is not None:
+                        deltas += call.finish()
+                    out.extend(shaper.delta(d, index) for d in deltas)
+                    if item.logprobs or (not deltas and item.record is None):
+                        out.append(shaper.token("", index, item.logprobs))
+                    if item.record is not None:
+                        out.append(shaper.finish(index, "", item.record, bool(call.calls)))
+                elif item.record is not None:
+                    out.append(shaper.finish(index, item.text, item.record, False, item.logprobs))
+                else:
+                    out.append(shaper.token(item.text, index, item.logprobs))
+                if item.record is not None:
+                    records[index] = item.record
+                    left -= 1
+            if not left and not failed:
+                out.append(shaper.ending([r for r in records if r is not None]))
+            yield b"".join(out)
+    finally:
+        if left:  # failed, or the client went away (or the server is cancelling us)
+            for handle in handles:
+                handle.cancel()
+
+
 async def _whole(
     model: str,
     request: Request,
     bridge: Bridge,
-    handle: GenerationHandle,
+    handles: list[GenerationHandle],
     chat: bool,
-    calls: ToolCallStream | None = None,
+    calls: list[ToolCallStream | None],
+    echoes: list[str] | None = None,
+    logprobs: bool = False,
+    n: int = 1,
 ) -> Response:
     """The whole reply as one JSON body; a client that leaves first cancels the generation."""
-    collect = asyncio.ensure_future(_collect(bridge))
+    collect = asyncio.ensure_future(_collect(bridge, len(handles)))
     gone = asyncio.ensure_future(_wait_disconnect(request.receive))
     try:
         await asyncio.wait({collect, gone}, return_when=asyncio.FIRST_COMPLETED)
     finally:
+        if not collect.done() or collect.cancelled() or collect.exception() is not None:
+            for handle in handles:
+                handle.cancel()
         if not collect.done():
-            handle.cancel()
             collect.cancel()
         gone.cancel()
     if not collect.done() or collect.cancelled():
         return Response(status_code=499)  # nobody is listening
-    text, record = collect.result()
-    if calls is not None:
-        reply = parse_reply(text, calls.names, calls.parallel)
-        made = [c.to_openai() for c in reply.calls]
-        return json_reply(P.whole_response(chat, model, reply.content, record, made))
-    return json_reply(P.whole_response(chat, model, text, record))
+    replies = collect.result()
+    choices, records = [], []
+    for index, (text, entries, record) in enumerate(replies):
+        records.append(record)
+        call = calls[index]
+        if echoes is not None:
+            text = echoes[index] + text
+        shaped = None
+        if logprobs:
+            shaped = P.chat_logprobs(entries) if chat else P.legacy_logprobs(entries, 0)
+        if call is not None:
+            reply = parse_reply(text, call.names, call.parallel)
+            made = [c.to_openai() for c in reply.calls]
+            choices.append(P.reply_choice(chat, index, reply.content, record, made, shaped))
+        else:
+            choices.append(P.reply_choice(chat, index, text, record, (), shaped))
+    return json_reply(P.whole_reply(chat, model, choices, records, n))
 
 
-async def _collect(bridge: Bridge) -> tuple[str, RunRecord]:
-    parts: list[str] = []
-    while True:
-        for item in await bridge.get(3600.0):
+async def _collect(
+    bridge: Bridge, n_choices: int
+) -> list[tuple[str, list[TokenLogprob], RunRecord]]:
+    """Each choice's (text, logprobs, record), once every choice has ended."""
+    parts: list[list[str]] = [[] for _ in range(n_choices)]
+    entries: list[list[TokenLogprob]] = [[] for _ in range(n_choices)]
+    records: list[RunRecord | None] = [None] * n_choices
+    left = n_choices
+    while left:
+        for index, item in await bridge.get(3600.0):
             if isinstance(item, BaseException):
                 raise item
-            parts.append(item.text)
-            if item.record is not None:
-                return "".join(parts), item.record
+            parts[index].append(item.text)
+            entries[index].extend(item.logprobs)
+            if item.record is not None and records[index] is None:
+                records[index] = item.record
+                left -= 1
+    return [("".join(p), e, r) for p, e, r in zip(parts, entries, records, strict=True) if r]
 
 
 async def _wait_disconnect(receive: Receive) -> None:

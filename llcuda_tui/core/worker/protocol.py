@@ -26,11 +26,18 @@ import re
 import secrets
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from llcuda_tui.core.config import SamplingDefaults
-from llcuda_tui.core.engine import GenerationRequest, RunRecord, SamplingParams, ToolSupport
+from llcuda_tui.core.engine import (
+    MAX_LOGPROBS,
+    GenerationRequest,
+    RunRecord,
+    SamplingParams,
+    TokenLogprob,
+    ToolSupport,
+)
 from llcuda_tui.core.errors import UserInputError
 from llcuda_tui.core.unicode import find_bad_text
 
@@ -49,6 +56,10 @@ MAX_MESSAGES = 4096
 length is known, so the count is capped up front)."""
 MAX_TOOLS = 128
 """Most tools in one request (OpenAI's limit)."""
+MAX_N = 8
+"""Largest ``n`` (choices per prompt): each is a sequence of its own in the slot loop."""
+MAX_CHOICES = 64
+"""Most choices of one request (prompts times ``n``)."""
 TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 """A function name as OpenAI allows it."""
 TOOL_CHOICES = ("auto", "none", "required")
@@ -181,6 +192,19 @@ class ParsedRequest:
     model: str | None
     tools: ToolPlan | None = None
     """Tools asked for (None: none were)."""
+    choices: tuple[GenerationRequest, ...] = ()
+    """Every choice's request in index order (prompt ``i``'s ``j``-th choice is ``i * n + j``);
+    empty: ``request`` is the only one."""
+    n: int = 1
+    """Choices per prompt (``n``)."""
+    echo: bool = False
+    """Completions: the prompt's text comes first in each choice's text."""
+    suffix: str | None = None
+    """Completions: the text after the completion (fill-in-the-middle)."""
+
+    @property
+    def requests(self) -> tuple[GenerationRequest, ...]:
+        return self.choices or (self.request,)
 
 
 # --- parsing requests (server side) -----------------------------------------------------------
@@ -219,7 +243,14 @@ def parse_chat(
     parsed = [_message(m, i) for i, m in enumerate(messages)]
     plan = _tool_plan(body)
     tools = list(plan.tools) if plan is not None and plan.parses else None
-    result = _parsed(body, defaults, limits, messages=parsed, tools=tools)
+    for key in ("echo", "suffix"):
+        if body.get(key) not in (None, False, ""):
+            raise RequestError(
+                f"'{key}' goes with /v1/completions, not chat", param=key,
+                code="unsupported_parameter",
+            )  # fmt: skip
+    logprobs = _chat_logprobs(body)
+    result = _parsed(body, defaults, limits, messages=parsed, tools=tools, logprobs=logprobs)
     if plan is not None and plan.parses and result.request.sampling.grammar is not None:
         given = next(
             k for k in ("response_format", "grammar", "json_schema") if body.get(k) is not None
@@ -229,9 +260,8 @@ def parse_chat(
             "'none'",
             param=given,
         )
-    return ParsedRequest(
-        result.request, result.stream, result.include_usage, result.model, tools=plan
-    )
+    n = _n(body)
+    return replace(result, tools=plan, choices=_fan_out([result.request], n), n=n)
 
 
 def _tool_plan(body: Mapping[str, Any]) -> ToolPlan | None:
@@ -316,25 +346,118 @@ def _tool_choice(value: Any) -> tuple[str, str | None]:
 def parse_completion(
     body: Mapping[str, Any], defaults: SamplingDefaults, limits: Limits
 ) -> ParsedRequest:
-    """A ``/v1/completions`` body: ``prompt`` is a string or a list of token ids (or a list
-    holding exactly one of those)."""
+    """A ``/v1/completions`` body: ``prompt`` is a string, a list of token ids, or a list of
+    prompts (strings or lists of token ids): one choice per prompt, ``n`` of each."""
     if body.get("tools"):
         raise RequestError(
             "tools go with /v1/chat/completions, not /v1/completions",
             param="tools",
             code="unsupported_parameter",
         )
-    prompt = body.get("prompt")
-    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str | list):
-        prompt = prompt[0]
-    if isinstance(prompt, str):
-        return _parsed(body, defaults, limits, prompt=prompt)
-    if isinstance(prompt, list) and prompt and all(_is_int(t) for t in prompt):
-        return _parsed(body, defaults, limits, tokens=[int(t) for t in prompt])
+    if body.get("top_logprobs") is not None:
+        raise RequestError(
+            "/v1/completions takes 'logprobs': k (top_logprobs is the chat field)",
+            param="top_logprobs", code="unsupported_parameter",
+        )  # fmt: skip
+    prompts = _prompts(body.get("prompt"))
+    n = _n(body)
+    if len(prompts) * n > MAX_CHOICES:
+        raise RequestError(
+            f"{len(prompts)} prompts x n = {n} is more than {MAX_CHOICES} choices",
+            param="prompt" if n == 1 else "n",
+        )
+    logprobs = _legacy_logprobs(body)
+    echo = _bool(body, "echo", False)
+    if echo and logprobs is not None:
+        raise RequestError(
+            "'echo' with 'logprobs' is not supported (the prompt tokens' logprobs would need "
+            "logits at every prompt position): send one or the other",
+            param="echo", code="unsupported_parameter",
+        )  # fmt: skip
+    suffix = body.get("suffix")
+    if suffix == "":
+        suffix = None
+    if suffix is not None and not isinstance(suffix, str):
+        raise RequestError("'suffix' must be a string", param="suffix")
+    first = _parsed(body, defaults, limits, logprobs=logprobs, **prompts[0])
+    bases = [first.request]
+    bases += [replace(first.request, **{"prompt": None, "tokens": None, **p}) for p in prompts[1:]]
+    return replace(first, choices=_fan_out(bases, n), n=n, echo=echo, suffix=suffix)
+
+
+def _prompts(value: Any) -> list[dict[str, Any]]:
+    """``prompt`` as the GenerationRequest fields of each prompt."""
+    if isinstance(value, str):
+        return [{"prompt": value}]
+    if isinstance(value, list) and value and all(_is_int(t) for t in value):
+        return [{"tokens": [int(t) for t in value]}]
+    if isinstance(value, list) and value:
+        out: list[dict[str, Any]] = []
+        for p in value:
+            if isinstance(p, str):
+                out.append({"prompt": p})
+            elif isinstance(p, list) and p and all(_is_int(t) for t in p):
+                out.append({"tokens": [int(t) for t in p]})
+            else:
+                break
+        else:
+            return out
     raise RequestError(
-        "'prompt' must be a string or a non-empty list of token ids (one prompt per request)",
+        "'prompt' must be a string, a non-empty list of token ids, or a list of those",
         param="prompt",
     )
+
+
+def _n(body: Mapping[str, Any]) -> int:
+    n = body.get("n")
+    if n is None:  # the openai SDK sends "n": null
+        return 1
+    if not _is_int(n) or not 1 <= n <= MAX_N:
+        raise RequestError(f"'n' must be an integer in [1, {MAX_N}]", param="n")
+    return int(n)
+
+
+def _fan_out(bases: Sequence[GenerationRequest], n: int) -> tuple[GenerationRequest, ...]:
+    """``n`` choices of each request; with a seed, choice ``j`` samples with seed + j (mod
+    2^32), so each differs and the whole reply is reproducible."""
+    out = []
+    for base in bases:
+        seed = base.sampling.seed
+        for j in range(n):
+            if j and seed >= 0:
+                base_j = replace(base, sampling=replace(base.sampling, seed=(seed + j) % 2**32))
+            else:
+                base_j = base
+            out.append(base_j)
+    return tuple(out)
+
+
+def _chat_logprobs(body: Mapping[str, Any]) -> int | None:
+    """Chat's ``logprobs`` (true/false) and ``top_logprobs`` (0..20) as the engine's field."""
+    wanted = _bool(body, "logprobs", False)
+    top = body.get("top_logprobs")
+    if top is None:
+        return 0 if wanted else None
+    if not _is_int(top) or not 0 <= top <= MAX_LOGPROBS:
+        raise RequestError(
+            f"'top_logprobs' must be an integer in [0, {MAX_LOGPROBS}]", param="top_logprobs"
+        )
+    if not wanted:
+        raise RequestError("'top_logprobs' needs 'logprobs': true", param="top_logprobs")
+    return int(top)
+
+
+def _legacy_logprobs(body: Mapping[str, Any]) -> int | None:
+    """/v1/completions' ``logprobs``: k alternatives per token (0: the chosen token's only)."""
+    value = body.get("logprobs")
+    if value is None or value is False:
+        return None
+    if not _is_int(value) or not 0 <= value <= MAX_LOGPROBS:
+        raise RequestError(
+            f"'logprobs' must be an integer in [0, {MAX_LOGPROBS}] on /v1/completions",
+            param="logprobs",
+        )
+    return int(value)
 
 
 def _parsed(
@@ -411,24 +534,13 @@ def _refuse_unsupported(body: Mapping[str, Any]) -> None:
     def refuse(key: str, message: str) -> None:
         raise RequestError(message, param=key, code="unsupported_parameter")
 
-    n = body.get("n")
-    if n is not None and n != 1:
-        refuse("n", "only n = 1 is supported")
-    if body.get("logprobs") not in (None, False, 0):
-        refuse("logprobs", "logprobs are not supported")
-    if body.get("top_logprobs") not in (None, 0):
-        refuse("top_logprobs", "top_logprobs are not supported")
     for legacy in ("functions", "function_call"):
         if body.get(legacy) is not None:
             refuse(
                 legacy, f"'{legacy}' is OpenAI's deprecated form: send 'tools' (and 'tool_choice')"
             )
-    if body.get("echo") not in (None, False):
-        refuse("echo", "'echo' is not supported")
-    if body.get("suffix") not in (None, ""):
-        refuse("suffix", "'suffix' (fill-in-the-middle) is not supported")
     if body.get("best_of") not in (None, 1):
-        refuse("best_of", "'best_of' is not supported (send n = 1 requests with seeds)")
+        refuse("best_of", "'best_of' other than 1 is not supported (send n with seeds)")
 
 
 def _grammar(body: Mapping[str, Any]) -> str | None:
@@ -621,26 +733,74 @@ def new_id(kind: str) -> str:
     return f"{kind}-{secrets.token_hex(12)}"
 
 
-def usage(record: RunRecord) -> dict[str, Any]:
+def usage(record: RunRecord, *more: RunRecord, n: int = 1) -> dict[str, Any]:
     """OpenAI's usage object; ``cached_tokens`` counts the prompt tokens the prefix cache (or a
-    restored KV state) did not have to decode, as OpenAI reports its prompt caching."""
+    restored KV state) did not have to decode, as OpenAI reports its prompt caching. With the
+    records of several choices (``n`` per prompt, in index order) each prompt counts once and
+    the completion tokens are summed."""
+    records = (record, *more)
+    firsts = records[::n]
+    prompt = sum(r.prompt_tokens for r in firsts)
+    completion = sum(r.generated_tokens for r in records)
     return {
-        "prompt_tokens": record.prompt_tokens,
-        "completion_tokens": record.generated_tokens,
-        "total_tokens": record.prompt_tokens + record.generated_tokens,
-        "prompt_tokens_details": {"cached_tokens": record.prompt_tokens_cached},
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": sum(r.prompt_tokens_cached for r in firsts)},
+    }
+
+
+def chat_logprobs(entries: Iterable[TokenLogprob]) -> dict[str, Any]:
+    """A chat choice's (or chunk's) ``logprobs``: OpenAI's ``content`` list, ``bytes`` the
+    token's UTF-8 bytes as integers."""
+
+    def one(e: TokenLogprob) -> dict[str, Any]:
+        return {"token": e.text, "logprob": e.logprob, "bytes": list(e.piece)}
+
+    content = [{**one(e), "top_logprobs": [one(t) for t in e.top]} for e in entries]
+    return {"content": content, "refusal": None}
+
+
+def legacy_logprobs(entries: Sequence[TokenLogprob], offset: int) -> dict[str, Any]:
+    """A completion choice's (or chunk's) ``logprobs`` in OpenAI's legacy shape: ``tokens``,
+    ``token_logprobs``, ``top_logprobs`` (token text -> logprob; the likelier of two tokens
+    of the same text) and ``text_offset`` (characters, from ``offset``)."""
+    offsets, at = [], offset
+    for e in entries:
+        offsets.append(at)
+        at += len(e.text)
+    tops = []
+    for e in entries:
+        top: dict[str, float] = {}
+        for t in e.top:
+            top.setdefault(t.text, t.logprob)
+        tops.append(top)
+    return {
+        "tokens": [e.text for e in entries],
+        "token_logprobs": [e.logprob for e in entries],
+        "top_logprobs": tops,
+        "text_offset": offsets,
     }
 
 
 class StreamShaper:
-    """Server-sent events of one streamed request, in the chat or the completion shape."""
+    """Server-sent events of one streamed request, in the chat or the completion shape. Choices
+    other than 0 (``n``, prompt arrays) and tokens with logprobs take the general path; choice
+    0's plain tokens a prebuilt template (the hot path)."""
 
-    def __init__(self, chat: bool, model: str, include_usage: bool) -> None:
+    def __init__(
+        self, chat: bool, model: str, include_usage: bool, logprobs: bool = False, n: int = 1
+    ) -> None:
         self.chat = chat
         self.id = new_id("chatcmpl" if chat else "cmpl")
         self.created = int(time.time())
         self.model = model
         self.include_usage = include_usage
+        self.logprobs = logprobs
+        """Whether the request asked for logprobs (each token event then carries its own)."""
+        self.n = n
+        self._offsets: dict[int, int] = {}
+        """Legacy logprobs: each choice's text offset so far."""
         obj = "chat.completion.chunk" if chat else "text_completion"
         head = {"id": self.id, "object": obj, "created": self.created, "model": model}
         self._head = _dumps(head)[:-1]
@@ -655,38 +815,81 @@ class StreamShaper:
                 ',"logprobs":null,"finish_reason":null}]}\n\n',
             )
 
-    def opening(self) -> bytes:
-        """The first event (chat: the assistant role), sent before any token."""
+    def opening(self, choices: int = 1) -> bytes:
+        """The first event (chat: the assistant role of each choice), sent before any token."""
         if not self.chat:
             return b""
         delta = {"role": "assistant", "content": ""}
-        return self._event([{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}])
+        return self._event(
+            [{"index": i, "delta": delta, "logprobs": None, "finish_reason": None}
+             for i in range(choices)]
+        )  # fmt: skip
 
-    def token(self, text: str) -> bytes:
-        """One generated token's text (possibly empty)."""
-        return (self._token[0] + _dumps(text) + self._token[1]).encode()
+    def token(
+        self, text: str, index: int = 0, logprobs: Sequence[TokenLogprob] | None = None
+    ) -> bytes:
+        """One generated token's text (possibly empty) of choice ``index``, with the logprobs of
+        the tokens it carries when the request asked for them."""
+        if index == 0 and not self.logprobs:
+            return (self._token[0] + _dumps(text) + self._token[1]).encode()
+        choice: dict[str, Any] = {"index": index}
+        if self.chat:
+            choice["delta"] = {"content": text}
+        else:
+            choice["text"] = text
+        choice["logprobs"] = self._logprobs(index, text, logprobs or ())
+        choice["finish_reason"] = None
+        return self._event([choice])
 
-    def delta(self, delta: Mapping[str, Any]) -> bytes:
+    def _logprobs(
+        self, index: int, text: str, entries: Sequence[TokenLogprob]
+    ) -> dict[str, Any] | None:
+        if not self.logprobs:
+            return None
+        if self.chat:
+            return chat_logprobs(entries)
+        at = self._offsets.get(index, 0)
+        self._offsets[index] = at + len(text)
+        return legacy_logprobs(entries, at)
+
+    def delta(self, delta: Mapping[str, Any], index: int = 0) -> bytes:
         """A chat event of any delta (``{"tool_calls": [...]}``, ``{"content": ...}``)."""
-        return self._event([{"index": 0, "delta": dict(delta), "logprobs": None,
+        return self._event([{"index": index, "delta": dict(delta), "logprobs": None,
                              "finish_reason": None}])  # fmt: skip
 
     def closing(self, tail: str, record: RunRecord, tool_calls: bool = False) -> bytes:
-        """The final event(s): leftover text, the finish reason (``tool_calls`` when the reply
-        made calls), our record, usage, [DONE]."""
+        """The final event(s) of a one-choice stream: leftover text, the finish reason
+        (``tool_calls`` when the reply made calls), our record, usage, [DONE]."""
+        return self.finish(0, tail, record, tool_calls) + self.ending([record])
+
+    def finish(
+        self,
+        index: int,
+        tail: str,
+        record: RunRecord,
+        tool_calls: bool = False,
+        logprobs: Sequence[TokenLogprob] = (),
+    ) -> bytes:
+        """Choice ``index``'s last event: leftover text (and its tokens' logprobs), the finish
+        reason, our record of that choice."""
         reason = finish_reason(record, tool_calls)
+        lp = self._logprobs(index, tail, logprobs) if (tail or logprobs) else None
         if self.chat:
             choice = {
-                "index": 0,
+                "index": index,
                 "delta": {"content": tail} if tail else {},
-                "logprobs": None,
+                "logprobs": lp,
                 "finish_reason": reason,
             }
         else:
-            choice = {"index": 0, "text": tail, "logprobs": None, "finish_reason": reason}
-        out = self._event([choice], llcuda={"record": record.to_dict()})
+            choice = {"index": index, "text": tail, "logprobs": lp, "finish_reason": reason}
+        return self._event([choice], llcuda={"record": record.to_dict()})
+
+    def ending(self, records: Sequence[RunRecord]) -> bytes:
+        """After every choice's last event: usage (when asked for) and [DONE]."""
+        out = b""
         if self.include_usage:
-            out += self._event([], usage=usage(record))
+            out += self._event([], usage=usage(*records, n=self.n))
         return out + DONE
 
     def error(self, message: str, status: int, code: str | None = None) -> bytes:
@@ -716,29 +919,50 @@ def whole_response(
     record: RunRecord,
     tool_calls: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
-    """A non-streamed reply; a chat reply's ``tool_calls`` in OpenAI's shape (its ``text`` is
-    then None when the calls are all it says)."""
+    """A non-streamed reply of one choice; a chat reply's ``tool_calls`` in OpenAI's shape
+    (its ``text`` is then None when the calls are all it says)."""
+    return whole_reply(chat, model, [reply_choice(chat, 0, text, record, tool_calls)], [record])
+
+
+def reply_choice(
+    chat: bool,
+    index: int,
+    text: str | None,
+    record: RunRecord,
+    tool_calls: Sequence[Mapping[str, Any]] = (),
+    logprobs: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One choice of a non-streamed reply (``logprobs`` already shaped: :func:`chat_logprobs`,
+    :func:`legacy_logprobs`)."""
     reason = finish_reason(record, bool(tool_calls))
     if chat:
         message: dict[str, Any] = {"role": "assistant", "content": text}
         if tool_calls:
             message["tool_calls"] = [dict(c) for c in tool_calls]
-        choice: dict[str, Any] = {
-            "index": 0,
-            "message": message,
-            "logprobs": None,
-            "finish_reason": reason,
-        }
-    else:
-        choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": reason}
+        return {"index": index, "message": message, "logprobs": logprobs, "finish_reason": reason}
+    return {"index": index, "text": text, "logprobs": logprobs, "finish_reason": reason}
+
+
+def whole_reply(
+    chat: bool,
+    model: str,
+    choices: list[dict[str, Any]],
+    records: Sequence[RunRecord],
+    n: int = 1,
+) -> dict[str, Any]:
+    """A non-streamed reply of ``choices`` (index order; ``n`` per prompt for usage); our
+    extension carries choice 0's ``record`` and, with several, every choice's ``records``."""
+    extension: dict[str, Any] = {"record": records[0].to_dict()}
+    if len(records) > 1:
+        extension["records"] = [r.to_dict() for r in records]
     return {
         "id": new_id("chatcmpl" if chat else "cmpl"),
         "object": "chat.completion" if chat else "text_completion",
         "created": int(time.time()),
         "model": model,
-        "choices": [choice],
-        "usage": usage(record),
-        "llcuda": {"record": record.to_dict()},
+        "choices": choices,
+        "usage": usage(*records, n=n),
+        "llcuda": extension,
     }
 
 
@@ -753,6 +977,10 @@ def request_payload(request: GenerationRequest, model: str | None) -> tuple[str,
         raise UserInputError(
             "a remote engine streams text only: send requests with tools to the worker's "
             f"{CHAT_PATH} with an OpenAI client"
+        )
+    if request.logprobs is not None:
+        raise UserInputError(
+            "a remote engine streams text only: ask the worker for logprobs with an OpenAI client"
         )
     s = request.sampling
     body: dict[str, Any] = {

@@ -28,8 +28,9 @@ import asyncio
 import contextlib
 import math
 import re
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -163,6 +164,41 @@ class ModelUse:
             on_release(future.result() if ok else None)
 
         handle.future.add_done_callback(done)
+
+    def release_when_all_done(self, handles: Sequence[GenerationHandle]) -> None:
+        """:meth:`release_when_done` for the choices of one request (``n`` > 1, prompt
+        arrays): let go when the last has settled, counting the tokens of every one."""
+        if len(handles) == 1:
+            self.release_when_done(handles[0])
+            return
+        on_release, self._on_release = self._on_release, None
+        if on_release is None:
+            return
+        lock, records, left = threading.Lock(), [], [len(handles)]
+
+        def done(future: concurrent.futures.Future[RunRecord]) -> None:
+            ok = not future.cancelled() and future.exception() is None
+            with lock:
+                if ok:
+                    records.append(future.result())
+                left[0] -= 1
+                last = left[0] == 0
+            if last and on_release is not None:
+                on_release(_summed(records))
+
+        for handle in handles:
+            handle.future.add_done_callback(done)
+
+
+def _summed(records: list[RunRecord]) -> RunRecord | None:
+    """One record carrying the tokens of all (what the per-model counters read)."""
+    if not records:
+        return None
+    return replace(
+        records[0],
+        prompt_tokens=sum(r.prompt_tokens for r in records),
+        generated_tokens=sum(r.generated_tokens for r in records),
+    )
 
 
 @dataclass(eq=False)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -115,6 +115,12 @@ class ServedEngine(Protocol):
     ) -> list[int]: ...
 
     def prompt_tokens(self, request: GenerationRequest) -> list[int]: ...
+
+    def detokenize(self, tokens: Sequence[int]) -> str: ...
+
+    def fim_tokens(self) -> tuple[int, int, int] | None:
+        """Fill-in-the-middle tokens (prefix, suffix, middle), None without them."""
+        ...
 
 
 @runtime_checkable

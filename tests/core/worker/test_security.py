@@ -218,7 +218,7 @@ def test_a_key_that_would_travel_in_clear_or_is_readable_is_warned_about(
         ({"stop": [1]}, "stop"),
         ({"messages": CHAT * (P.MAX_MESSAGES + 1)}, "messages"),
         ({"n": 0}, "n"),
-        ({"n": 2}, "n"),
+        ({"n": P.MAX_N + 1}, "n"),
         ({"max_tokens": 1025}, "max_tokens"),
         ({"max_completion_tokens": 0}, "max_tokens"),
     ],

@@ -280,7 +280,7 @@ def _trusting(cert: Path) -> ssl.SSLContext:
         (json.dumps({"prompt": "hi", "max_tokens": -1}).encode(), 400, "max_tokens"),
         (json.dumps({"prompt": "hi", "temperature": "hot"}).encode(), 400, "temperature"),
         (json.dumps({"prompt": "hi", "temperature": -1}).encode(), 400, "temperature"),
-        (json.dumps({"prompt": "hi", "n": 3}).encode(), 400, "n = 1"),
+        (json.dumps({"prompt": "hi", "n": 9}).encode(), 400, "[1, 8]"),
         (json.dumps({"prompt": "hi", "stop": [""]}).encode(), 400, "stop"),
         (json.dumps({"prompt": "hi", "stream": "yes"}).encode(), 400, "stream"),
         (json.dumps({"prompt": "hi", "logit_bias": {"x": 1}}).encode(), 400, "logit_bias"),
