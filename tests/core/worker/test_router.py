@@ -249,6 +249,22 @@ def test_keep_alive_0_unloads_after_the_reply(
         assert bad.status_code == 400 and bad.json()["error"]["param"] == "keep_alive"
 
 
+def test_choices_of_one_request_hold_their_model_until_the_last_is_done(
+    store: Store, serve: Callable[..., WorkerServer]
+) -> None:
+    worker = serve(many())
+    with httpx.Client(base_url=worker.url, timeout=30) as http:
+        resp = complete(http, "alpha", n=3, seed=7, keep_alive=0)
+        assert resp.status_code == 200, resp.text
+        body = resp.json()
+        assert [c["index"] for c in body["choices"]] == [0, 1, 2] and body["model"] == "alpha"
+        assert body["usage"]["completion_tokens"] == 12
+        wait_for(lambda: states(http)["alpha"] == "on_disk")  # released once, after all three
+        assert metric(http, "llcuda_model_unloads_total", model="alpha", reason="keep_alive") == 1
+        assert metric(http, "llcuda_model_requests_total", model="alpha") == 1
+        assert metric(http, "llcuda_model_generated_tokens_total", model="alpha") == 12
+
+
 def test_a_model_too_big_for_the_budget_is_refused_in_one_line(
     store: Store, ggufs: dict[str, Path], serve: Callable[..., WorkerServer]
 ) -> None:
