@@ -143,6 +143,8 @@ def test_the_tui_imports_only_its_first_screen_before_it_is_ready() -> None:
     )
     others = {"llcuda_tui.screens.models", "llcuda_tui.screens.gpu", "llcuda_tui.screens.bench"}
     assert others & set(modules) == set(), "load a screen's module on its first switch"
+    # no worker attached: the worker client and its HTTP stack wait for one
+    assert {"llcuda_tui.core.worker.client", "httpx"} & set(modules) == set()
 
 
 @pytest.mark.timeout(60)

@@ -25,6 +25,9 @@ if TYPE_CHECKING:
         MIN_API_KEY_CHARS as MIN_API_KEY_CHARS,
     )
     from .access import (
+        WorkerAccess as WorkerAccess,
+    )
+    from .access import (
         check_worker_url as check_worker_url,
     )
     from .access import (
@@ -50,9 +53,6 @@ if TYPE_CHECKING:
     )
     from .client import (
         RemoteGpu as RemoteGpu,
-    )
-    from .client import (
-        WorkerAccess as WorkerAccess,
     )
     from .client import (
         WorkerError as WorkerError,
@@ -147,7 +147,7 @@ _EXPORTS = {
     "DEFAULT_TIMEOUT_S": "client",
     "RemoteEngine": "client",
     "RemoteGpu": "client",
-    "WorkerAccess": "client",
+    "WorkerAccess": "access",
     "WorkerError": "client",
     "WorkerGpu": "client",
     "WorkerGpuPoller": "client",

@@ -9,14 +9,32 @@ from __future__ import annotations
 
 import os
 import stat
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from llcuda_tui.core.errors import UserInputError
 
 if TYPE_CHECKING:
-    from llcuda_tui.core.worker.client import WorkerAccess
+    from llcuda_tui.core.worker.client import RemoteEngine
+
+
+@dataclass(frozen=True)
+class WorkerAccess:
+    """How this side reaches its workers: the API key they want (None: none) and how TLS
+    certificates are checked (True: the system's CAs, a path: that CA bundle). Here, not
+    beside the client: the TUI holds one from its start and the client (its HTTP stack)
+    loads only when a worker is attached."""
+
+    api_key: str | None = field(default=None, repr=False)
+    verify: bool | str = True
+
+    def connect(self, url: str, **kwargs: Any) -> RemoteEngine:
+        from llcuda_tui.core.worker.client import RemoteEngine
+
+        return RemoteEngine.connect(url, self.api_key, verify=self.verify, **kwargs)
+
 
 MIN_API_KEY_CHARS = 8
 MAX_KEY_FILE_BYTES = 4096
@@ -64,7 +82,6 @@ def _read_small(path: Path, limit: int, what: str) -> bytes:
 
 def worker_access(api_key_file: str | None, ca_cert: str | None) -> WorkerAccess:
     """The ``WorkerAccess`` for ``--api-key-file`` / ``--ca-cert`` (one clear line if unusable)."""
-    from llcuda_tui.core.worker.client import WorkerAccess
 
     api_key = read_api_key(api_key_file) if api_key_file else None
     if ca_cert is not None and not Path(ca_cert).is_file():

@@ -40,6 +40,7 @@ from llcuda_tui.core.engine import (
 from llcuda_tui.core.errors import CountUnavailable, LlcudaError, UserInputError
 from llcuda_tui.core.gpu import GpuProcess, GpuReading, GpuSample, MigDevice
 from llcuda_tui.core.worker import protocol as P
+from llcuda_tui.core.worker.access import WorkerAccess as WorkerAccess  # its old home
 
 DEFAULT_TIMEOUT_S = 2.0
 GENERIC_READ_TIMEOUT_S = 300.0
@@ -89,18 +90,6 @@ class WorkerGpu:
     @property
     def reachable(self) -> bool:
         return self.gpu is not None
-
-
-@dataclass(frozen=True)
-class WorkerAccess:
-    """How this side reaches its workers: the API key they want (None: none) and how TLS
-    certificates are checked (True: the system's CAs, a path: that CA bundle)."""
-
-    api_key: str | None = field(default=None, repr=False)
-    verify: bool | str = True
-
-    def connect(self, url: str, **kwargs: Any) -> RemoteEngine:
-        return RemoteEngine.connect(url, self.api_key, verify=self.verify, **kwargs)
 
 
 class WorkerGpuPoller:
