@@ -64,7 +64,7 @@ def main() -> int:
     from llcuda_tui.core.engine import EngineConfig
     from llcuda_tui.core.store import Store
     from llcuda_tui.core.worker import WorkerConfig, WorkerServer
-    from llcuda_tui.core.worker.router import ModelsConfig
+    from llcuda_tui.core.worker.router_config import ModelsConfig
 
     paths = Paths.from_env()
     store = Store(paths)

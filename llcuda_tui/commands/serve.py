@@ -248,7 +248,7 @@ def _run_many(args: argparse.Namespace, settings: Settings, api_key: str | None)
     from llcuda_tui.core.fmt import parse_size
     from llcuda_tui.core.store import resolve_model
     from llcuda_tui.core.worker import Listen, WorkerConfig, serve
-    from llcuda_tui.core.worker.router import CatalogModel, ModelsConfig
+    from llcuda_tui.core.worker.router_config import CatalogModel, ModelsConfig
 
     if args.mpi:
         raise UserInputError("--mpi serves one model: give exactly one -m")

@@ -14,7 +14,8 @@ from textual.widgets import Select
 
 from llcuda_tui.core.config import Settings
 from llcuda_tui.core.conversations import ChatSettings
-from llcuda_tui.core.worker.client import RemoteEngine, WorkerAccess
+from llcuda_tui.core.worker.access import WorkerAccess
+from llcuda_tui.core.worker.client import RemoteEngine
 from llcuda_tui.core.worker.server import Listen, WorkerServer
 from llcuda_tui.messages import ChoicesReady
 from tests.core.worker.conftest import API_KEY, tiny_config

@@ -12,7 +12,7 @@ from llcuda_tui.core.config import Paths, Settings
 from llcuda_tui.core.engine import EngineConfig
 from llcuda_tui.core.store import Store
 from llcuda_tui.core.worker import WorkerConfig, WorkerServer
-from llcuda_tui.core.worker.router import ModelsConfig
+from llcuda_tui.core.worker.router_config import ModelsConfig
 from llcuda_tui.screens.models import ModelsScreen
 from tests.tui.conftest import SIZE, TinyWorkers, make_app, wait_for
 

@@ -13,8 +13,8 @@ Every failure is a one-line :class:`WorkerError` (or UserInputError for a refuse
 
 One module on purpose (about 600 lines): :class:`RemoteEngine` and the worker's telemetry
 (:class:`WorkerGpuPoller`, the sample decoding) share one connection setup, one error
-translation and one URL/TLS handling (:class:`WorkerAccess`), and are one concept: a worker
-seen from this side of the wire.
+translation and one URL/TLS handling (with :class:`.access.WorkerAccess`, which holds the key
+and the CA), and are one concept: a worker seen from this side of the wire.
 """
 
 from __future__ import annotations
@@ -40,7 +40,6 @@ from llcuda_tui.core.engine import (
 from llcuda_tui.core.errors import CountUnavailable, LlcudaError, UserInputError
 from llcuda_tui.core.gpu import GpuProcess, GpuReading, GpuSample, MigDevice
 from llcuda_tui.core.worker import protocol as P
-from llcuda_tui.core.worker.access import WorkerAccess as WorkerAccess  # its old home
 
 DEFAULT_TIMEOUT_S = 2.0
 GENERIC_READ_TIMEOUT_S = 300.0

@@ -32,7 +32,7 @@ from llcuda_tui.core.worker.state import ServedEngine, WorkerState
 from llcuda_tui.core.worker.toolcalls import ToolCallStream, parse_reply
 
 if TYPE_CHECKING:
-    from llcuda_tui.core.worker.router import ModelUse
+    from llcuda_tui.core.worker.model_use import ModelUse
 
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 """No caching, and no buffering in a proxy (nginx) in front of the worker."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from llcuda_tui.core.errors import LlcudaError
-from llcuda_tui.core.worker.client import WorkerAccess
+from llcuda_tui.core.worker.access import WorkerAccess
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,9 @@ serves what is in flight, then is unloaded and no longer listed.
 
 Everything here runs on the event loop's thread (loads and unloads in executor threads), so
 no lock guards the slots; engine threads hand their releases over with
-``call_soon_threadsafe``.
+``call_soon_threadsafe``. One module on purpose: the slots' states and the waits between
+them are one state machine; its settings are in :mod:`.router_config`, a request's hold and
+the per-model series in :mod:`.model_use`.
 """
 
 from __future__ import annotations
@@ -27,10 +29,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import re
-import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,167 +38,24 @@ from typing import TYPE_CHECKING, Any
 from llcuda_tui.core.errors import LlcudaError, UserInputError
 from llcuda_tui.core.fmt import fmt_size
 from llcuda_tui.core.worker import protocol as P
+from llcuda_tui.core.worker.model_use import ModelMetrics, ModelUse
+from llcuda_tui.core.worker.router_config import (
+    INSUFFICIENT_MEMORY,
+    LOADED,
+    LOADING,
+    ON_DISK,
+    UNLOADING,
+    Budget,
+    ModelsConfig,
+    parse_keep_alive,
+)
 
 if TYPE_CHECKING:
-    import concurrent.futures
-
     from llcuda_tui.core.config import Paths
-    from llcuda_tui.core.engine import EngineConfig, GenerationHandle, RunRecord
+    from llcuda_tui.core.engine import EngineConfig, RunRecord
     from llcuda_tui.core.gguf import GgufSummary
     from llcuda_tui.core.worker.batch import BatchStats
     from llcuda_tui.core.worker.state import ServedEngine
-
-INSUFFICIENT_MEMORY = 507
-"""The status of a model that cannot fit the worker's budget even with every other model
-unloaded (WebDAV's "Insufficient Storage", as the issue asked; code ``insufficient_memory``)."""
-
-STORE_CHECK_S = 2.0
-"""How often the loaded models are checked against the store (removed, or re-pointed)."""
-
-LOADED, LOADING, UNLOADING, ON_DISK = "loaded", "loading", "unloading", "on_disk"
-
-
-@dataclass(frozen=True)
-class CatalogModel:
-    """A model named on the command line (``-m``, given more than once): served by its name."""
-
-    name: str
-    path: Path
-    sha256: str | None = None
-
-
-@dataclass(frozen=True)
-class ModelsConfig:
-    """How a worker serving many models decides what stays loaded."""
-
-    catalog: tuple[CatalogModel, ...] = ()
-    """The models served (``-m`` given several times); empty: every model of the store."""
-    aliases: Mapping[str, str] = field(default_factory=dict, hash=False)
-    """Names clients may use for a model (``gpt-4o-mini`` -> a store name); ``[models.aliases]``
-    in the config and ``--alias``. An alias wins over a store name it shadows."""
-    models_max: int = 0
-    """Most models loaded at once; 0: no cap (the memory budget decides)."""
-    memory_budget_bytes: int | None = None
-    """Bytes the loaded models' fit estimates may add up to; None: free VRAM when the worker
-    starts (less CUDA's reserve), or available RAM on the CPU."""
-    idle_unload_s: float | None = None
-    """An idle model is unloaded after this long unless its last request's ``keep_alive``
-    said otherwise; None: kept until evicted."""
-    store_check_s: float = STORE_CHECK_S
-
-
-@dataclass(frozen=True)
-class Budget:
-    """Memory the loaded models may use, by their fit estimates."""
-
-    bytes: int
-    kind: str
-    """'VRAM' or 'RAM'."""
-
-
-def parse_keep_alive(value: Any) -> float | None:
-    """Ollama's ``keep_alive``: seconds (a number), a duration ("5m", "1h30m", "500ms", "-1"),
-    0 = unload after the reply, negative = keep forever (``math.inf``); None when not given."""
-    if value is None:
-        return None
-    seconds: float | None = None
-    if isinstance(value, bool):
-        seconds = None
-    elif isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str):
-        seconds = _duration(value.strip())
-    if seconds is None or math.isnan(seconds):
-        raise P.RequestError(
-            "'keep_alive' must be seconds or a duration like '5m' (0: unload after the reply; "
-            "negative: keep loaded)",
-            param="keep_alive",
-        )
-    return math.inf if seconds < 0 else seconds
-
-
-_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
-
-
-def _duration(text: str) -> float | None:
-    sign = -1.0 if text.startswith("-") else 1.0
-    body = text.lstrip("+-")
-    try:
-        return sign * float(body)
-    except ValueError:
-        pass
-    parts = _DURATION.findall(body)
-    if not body or "".join(n + u for n, u in parts) != body:
-        return None
-    return sign * sum(float(n) * _UNITS[u] for n, u in parts)
-
-
-@dataclass
-class ModelUse:
-    """A request's hold on a model's engine: released once its generation is done (or at
-    once when it never started), so the model is not unloaded under it."""
-
-    engine: ServedEngine
-    name: str
-    """What the request asked for (an alias too): what the response's ``model`` echoes."""
-    model: str
-    """The served model's name (the metrics' label)."""
-    _on_release: Callable[[RunRecord | None], None] | None = None
-
-    def release(self, record: RunRecord | None = None) -> None:
-        """Let go (idempotent); any thread."""
-        on_release, self._on_release = self._on_release, None
-        if on_release is not None:
-            on_release(record)
-
-    def release_when_done(self, handle: GenerationHandle) -> None:
-        """Let go when ``handle``'s generation has settled (also when cancelled or failed);
-        a :meth:`release` before that does nothing (the engine still runs it)."""
-        on_release, self._on_release = self._on_release, None
-        if on_release is None:
-            return
-
-        def done(future: concurrent.futures.Future[RunRecord]) -> None:
-            ok = not future.cancelled() and future.exception() is None
-            on_release(future.result() if ok else None)
-
-        handle.future.add_done_callback(done)
-
-    def release_when_all_done(self, handles: Sequence[GenerationHandle]) -> None:
-        """:meth:`release_when_done` for the choices of one request (``n`` > 1, prompt
-        arrays): let go when the last has settled, counting the tokens of every one."""
-        if len(handles) == 1:
-            self.release_when_done(handles[0])
-            return
-        on_release, self._on_release = self._on_release, None
-        if on_release is None:
-            return
-        lock, records, left = threading.Lock(), [], [len(handles)]
-
-        def done(future: concurrent.futures.Future[RunRecord]) -> None:
-            ok = not future.cancelled() and future.exception() is None
-            with lock:
-                if ok:
-                    records.append(future.result())
-                left[0] -= 1
-                last = left[0] == 0
-            if last and on_release is not None:
-                on_release(_summed(records))
-
-        for handle in handles:
-            handle.future.add_done_callback(done)
-
-
-def _summed(records: list[RunRecord]) -> RunRecord | None:
-    """One record carrying the tokens of all (what the per-model counters read)."""
-    if not records:
-        return None
-    return replace(
-        records[0],
-        prompt_tokens=sum(r.prompt_tokens for r in records),
-        generated_tokens=sum(r.generated_tokens for r in records),
-    )
 
 
 @dataclass(eq=False)
@@ -241,51 +98,6 @@ class _Slot:
     @property
     def shown_state(self) -> str:
         return UNLOADING if self.state == LOADED and self.leaving else self.state
-
-
-class ModelMetrics:
-    """Per-model series on the worker's registry (labels ``model="..."``)."""
-
-    def __init__(self, registry: Any) -> None:
-        from prometheus_client import Counter, Gauge, Histogram
-
-        r = registry
-        self.loads = Counter("llcuda_model_loads", "Model loads", ["model"], registry=r)
-        self.load_failures = Counter(
-            "llcuda_model_load_failures", "Model loads that failed", ["model"], registry=r
-        )
-        self.unloads = Counter(
-            "llcuda_model_unloads",
-            "Model unloads by reason (idle, keep_alive, evicted, request, removed, shutdown)",
-            ["model", "reason"],
-            registry=r,
-        )
-        buckets = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)
-        self.load_seconds = Histogram(
-            "llcuda_model_load_seconds", "Time to load a model", ["model"], buckets=buckets,
-            registry=r,
-        )  # fmt: skip
-        self.requests = Counter(
-            "llcuda_model_requests", "Requests served by model", ["model"], registry=r
-        )
-        self.prompt_tokens = Counter(
-            "llcuda_model_prompt_tokens", "Prompt tokens by model", ["model"], registry=r
-        )
-        self.generated_tokens = Counter(
-            "llcuda_model_generated_tokens", "Generated tokens by model", ["model"], registry=r
-        )
-        self.loaded = Gauge(
-            "llcuda_model_loaded", "1 while the model is loaded", ["model"], registry=r
-        )
-        self.in_flight = Gauge(
-            "llcuda_model_in_flight", "Requests holding the model", ["model"], registry=r
-        )
-        self.budget = Gauge(
-            "llcuda_models_budget_bytes", "Memory the loaded models may use", registry=r
-        )
-        self.used = Gauge(
-            "llcuda_models_used_bytes", "Fit estimates of the models loaded or loading", registry=r
-        )
 
 
 class ModelRouter:

@@ -35,7 +35,9 @@ from llcuda_tui.core.worker.metrics import WorkerMetrics
 if TYPE_CHECKING:
     from llcuda_tui.core.engine import ChatTemplate
     from llcuda_tui.core.gpu import GpuReading, GpuSample, GpuSampler
-    from llcuda_tui.core.worker.router import ModelRouter, ModelsConfig, ModelUse
+    from llcuda_tui.core.worker.model_use import ModelUse
+    from llcuda_tui.core.worker.router import ModelRouter
+    from llcuda_tui.core.worker.router_config import ModelsConfig
 
 
 @dataclass(frozen=True)
@@ -263,7 +265,7 @@ class WorkerState:
         """The engine for a request ``body`` (its ``model`` and ``keep_alive`` on a worker of
         many models; the one engine otherwise), held until the use is released."""
         if self.models is None:
-            from llcuda_tui.core.worker.router import ModelUse
+            from llcuda_tui.core.worker.model_use import ModelUse
 
             name = self.config.model_name
             return ModelUse(self.ready_engine(), name, name)

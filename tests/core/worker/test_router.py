@@ -22,12 +22,8 @@ from llcuda_tui.core.engine import EngineConfig
 from llcuda_tui.core.errors import UserInputError
 from llcuda_tui.core.store import Store
 from llcuda_tui.core.worker import RemoteEngine, WorkerConfig, WorkerServer
-from llcuda_tui.core.worker.router import (
-    CatalogModel,
-    ModelRouter,
-    ModelsConfig,
-    parse_keep_alive,
-)
+from llcuda_tui.core.worker.router import ModelRouter
+from llcuda_tui.core.worker.router_config import CatalogModel, ModelsConfig, parse_keep_alive
 from tests.gguf_factory import write_tiny_llama
 
 pytestmark = pytest.mark.timeout(120)
