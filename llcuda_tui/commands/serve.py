@@ -14,13 +14,15 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from llcuda_tui.commands import argtypes
 from llcuda_tui.core.errors import UserInputError
 
 if TYPE_CHECKING:  # the parser imports this module: the worker and the pool load in run
     from llcuda_tui.core.config import Settings
+    from llcuda_tui.core.engine import EngineConfig
+    from llcuda_tui.core.worker import WorkerConfig
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -160,9 +162,9 @@ def _add_pool_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from llcuda_tui.core.engine import EngineConfig, check_gguf_file
+    from llcuda_tui.core.engine import check_gguf_file
     from llcuda_tui.core.store import lease_file, resolve_model
-    from llcuda_tui.core.worker import Listen, WorkerConfig, is_loopback, read_api_key, serve
+    from llcuda_tui.core.worker import Listen, is_loopback, read_api_key, serve
 
     _check_numbers(args)
     if args.mpi and (args.embeddings or args.pooling):
@@ -192,38 +194,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         return _run_many(args, settings, api_key)
     model = resolve_model(args.model[0], settings.paths)
     check_gguf_file(model.path)
-    engine = EngineConfig.from_settings(
-        model.path,
-        settings,
-        kv_states=True,
-        n_gpu_layers=args.ngl,
-        n_ctx=args.ctx,
-        n_batch=args.batch,
-        n_threads=args.threads,
-        flash_attn=args.fa,
-        backend_sampling=args.backend_sampling,
-        model_sha256=model.sha256,
-        ctx_beyond_training=args.ctx_beyond_training,
-    )
-    engine.validate()
-    config = WorkerConfig(
-        engine=engine,
-        model_name=args.name or model.name,
-        parallel=args.parallel,
-        api_key=api_key,
-        max_body_bytes=args.max_body_bytes,
-        max_tokens=args.max_tokens_limit,
-        sampling=settings.sampling,
-        shutdown_grace_s=args.shutdown_grace,
-        header_timeout_s=args.header_timeout,
-        body_timeout_s=args.body_timeout,
-        idle_timeout_s=args.idle_timeout,
-        max_connections_per_client=args.max_connections_per_client,
-        paths=settings.paths,
-        cors_origins=tuple(args.cors_origin),
-        embeddings=args.embeddings,
-        pooling=args.pooling,
-    )
+    engine = _engine_config(args, settings, model.path, model.sha256)
+    config = _worker_config(
+        args, settings, api_key, engine, args.name or model.name,
+        embeddings=args.embeddings, pooling=args.pooling,
+    )  # fmt: skip
     listen = Listen(args.host, args.port, args.tls_cert, args.tls_key, args.log_level)
 
     def ready(url: str) -> None:
@@ -244,10 +219,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 def _run_many(args: argparse.Namespace, settings: Settings, api_key: str | None) -> int:
     """A worker of many models: the store (no -m) or the -m models, loaded on demand."""
-    from llcuda_tui.core.engine import EngineConfig, check_gguf_file
+    from llcuda_tui.core.engine import check_gguf_file
     from llcuda_tui.core.fmt import parse_size
     from llcuda_tui.core.store import resolve_model
-    from llcuda_tui.core.worker import Listen, WorkerConfig, serve
+    from llcuda_tui.core.worker import Listen, serve
     from llcuda_tui.core.worker.router_config import CatalogModel, ModelsConfig
 
     if args.mpi:
@@ -268,19 +243,8 @@ def _run_many(args: argparse.Namespace, settings: Settings, api_key: str | None)
             raise UserInputError(f"--alias {given!r}: write ALIAS=MODEL, e.g. gpt-4o-mini=smollm")
         aliases[alias.strip()] = target.strip()
     budget = parse_size(args.memory_budget, "--memory-budget") if args.memory_budget else None
-    engine = EngineConfig.from_settings(
-        settings.paths.store_dir,  # each model's own path replaces it at its load
-        settings,
-        kv_states=True,
-        n_gpu_layers=args.ngl,
-        n_ctx=args.ctx,
-        n_batch=args.batch,
-        n_threads=args.threads,
-        flash_attn=args.fa,
-        backend_sampling=args.backend_sampling,
-        ctx_beyond_training=args.ctx_beyond_training,
-    )
-    engine.validate()
+    # each model's own path replaces the store's at its load
+    engine = _engine_config(args, settings, settings.paths.store_dir, None)
     models = ModelsConfig(
         catalog=tuple(catalog),
         aliases=aliases,
@@ -288,23 +252,7 @@ def _run_many(args: argparse.Namespace, settings: Settings, api_key: str | None)
         memory_budget_bytes=budget,
         idle_unload_s=args.idle_unload,
     )
-    config = WorkerConfig(
-        engine=engine,
-        model_name="",
-        parallel=args.parallel,
-        api_key=api_key,
-        max_body_bytes=args.max_body_bytes,
-        max_tokens=args.max_tokens_limit,
-        sampling=settings.sampling,
-        shutdown_grace_s=args.shutdown_grace,
-        header_timeout_s=args.header_timeout,
-        body_timeout_s=args.body_timeout,
-        idle_timeout_s=args.idle_timeout,
-        max_connections_per_client=args.max_connections_per_client,
-        paths=settings.paths,
-        cors_origins=tuple(args.cors_origin),
-        models=models,
-    )
+    config = _worker_config(args, settings, api_key, engine, "", models=models)
     listen = Listen(args.host, args.port, args.tls_cert, args.tls_key, args.log_level)
     what = (
         ", ".join(c.name for c in catalog) if catalog else f"the store {settings.paths.store_dir}"
@@ -348,3 +296,56 @@ def _check_numbers(args: argparse.Namespace) -> None:
     for ok, message in checks:
         if not ok:
             raise UserInputError(message)
+
+
+def _engine_config(
+    args: argparse.Namespace, settings: Settings, path: Path, sha256: str | None
+) -> EngineConfig:
+    """The engine every served model loads with (one model, or each of many), validated."""
+    from llcuda_tui.core.engine import EngineConfig
+
+    engine = EngineConfig.from_settings(
+        path,
+        settings,
+        kv_states=True,
+        n_gpu_layers=args.ngl,
+        n_ctx=args.ctx,
+        n_batch=args.batch,
+        n_threads=args.threads,
+        flash_attn=args.fa,
+        backend_sampling=args.backend_sampling,
+        model_sha256=sha256,
+        ctx_beyond_training=args.ctx_beyond_training,
+    )
+    engine.validate()
+    return engine
+
+
+def _worker_config(
+    args: argparse.Namespace,
+    settings: Settings,
+    api_key: str | None,
+    engine: EngineConfig,
+    model_name: str,
+    **more: Any,
+) -> WorkerConfig:
+    """The worker's settings from the command line (``more``: what one mode adds)."""
+    from llcuda_tui.core.worker import WorkerConfig
+
+    return WorkerConfig(
+        engine=engine,
+        model_name=model_name,
+        parallel=args.parallel,
+        api_key=api_key,
+        max_body_bytes=args.max_body_bytes,
+        max_tokens=args.max_tokens_limit,
+        sampling=settings.sampling,
+        shutdown_grace_s=args.shutdown_grace,
+        header_timeout_s=args.header_timeout,
+        body_timeout_s=args.body_timeout,
+        idle_timeout_s=args.idle_timeout,
+        max_connections_per_client=args.max_connections_per_client,
+        paths=settings.paths,
+        cors_origins=tuple(args.cors_origin),
+        **more,
+    )
