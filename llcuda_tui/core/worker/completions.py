@@ -99,6 +99,8 @@ async def _generate(
     logprobs = requests[0].logprobs is not None
     if parsed.stream:
         shaper = P.StreamShaper(chat, use.name, parsed.include_usage, logprobs, parsed.n)
+        # one plain choice keeps its own loop: it runs for every token of every stream, and
+        # the choices' bookkeeping (indexes, records, echoes, logprobs) is not free there
         if len(handles) == 1 and not logprobs and echoes is None:
             events = _events(bridge, handles[0], shaper, cfg.heartbeat_s, calls[0])
         else:
