@@ -1,12 +1,17 @@
 """A reply as it streams: append-only text, soft-wrapped into lines (Textual's Line API).
 
 It is the body of the streaming :class:`~llcuda_tui.widgets.ChatMessage`, the last turn of
-the transcript, and grows by whole lines. Why not a ``Markdown`` or a ``Static`` updated with
-the text so far: each update re-parses or re-wraps the whole reply and re-renders every line
-of it (the Markdown widget re-mounts blocks; ~5-10 ms of the UI thread a batch on a small
-machine, taken from the engine). Here an append wraps only the new text, repaints only the
-lines that changed, and asks for a layout only when a line was added: at most one per batch
-(the screen's drain timer), never one per token.
+the transcript. Why not a ``Markdown`` or a ``Static`` updated with the text so far: each
+update re-parses or re-wraps the whole reply and re-renders all of it. Here an append wraps
+only the new text and repaints only the lines that changed.
+
+Its height is what costs: a change of height is a layout of the screen and, in a transcript
+scrolled to its end, a repaint of every line in it (measured, bench/tui_ui_cost.py, 120x40:
+~40 ms of the UI thread each; one per new line took 35-55 % of a core at 250 tok/s, against
+9-19 % for a fixed-size view). So it grows by ``step`` lines at a time (a few blank lines
+under the text while it streams), and up to ``max_lines`` (a screenful, set by the
+transcript); past that it keeps its size and shows the newest lines, which repaints only
+itself. The finished reply, rendered as Markdown in the same turn, has every line.
 """
 
 from __future__ import annotations
@@ -52,7 +57,8 @@ def wrap_into(lines: list[str], col: int, text: str, width: int) -> int:
 
 
 class StreamView(Widget):
-    """Append-only text, soft-wrapped at word boundaries, as tall as its lines."""
+    """Append-only text, soft-wrapped at word boundaries; as tall as its lines rounded up to
+    ``step``, at most ``max_lines`` (then it shows the newest ones)."""
 
     DEFAULT_CSS = """
     StreamView {
@@ -60,8 +66,18 @@ class StreamView(Widget):
     }
     """
 
-    def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        step: int = 1,
+        max_lines: int = 0,
+        id: str | None = None,
+        classes: str | None = None,
+    ) -> None:
         super().__init__(id=id, classes=classes)
+        self.step = max(1, step)
+        self.max_lines = max_lines
+        """The tallest it grows (0: no limit)."""
         self._lines: list[str] = [""]
         self._col = 0
         self._text: list[str] = []
@@ -75,8 +91,19 @@ class StreamView(Widget):
 
     @property
     def lines(self) -> list[str]:
-        """The wrapped lines so far."""
+        """The wrapped lines so far (the view shows the last ones once they outgrow it)."""
         return list(self._lines)
+
+    def height_for(self, n_lines: int) -> int:
+        """The height for ``n_lines`` lines: rounded up to ``step``, capped at ``max_lines``."""
+        height = -(-n_lines // self.step) * self.step
+        return min(height, self.max_lines) if self.max_lines > 0 else height
+
+    def set_limits(self, step: int, max_lines: int) -> None:
+        """New ``step`` and ``max_lines`` (the transcript was resized)."""
+        if (max(1, step), max_lines) != (self.step, self.max_lines):
+            self.step, self.max_lines = max(1, step), max_lines
+            self.refresh(layout=True)
 
     def _rewrap(self, width: int) -> None:
         self._width = width
@@ -86,10 +113,10 @@ class StreamView(Widget):
     def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
         if width != self._width and width > 0:  # the first layout, or a resize: rare
             self._rewrap(width)
-        return len(self._lines)
+        return self.height_for(len(self._lines))
 
     def append(self, text: str) -> None:
-        """Add ``text``: repaint the lines it changed, and lay out only when it added one."""
+        """Add ``text``: repaint the lines it changed, lay out only when the height changes."""
         if not text:
             return
         self._text.append(text)
@@ -97,16 +124,22 @@ class StreamView(Widget):
             self.refresh(layout=True)
             return
         lines = self._lines
+        height = self.height_for(len(lines))
         first_changed = len(lines) - 1
         self._col = wrap_into(lines, self._col, text, self._width)
         self._style = self.rich_style  # once per batch: it walks the DOM
         added = len(lines) - 1 - first_changed
-        if added:
-            self.refresh(Region(0, first_changed, self._width, added + 1), layout=True)
-        else:
-            self.refresh(Region(0, first_changed, self._width, 1))
+        if self.height_for(len(lines)) != height:
+            self.refresh(layout=True)
+        elif added and len(lines) > height:  # it shows the newest lines: they all moved up
+            self.refresh()
+        else:  # repaint only the lines that changed
+            top = max(0, len(lines) - height)
+            self.refresh(Region(0, first_changed - top, self._width, added + 1))
 
     def render_line(self, y: int) -> Strip:
-        text = self._lines[y] if y < len(self._lines) else ""
+        height = self.height_for(len(self._lines))
+        index = max(0, len(self._lines) - height) + y
+        text = self._lines[index] if index < len(self._lines) else ""
         style = self._style or self.rich_style
         return Strip([Segment(text, style)]).crop_extend(0, self.content_region.width, style)

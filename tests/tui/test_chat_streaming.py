@@ -89,3 +89,41 @@ async def test_the_reply_streams_as_the_last_turn_and_stays_there(
         assert turn.query(Markdown) and turn.text == saved.content and turn.seq == saved.seq
         assert "decode" in str(turn.query_one(".record").render())
         assert transcript.scroll_y == 0
+
+
+async def test_the_streaming_body_grows_in_steps_up_to_a_screenful() -> None:
+    """Each change of the body's height is a layout and a repaint of the transcript: it grows
+    ``step`` lines at a time, never past ``max_lines``, and then shows the newest lines; a
+    batch that adds no line repaints without a layout."""
+    from textual.app import App, ComposeResult
+
+    class One(App[None]):
+        def compose(self) -> ComposeResult:
+            yield StreamView(step=3, max_lines=6)
+
+    layouts: list[bool] = []
+    app = One()
+    async with app.run_test(size=(24, 12)) as pilot:
+        view = app.query_one(StreamView)
+        original = view.refresh
+
+        def counting_refresh(*regions, layout=False, **kw):  # type: ignore[no-untyped-def]
+            layouts.append(layout)
+            return original(*regions, layout=layout, **kw)
+
+        view.refresh = counting_refresh  # type: ignore[method-assign]
+        await pilot.pause()
+        heights = []
+        for n in range(1, 11):
+            view.append(f"line {n}\n" if n < 10 else "line 10")
+            await pilot.pause()
+            heights.append(view.size.height)
+        assert heights == [3, 3, 6, 6, 6, 6, 6, 6, 6, 6]
+        assert view.lines[-1] == "line 10"
+        shown = [view.render_line(y).text.rstrip() for y in range(view.size.height)]
+        assert shown == [f"line {n}" for n in range(5, 11)]
+        assert layouts.count(True) == 2  # one per step: 3 lines, then 6
+        layouts.clear()
+        view.append(" more")  # the same line: a repaint of it, no layout
+        await pilot.pause()
+        assert layouts == [False] and view.size.height == 6

@@ -98,8 +98,23 @@ class Transcript(VerticalScroll):
             record_text=STREAMING_NOTE,
             streaming=True,
         )
+        if message.stream is not None:
+            message.stream.step, message.stream.max_lines = stream_limits(self.size.height)
         self.mount(message)
         return message
+
+    def on_resize(self) -> None:
+        for message in self.query(ChatMessage):
+            if message.stream is not None:
+                message.stream.set_limits(*stream_limits(self.size.height))
+
+
+def stream_limits(height: int) -> tuple[int, int]:
+    """How a streaming reply grows in a transcript ``height`` lines tall: (lines at a time,
+    the most lines). Each growth is a layout and a repaint of the transcript (~40 ms at
+    120x40, widgets/stream_view.py): a sixth of the view at a time is 5 of them a screenful;
+    the most is the view less the turn's label, record and margins (4 lines)."""
+    return max(2, height // 6), max(3, height - 4)
 
 
 STREAMING_NOTE = "streaming (Esc stops)"
