@@ -9,9 +9,9 @@ Its height is what costs: a change of height is a layout of the screen and, in a
 scrolled to its end, a repaint of every line in it (measured, bench/tui_ui_cost.py, 120x40:
 ~40 ms of the UI thread each; one per new line took 35-55 % of a core at 250 tok/s, against
 9-19 % for a fixed-size view). So it grows by ``step`` lines at a time (a few blank lines
-under the text while it streams), and up to ``max_lines`` (a screenful, set by the
-transcript); past that it keeps its size and shows the newest lines, which repaints only
-itself. The finished reply, rendered as Markdown in the same turn, has every line.
+under the text while it streams), and up to ``max_lines`` (half the transcript, set by
+it); past that it keeps its size and shows the newest lines, which repaints only itself.
+The finished reply, rendered as Markdown in the same turn, has every line.
 """
 
 from __future__ import annotations

@@ -91,7 +91,7 @@ async def test_the_reply_streams_as_the_last_turn_and_stays_there(
         assert transcript.scroll_y == 0
 
 
-async def test_the_streaming_body_grows_in_steps_up_to_a_screenful() -> None:
+async def test_the_streaming_body_grows_in_steps_up_to_its_limit() -> None:
     """Each change of the body's height is a layout and a repaint of the transcript: it grows
     ``step`` lines at a time, never past ``max_lines``, and then shows the newest lines; a
     batch that adds no line repaints without a layout."""

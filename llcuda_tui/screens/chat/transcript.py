@@ -112,9 +112,11 @@ class Transcript(VerticalScroll):
 def stream_limits(height: int) -> tuple[int, int]:
     """How a streaming reply grows in a transcript ``height`` lines tall: (lines at a time,
     the most lines). Each growth is a layout and a repaint of the transcript (~40 ms at
-    120x40, widgets/stream_view.py): a sixth of the view at a time is 5 of them a screenful;
-    the most is the view less the turn's label, record and margins (4 lines)."""
-    return max(2, height // 6), max(3, height - 4)
+    120x40, widgets/stream_view.py): a sixth of the view at a time is 3 of them. At most half
+    the view, so your turn stays in sight above it: each new line then repaints the reply's
+    lines, and a screenful of them cost ~14 ms a repaint against ~10 ms for half of one
+    (bench/tui_ui_cost.py); the finished reply, in the same turn, has every line."""
+    return max(2, height // 6), max(3, height // 2)
 
 
 STREAMING_NOTE = "streaming (Esc stops)"
@@ -154,7 +156,7 @@ class LiveReply:
         done = reply.done
         message = self.message
         text = reply.drain()
-        if message is None:
+        if message is None or not message.is_attached:  # the transcript was re-shown
             return done
         message.append(text)
         self.ticks += 1
