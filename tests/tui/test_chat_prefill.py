@@ -47,7 +47,8 @@ async def test_prefill_progress_is_shown_and_esc_stops_it_without_an_empty_turn(
 
         def mid_prefill() -> bool:
             # in the record line of the reply's turn, the transcript's last one
-            turn = chat.transcript.children[-1]
+            turns = list(chat.transcript.children)
+            turn = turns[-1] if turns else None  # nothing before the user's turn shows
             if not isinstance(turn, ChatMessage) or turn.stream is None:
                 return False
             match = PROGRESS.match(str(turn.query_one(".record").render()))
