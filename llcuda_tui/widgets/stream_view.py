@@ -7,10 +7,11 @@ only the new text and repaints only the lines that changed.
 
 Its height is what costs: a change of height is a layout of the screen and, in a transcript
 scrolled to its end, a repaint of every line in it (measured, bench/tui_ui_cost.py, 120x40:
-~40 ms of the UI thread each; one per new line took 35-55 % of a core at 250 tok/s, against
-9-19 % for a fixed-size view). So it grows by ``step`` lines at a time (a few blank lines
-under the text while it streams), and up to ``max_lines`` (half the transcript, set by
-it); past that it keeps its size and shows the newest lines, which repaints only itself.
+~40 ms of the UI thread each; one per new line took 33-56 % of a core at 250 tok/s, against
+6-19 % for the fixed-size panel this replaced). So it grows by ``step`` lines at a time (a
+few blank lines under the text while it streams), and up to ``max_lines`` (half the
+transcript, set by it); past that it keeps its size and shows the newest lines, which
+repaints only itself.
 The finished reply, rendered as Markdown in the same turn, has every line.
 """
 
