@@ -256,8 +256,18 @@ class LlcudaApp(App[int]):
     def starters_done(self, message: StartersAdopted | StartersFailed) -> None:
         self.adopting_starters = False
         if isinstance(message, StartersAdopted) and message.names:
-            self.store_generation += 1  # the other screens relist when shown
-        self.screen.post_message(StoreChanged())  # and this one now
+            self.store_changed()
+        else:
+            self.screen.post_message(StoreChanged())  # it may have listed before the check
+
+    def store_changed(self, by: Screen | None = None) -> None:
+        """The store changed here (``by`` that screen, which relists itself): the screen
+        shown now relists at once, the others when they are shown again. An import started
+        on F2 can end while Chat is shown: Chat had resumed before the change, so it stayed
+        stale until the next F2 and F1."""
+        self.store_generation += 1
+        if self.screen is not by:
+            self.screen.post_message(StoreChanged())
 
     # --- engine -------------------------------------------------------------------------------
 

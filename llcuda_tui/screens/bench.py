@@ -383,10 +383,13 @@ class BenchScreen(Screen[None]):
 
         self.choices = {c.name: c for c in message.choices}
         select = self.query_one("#bench-model", Select)
+        # a relist (the store changed on F2) keeps the pick: it fell back to the default
+        # model, so Run benchmarked another one than the user had picked
+        current = select.value if isinstance(select.value, str) else None
         select.set_options(
             (f"{c.name}  {c.quant}  {fmt_size(c.size_bytes)}", c.name) for c in message.choices
         )
-        default = default_choice(message.choices)
+        default = default_choice(message.choices, current)
         if default is not None:
             select.value = default.name
         else:

@@ -473,7 +473,7 @@ class ModelsScreen(Screen[None]):
     @on(StoreActionDone)
     def store_action_done(self, message: StoreActionDone) -> None:
         if message.ok and message.what in ("delete", "import", "pull"):
-            self.llcuda.store_generation += 1  # the Chat and Bench pickers relist
+            self.llcuda.store_changed(by=self)  # the Chat and Bench pickers relist
         self.notify(
             message.message,
             severity="information" if message.ok else "error",

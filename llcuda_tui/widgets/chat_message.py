@@ -8,7 +8,10 @@ from typing import TYPE_CHECKING, ClassVar
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
+from textual.widget import Widget
 from textual.widgets import Static
+
+from llcuda_tui.widgets.stream_view import StreamView
 
 if TYPE_CHECKING:
     from markdown_it import MarkdownIt
@@ -73,8 +76,11 @@ def hard_break_parser() -> MarkdownIt:
 
 
 class ChatMessage(Vertical, can_focus=True):
-    """A user or assistant turn with its run record underneath (a streaming reply is shown
-    by StreamView and becomes a ChatMessage when it is complete).
+    """A user or assistant turn with its run record underneath.
+
+    A reply streams in the turn that keeps it (``streaming=True``): its text goes into a
+    :class:`StreamView` (plain wrapped lines, cheap to append to) and the record line shows
+    the progress; :meth:`finish` then renders the text as Markdown in the same place.
 
     Focused, Up and Down move the focus to the turn before or after it (the screen's Ctrl+Y
     copies the focused turn)."""
@@ -98,6 +104,7 @@ class ChatMessage(Vertical, can_focus=True):
     ChatMessage > .record { color: $text-muted; text-style: italic; }
     ChatMessage > .record.-empty { display: none; }
     ChatMessage > Markdown { margin: 0; padding: 0; background: transparent; }
+    ChatMessage > StreamView { margin: 0 0 1 0; }
     """
 
     def __init__(
@@ -108,6 +115,7 @@ class ChatMessage(Vertical, can_focus=True):
         label: str | None = None,
         record_text: str = "",
         seq: int | None = None,
+        streaming: bool = False,
     ) -> None:
         super().__init__(classes=f"-{role}")
         self.role = role
@@ -115,23 +123,49 @@ class ChatMessage(Vertical, can_focus=True):
         self._text = content
         self._label = label or {"user": "you", "assistant": "assistant"}.get(role, role)
         self._record_text = record_text
+        self.stream: StreamView | None = StreamView() if streaming else None
+        """The body while the reply streams (None once it is finished, or never streamed)."""
 
     def compose(self) -> ComposeResult:
-        # imported with the first message, not with the Chat screen (markdown-it and pygments:
-        # 34 ms of the TUI's start-up)
-        from textual.widgets import Markdown
-
         yield Static(self._label, classes="role", markup=False)
-        yield Markdown(keep_shape(self._text), parser_factory=hard_break_parser)
+        yield self.stream if self.stream is not None else self.markdown(self._text)
         yield Static(
             self._record_text,
             classes="record" + ("" if self._record_text else " -empty"),
             markup=False,
         )
 
+    @staticmethod
+    def markdown(text: str) -> Widget:
+        # imported with the first message, not with the Chat screen (markdown-it and pygments:
+        # 34 ms of the TUI's start-up)
+        from textual.widgets import Markdown
+
+        return Markdown(keep_shape(text), parser_factory=hard_break_parser)
+
     @property
     def text(self) -> str:
-        return self._text
+        return self.stream.text if self.stream is not None else self._text
+
+    def append(self, text: str) -> None:
+        """Streaming: add ``text`` to the reply (the screen's drain timer, once a batch)."""
+        if self.stream is not None:
+            self.stream.append(text)
+
+    def show_progress(self, text: str) -> None:
+        """Streaming: the record line says ``text`` (tokens and speed, prefill); one line
+        whose height never changes, so no layout."""
+        self.query_one(".record", Static).update(text, layout=False)
+
+    def finish(self, content: str, record_text: str, seq: int | None = None) -> None:
+        """The reply is complete: render ``content`` as Markdown where the streamed text was,
+        in this same turn (it keeps its place in the transcript), with its record."""
+        stream, self.stream = self.stream, None
+        self._text, self.seq = content, seq
+        if stream is not None:
+            self.mount(self.markdown(content), before=stream)
+            stream.remove()
+        self.show_record(record_text)
 
     def action_neighbour(self, step: int) -> None:
         """Focus the turn ``step`` places away (the first or last one stays put)."""

@@ -1,7 +1,8 @@
 """One snapshot per screen at 120x40 and at 80x24 (the smallest size every screen must be
-usable at), and the keys screen (?), on fixed data: no model is loaded (the chat engine is a
-stand-in with a fixed LoadInfo and token count), GPU data is a recorded H100 trace, the
-clock, the disk's free space and the fit device are fixed, and cursors do not blink.
+usable at), the Chat screen while a reply streams, and the keys screen (?), on fixed data:
+no model is loaded (the chat engine is a stand-in with a fixed LoadInfo and token count), GPU
+data is a recorded H100 trace, the clock, the disk's free space and the fit device are fixed,
+and cursors do not blink.
 
 Update after an intended change: ``pytest tests/snapshots --snapshot-update``; the README's
 screenshots (docs/screenshots/) are these files, copied by ``tests/snapshots/export.py``.
@@ -155,6 +156,56 @@ def test_chat_screen(
         # the scrollbar repainted from the settled state: its last paint could come from an
         # earlier layout (the same scroll state and text, the thumb a fraction of a row short of
         # the bottom); the stored snapshot had such a stale thumb, and matched only sometimes
+        chat.transcript.vertical_scrollbar.refresh()
+        await pilot.pause(0.1)
+
+    assert snap_compare(app, terminal_size=size, run_before=ready)
+
+
+STREAMED = (
+    "Both hold a model's weights. **safetensors** stores tensors only, safely (no code runs "
+    "on load); the tokenizer and the config are files beside it.\n\nGGUF puts the weights, "
+    "quantized, the tokenizer and the chat template in one file that llama.cpp maps into "
+    "memory, so a model is one download and"
+)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_chat_screen_streaming(
+    size: tuple[int, int], snap_compare: Any, settings: Settings, smollm_path: Path
+) -> None:
+    """A reply while it streams: its own turn, the conversation's last, with its progress
+    (the text is appended as the drain timer appends it; no generation runs)."""
+    choice = ModelChoice(
+        "smollm2-135m-instruct",
+        smollm_path,
+        RECORD["model_sha256"],
+        "Q4_1",
+        smollm_path.stat().st_size,
+        "starter",
+    )
+    app = make_app(settings, engine=StandInEngine(), engine_choice=choice)
+    store = app.conversations
+    conv = store.create(
+        model="smollm2-135m-instruct", settings=ChatSettings(temperature=0.2, max_tokens=256)
+    )
+    store.add_message(conv.id, "user", "What is a GGUF file?")
+    store.add_message(conv.id, "assistant", REPLY, model="smollm2-135m-instruct", record=RECORD)
+    store.add_message(conv.id, "user", "And how is it different from safetensors?")
+
+    async def ready(pilot: Any) -> None:
+        chat = app.screen
+        await wait_for(pilot, lambda: chat.choices and chat.plan is not None, what="ready")
+        no_blink(app)
+        turn = chat.transcript.add_streaming("smollm2-135m-instruct")
+        chat.transcript.anchor()
+        await pilot.pause()
+        for i in range(0, len(STREAMED), 40):  # in batches, as the drain timer appends
+            turn.append(STREAMED[i : i + 40])
+            await pilot.pause()
+        turn.show_progress("61 tokens · 78.5 t/s · Esc stops")
+        state = lambda: (chat.transcript.virtual_size, chat.transcript.scroll_y)  # noqa: E731
+        await settled(pilot, state)
         chat.transcript.vertical_scrollbar.refresh()
         await pilot.pause(0.1)
 

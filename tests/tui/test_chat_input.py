@@ -50,6 +50,12 @@ async def test_a_pasted_multi_line_prompt_is_sent_whole(
         user = app.conversations.messages(conv.id)[0]
         assert user.role == "user" and user.content == PASTED + "\nok"
         assert prompt.value == ""
+        # a few lines, then it scrolls: twelve lines keep it at its cap, the cursor in view
+        many = "\n".join(f"line {n}" for n in range(1, 13))
+        app.post_message(events.Paste(many))
+        await wait_for(pilot, lambda: prompt.value == many, 10, "the long paste")
+        await wait_for(pilot, lambda: prompt.scroll_offset.y > 0, 10, "the box scrolled")
+        assert prompt.size.height == prompt.styles.max_height.value  # type: ignore[union-attr]
 
 
 async def test_changing_ctx_keeps_the_picked_model(

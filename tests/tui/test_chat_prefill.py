@@ -1,6 +1,6 @@
 """The Chat screen during a long prefill (the starter model on the CPU, through the engine
-process): the live reply shows the prompt's progress, and Esc stops it mid-prefill without
-leaving an empty assistant turn (#16 item 5)."""
+process): the reply's turn in the transcript shows the prompt's progress, and Esc stops it
+mid-prefill without leaving an empty assistant turn (#16 item 5)."""
 
 from __future__ import annotations
 
@@ -12,14 +12,14 @@ import pytest
 from llcuda_tui.core.chat import Phase
 from llcuda_tui.core.config import Settings
 from llcuda_tui.screens.chat.transcript import LiveReply
-from llcuda_tui.widgets import ChatMessage, StreamView
+from llcuda_tui.widgets import ChatMessage
 from tests.tui.conftest import SIZE, make_app, wait_for
 from tests.tui.test_chat import chat_settings, focused, load_smollm
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(180)]
 LONG_PROMPT = "Summarize this: " + "the river carries stones down to the sea, " * 122
 """About 1,100 tokens with SmolLM2's chat template: seconds of prefill on this CPU."""
-PROGRESS = re.compile(r"^prefilling ([\d,]+) / ([\d,]+) tokens$")
+PROGRESS = re.compile(r"^prefilling ([\d,]+) / ([\d,]+) tokens · Esc stops$")
 
 
 async def test_prefill_progress_is_shown_and_esc_stops_it_without_an_empty_turn(
@@ -30,7 +30,7 @@ async def test_prefill_progress_is_shown_and_esc_stops_it_without_an_empty_turn(
 
     def recording_tick(self: LiveReply, reply) -> bool:  # type: ignore[no-untyped-def]
         done = original_tick(self, reply)
-        subtitle = str(self.view.border_subtitle)
+        subtitle = self.readout
         if not shown or shown[-1] != subtitle:
             shown.append(subtitle)
         return done
@@ -46,7 +46,12 @@ async def test_prefill_progress_is_shown_and_esc_stops_it_without_an_empty_turn(
         await pilot.press("enter")
 
         def mid_prefill() -> bool:
-            match = PROGRESS.match(str(chat.query_one("#live", StreamView).border_subtitle))
+            # in the record line of the reply's turn, the transcript's last one
+            turns = list(chat.transcript.children)
+            turn = turns[-1] if turns else None  # nothing before the user's turn shows
+            if not isinstance(turn, ChatMessage) or turn.stream is None:
+                return False
+            match = PROGRESS.match(str(turn.query_one(".record").render()))
             return match is not None and 0 < int(match[1].replace(",", "")) < int(
                 match[2].replace(",", "")
             )

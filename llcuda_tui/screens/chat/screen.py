@@ -51,7 +51,6 @@ from llcuda_tui.widgets import (
     ConversationList,
     KeyFooter,
     PromptArea,
-    StreamView,
 )
 
 if TYPE_CHECKING:
@@ -179,14 +178,11 @@ class ChatScreen(Screen[None]):
                     placeholder="message: Enter sends, Ctrl+J adds a line, Esc stops a reply",
                     id="prompt",
                 )
-        # a child of the screen, not of the chat column: a repaint of the streaming reply
-        # then re-renders 4 widgets (screen, column, footer, view) instead of 12
-        yield StreamView(id="live")
         yield KeyFooter()
 
     def on_mount(self) -> None:
         self.llcuda.chat_screen = self
-        self.live = LiveReply(self.query_one("#live", StreamView), self.prompt)
+        self.live = LiveReply(self.prompt)
         self.drain_timer = self.set_interval(1 / DRAIN_HZ, self.drain_tick, pause=True)
         self.load_timer = self.set_interval(0.1, self.load_tick, pause=True)
         self.transcript.anchor()
@@ -588,7 +584,7 @@ class ChatScreen(Screen[None]):
             self.prompt.value = ""
         choice = session.choice
         name = choice.name if choice is not None else "model"
-        self.live.begin(f"assistant · {name} · streaming (Esc stops)")
+        self.live.begin(self.transcript.add_streaming(name))  # the reply's turn, in place
         self.transcript.anchor()
         self.set_status(f"{name}: generating…")
         self.drain_timer.resume()
@@ -603,21 +599,24 @@ class ChatScreen(Screen[None]):
 
     def finish_reply(self) -> None:
         self.drain_timer.pause()
-        self.live.end()
+        message = self.live.end()
         done = self.session.finish_reply()
         if done.saved is None and done.record is not None:
+            if message is not None:
+                message.remove()
             self.set_status(
                 f"{done.model or 'model'}: stopped before the first token; nothing saved"
             )
             self.schedule_count()
             return
+        # the turn it streamed into becomes the finished one, where it is: no jump, and
+        # no scroll (a transcript scrolled up to read stays there; anchored, it stays so)
         if done.saved is None or done.record is None:
-            self.transcript.add_failed(done.text, done.model, done.error)
+            self.transcript.finish_failed(message, done.text, done.model, done.error)
             self.set_status(f"generation failed: {done.error}")
             self.notify(str(done.error), severity="error")
             return
-        self.transcript.add(done.saved)
-        self.transcript.anchor()
+        self.transcript.finish(message, done.saved)
         self.refresh_conversations()
         record, name = done.record, done.model or "model"
         stop = record.stop_reason

@@ -1,11 +1,14 @@
 """The transcript: the open conversation's turns, and the reply while it streams.
 
-Streaming path (measured by bench/tui_streaming.py): a model loaded here runs in an engine
-process (:class:`~llcuda_tui.core.engine.ProcessEngine`), so no repaint can delay a token;
-its chunks arrive in 25 ms batches and are appended to a :class:`ReplyStream` (core); a
-10 Hz timer of the screen drains that into a fixed-size :class:`StreamView` (only its own
-lines repaint: no layout pass while streaming); the speed readout updates every 4th tick;
-the reply is rendered as Markdown once, at the end (a :class:`ChatMessage` here).
+The reply streams in place, as the transcript's last turn: a :class:`ChatMessage` made with
+``streaming=True``, where it then stays. Streaming path (measured by bench/tui_streaming.py):
+a model loaded here runs in an engine process (:class:`~llcuda_tui.core.engine.ProcessEngine`),
+so no repaint can delay a token; its chunks arrive in 25 ms batches and are appended to a
+:class:`ReplyStream` (core); a 10 Hz timer of the screen drains that into the turn's
+:class:`~llcuda_tui.widgets.StreamView` (plain wrapped lines: a batch repaints its own lines,
+and lays out only when it adds a line, at most once a tick); the speed readout, in the turn's
+record line, updates every 4th tick without a layout; the reply is rendered as Markdown once,
+at the end, in the same turn (:meth:`ChatMessage.finish`).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from textual.widgets import TextArea
 from llcuda_tui.core.chat import RateMeter, ReplyStream
 from llcuda_tui.core.conversations import Message, describe_record
 from llcuda_tui.core.engine import PrefillProgress
-from llcuda_tui.widgets import ChatMessage, StreamView
+from llcuda_tui.widgets import ChatMessage
 
 DRAIN_HZ = 10
 """Every repaint costs the UI thread a few ms whatever it shows (Textual re-renders each
@@ -66,31 +69,78 @@ class Transcript(VerticalScroll):
     def add(self, m: Message) -> None:
         self.mount(message_widget(m))
 
-    def add_failed(self, text: str, model: str | None, error: BaseException | None) -> None:
+    def finish(self, streamed: ChatMessage | None, m: Message) -> None:
+        """The reply ``m`` (saved) is complete: the turn it ``streamed`` into shows it."""
+        if streamed is None or not streamed.is_attached:  # the transcript was re-shown
+            self.add(m)
+            return
+        streamed.finish(m.content, describe_record(m.record) if m.record else "", m.seq)
+
+    def finish_failed(
+        self,
+        streamed: ChatMessage | None,
+        text: str,
+        model: str | None,
+        error: BaseException | None,
+    ) -> None:
         """A reply that failed: what streamed before the error, and the error."""
+        if streamed is not None and streamed.is_attached:
+            streamed.finish(text, f"error: {error}")
+            return
         label = f"assistant · {model or 'model'}"
         self.mount(ChatMessage("assistant", text, label=label, record_text=f"error: {error}"))
 
+    def add_streaming(self, model: str | None) -> ChatMessage:
+        """The turn a reply streams into, as the last one."""
+        message = ChatMessage(
+            "assistant",
+            label=f"assistant · {model or 'model'}",
+            record_text=STREAMING_NOTE,
+            streaming=True,
+        )
+        if message.stream is not None:
+            message.stream.step, message.stream.max_lines = stream_limits(self.size.height)
+        self.mount(message)
+        return message
+
+    def on_resize(self) -> None:
+        for message in self.query(ChatMessage):
+            if message.stream is not None:
+                message.stream.set_limits(*stream_limits(self.size.height))
+
+
+def stream_limits(height: int) -> tuple[int, int]:
+    """How a streaming reply grows in a transcript ``height`` lines tall: (lines at a time,
+    the most lines). Each growth is a layout and a repaint of the transcript (~40 ms at
+    120x40, widgets/stream_view.py): a sixth of the view at a time is 3 of them. At most half
+    the view, so your turn stays in sight above it: each new line then repaints the reply's
+    lines, and a screenful of them cost ~14 ms a repaint against ~10 ms for half of one
+    (bench/tui_ui_cost.py); the finished reply, in the same turn, has every line."""
+    return max(2, height // 6), max(3, height // 2)
+
+
+STREAMING_NOTE = "streaming (Esc stops)"
+
 
 class LiveReply:
-    """The reply while it streams: drained into ``view`` at :data:`DRAIN_HZ` (by the
-    screen's timer calling :meth:`tick`), its speed in the view's border. While it streams
-    the prompt's cursor holds still and the GIL switch interval is short."""
+    """The reply while it streams: drained into its turn (``message``) at :data:`DRAIN_HZ`
+    (by the screen's timer calling :meth:`tick`), its progress in the turn's record line.
+    While it streams the prompt's cursor holds still and the GIL switch interval is short."""
 
-    def __init__(self, view: StreamView, prompt: TextArea) -> None:
-        self.view = view
+    def __init__(self, prompt: TextArea) -> None:
         self.prompt = prompt
+        self.message: ChatMessage | None = None
+        self.readout = ""
+        """What the turn's record line says now (tokens and speed, or the prefill)."""
         self.rate = RateMeter()
         self.ticks = 0
         self._prefill_shown: PrefillProgress | None = None
         self._prefill_due = 0
         self._switch_interval: float | None = None
 
-    def begin(self, title: str) -> None:
-        view = self.view
-        view.reset(title)
-        view.border_subtitle = ""
-        view.add_class("-visible")
+    def begin(self, message: ChatMessage) -> None:
+        self.message = message
+        self.readout = ""
         self.rate = RateMeter()
         self.ticks = 0
         self._prefill_shown = None
@@ -104,25 +154,35 @@ class LiveReply:
     def tick(self, reply: ReplyStream) -> bool:
         """Show what arrived since the last tick; True when the reply is done."""
         done = reply.done
-        self.view.append(reply.drain())
+        message = self.message
+        text = reply.drain()
+        if message is None or not message.is_attached:  # the transcript was re-shown
+            return done
+        message.append(text)
         self.ticks += 1
         prefill = reply.prefill
         if not done and not reply.tokens and prefill is not None:
             # until the first token: the prompt's progress, at most every PREFILL_EVERY ticks
             if prefill is not self._prefill_shown and self.ticks >= self._prefill_due:
-                self.view.border_subtitle = prefill.describe()
+                self.show(f"{prefill.describe()} · Esc stops")
                 self._prefill_shown, self._prefill_due = prefill, self.ticks + PREFILL_EVERY
             return done
         if not done and self.ticks % READOUT_EVERY == 0:
-            # in the view's own border: repaints stay inside the view's region
             rate = self.rate.update(reply.tokens)
-            self.view.border_subtitle = f"{reply.tokens} tokens · {rate:.1f} t/s"
+            self.show(f"{reply.tokens} tokens · {rate:.1f} t/s · Esc stops")
         return done
 
-    def end(self) -> None:
+    def show(self, readout: str) -> None:
+        self.readout = readout
+        if self.message is not None:
+            self.message.show_progress(readout)
+
+    def end(self) -> ChatMessage | None:
+        """The reply stopped streaming: its turn (for the screen to finish or remove)."""
         self.restore()
         self.prompt.cursor_blink = True
-        self.view.remove_class("-visible")
+        message, self.message = self.message, None
+        return message
 
     def restore(self) -> None:
         """Give the GIL switch interval back (also when the app closes mid-reply)."""

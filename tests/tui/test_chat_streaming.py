@@ -1,0 +1,129 @@
+"""The reply streams inside the conversation (issue #16, frictions): as the transcript's last
+turn, the transcript following it, and it stays where it streamed when it is rendered as
+Markdown at the end. It streamed in a separate panel below the input, then jumped into the
+conversation (and the transcript was scrolled to its end even when the user had scrolled up
+to read)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from textual.widgets import Markdown
+
+from llcuda_tui.core.config import Settings
+from llcuda_tui.core.conversations import ChatSettings
+from llcuda_tui.widgets import ChatMessage, StreamView
+from tests.tui.conftest import make_app, wait_for
+from tests.tui.test_chat import chat_settings, focused, load_smollm, streaming
+
+pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(240)]
+
+
+async def test_the_reply_streams_as_the_last_turn_and_stays_there(
+    settings: Settings, smollm_path: Path
+) -> None:
+    settings = chat_settings(settings, max_tokens=600, n_ctx=2048)
+    app = make_app(settings)
+    # an earlier exchange taller than the transcript, in few tokens (a slow, loaded machine
+    # makes a token or two a second: the reply need not fill the screen itself)
+    conv = app.conversations.create(settings=ChatSettings.from_defaults(settings.sampling))
+    app.conversations.add_message(conv.id, "user", "Count to twenty, one number a line.")
+    numbers = "\n".join(str(n) for n in range(1, 21))
+    app.conversations.add_message(conv.id, "assistant", numbers, model="smollm2-135m-instruct")
+    async with app.run_test(size=(80, 24)) as pilot:
+        chat = await load_smollm(pilot, app)
+        await wait_for(pilot, lambda: chat.session.conversation is not None, 10, "the chat")
+        transcript = chat.transcript
+        prompt = chat.prompt
+        prompt.value = "Write a very long story about a dragon who learns to bake bread."
+        await focused(pilot, prompt)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: chat.live.message is not None, 60, "the reply's turn")
+        turn = chat.live.message
+        assert turn is not None and turn.stream is not None
+        # the reply's turn is the transcript's last, under the user's, and nothing else on
+        # the screen shows the reply
+        assert list(transcript.children)[-1] is turn
+        roles = [w.role for w in transcript.query(ChatMessage)]
+        assert roles == ["user", "assistant", "user", "assistant"]
+        assert [v.parent for v in chat.query(StreamView)] == [turn]
+        # it grows, the transcript following it to its end
+        await wait_for(
+            pilot,
+            lambda: len(turn.stream.lines) >= 3,  # type: ignore[union-attr]
+            120,
+            "three lines of the reply",
+        )
+        await wait_for(
+            pilot,
+            lambda: transcript.max_scroll_y > 0 and transcript.scroll_y == transcript.max_scroll_y,
+            10,
+            "the transcript at the reply's end",
+        )
+        # its newest line and the progress under it are in view
+        progress = turn.query_one(".record")
+        assert transcript.region.contains_region(progress.region)
+        assert "tokens" in str(progress.render()) or "streaming" in str(progress.render())
+        assert turn.stream.region.bottom >= transcript.region.y
+        # the user scrolls up to read: the reply keeps streaming, the view stays put
+        transcript.scroll_home(animate=False)
+        await wait_for(pilot, lambda: transcript.scroll_y == 0, 10, "scrolled to the top")
+        assert chat.session.reply is not None
+        lines = len(turn.stream.lines)
+        await wait_for(
+            pilot,
+            lambda: len(turn.stream.lines) > lines or not streaming(chat),  # type: ignore[union-attr]
+            60,
+            "more of the reply",
+        )
+        assert transcript.scroll_y == 0
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: not streaming(chat), 60, "the reply to stop")
+        await pilot.pause()
+        # the same turn, now the saved reply rendered as Markdown, where it streamed
+        saved = app.conversations.messages(chat.session.conversation.id)[-1]  # type: ignore[union-attr]
+        assert saved.role == "assistant" and saved.record["stop_reason"] == "cancelled"
+        assert list(transcript.children)[-1] is turn
+        assert turn.stream is None and not chat.query(StreamView)
+        assert turn.query(Markdown) and turn.text == saved.content and turn.seq == saved.seq
+        assert "decode" in str(turn.query_one(".record").render())
+        assert transcript.scroll_y == 0
+
+
+async def test_the_streaming_body_grows_in_steps_up_to_its_limit() -> None:
+    """Each change of the body's height is a layout and a repaint of the transcript: it grows
+    ``step`` lines at a time, never past ``max_lines``, and then shows the newest lines; a
+    batch that adds no line repaints without a layout."""
+    from textual.app import App, ComposeResult
+
+    class One(App[None]):
+        def compose(self) -> ComposeResult:
+            yield StreamView(step=3, max_lines=6)
+
+    layouts: list[bool] = []
+    app = One()
+    async with app.run_test(size=(24, 12)) as pilot:
+        view = app.query_one(StreamView)
+        original = view.refresh
+
+        def counting_refresh(*regions, layout=False, **kw):  # type: ignore[no-untyped-def]
+            layouts.append(layout)
+            return original(*regions, layout=layout, **kw)
+
+        view.refresh = counting_refresh  # type: ignore[method-assign]
+        await pilot.pause()
+        heights = []
+        for n in range(1, 11):
+            view.append(f"line {n}\n" if n < 10 else "line 10")
+            await pilot.pause()
+            heights.append(view.size.height)
+        assert heights == [3, 3, 6, 6, 6, 6, 6, 6, 6, 6]
+        assert view.lines[-1] == "line 10"
+        shown = [view.render_line(y).text.rstrip() for y in range(view.size.height)]
+        assert shown == [f"line {n}" for n in range(5, 11)]
+        assert layouts.count(True) == 2  # one per step: 3 lines, then 6
+        layouts.clear()
+        view.append(" more")  # the same line: a repaint of it, no layout
+        await pilot.pause()
+        assert layouts == [False] and view.size.height == 6
