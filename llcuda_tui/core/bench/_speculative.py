@@ -130,7 +130,7 @@ def compare_speculation(
         records = [rec for _, rec in mode_runs]
         tps = [rec.decode_tokens_per_s for rec in records]
         ratios = [t / b for t, b in zip(tps, base_tps, strict=True) if b]
-        r = SpecModeResult(
+        res = SpecModeResult(
             mode=_mode_name(spec),
             prompt_tokens=records[0].prompt_tokens,
             decode_tokens_per_s=statistics.median(tps),
@@ -145,7 +145,7 @@ def compare_speculation(
             ratio_min=min(ratios, default=0.0),
             ratio_max=max(ratios, default=0.0),
         )
-        results.append(r)
+        results.append(res)
         if on_mode is not None:
-            on_mode(r)
+            on_mode(res)
     return results
