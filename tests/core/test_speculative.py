@@ -18,7 +18,7 @@ from llcuda_tui.core.engine import (
     SpecSettings,
 )
 from llcuda_tui.core.engine._prefix import KEEP_ALIGN
-from llcuda_tui.core.engine._speculative import NgramDrafter
+from llcuda_tui.core.engine._speculative import DraftLength, NgramDrafter, StepCost
 from llcuda_tui.core.errors import ModelLoadError
 
 GREEDY = SamplingParams(temperature=0.0)
@@ -128,3 +128,67 @@ def test_prompt_lookup_proposes_what_followed_the_latest_match() -> None:
     history = [1, 2, 3, 4, 5, 9, 1, 2, 3]
     assert drafter.draft(history, 4) == [4, 5, 9, 1]
     assert drafter.draft([*history, 7], 4) == []  # (3, 7) and (2, 3, 7) never occurred
+
+
+def _length(slope: float, **kw: object) -> tuple[DraftLength, StepCost]:
+    cost = StepCost(prior=slope)
+    return DraftLength(SpecSettings(mode="ngram", draft_max=16, **kw), cost), cost  # type: ignore[arg-type]
+
+
+def test_step_cost_fits_the_share_of_a_draft_from_timed_steps() -> None:
+    cost = StepCost(prior=0.05)
+    assert cost.slope() == 0.05  # nothing measured yet
+    for k in [1, 4, 1, 4]:
+        cost.observe(k, 0.010 + 0.0045 * k)
+    assert cost.slope() == pytest.approx(0.45, rel=1e-6)
+    only_one_length = StepCost(prior=0.3)
+    for _ in range(8):
+        only_one_length.observe(4, 0.03)
+    assert only_one_length.slope() == 0.3  # one draft length tells nothing about the slope
+
+
+def _feed(length: DraftLength, p_token: float, steps: int) -> None:
+    # each step's drafts are accepted in a run whose expected share is p_token per draft
+    for i in range(steps):
+        k = length.next() or 1
+        accepted = 0
+        while accepted < k and ((i * 7 + accepted * 13) % 100) < 100 * p_token:
+            accepted += 1
+        length.update(k, accepted)
+
+
+def test_draft_length_is_short_when_a_verify_batch_is_dear_and_acceptance_middling() -> None:
+    # the CPU case that lost before (#18): 70 % accepted, a draft costs 0.45 of a step
+    cpu, _ = _length(0.45)
+    _feed(cpu, 0.7, 40)
+    gpu, _ = _length(0.02)
+    _feed(gpu, 0.7, 40)
+    assert 1 <= cpu.next() <= 3
+    assert gpu.next() > cpu.next()
+
+
+def test_draft_length_is_long_when_nearly_every_draft_is_accepted() -> None:
+    length, _ = _length(0.45)
+    for _ in range(30):
+        length.update(length.next(), length.next())  # every draft accepted
+    assert length.next() >= 8
+
+
+def test_an_always_rejected_drafter_only_probes() -> None:
+    length, _ = _length(0.45, draft_min=2)
+    asked = []
+    for _ in range(64):
+        k = length.next()
+        asked.append(k)
+        length.update(k, 0)
+    tail = asked[16:]
+    assert tail.count(0) >= len(tail) * 0.9  # drafting paused ...
+    assert set(tail) <= {0, 2}  # ... but probed at draft_min now and then
+    assert 2 in tail
+
+
+def test_a_fixed_length_ignores_acceptance() -> None:
+    length, _ = _length(0.45, adaptive=False)
+    for _ in range(10):
+        length.update(16, 0)
+    assert length.next() == 16

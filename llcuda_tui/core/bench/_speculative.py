@@ -16,6 +16,7 @@ from llcuda_tui.core.engine import (
     Engine,
     EngineConfig,
     GenerationRequest,
+    RunRecord,
     SamplingParams,
     SpecSettings,
 )
@@ -50,6 +51,7 @@ class SpecModeResult:
     mode: str
     prompt_tokens: int
     decode_tokens_per_s: float
+    """Median over the rounds."""
     decode_tokens_per_s_sd: float
     drafted_tokens: int
     accepted_tokens: int
@@ -57,41 +59,39 @@ class SpecModeResult:
     ratio: float = 1.0
     """decode t/s over the plain mode's."""
     same_text: bool = True
+    decode_tokens_per_s_min: float = 0.0
+    decode_tokens_per_s_max: float = 0.0
+    ratio_min: float = 0.0
+    """The lowest and highest per-round ratio (a round runs every mode once)."""
+    ratio_max: float = 0.0
 
     @property
     def acceptance_rate(self) -> float:
         return self.accepted_tokens / self.drafted_tokens if self.drafted_tokens else 0.0
 
 
+def edit_request(engine: Engine, n_gen: int) -> GenerationRequest:
+    """The edit task as a chat turn (the starter models are instruct models: as a raw prompt
+    SmolLM2-135M did not repeat the text at all but looped on a sentence of its own, which is
+    not the workload), greedy, ``n_gen`` tokens, a cold prefill each time."""
+    prompt = edit_prompt(lambda t: engine.count_tokens(GenerationRequest(prompt=t)))
+    return GenerationRequest(
+        messages=[{"role": "user", "content": prompt}], max_tokens=n_gen,
+        sampling=SamplingParams(temperature=0.0), ignore_eos=True, cache_prompt=False,
+    )  # fmt: skip
+
+
 def run_spec_mode(
     config: EngineConfig, spec: SpecSettings | None, n_gen: int, repetitions: int
 ) -> SpecModeResult:
     """Load ``config`` with ``spec``, warm up, and time ``repetitions`` edit generations."""
-    from dataclasses import replace
+    return compare_speculation(config, [spec] if spec else [], n_gen, repetitions)[-1]
 
-    with Engine.load(replace(config, speculative=spec)) as engine:
-        prompt = edit_prompt(lambda t: engine.count_tokens(GenerationRequest(prompt=t)))
-        req = GenerationRequest(
-            prompt=prompt, max_tokens=n_gen, sampling=SamplingParams(temperature=0.0),
-            ignore_eos=True, cache_prompt=False,
-        )  # fmt: skip
-        engine.generate(req)
-        runs = [engine.generate(req) for _ in range(repetitions)]
-    records = [r for _, r in runs]
-    tps = [r.decode_tokens_per_s for r in records]
-    return SpecModeResult(
-        mode="plain"
-        if spec is None
-        else spec.mode
-        if spec.mode == "ngram"
-        else f"draft:{_name(spec)}",
-        prompt_tokens=records[0].prompt_tokens,
-        decode_tokens_per_s=statistics.mean(tps),
-        decode_tokens_per_s_sd=statistics.stdev(tps) if len(tps) > 1 else 0.0,
-        drafted_tokens=sum(r.drafted_tokens for r in records),
-        accepted_tokens=sum(r.accepted_tokens for r in records),
-        text=runs[0][0],
-    )
+
+def _mode_name(spec: SpecSettings | None) -> str:
+    if spec is None:
+        return "plain"
+    return spec.mode if spec.mode == "ngram" else f"draft:{_name(spec)}"
 
 
 def _name(spec: SpecSettings) -> str:
@@ -105,18 +105,47 @@ def compare_speculation(
     repetitions: int = 3,
     on_mode: Callable[[SpecModeResult], None] | None = None,
 ) -> list[SpecModeResult]:
-    """Plain decoding, then each of ``specs``, on the edit workload; ratios over plain."""
+    """Plain decoding and each of ``specs`` on the edit workload, ratios over plain.
+
+    Every mode's engine is loaded at once and warmed up; then the rounds are interleaved (one
+    generation of each mode per round), so a change in the machine's load touches every mode
+    alike: on a shared box the modes run minutes apart otherwise. t/s and the ratio are medians
+    over the rounds (the ratio of each round's pair, then the median)."""
+    from contextlib import ExitStack
+    from dataclasses import replace
+
+    modes = [None, *specs]
+    with ExitStack() as stack:
+        engines = [stack.enter_context(Engine.load(replace(config, speculative=s))) for s in modes]
+        reqs = [edit_request(e, n_gen) for e in engines]
+        for e, r in zip(engines, reqs, strict=True):
+            e.generate(r)
+        runs: list[list[tuple[str, RunRecord]]] = [[] for _ in modes]
+        for _ in range(max(1, repetitions)):
+            for i, (e, r) in enumerate(zip(engines, reqs, strict=True)):
+                runs[i].append(e.generate(r))
+    base_tps = [rec.decode_tokens_per_s for _, rec in runs[0]]
     results: list[SpecModeResult] = []
-    for spec in [None, *specs]:
-        r = run_spec_mode(config, spec, n_gen, repetitions)
-        if spec is None:
-            r.mode = "plain"
-        base = results[0] if results else r
-        r.ratio = (
-            r.decode_tokens_per_s / base.decode_tokens_per_s if base.decode_tokens_per_s else 0
+    for spec, mode_runs in zip(modes, runs, strict=True):
+        records = [rec for _, rec in mode_runs]
+        tps = [rec.decode_tokens_per_s for rec in records]
+        ratios = [t / b for t, b in zip(tps, base_tps, strict=True) if b]
+        res = SpecModeResult(
+            mode=_mode_name(spec),
+            prompt_tokens=records[0].prompt_tokens,
+            decode_tokens_per_s=statistics.median(tps),
+            decode_tokens_per_s_sd=statistics.stdev(tps) if len(tps) > 1 else 0.0,
+            drafted_tokens=sum(rec.drafted_tokens for rec in records),
+            accepted_tokens=sum(rec.accepted_tokens for rec in records),
+            text=mode_runs[0][0],
+            ratio=statistics.median(ratios) if ratios else 0.0,
+            same_text=mode_runs[0][0] == runs[0][0][0],
+            decode_tokens_per_s_min=min(tps),
+            decode_tokens_per_s_max=max(tps),
+            ratio_min=min(ratios, default=0.0),
+            ratio_max=max(ratios, default=0.0),
         )
-        r.same_text = r.text == base.text
-        results.append(r)
+        results.append(res)
         if on_mode is not None:
-            on_mode(r)
+            on_mode(res)
     return results

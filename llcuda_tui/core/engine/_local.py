@@ -58,6 +58,7 @@ from llcuda_tui.core.engine._sampling import Sampler, SamplingParams, build_chai
 from llcuda_tui.core.engine._speculative import (
     Drafter,
     DraftLength,
+    StepCost,
     Verifier,
     make_drafter,
     speculation_applies,
@@ -112,6 +113,7 @@ class Engine(LlamaTokens, EngineBase):
         self._saver: StatePersistence | None = None
         self._drafter: Drafter | None = None
         self._verifier: Verifier | None = None
+        self._step_cost = StepCost(prior=0.45)
         self._prefill_target_s: float | None = None
         self.threads: ThreadTuner | None = None
         """Picks the CPU engine's thread count as it decodes (_threads.py); None on a GPU or
@@ -260,6 +262,9 @@ class Engine(LlamaTokens, EngineBase):
         if cfg.speculative is not None:
             self._drafter = make_drafter(cfg.speculative, cfg.n_ctx, n_threads, self._vocab)
             self._verifier = Verifier(ctx, cfg.speculative.draft_max)
+            # a draft's share of a step, until measured: a CPU verify batch costs most of a
+            # one-token decode per token (StepCost), a GPU one little
+            self._step_cost = StepCost(prior=0.05 if full_offload else 0.45)
         arch = self._meta("general.architecture") or "?"
         self.template = choose_template(
             self._model_template(), arch, self._token_text(L.llama_vocab_bos(self._vocab)),
@@ -536,7 +541,7 @@ class Engine(LlamaTokens, EngineBase):
             drafter = None
         if drafter is not None and spec is not None:
             drafter.begin(held)
-            lengths = DraftLength(spec)
+            lengths = DraftLength(spec, self._step_cost)
             record_base["spec_mode"] = spec.mode
         pending: list[int] = []  # verified tokens; all but the last already in the cells
         drafted = accepted = 0
@@ -548,6 +553,7 @@ class Engine(LlamaTokens, EngineBase):
         eog_of = self._eog
         ignore_eos, perf = req.ignore_eos, time.perf_counter
         tuner = self.threads
+        step_cost = self._step_cost
         stop_reason = "length"
         n_top = req.logprobs or 0
         trail = LogprobTrail() if req.logprobs is not None else None
@@ -581,8 +587,10 @@ class Engine(LlamaTokens, EngineBase):
                 continue
             if drafter is not None and verifier is not None:
                 n_draft = min(lengths.next(), budget - len(times) - 1)
+                t_step = perf()
                 drafts = drafter.draft([*held, token], n_draft) if n_draft > 0 else []
                 pending = verifier.step(sample, held, token, drafts)
+                step_cost.observe(len(drafts), perf() - t_step)
                 drafted += len(drafts)
                 accepted += len(pending) - 1
                 lengths.update(len(drafts), len(pending) - 1)

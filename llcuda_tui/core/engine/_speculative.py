@@ -221,39 +221,97 @@ def make_drafter(settings: SpecSettings, n_ctx: int, n_threads: int, vocab: Any)
     return NgramDrafter(settings.ngram_max)
 
 
+class StepCost:
+    """What a speculative step costs as a function of its drafts: ``a + b * k`` seconds for
+    ``k`` drafts (the draft model's own steps and the verify batch of ``k + 1`` tokens), fitted
+    by least squares over the recent steps (exponentially weighted, ``decay`` per step).
+
+    On a CPU a verify batch is not nearly free: SmolLM2-135M on the 2-core VM (1 thread,
+    2026-12-03) took 1.7x a one-token decode for 2 tokens, 2.4x for 4, 3.9x for 8 and 7.6x for
+    16, so a long draft pays off only when nearly all of it is accepted. On a GPU a batch of 16
+    costs about one step. Until the steps vary enough to fit, the slope is ``prior`` (per
+    draft, relative to a one-token step). Lives with the engine: it carries over between
+    generations."""
+
+    def __init__(self, prior: float, decay: float = 0.95) -> None:
+        self.prior = prior
+        self.decay = decay
+        self._w = self._x = self._y = self._xx = self._xy = 0.0
+
+    def observe(self, drafts: int, seconds: float) -> None:
+        d = self.decay
+        self._w = d * self._w + 1.0
+        self._x = d * self._x + drafts
+        self._y = d * self._y + seconds
+        self._xx = d * self._xx + drafts * drafts
+        self._xy = d * self._xy + drafts * seconds
+
+    def slope(self) -> float:
+        """The cost of one more draft relative to a step without any (``b / a``)."""
+        w = self._w
+        if w < 1.0:
+            return self.prior
+        mx, my = self._x / w, self._y / w
+        var = self._xx / w - mx * mx
+        if var < 0.5:  # the steps have (nearly) all had one draft length: nothing to fit
+            return self.prior
+        b = (self._xy / w - mx * my) / var
+        a = my - b * mx
+        if a <= 0:
+            return self.prior
+        return max(0.0, b / a)
+
+
 @dataclass
 class DraftLength:
-    """Adaptive draft length: grow after a fully accepted draft, shrink to what was accepted
-    (at least ``draft_min``), and pause drafting while almost nothing is accepted, so an
-    always-rejected drafter costs only an occasional probe."""
+    """How many tokens to draft next: the ``k`` that maximises the expected tokens per step
+    over the step's cost.
+
+    Acceptance is modelled as geometric: each draft is accepted with probability ``p`` once
+    the ones before it were, so ``k`` drafts yield ``1 + p + ... + p^k`` tokens on average.
+    ``p`` is the estimate from this generation's steps (accepted drafts over accepted drafts
+    plus rejections, recent steps weighted more; a prior of 3 accepted to 1 rejected). The
+    cost is :class:`StepCost`'s ``1 + slope * k`` (in one-token steps). When no ``k`` beats not
+    drafting, drafting pauses and every ``probe`` steps tries ``draft_min`` tokens, so an
+    always-rejected drafter costs only the probes. ``adaptive=False`` always drafts
+    ``draft_max``."""
 
     settings: SpecSettings
-    n: int = 0
-    recent_rate: float = 1.0
-    pause: int = 0
+    cost: StepCost
+    accepted: float = 3.0
+    rejected: float = 1.0
+    probe: int = 16
+    _idle: int = 0
 
-    def __post_init__(self) -> None:
-        self.n = self.settings.draft_max
+    def p(self) -> float:
+        return self.accepted / (self.accepted + self.rejected)
 
     def next(self) -> int:
-        if not self.settings.adaptive:
-            return self.settings.draft_max
-        if self.pause > 0:
-            self.pause -= 1
-            return 0
-        return self.n
+        s = self.settings
+        if not s.adaptive:
+            return s.draft_max
+        p, slope = self.p(), self.cost.slope()
+        best, best_value = 0, 1.0
+        gain, term = 1.0, 1.0
+        for k in range(1, s.draft_max + 1):
+            term *= p
+            gain += term
+            value = gain / (1.0 + slope * k)
+            if k >= s.draft_min and value > best_value * 1.0001:
+                best, best_value = k, value
+        if best == 0:
+            self._idle += 1
+            if self._idle < self.probe:
+                return 0
+            best = s.draft_min
+        self._idle = 0
+        return best
 
     def update(self, drafted: int, accepted: int) -> None:
         if drafted == 0 or not self.settings.adaptive:
             return
-        s = self.settings
-        self.recent_rate = 0.7 * self.recent_rate + 0.3 * (accepted / drafted)
-        if accepted == drafted:
-            self.n = min(s.draft_max, self.n * 2)
-        else:
-            self.n = max(s.draft_min, accepted + 1)
-        if self.recent_rate < 0.1:
-            self.pause = 16  # ~6 % of the steps probe; the rest decode one token as without
+        self.accepted = 0.9 * self.accepted + accepted
+        self.rejected = 0.9 * self.rejected + (1.0 if accepted < drafted else 0.0)
 
 
 class Verifier:
