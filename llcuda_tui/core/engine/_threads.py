@@ -29,12 +29,20 @@ class ThreadTuner:
     and the load changes while an engine lives, so this one measures.
 
     From the ``first`` steps on (a collapsed decode is 10x slow: waiting long would cost
-    seconds) and then every ``every`` steps it times ``window`` steps at the count in use and
-    ``window`` at the other one (``full`` or ``low``), and keeps the other only when it is
-    ``margin`` faster (medians, so one slow step decides nothing). A probe that finds nothing
-    doubles the wait before the next (up to ``max_every``): on a quiet machine the slower
-    probes cost well under 1 % of the steps. Applies to the decode and prompt threads together
-    (contention slows both). ``set_threads(n)`` is ``llama_set_n_threads``.
+    seconds) it times ``window`` steps at the count in use and ``window`` at the other one
+    (``full`` or ``low``; 4 each the first time), and keeps the other only when it is
+    ``margin`` faster on average. The mean, not the median: under moderate contention two
+    spinning threads decode most steps at their quiet speed and stall for 5-15x on one step in
+    eight (two busy processes on the 2-core VM: 16 ms steps, stalls of 80-215 ms; 1 thread:
+    24 ms, none), so their median hides what the stalls cost.
+
+    A probe that finds nothing doubles the wait before the next, from twice ``retry`` steps
+    (an early verdict on a noisy machine gets another chance soon) up to ``max_every``: on a
+    quiet machine the slower probes cost under 1 % of the steps. After a switch the next probe
+    comes ``every`` steps later, and a probe whose first two steps are both twice as slow stops
+    there (checking a collapsed count again costs two slow steps). Applies to the decode and
+    prompt threads together (contention slows
+    both). ``set_threads(n)`` is ``llama_set_n_threads``.
     """
 
     def __init__(
@@ -43,8 +51,9 @@ class ThreadTuner:
         full: int,
         *,
         low: int | None = None,
-        window: int = 4,
+        window: int = 8,
         first: int = 2,
+        retry: int = 8,
         every: int = 256,
         max_every: int = 4096,
         margin: float = 1.25,
@@ -56,7 +65,7 @@ class ThreadTuner:
         """The thread count in use now."""
         self.switches = 0
         """Probes that changed the count."""
-        self._window, self._every, self._base_every = window, every, every
+        self._window, self._every, self._base_every = window, retry, every
         self._max_every, self._margin = max_every, margin
         self._until_probe = first
         self._phase = "run"  # run -> measure (the count in use) -> probe (the other) -> run
@@ -64,6 +73,7 @@ class ThreadTuner:
         self._measured = 0.0
         self._shape = 0
         self._base = full  # the count a probe started from
+        self._probed = False
 
     def _other(self) -> int:
         return self.low if self.current == self.full else self.full
@@ -83,17 +93,22 @@ class ThreadTuner:
             if self._until_probe <= 0:
                 self._phase, self._times, self._base = "measure", [], self.current
             return
-        self._times.append(seconds)
-        if len(self._times) < self._window:
+        times = self._times
+        times.append(seconds)
+        slower = self._phase == "probe" and len(times) == 2 and min(times) > 2 * self._measured
+        # the first probe decides on 4 steps: a collapsed count takes seconds a step
+        window = self._window if self._probed else min(4, self._window)
+        if len(times) < window and not slower:
             return
-        median = sorted(self._times)[len(self._times) // 2]
+        mean = sum(times) / len(times)
         self._times = []
         if self._phase == "measure":
-            self._measured = median
+            self._measured = mean
             self._use(self._other())
             self._phase = "probe"
             return
-        if median * self._margin < self._measured:  # the other count is clearly faster
+        self._probed = True
+        if not slower and mean * self._margin < self._measured:  # clearly faster
             self.switches += 1
             self._every = self._base_every
         else:
