@@ -80,8 +80,17 @@ def worker_model_choices(url: str, states: dict[str, str]) -> list[ModelChoice]:
     """One choice per model a worker of many models serves ('NAME @ URL'), ``states`` by
     name as its ``/llcuda/v1/models`` gives them."""
     return [
-        ModelChoice(f"{name} @ {url}", Path(name), None, "?", 0, "worker", url=url,
-                    served_model=name, state=state)  # fmt: skip
+        ModelChoice(
+            f"{name} @ {url}",
+            Path(name),
+            None,
+            "?",
+            0,
+            "worker",
+            url=url,
+            served_model=name,
+            state=state,
+        )
         for name, state in states.items()
     ]
 
