@@ -30,6 +30,7 @@ from llcuda_tui.core.gpu import GpuSampler
 from llcuda_tui.core.worker import check_worker_url
 from llcuda_tui.messages import (
     AttachFailed,
+    LoadFailed,
     ModelLoaded,
     StartersAdopted,
     StartersFailed,
@@ -358,7 +359,11 @@ class LlcudaApp(App[int]):
                 held = bind_model(engine, name)  # blocks while the worker loads it
         except LlcudaError as exc:
             engine.close()
-            self.post_message(AttachFailed(f"worker {url}: {exc}"))
+            chat = self.chat_screen
+            if model is not None and chat is not None:  # its status line says "loading …"
+                chat.post_message(LoadFailed(f"worker {url} did not load {model}: {exc}"))
+            else:
+                self.post_message(AttachFailed(f"worker {url}: {exc}"))
             return
         choices = worker_model_choices(engine.url, held.states)
         self.post_message(WorkerChoicesListed(engine.url, choices))

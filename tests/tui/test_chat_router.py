@@ -24,9 +24,8 @@ from tests.tui.test_chat import chat_settings, send
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(180)]
 
 
-async def test_picker_lists_each_model_and_a_reply_streams_from_the_picked_one(
-    settings: Settings, tmp_path: Path
-) -> None:
+def two_model_worker(tmp_path: Path) -> tuple[Store, WorkerConfig]:
+    """The test's store with two tiny models, and a worker of many models serving it."""
     paths = Paths.from_env()
     store = Store(paths)
     for seed, name in ((1, "alpha"), (2, "beta")):
@@ -39,6 +38,13 @@ async def test_picker_lists_each_model_and_a_reply_streams_from_the_picked_one(
         paths=paths,
         models=ModelsConfig(),
     )
+    return store, cfg
+
+
+async def test_picker_lists_each_model_and_a_reply_streams_from_the_picked_one(
+    settings: Settings, tmp_path: Path
+) -> None:
+    _, cfg = two_model_worker(tmp_path)
     with WorkerServer(cfg) as worker:
         app = make_app(chat_settings(settings), workers=[worker.url])
         async with app.run_test(size=SIZE) as pilot:
@@ -66,3 +72,22 @@ async def test_picker_lists_each_model_and_a_reply_streams_from_the_picked_one(
             listed = httpx.get(f"{worker.url}/v1/models", timeout=10).json()["data"]
             states = {m["id"]: m.get("state") for m in listed}
             assert states["beta"] == "loaded" and states["alpha"] == "on_disk"
+
+
+async def test_a_model_the_worker_cannot_load_says_so_in_the_status_line(
+    settings: Settings, tmp_path: Path
+) -> None:
+    store, cfg = two_model_worker(tmp_path)
+    with WorkerServer(cfg) as worker:
+        app = make_app(chat_settings(settings), workers=[worker.url])
+        async with app.run_test(size=SIZE) as pilot:
+            chat = app.screen
+            beta = f"beta @ {worker.url}"
+            await wait_for(pilot, lambda: beta in chat.choices, what="the worker's models")
+            store.remove("beta", force=True)  # gone from the worker's store since it listed
+            chat.query_one("#model", Select).value = beta
+            await pilot.click("#load")
+            status = chat.query_one("#engine-status")
+            await wait_for(pilot, lambda: "load failed" in str(status.render()), 60, "failure")
+            assert f"worker {worker.url} did not load beta" in str(status.render())
+            assert app.engine is None and chat.session.phase.name == "IDLE"
