@@ -30,12 +30,14 @@ from llcuda_tui.core.gpu import GpuSampler
 from llcuda_tui.core.worker import check_worker_url
 from llcuda_tui.messages import (
     AttachFailed,
+    LoadFailed,
     ModelLoaded,
     StartersAdopted,
     StartersFailed,
     StoreChanged,
     ThemeSaved,
     ThemeSaveFailed,
+    WorkerChoicesListed,
     WorkFailed,
 )
 from llcuda_tui.palette import PaletteBinding, palette_commands
@@ -137,8 +139,9 @@ class LlcudaApp(App[int]):
 
         self.worker_access: WorkerAccess = worker_access or WorkerAccess()
         """The API key and TLS check for every attached worker (``llcuda tui --api-key-file``)."""
-        self.remote_choices: dict[str, ModelChoice] = {}
-        """The model picker's entry for each worker that has answered, by URL."""
+        self.remote_choices: dict[str, list[ModelChoice]] = {}
+        """The model picker's entries for each worker that has answered, by URL: its one
+        model, or each model of a worker of many models."""
         self.gpu_sampler = gpu_sampler or GpuSampler(GPU_INTERVAL_S, pcie=False)
         self.gpu_live = gpu_live
         self.fit_device = fit_device
@@ -339,8 +342,11 @@ class LlcudaApp(App[int]):
         return f"connecting to worker {url}…", True
 
     @work(thread=True, exclusive=True, group="attach", exit_on_error=False)
-    def connect_worker(self, url: str) -> None:
-        from llcuda_tui.core.store import worker_choice
+    def connect_worker(self, url: str, model: str | None = None) -> None:
+        """Attach the worker at ``url``: its one model becomes the chat engine; a worker of
+        many models lists them (and binds ``model``, or the one it has loaded, if any)."""
+        from llcuda_tui.core.store import worker_choice, worker_model_choices
+        from llcuda_tui.core.worker.remote_models import bind_model, engine_models
 
         worker = get_current_worker()
         try:
@@ -353,12 +359,47 @@ class LlcudaApp(App[int]):
         except LlcudaError as exc:
             self.post_message(AttachFailed(f"worker {url}: {exc}"))
             return
-        self.post_message(ModelLoaded(engine, worker_choice(engine.remote), None))
+        if "router" not in engine.remote.raw:  # its one model
+            self.post_message(ModelLoaded(engine, worker_choice(engine.remote), None))
+            return
+        try:
+            held = engine_models(engine)
+            name = model or engine.remote.model  # the one it used last, if any
+            if name:
+                held = bind_model(engine, name)  # blocks while the worker loads it
+        except LlcudaError as exc:
+            engine.close()
+            chat = self.chat_screen
+            if model is not None and chat is not None:  # its status line says "loading …"
+                chat.post_message(LoadFailed(f"worker {url} did not load {model}: {exc}"))
+            else:
+                self.post_message(AttachFailed(f"worker {url}: {exc}"))
+            return
+        choices = worker_model_choices(engine.url, held.states)
+        self.post_message(WorkerChoicesListed(engine.url, choices))
+        bound = next((c for c in choices if c.served_model == name), None) if name else None
+        if bound is None:
+            engine.close()
+            return
+        self.post_message(ModelLoaded(engine, bound, None))
+
+    @on(WorkerChoicesListed)
+    def worker_choices_listed(self, message: WorkerChoicesListed) -> None:
+        self.remote_choices[message.url] = message.choices
+        chat = self.chat_screen
+        if chat is not None:
+            chat.list_models()
+        if not any(c.state == "loaded" for c in message.choices):
+            self.notify(
+                f"worker {message.url} serves {len(message.choices)} models: pick one "
+                "('… @ URL') and Load"
+            )
 
     @on(ModelLoaded)
     def worker_connected(self, message: ModelLoaded) -> None:
-        if message.choice.url is not None:  # always, for a worker's engine
-            self.remote_choices[message.choice.url] = message.choice
+        url = message.choice.url
+        if url is not None and message.choice.served_model is None:  # a worker's one model
+            self.remote_choices[url] = [message.choice]
         chat = self.chat_screen
         if chat is not None:
             chat.model_loaded(message)

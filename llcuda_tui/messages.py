@@ -202,6 +202,13 @@ class SpeedsFound(Message):
 
 
 @dataclass
+class WorkerChoicesListed(Message):
+    """A worker of many models listed what it serves: one choice per model (``url``)."""
+
+    url: str
+    choices: list[ModelChoice]
+
+
 class StoreChanged(Message):
     """The model store changed outside the screen (the starter models were added at a first
     run): a screen that lists models lists them again."""

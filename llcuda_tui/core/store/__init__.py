@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from ._choices import default_choice as default_choice
     from ._choices import model_choices as model_choices
     from ._choices import worker_choice as worker_choice
+    from ._choices import worker_model_choices as worker_model_choices
     from ._detail import describe_model as describe_model
     from ._detail import detail_text as detail_text
     from ._errors import CorruptModelError as CorruptModelError
@@ -114,6 +115,7 @@ _EXPORTS = {
     "default_choice": "_choices",
     "model_choices": "_choices",
     "worker_choice": "_choices",
+    "worker_model_choices": "_choices",
     "FitBadge": "_badges",
     "fit_badge": "_badges",
     "TransferProgress": "_progress",

@@ -37,6 +37,11 @@ class ModelChoice:
     last_used: float | None = None
     url: str | None = None
     """The worker serving it ('worker' choices)."""
+    served_model: str | None = None
+    """The model's name on a worker of many models (what its requests send); None for a
+    worker's one model."""
+    state: str | None = None
+    """On a worker of many models: 'loaded', 'loading', 'unloading' or 'on_disk' when listed."""
 
     @property
     def is_base(self) -> bool:
@@ -69,6 +74,25 @@ def worker_choice(remote: ServedModel) -> ModelChoice:
     model = remote.model or "model"
     return ModelChoice(f"{model} @ {remote.url}", Path(model), None, "?", 0, "worker",
                        url=remote.url)  # fmt: skip
+
+
+def worker_model_choices(url: str, states: dict[str, str]) -> list[ModelChoice]:
+    """One choice per model a worker of many models serves ('NAME @ URL'), ``states`` by
+    name as its ``/llcuda/v1/models`` gives them."""
+    return [
+        ModelChoice(
+            f"{name} @ {url}",
+            Path(name),
+            None,
+            "?",
+            0,
+            "worker",
+            url=url,
+            served_model=name,
+            state=state,
+        )
+        for name, state in states.items()
+    ]
 
 
 def model_choices(paths: Paths, include_starters: bool = True) -> list[ModelChoice]:

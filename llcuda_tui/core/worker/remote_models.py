@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from llcuda_tui.core.errors import LlcudaError
 from llcuda_tui.core.worker.access import WorkerAccess
+from llcuda_tui.core.worker.client import RemoteEngine
 
 
 @dataclass(frozen=True)
@@ -37,22 +38,41 @@ class WorkerModels:
         return f"{self.url}: {state.replace('_', ' ')}{hint}"
 
 
+def engine_models(engine: RemoteEngine) -> WorkerModels:
+    """What the worker behind ``engine`` serves (raises LlcudaError when it cannot be asked)."""
+    url = engine.url
+    if engine.remote.kind != "llcuda":
+        return WorkerModels(url, error="not an llcuda worker: it cannot load models")
+    many = "router" in engine.remote.raw
+    states = {}
+    for m in engine.models():
+        name = str(m.get("id") or "")
+        if name:
+            loaded = "loaded" if m.get("loaded") else "on_disk"
+            states[name] = str(m.get("state") or loaded) if many else loaded
+    return WorkerModels(url, many, states)
+
+
+def bind_model(engine: RemoteEngine, name: str) -> WorkerModels:
+    """Bind ``engine`` (of a worker of many models) to model ``name``: its requests send that
+    name. Loads it first when it is not loaded, so the first request does not wait for the load
+    (the worker sends no heartbeat before a request's model is in, and the client gives up after
+    2 s of silence); blocks as long as the load takes. The worker's models after."""
+    held = engine_models(engine)
+    if held.states.get(name) != "loaded":
+        engine.load_model(name)
+    engine.model = name
+    engine.refresh()  # its load info is now this model's (the most recently used)
+    return engine_models(engine)
+
+
 def worker_models(access: WorkerAccess, url: str) -> WorkerModels:
     """What ``url`` serves now; a worker that cannot be asked is an ``error``, never a raise."""
     try:
         with access.connect(url) as engine:
-            if engine.remote.kind != "llcuda":
-                return WorkerModels(url, error="not an llcuda worker: it cannot load models")
-            many = "router" in engine.remote.raw
-            states = {}
-            for m in engine.models():
-                name = str(m.get("id") or "")
-                if name:
-                    loaded = "loaded" if m.get("loaded") else "on_disk"
-                    states[name] = str(m.get("state") or loaded) if many else loaded
+            return engine_models(engine)
     except LlcudaError as exc:
         return WorkerModels(url, error=f"worker down: {exc}")
-    return WorkerModels(url, many, states)
 
 
 def toggle_worker_model(access: WorkerAccess, url: str, name: str, load: bool) -> str:

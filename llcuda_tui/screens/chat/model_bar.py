@@ -146,7 +146,8 @@ class ModelBar(Horizontal):
 
     def choice_label(self, c: ModelChoice) -> str:
         if c.source == "worker":
-            return f"{c.name} (worker)"
+            state = f", {c.state.replace('_', ' ')}" if c.state else ""
+            return f"{c.name} (worker{state})"
         badge = self.badges.get(c.name)
         base = " · base: continues text" if c.is_base else ""
         return (

@@ -225,7 +225,7 @@ class ChatScreen(Screen[None]):
         self.listed_generation = app.store_generation
         self.listing += 1
         ngl, ctx = self.bar.load_settings()
-        remote = list(app.remote_choices.values())
+        remote = [c for listed in app.remote_choices.values() for c in listed]
         self.find_models(app.settings, app.fit_device, ngl, ctx, remote, self.listing)
 
     @work(thread=True, exclusive=True, group="models", exit_on_error=False)
@@ -281,8 +281,12 @@ class ChatScreen(Screen[None]):
         if self.refused(self.session.why_not_load()):
             return
         if choice.source == "worker" and choice.url is not None:
-            self.set_status(f"connecting to worker {choice.url}…")
-            self.llcuda.connect_worker(choice.url)
+            if choice.served_model is not None and choice.state != "loaded":
+                # the worker loads it now (seconds to minutes); requests wait for nothing
+                self.set_status(f"loading {choice.served_model} on worker {choice.url}…")
+            else:
+                self.set_status(f"connecting to worker {choice.url}…")
+            self.llcuda.connect_worker(choice.url, choice.served_model)
             return
         ngl, ctx = self.bar.load_settings()
         self.session.begin_load(choice)
