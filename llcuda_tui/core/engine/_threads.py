@@ -39,9 +39,10 @@ class ThreadTuner:
     A probe that finds nothing doubles the wait before the next, from twice ``retry`` steps
     (an early verdict on a noisy machine gets another chance soon) up to ``max_every``: on a
     quiet machine the slower probes cost under 1 % of the steps. After a switch the next probe
-    comes ``every`` steps later, and a probe whose first two steps are both twice as slow stops
-    there (checking a collapsed count again costs two slow steps). Applies to the decode and
-    prompt threads together (contention slows
+    comes ``every`` steps later. A probe whose first two steps are both 1.5x slower than the
+    mean it is compared with stops there (on a quiet machine half the threads are 1.5-2x
+    slower a step; a collapsed count checked again costs two slow steps, not eight). Applies
+    to the decode and prompt threads together (contention slows
     both). ``set_threads(n)`` is ``llama_set_n_threads``.
     """
 
@@ -53,7 +54,7 @@ class ThreadTuner:
         low: int | None = None,
         window: int = 8,
         first: int = 2,
-        retry: int = 8,
+        retry: int = 32,
         every: int = 256,
         max_every: int = 4096,
         margin: float = 1.25,
@@ -74,6 +75,8 @@ class ThreadTuner:
         self._shape = 0
         self._base = full  # the count a probe started from
         self._probed = False
+        self.probes = 0
+        """Probes made (each tried the other count for a few steps)."""
 
     def _other(self) -> int:
         return self.low if self.current == self.full else self.full
@@ -95,7 +98,7 @@ class ThreadTuner:
             return
         times = self._times
         times.append(seconds)
-        slower = self._phase == "probe" and len(times) == 2 and min(times) > 2 * self._measured
+        slower = self._phase == "probe" and len(times) == 2 and min(times) > 1.5 * self._measured
         # the first probe decides on 4 steps: a collapsed count takes seconds a step
         window = self._window if self._probed else min(4, self._window)
         if len(times) < window and not slower:
@@ -106,6 +109,7 @@ class ThreadTuner:
             self._measured = mean
             self._use(self._other())
             self._phase = "probe"
+            self.probes += 1
             return
         self._probed = True
         if not slower and mean * self._margin < self._measured:  # clearly faster
