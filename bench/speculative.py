@@ -15,7 +15,12 @@ the per-round ratios and the range), and whether the text equals plain's (greedy
 GPU points (not run on the CPU VM): ``--draft TARGET.gguf`` (the target as its own draft)
 shows the overhead ceiling; ``--draft RANDOM.gguf`` with a random-weight GGUF sharing the
 target's vocabulary is the always-rejected draft (the adaptive length must keep it within
-5 % of plain). A llama-server side-by-side is not part of this script.
+5 % of plain). ``--llama-server`` then runs llama-server (from PATH) on the same workload with
+the same draft settings (``-md DRAFT --spec-type draft-simple --spec-draft-n-max N
+--spec-draft-n-min 1 --spec-draft-p-min 0``; ngram is ``--spec-type ngram-simple``, its
+nearest to our prompt lookup; plain is neither), one server per mode, alone on the machine:
+the same chat turn (its text sized with llama-server's own /tokenize), greedy, ``ignore_eos``,
+no prompt cache; decode t/s and the drafted / accepted counts come from its ``timings``.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from llcuda_tui.core.bench import compare_speculation  # noqa: E402
+from llcuda_tui.core.bench._speculative import edit_prompt  # noqa: E402
 from llcuda_tui.core.engine import EngineConfig, SpecSettings  # noqa: E402
 
 if TYPE_CHECKING:
@@ -49,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-ngl", "--ngl", type=int, default=0)
     p.add_argument("-t", "--threads", type=int, default=min(8, os.cpu_count() or 1))
     p.add_argument("--json", type=Path)
+    p.add_argument("--llama-server", action="store_true", help="the side-by-side (see above)")
     args = p.parse_args(argv)
     specs = [] if args.no_ngram else [SpecSettings(mode="ngram", draft_max=args.draft_max)]
     for d in args.draft:
@@ -78,10 +85,81 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     results = compare_speculation(config, specs, args.n_gen, args.repetitions, show)
+    rows = [{**asdict(r), "acceptance_rate": r.acceptance_rate} for r in results]
+    server_rows = llama_server_side(args) if args.llama_server else []
     if args.json:
-        rows = [{**asdict(r), "acceptance_rate": r.acceptance_rate} for r in results]
-        args.json.write_text(json.dumps(rows, indent=2))
+        args.json.write_text(json.dumps({"ours": rows, "llama_server": server_rows}, indent=2))
     return 0 if all(r.same_text for r in results) else 1
+
+
+def llama_server_side(args: argparse.Namespace) -> list[dict[str, object]]:
+    """The same workload on llama-server, plain and with each ``--draft`` (see the docstring)."""
+    import shutil
+    import statistics
+    import tempfile
+
+    import httpx
+
+    from bench.worker_vs_llama_server import Proc, _free_port, _wait_healthy
+
+    exe = shutil.which("llama-server")
+    if exe is None:
+        raise SystemExit("llama-server is not on PATH")
+    ngl = "99" if args.ngl < 0 else str(args.ngl)
+    out: list[dict[str, object]] = []
+    plain_tps = 0.0
+    print("\nllama-server, same workload and draft settings")
+    modes: list[Path | str | None] = [None, *args.draft]
+    if not args.no_ngram:
+        modes.insert(1, "ngram")
+    for draft in modes:
+        port = _free_port()
+        cmd = [
+            exe, "-m", str(args.model), "--host", "127.0.0.1", "--port", str(port), "-np", "1",
+            "-c", "2048", "-ngl", ngl, "-fa", "auto", "-t", str(args.threads),
+        ]  # fmt: skip
+        if draft == "ngram":
+            cmd += ["--spec-type", "ngram-simple", "--spec-draft-n-max", str(args.draft_max)]
+        elif isinstance(draft, Path):
+            cmd += ["-md", str(draft), "-ngld", ngl, "--spec-type", "draft-simple"]
+            cmd += ["--spec-draft-n-max", str(args.draft_max), "--spec-draft-n-min", "1"]
+            cmd += ["--spec-draft-p-min", "0"]
+        with tempfile.TemporaryDirectory() as tmp:
+            proc = Proc(cmd, Path(tmp) / "llama-server.log")
+            try:
+                url = f"http://127.0.0.1:{port}"
+                _wait_healthy(url, proc)
+                with httpx.Client(base_url=url, timeout=600) as client:
+
+                    def count(text: str) -> int:
+                        r = client.post("/tokenize", json={"content": text})
+                        return len(r.json()["tokens"])
+
+                    body = {
+                        "messages": [{"role": "user", "content": edit_prompt(count)}],
+                        "max_tokens": args.n_gen, "temperature": 0, "top_k": 1,
+                        "ignore_eos": True, "cache_prompt": False,
+                    }  # fmt: skip
+                    client.post("/v1/chat/completions", json={**body, "max_tokens": 16})
+                    tps, drafted, accepted = [], 0, 0
+                    for _ in range(args.repetitions):
+                        t = client.post("/v1/chat/completions", json=body).json()["timings"]
+                        tps.append(float(t["predicted_per_second"]))
+                        drafted += int(t.get("draft_n", 0))
+                        accepted += int(t.get("draft_n_accepted", 0))
+            finally:
+                proc.stop()
+        med = statistics.median(tps)
+        plain_tps = plain_tps or med
+        mode = draft.name if isinstance(draft, Path) else (draft or "plain")
+        rate = accepted / drafted if drafted else 0.0
+        out.append({"mode": mode, "decode_tps": med, "acceptance_rate": rate, "tps": tps})
+        print(
+            f"{mode:<20} {med:>10.1f} t/s ({min(tps):.1f}-{max(tps):.1f}) "
+            f"{100 * rate:>5.0f}% accepted  {med / plain_tps:.2f}x plain",
+            flush=True,
+        )
+    return out
 
 
 if __name__ == "__main__":
