@@ -7,9 +7,16 @@ get values taken here, on the UI thread, and answer with typed messages
 (:mod:`llcuda_tui.messages`). How a reply streams onto the screen: ``transcript.py``. Token
 counting for the context meter never runs while a reply streams.
 
-One module on purpose (about 600 lines): the screen's actions and the handlers of its
-workers' messages are one flow around the session's phase (send, stop, load, switch
-conversation); its widgets, model bar, transcript and dialog are already modules of their own.
+One module on purpose (about 690 lines): the screen's actions and the handlers of its
+workers' messages are one flow around the session's phase (send, count, stream, stop, load,
+switch conversation), each step a few lines that call the session and render its answer;
+its widgets, model bar, transcript (with the live reply) and dialog are already modules of
+their own. The handlers stay on the screen: Textual collects ``@on`` handlers only from
+classes its message pump's metaclass makes (a plain mixin's are never called), and a widget
+of their own would be another node with other worker groups and message routes. The plain
+steps between them (a reply's start, drain and finish) use the session, the transcript,
+the live reply, the prompt, the status line, the timers and the conversation list at once:
+a helper for them would be handed most of the screen.
 """
 
 from __future__ import annotations

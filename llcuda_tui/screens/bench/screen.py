@@ -6,15 +6,14 @@ this machine or an attached worker (latency mode, with N concurrent streams: con
 The benchmark itself is core's ``run_bench`` / ``run_latency``, run in a child process
 (``core.bench.run_bench_in_child``: the engines there share no GIL with the UI), or
 ``run_latency_on_worker``; a thread worker waits for it, and this screen polls its progress at
-4 Hz.
+4 Hz. The form's meaning is ``form.py``, the tables' rows ``tables.py``, the run's thread
+side ``run.py``; this module lays them out and wires them to keys and messages.
 """
 
 from __future__ import annotations
 
-import os
 import threading
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, cast
 
 from textual import on, work
@@ -33,51 +32,37 @@ from textual.widgets import (
     TabPane,
 )
 
-from llcuda_tui.core.bench import (
-    int_list,
-    metric_label,
-    result_flags,
-    summary_stat,
-    tail_percentile,
-)
-from llcuda_tui.core.errors import LlcudaError, UserInputError
+from llcuda_tui.core.errors import LlcudaError
 from llcuda_tui.messages import BenchDone, BenchSized, ChoicesReady, SpeedsFound, StoreChanged
 from llcuda_tui.palette import PaletteBinding
+from llcuda_tui.screens.bench.form import (
+    FIELDS,
+    FORM_DEFAULTS,
+    FORMATS,
+    LOCAL,
+    MODES,
+    build_spec,
+    estimate_line,
+)
+from llcuda_tui.screens.bench.run import BenchProgressHolder, run_on_target
+from llcuda_tui.screens.bench.tables import (
+    COMPARE_COLUMNS,
+    HISTORY_COLUMNS,
+    fill_compare,
+    fill_history,
+    fill_results,
+    update_marks,
+)
 from llcuda_tui.widgets import KeyFooter, MetricPlot
 
 if TYPE_CHECKING:
     from llcuda_tui.app import LlcudaApp
-    from llcuda_tui.core.bench import BenchProgress, BenchSpec, LatencySpec, StoredRun
+    from llcuda_tui.core.bench import BenchSpec, LatencySpec, StoredRun
     from llcuda_tui.core.fit import DeviceMemory
     from llcuda_tui.core.store import ModelChoice
 
 POLL_S = 0.25
 IDLE_STATUS = "pick a model and parameters, then Run (Ctrl+R)"
-FORM_DEFAULTS = {"n-prompt": "512", "n-gen": "128", "reps": "5"}
-"""The form's first values (llama-bench's); resized for the CPU once the machine is known,
-unless the user has typed others."""
-MODES = (("pp/tg", "throughput"), ("sweep", "sweep"), ("latency", "latency"))
-FORMATS = (("Markdown", "md"), ("CSV", "csv"), ("JSON", "json"))
-LOCAL = "local"
-"""The target value of this machine (the others are worker URLs)."""
-
-
-class BenchProgressHolder:
-    """Written by the benchmark thread, read by the UI timer."""
-
-    def __init__(self) -> None:
-        self.done = 0
-        self.total = 0
-        self.message = ""
-        self.values: list[float] = []
-        self.unit = "t/s"
-
-    def set(self, p: BenchProgress) -> None:
-        """A step of the run; one that measured something carries ``value``/``unit``."""
-        self.done, self.total, self.message = p.done, p.total, p.message
-        if p.value is not None:
-            self.unit = p.unit or self.unit
-            self.values.append(float(p.value))
 
 
 class BenchScreen(Screen[None]):
@@ -208,10 +193,8 @@ class BenchScreen(Screen[None]):
         yield KeyFooter()
 
     def on_mount(self) -> None:
-        self.mark_column, *_ = self.query_one("#history", DataTable).add_columns(
-            "sel", "run", "date", "mode", "status", "models", "summary"
-        )
-        self.query_one("#compare", DataTable).add_columns("test", "metric", "A", "B", "B/A")
+        self.mark_column, *_ = self.query_one("#history", DataTable).add_columns(*HISTORY_COLUMNS)
+        self.query_one("#compare", DataTable).add_columns(*COMPARE_COLUMNS)
         self.poll_timer = self.set_interval(POLL_S, self.poll, pause=True)
         self.set_status(IDLE_STATUS)
         self.size_for_machine(self.llcuda.fit_device)
@@ -303,8 +286,6 @@ class BenchScreen(Screen[None]):
         self.set_status(f"{IDLE_STATUS} · {text}" if text else IDLE_STATUS)
 
     def estimate_text(self) -> str:
-        from llcuda_tui.core.bench import BenchSizes, Estimate, estimate_s
-
         name = self.query_one("#bench-model", Select).value
         mode = self.query_one("#bench-mode", Select).value
         if mode == "latency" or self.target != LOCAL or name not in self.choices:
@@ -313,28 +294,12 @@ class BenchScreen(Screen[None]):
         if choice.name not in self.speeds:
             self.speeds[choice.name] = {}  # asked once per model
             self.find_speeds(choice.name, str(choice.path))
-        fields = ("n-prompt", "n-gen", "reps", "bench-ngl", "bench-batch")
-        try:
-            lists = [int_list(self.query_one(f"#{f}", Input).value) for f in fields]
-        except ValueError:
-            return ""
-        n_prompt, n_gen, reps, ngl, batch = lists
-        on_gpu = bool(self.on_gpu) and any(n != 0 for n in ngl)
-        total = 0.0
-        measured = bool(self.speeds.get(choice.name))
-        for p in n_prompt:
-            for g in n_gen:
-                est = estimate_s(
-                    BenchSizes(p, g, reps[0]),
-                    model_bytes=choice.size_bytes,
-                    n_params=choice.summary.parameter_count if choice.summary else 0,
-                    on_gpu=on_gpu,
-                    n_cpus=os.cpu_count() or 1,
-                    measured=self.speeds.get(choice.name),
-                )
-                total += est.seconds
-        total *= len(ngl) * len(batch)  # a sweep runs every combination
-        return f"this run takes {Estimate(total, measured).describe()}"
+        measured = self.speeds.get(choice.name)
+        return estimate_line(choice, self.form_values(), bool(self.on_gpu), measured)
+
+    def form_values(self) -> dict[str, str]:
+        """The text of each of the form's fields, by id (``form.FIELDS``)."""
+        return {f: self.query_one(f"#{f}", Input).value for f in FIELDS}
 
     def target_options(self) -> list[tuple[str, str]]:
         """This machine, then each attached worker (by URL)."""
@@ -403,65 +368,13 @@ class BenchScreen(Screen[None]):
         return str(self.query_one("#bench-target", Select).value)
 
     def build_spec(self) -> tuple[str, BenchSpec | LatencySpec]:
-        from llcuda_tui.core.bench import BenchSpec, LatencySpec, ModelRef, default_prompts
-
-        mode = str(self.query_one("#bench-mode", Select).value)
-        target = self.target
-        if target != LOCAL:
-            if mode != "latency":
-                raise UserInputError(
-                    "a worker runs the latency mode only (pp/tg and sweep load models here)"
-                )
-            model = ModelRef(Path(target), target)  # the worker's own model, once connected
-        else:
-            name = self.query_one("#bench-model", Select).value
-            if not isinstance(name, str) or name not in self.choices:
-                raise UserInputError("pick a model first")
-            c = self.choices[name]
-            model = ModelRef(c.path, c.name, c.sha256)
-
-        def ints(field_id: str, what: str) -> tuple[int, ...]:
-            text = self.query_one(f"#{field_id}", Input).value
-            try:
-                return int_list(text)
-            except ValueError as exc:
-                raise UserInputError(f"{what}: {exc}") from None
-
-        n_prompt, n_gen = ints("n-prompt", "pp"), ints("n-gen", "tg")
-        reps, ngl, batch, concurrency = (
-            ints("reps", "reps"),
-            ints("bench-ngl", "ngl"),
-            ints("bench-batch", "batch"),
-            ints("bench-concurrency", "concurrency"),
+        return build_spec(
+            str(self.query_one("#bench-mode", Select).value),
+            self.target,
+            self.query_one("#bench-model", Select).value,
+            self.choices,
+            self.form_values(),
         )
-        if mode != "sweep" and any(len(v) > 1 for v in (ngl, batch)):
-            raise UserInputError("lists of ngl or batch values need the sweep mode")
-        if mode != "latency" and concurrency != (1,):
-            raise UserInputError("concurrency > 1 needs the latency mode")
-        if mode == "latency":
-            where = "" if target == LOCAL else f" on worker {target}"
-            latency = LatencySpec(
-                model=model,
-                prompts=default_prompts(),
-                iters=reps[0],
-                max_tokens=max(n_gen[0], 1),
-                concurrency=concurrency[0],
-                n_gpu_layers=ngl[0],
-                command=f"llcuda tui (latency{where})",
-            )
-            latency.validate()
-            return mode, latency
-        spec = BenchSpec(
-            models=(model,),
-            n_prompt=n_prompt,
-            n_gen=n_gen,
-            repetitions=reps[0],
-            n_gpu_layers=ngl,
-            n_batch=batch,
-            command=f"llcuda tui ({mode})",
-        )
-        spec.validate()
-        return mode, spec
 
     @on(Button.Pressed, "#stop-bench")
     def stop_pressed(self) -> None:
@@ -500,27 +413,12 @@ class BenchScreen(Screen[None]):
         cancel: threading.Event,
         target: str = LOCAL,
     ) -> None:
-        from llcuda_tui.core.bench import (
-            BenchStore,
-            LatencySpec,
-            run_bench_in_child,
-            run_latency_on_worker,
-        )
-
-        paths = self.llcuda.settings.paths
+        app = self.llcuda
         try:
-            if target != LOCAL:
-                assert isinstance(spec, LatencySpec)  # build_spec: a worker runs latency only
-                access = self.llcuda.worker_access
-                with BenchStore.open(paths) as store:
-                    run = run_latency_on_worker(
-                        spec, target, progress.set, cancel, store=store,
-                        api_key=access.api_key, verify=access.verify,
-                    )  # fmt: skip
-            else:  # engines load in a child process: no GIL shared with the UI
-                own = self.llcuda.gpu_sampler.add_own_pid
-                kind = "latency" if mode == "latency" else "throughput"
-                run = run_bench_in_child(kind, spec, paths, progress.set, cancel, own)
+            run = run_on_target(
+                mode, spec, target, app.settings.paths, progress, cancel,
+                app.worker_access, app.gpu_sampler.add_own_pid,
+            )  # fmt: skip
         except LlcudaError as exc:
             self.post_message(BenchDone(error=str(exc)))
             return
@@ -588,40 +486,7 @@ class BenchScreen(Screen[None]):
 
     def show_run(self, run: StoredRun) -> None:
         self.shown_run = run
-        table = self.query_one("#results", DataTable)
-        table.clear(columns=True)
-        if run.latency is not None:
-            lat = run.latency
-            table.add_columns("metric", "n", "mean", "p50", "p95", "p99")
-            for key in ("ttft_ms", "tpot_ms", "itl_ms", "e2e_ms"):
-                s = lat.get(key) or {}
-                table.add_row(
-                    f"{metric_label(key)} (ms)",
-                    str(s.get("n", 0)),
-                    # a p95 of 5 requests is their slowest one: n/a below 20 (p99: 100)
-                    *(_num(summary_stat(s, k)) for k in ("mean", "p50", "p95", "p99")),
-                )
-            out = lat.get("output_throughput_tokens_per_s")
-            table.add_row("output t/s", "", _num(out), "", "", "")
-            return
-        table.add_columns(
-            "model", "test", "ngl", "batch", "t/s (mean ± sd)", "reps", "p50", "p95", "J/token",
-            "validity",
-        )  # fmt: skip
-        for r in run.results:
-            samples = r.get("samples_ts") or []
-            table.add_row(
-                str(r.get("model_name")),
-                str(r.get("test")),
-                str(r.get("n_gpu_layers")),
-                str(r.get("n_batch")),
-                f"{_num(r.get('avg_ts'))} ± {_num(r.get('stddev_ts'))}",
-                str(len(samples)),
-                _num(tail_percentile(samples, 50)),
-                _num(tail_percentile(samples, 95)),  # n/a below 20 repetitions
-                _num(r.get("j_per_token")),
-                ", ".join(result_flags(r)) or "ok",  # 'noisy ±N%' when the reps disagree
-            )
+        fill_results(self.query_one("#results", DataTable), run)
 
     def show_history(self) -> None:
         from llcuda_tui.core.bench import BenchStore
@@ -634,18 +499,7 @@ class BenchScreen(Screen[None]):
         except LlcudaError as exc:
             self.query_one("#export-status", Static).update(f"history unavailable: {exc}")
             return
-        for r in runs:
-            models = ", ".join(Path(m).name for m in r.models.split(",") if m)
-            table.add_row(
-                "●" if r.run_id in self.marked else "",
-                str(r.run_id),
-                r.created_at[:16],
-                r.mode,
-                r.status,
-                models,
-                r.summary,
-                key=str(r.run_id),
-            )
+        fill_history(table, runs, self.marked)
 
     def history_cursor_run(self) -> int | None:
         table = self.query_one("#history", DataTable)
@@ -675,11 +529,7 @@ class BenchScreen(Screen[None]):
             self.marked.remove(run_id)
         else:
             self.marked = [*self.marked[-1:], run_id]
-        # only the marks change: rebuilding the table put the cursor back on row 1
-        table = self.query_one("#history", DataTable)
-        for key in table.rows:
-            mark = "●" if key.value is not None and int(key.value) in self.marked else ""
-            table.update_cell(key, self.mark_column, mark)
+        update_marks(self.query_one("#history", DataTable), self.mark_column, self.marked)
         self.notify(f"marked for compare: {', '.join(map(str, self.marked)) or 'none'}")
 
     def action_compare(self) -> None:
@@ -696,17 +546,7 @@ class BenchScreen(Screen[None]):
             self.notify(why, severity="warning", timeout=8)
             self.set_status(f"cannot compare: {why}")
             return
-        table = self.query_one("#compare", DataTable)
-        table.clear()
-        for row in compare_runs(a, b):
-            ratio = row["ratio"]
-            table.add_row(
-                row["test"],
-                row["label"],
-                _num(row["a"]),
-                _num(row["b"]),
-                "n/a" if ratio is None else f"{ratio:.3f}x",
-            )
+        fill_compare(self.query_one("#compare", DataTable), compare_runs(a, b))
         self.query_one(TabbedContent).active = "tab-compare"
         self.query_one("#export-status", Static).update(f"A = run {a.run_id}, B = run {b.run_id}")
 
@@ -730,15 +570,3 @@ class BenchScreen(Screen[None]):
             return
         self.query_one("#export-status", Static).update(f"exported to {path}")
         self.notify(f"exported to {path}")
-
-
-def _num(v: float | None) -> str:
-    """A value for the screen's tables (fewer digits than ``llcuda bench``'s reports)."""
-    if v is None:
-        return "n/a"
-    if isinstance(v, bool | int):
-        return str(v)
-    v = float(v)
-    if abs(v) >= 100:
-        return f"{v:.1f}"
-    return f"{v:.3g}" if abs(v) < 1 else f"{v:.2f}"

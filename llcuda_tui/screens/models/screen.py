@@ -3,7 +3,8 @@ each attached worker's free VRAM), the store's size cap (c edits it), the team s
 that this store lacks (listed after the local ones; t pulls one), and Hugging Face (list a
 repo's GGUFs, pull with progress, speed and ETA, cancel, resume).
 
-Every store call runs in a thread worker; results come back as messages.
+Every store call runs in a thread worker; results come back as messages. The text this
+screen shows and the work its threads do are in the package's other modules (``__init__``).
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from textual.widgets import Button, DataTable, Input, ProgressBar, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from llcuda_tui.core.errors import LlcudaError
-from llcuda_tui.core.fit import DeviceMemory, worker_device
 from llcuda_tui.core.fmt import fmt_ago, fmt_size
 from llcuda_tui.core.store import (
     FitBadge,
@@ -32,11 +32,6 @@ from llcuda_tui.core.store import (
     RemoteEntry,
     Store,
     TeamPullJob,
-    choice_from_entry,
-    describe_model,
-    detail_text,
-    fit_badge,
-    list_repo,
     set_max_size,
 )
 from llcuda_tui.messages import (
@@ -55,6 +50,27 @@ from llcuda_tui.messages import (
 )
 from llcuda_tui.palette import PaletteBinding
 from llcuda_tui.screens.dialogs import ConfirmDialog, TextPromptDialog
+from llcuda_tui.screens.models.actions import (
+    delete_question,
+    deleted_text,
+    imported_text,
+    remove_model,
+    verified_text,
+)
+from llcuda_tui.screens.models.detail import (
+    ADOPTING,
+    EMPTY_STORE,
+    model_detail,
+    team_detail,
+    usage_text,
+)
+from llcuda_tui.screens.models.hub import file_state, list_with_partials, listed_text, pulled_text
+from llcuda_tui.screens.models.listing import (
+    fit_badges,
+    fits_on_workers,
+    models_on_workers,
+    team_listing,
+)
 from llcuda_tui.widgets import KeyFooter
 
 if TYPE_CHECKING:
@@ -184,21 +200,16 @@ class ModelsScreen(Screen[None]):
         except LlcudaError as exc:
             self.post_message(StoreFailed(str(exc)))
             return
-        badges = self.fit_badges(entries, app.fit_device)
+        badges = fit_badges(entries, app.settings.engine, app.fit_device)
         if get_current_worker().is_cancelled:
             return  # a newer listing runs: this one read the store before a change
         self.post_message(StoreListed(entries, usage, badges))
         self.list_team({e.name for e in entries})
         urls = list(getattr(app, "worker_urls", []))
         if urls:
-            self.post_message(WorkerFitsListed(self.fits_on_workers(entries, urls)))
-            self.post_message(WorkerModelsListed(self.models_on_workers(urls)))
-
-    def models_on_workers(self, urls: list[str]) -> dict[str, WorkerModels]:
-        """What each worker serves now (in the thread)."""
-        from llcuda_tui.core.worker import worker_models
-
-        return {url: worker_models(self.llcuda.worker_access, url) for url in urls}
+            fits = fits_on_workers(entries, urls, app.worker_access, app.settings.engine)
+            self.post_message(WorkerFitsListed(fits))
+            self.post_message(WorkerModelsListed(models_on_workers(app.worker_access, urls)))
 
     @on(WorkerModelsListed)
     def show_worker_models(self, message: WorkerModelsListed) -> None:
@@ -233,24 +244,14 @@ class ModelsScreen(Screen[None]):
             except LlcudaError as exc:
                 notes.append(f"{name} on {url}: {exc}")
         self.post_message(
-            WorkerModelsListed(self.models_on_workers(list(targets)), "; ".join(notes))
+            WorkerModelsListed(models_on_workers(access, list(targets)), "; ".join(notes))
         )
 
     def list_team(self, local: set[str]) -> None:
-        """Post the team store's models missing here (in the listing thread); a team store
-        that cannot be read is a line on the screen, never a failed listing."""
-        from llcuda_tui.core.store import RemoteConfig, RemoteStore
-
-        config = RemoteConfig.from_settings(self.llcuda.settings)
-        if not config.configured:
-            return
-        try:
-            remote = RemoteStore(config)
-            found = [e for e in remote.entries() if e.name not in local]
-        except LlcudaError as exc:
-            self.post_message(TeamListed([], config.where, str(exc)))
-            return
-        self.post_message(TeamListed(found, config.where))
+        """Post the team store's models missing here (in the listing thread)."""
+        listed = team_listing(self.llcuda.settings, local)
+        if listed is not None:
+            self.post_message(listed)
 
     @on(TeamListed)
     def show_team(self, message: TeamListed) -> None:
@@ -276,36 +277,6 @@ class ModelsScreen(Screen[None]):
         line.update(self.team_line)
         line.display = True
         self.show_detail(self.selected_name())
-
-    def fit_badges(
-        self, entries: list[ModelEntry], device: DeviceMemory | None
-    ) -> dict[str, FitBadge]:
-        """{name: FitBadge} of ``entries`` on ``device`` (None: this machine's, detected)."""
-        e = self.llcuda.settings.engine
-        return {
-            x.name: fit_badge(
-                choice_from_entry(x), e.n_ctx, e.n_gpu_layers, device, e.type_k, e.flash_attn
-            )
-            for x in entries
-        }
-
-    def fits_on_workers(
-        self, entries: list[ModelEntry], urls: list[str]
-    ) -> dict[str, dict[str, FitBadge] | str]:
-        """Fit badges of ``entries`` against each worker's free VRAM now, or why there is no
-        estimate (in the thread: at most a few seconds per worker that does not answer)."""
-        from llcuda_tui.core.worker import WorkerGpuPoller  # loaded only with workers attached
-
-        access = self.app.worker_access  # type: ignore[attr-defined]
-        fits: dict[str, dict[str, FitBadge] | str] = {}
-        for url in urls:
-            poller = WorkerGpuPoller(url, access.api_key, history=0, verify=access.verify)
-            try:
-                device = worker_device(url, poller.poll())
-            finally:
-                poller.close()
-            fits[url] = device if isinstance(device, str) else self.fit_badges(entries, device)
-        return fits
 
     @on(WorkerFitsListed)
     def show_worker_fits(self, message: WorkerFitsListed) -> None:
@@ -333,23 +304,8 @@ class ModelsScreen(Screen[None]):
             )
         if current in self.entries:
             table.move_cursor(row=table.get_row_index(current))
-        self.query_one("#du-line", Static).update(self.usage_text(message.usage))
+        self.query_one("#du-line", Static).update(usage_text(message.usage))
         self.show_detail(self.selected_name())
-
-    @staticmethod
-    def usage_text(u: dict[str, Any]) -> str:
-        cap = fmt_size(u["max_size"]) if u.get("max_size") else "no cap"
-        parts = [
-            f"{fmt_size(u.get('live_bytes', 0))} in {len(u.get('models', []))} model(s)",
-            f"size cap (c): {cap}",
-        ]
-        if u.get("partial_bytes"):
-            parts.append(f"{fmt_size(u['partial_bytes'])} partial downloads")
-        if u.get("unreferenced_bytes"):
-            parts.append(f"{fmt_size(u['unreferenced_bytes'])} unreferenced")
-        if "free_bytes" in u:
-            parts.append(f"{fmt_size(u['free_bytes'])} free")
-        return "disk: " + " · ".join(parts)
 
     def selected_name(self) -> str | None:
         """The local model under the cursor (None on a team-store row)."""
@@ -380,49 +336,24 @@ class ModelsScreen(Screen[None]):
         entry = self.entries.get(name) if name else None
         team = self.team.get(self.selected_team() or "")
         if entry is None and team is not None:
-            rows = [
-                ("name", team.name),
-                ("where", "the team store only (t pulls it into this store)"),
-                ("quant", team.quant or "?"),
-                ("size", fmt_size(team.size)),
-                ("sha256", team.sha256),
-                ("pushed", team.pushed),
-            ]
-            detail.update(detail_text(rows))
-            return
-        if entry is None and not self.entries and self.llcuda.adopting_starters:
-            detail.update("Adding the starter models to the store (first run)…")
-            return
-        if entry is None:
+            detail.update(team_detail(team))
+        elif entry is None and not self.entries and self.llcuda.adopting_starters:
+            detail.update(ADOPTING)
+        elif entry is None:
+            detail.update(EMPTY_STORE if not self.entries else "")
+        else:
+            app = self.llcuda
             detail.update(
-                "The store is empty.\n\n"
-                "· type a Hugging Face repo below and pick a file to pull (h)\n"
-                "· import a local GGUF file (i)\n"
-                "· or run `llcuda models starter` to add the starter models"
-                if not self.entries
-                else ""
+                model_detail(
+                    entry,
+                    self.badges.get(entry.name),
+                    app.settings.engine,
+                    app.clock(),
+                    getattr(app, "worker_urls", []),
+                    self.worker_fits,
+                    self.worker_models,
+                )
             )
-            return
-        badge = self.badges.get(entry.name)
-        e = self.llcuda.settings.engine
-        rows = describe_model(entry, self.llcuda.clock())
-        rows.append(
-            ("fit", f"{badge.detail if badge else '?'} (ngl {e.n_gpu_layers}, ctx {e.n_ctx})")
-        )
-        for url in getattr(self.llcuda, "worker_urls", []):
-            fits = self.worker_fits.get(url)
-            if fits is None:
-                text = "not asked yet (r asks the workers for their free VRAM)"
-            elif isinstance(fits, str):
-                text = f"unknown: {fits}"
-            else:
-                found = fits.get(entry.name)
-                text = found.detail if found else "?"
-            rows.append(("fit on worker", f"{url}: {text}"))
-            held = self.worker_models.get(url)
-            if held is not None:
-                rows.append(("on worker", held.describe(entry.name)))
-        detail.update(detail_text(rows))
 
     # --- the size cap ---------------------------------------------------------------------------
 
@@ -506,11 +437,9 @@ class ModelsScreen(Screen[None]):
             return
         self.query_one("#pull-status", Static).update(f"verifying {name} (re-hashing)…")
 
-        def done(report: Any) -> str:
-            state = "ok" if report.ok else "; ".join(report.problems)
-            return f"verified {name}: {report.checked_files} file(s), {state}"
-
-        self.run_store_action("verify", lambda: self.store().verify(name), done)
+        self.run_store_action(
+            "verify", lambda: self.store().verify(name), lambda r: verified_text(name, r)
+        )
 
     def action_delete_model(self) -> None:
         name = self.selected_name()
@@ -520,30 +449,15 @@ class ModelsScreen(Screen[None]):
         entry = self.entries[name]
         pinned = entry.state.pinned
 
-        def remove() -> Any:
-            store = self.store()
-            if not pinned:
-                return store.remove(name)
-            store.set_pinned(name, False)  # the store refuses a pinned model
-            try:
-                return store.remove(name)
-            except LlcudaError:
-                store.set_pinned(name, True)  # as it was: nothing half-done
-                raise
-
         def confirmed(yes: bool | None) -> None:
             if yes:
                 self.run_store_action(
-                    "delete", remove, lambda r: f"deleted {name}, freed {fmt_size(r.freed_bytes)}"
+                    "delete",
+                    lambda: remove_model(self.store(), name, pinned),
+                    lambda r: deleted_text(name, r),
                 )
 
-        question = f"Delete {name} ({fmt_size(entry.manifest.size)}) from the store?"
-        if pinned:
-            question += (
-                "\n\nIt is pinned: you marked it to keep (gc and the size cap never evict "
-                "it). Deleting unpins it first."
-            )
-        yes = "Unpin and delete" if pinned else "Delete"
+        question, yes = delete_question(entry)
         self.app.push_screen(ConfirmDialog(question, yes=yes, destructive=True), confirmed)
 
     def action_import_file(self, typed: str = "", error: str = "") -> None:
@@ -555,13 +469,11 @@ class ModelsScreen(Screen[None]):
             target = Path(path).expanduser()
             evicted: list[str] = []  # filled on the worker thread, read once it is done
 
-            def done(e: ModelEntry) -> str:
-                gone = f"; evicted {', '.join(evicted)} (store.max_size)" if evicted else ""
-                return f"imported {e.name} ({fmt_size(e.manifest.size)}){gone}"
-
             self.importing = path
             self.run_store_action(
-                "import", lambda: self.store().import_path(target, on_evict=evicted.append), done
+                "import",
+                lambda: self.store().import_path(target, on_evict=evicted.append),
+                lambda e: imported_text(e, evicted),
             )
 
         from llcuda_tui.screens.import_dialog import ImportDialog  # on first use
@@ -586,16 +498,7 @@ class ModelsScreen(Screen[None]):
     @work(thread=True, exclusive=True, group="hub", exit_on_error=False)
     def list_hub(self, repo: str, quiet: bool = False) -> None:
         try:
-            listing = list_repo(repo)
-            store = self.store()
-            resumable = (
-                {
-                    m.first.path: store.partial_bytes(listing.repo, listing.commit, m.first)
-                    for m in listing.models
-                }
-                if store.exists()
-                else {}
-            )
+            listing, resumable = list_with_partials(repo, self.store())
         except LlcudaError as exc:
             self.post_message(HubFailed(str(exc)))
             return
@@ -607,24 +510,14 @@ class ModelsScreen(Screen[None]):
         table = self.query_one("#hub-table", DataTable)
         table.clear()
         for m in listing.models:
-            stored = f"{listing.repo}:{m.quant}" in self.entries
-            partial = message.resumable.get(m.first.path, 0)
-            state = (
-                "in store" if stored else (f"resumable ({fmt_size(partial)})" if partial else "")
-            )
-            if not m.complete:
-                state = "incomplete"
+            state = file_state(listing, m, self.entries, message.resumable)
             table.add_row(
                 m.quant, fmt_size(m.size), m.first.path, str(len(m.files)), state, key=m.first.path
             )
         n = len(listing.models)
         if message.quiet:
             return
-        self.query_one("#pull-status", Static).update(
-            f"{listing.repo} @ {listing.commit[:12]}: {n} GGUF model(s); Enter pulls one"
-            if n
-            else f"{listing.repo} has no GGUF files"
-        )
+        self.query_one("#pull-status", Static).update(listed_text(listing))
         if n:
             table.focus()
 
@@ -672,13 +565,8 @@ class ModelsScreen(Screen[None]):
         except LlcudaError as exc:
             self.post_message(StoreActionDone("pull", f"pull failed: {exc}", ok=False))
             return
-        e = result.entry
-        how = (
-            "already in the store"
-            if result.up_to_date
-            else (f"{fmt_size(result.downloaded_bytes)} in {time.monotonic() - started:.1f} s")
-        )
-        self.post_message(StoreActionDone("pull", f"pulled {e.name} ({how})"))
+        seconds = time.monotonic() - started
+        self.post_message(StoreActionDone("pull", pulled_text(result, seconds)))
 
     def pull_tick(self) -> None:
         job = self.pull_job
