@@ -10,7 +10,7 @@ there. ``stream()`` yields chunks from it, ``submit()`` calls back on it (keep c
 cheap: append to a buffer), and ``cancel()`` from any thread stops a generation within one
 token, or between prompt chunks during prefill.
 
-One module on purpose (about 650 lines): the load, the decode loop and the llama-bench
+One module on purpose (under 700 lines): the load, the decode loop and the llama-bench
 primitives all work on the engine thread's state (model, context, cells, sampler); what does
 not touch it lives beside it (_prefill, _decoding, _sampling, _threads, _speculative).
 """
