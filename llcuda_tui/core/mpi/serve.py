@@ -223,7 +223,7 @@ def _serve_root(
     on_ready: Callable[[str], None] | None,
     opts: PoolOptions,
 ) -> int:
-    from llcuda_tui.core.worker import UvicornServer, base_url, bind, create_app
+    from llcuda_tui.core.worker import UvicornServer, base_url, bind, create_app, run_until_stopped
 
     holder: dict[str, Any] = {}
 
@@ -245,19 +245,9 @@ def _serve_root(
             sock.close()
     ranks.agree(comm, error, f"listen on {listen.host}:{listen.port}")
     assert sock is not None
-    url = base_url(listen, sock)
-    if on_ready is not None:
-
-        def announce() -> None:
-            state.loaded.wait()
-            if state.status == "ready":
-                on_ready(url)
-
-        threading.Thread(target=announce, daemon=True).start()
     try:
-        uv.server.run(sockets=[sock])
+        run_until_stopped(uv, sock, state, base_url(listen, sock), on_ready)
     finally:
-        sock.close()
         _close_when_loaded(state)
     if state.error is not None:
         raise state.error

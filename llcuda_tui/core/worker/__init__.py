@@ -121,6 +121,9 @@ if TYPE_CHECKING:
         bind as bind,
     )
     from .server import (
+        run_until_stopped as run_until_stopped,
+    )
+    from .server import (
         serve as serve,
     )
     from .state import (
@@ -170,6 +173,7 @@ _EXPORTS = {
     "WorkerServer": "server",
     "base_url": "server",
     "bind": "server",
+    "run_until_stopped": "server",
     "serve": "server",
     "GpuSource": "state",
     "ServedEngine": "state",

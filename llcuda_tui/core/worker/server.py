@@ -176,7 +176,22 @@ def serve(
     state = WorkerState(config, on_load_error=on_load_error)
     uv = UvicornServer(create_app(state), state, listen, main_thread=True)
     uv.check_tls()
-    url = base_url(listen, sock)
+    run_until_stopped(uv, sock, state, base_url(listen, sock), on_ready)
+    if state.error is not None:
+        raise state.error
+    return 0
+
+
+def run_until_stopped(
+    uv: UvicornServer,
+    sock: socket.socket,
+    state: WorkerState,
+    url: str,
+    on_ready: Callable[[str], None] | None,
+) -> None:
+    """Serve on ``sock`` in this thread until uvicorn stops (then close the socket), calling
+    ``on_ready(url)`` from another thread once the model is loaded. The single worker and the
+    MPI pool's rank 0 both run this."""
     if on_ready is not None:
 
         def announce() -> None:
@@ -189,9 +204,6 @@ def serve(
         uv.server.run(sockets=[sock])
     finally:
         sock.close()
-    if state.error is not None:
-        raise state.error
-    return 0
 
 
 class WorkerServer:
