@@ -41,6 +41,9 @@ class ModelsConfig:
     aliases: Mapping[str, str] = field(default_factory=dict, hash=False)
     """Names clients may use for a model (``gpt-4o-mini`` -> a store name); ``[models.aliases]``
     in the config and ``--alias``. An alias wins over a store name it shadows."""
+    settings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, hash=False)
+    """Each model's own load settings by name (or alias): keys of ``config.MODEL_SETTINGS``,
+    checked (``check_model_settings``); what is not given is the worker's."""
     models_max: int = 0
     """Most models loaded at once; 0: no cap (the memory budget decides)."""
     memory_budget_bytes: int | None = None

@@ -4,6 +4,7 @@ loading models on demand, swapping, unloading, refusing what cannot fit."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -11,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -503,3 +505,88 @@ def test_our_client_lists_loads_and_unloads_a_workers_models(
         assert remote.remote.model == "beta" and remote.info.n_ctx == 512
         with pytest.raises(UserInputError, match="not served here"):
             remote.load_model("nope")
+
+
+# --- a request that waits for its model's load ------------------------------------------------
+
+
+@contextlib.contextmanager
+def load_held_back(store: Store, name: str) -> Iterator[None]:
+    """Loads of ``name`` wait while the block runs: the store lock its load takes (to note
+    the use, as another process's ``models pin`` would hold it) is held here."""
+    from filelock import FileLock
+
+    lock = FileLock(str(store.layout.lock(f"state-{store.names()[name]}")))
+    with lock:
+        yield
+
+
+def test_a_stream_waiting_for_its_models_load_gets_heartbeats(
+    store: Store, serve: Callable[..., WorkerServer]
+) -> None:
+    """The client gives up after ``read_timeout_s`` of silence; a load held back three times
+    that long must not look like a dead worker: the stream carries loading heartbeats."""
+    from llcuda_tui.core.engine import GenerationRequest, SamplingParams
+
+    silence_s = 0.5
+    worker = serve(replace(many(), heartbeat_s=0.05))
+    request = GenerationRequest(prompt="hello", max_tokens=3, sampling=SamplingParams())
+    with (
+        RemoteEngine.connect(worker.url, model="beta", read_timeout_s=silence_s) as remote,
+        httpx.Client(base_url=worker.url, timeout=30) as http,
+        ThreadPoolExecutor(1) as pool,
+    ):
+        with load_held_back(store, "beta"):
+            reply = pool.submit(remote.generate, request)
+            wait_for(lambda: remote.loading == "beta" or reply.done())
+            assert remote.loading == "beta"  # the heartbeat names the model that loads
+            time.sleep(3 * silence_s)  # the load takes longer than the client's patience
+            assert states(http)["beta"] == "loading" and not reply.done()
+        _, record = reply.result(60)
+        assert record.generated_tokens == 3 and remote.loading is None
+        assert states(http)["beta"] == "loaded"
+
+
+def test_a_stream_whose_load_fails_after_it_started_ends_with_the_error(
+    ggufs: dict[str, Path], tmp_path: Path, serve: Callable[..., WorkerServer]
+) -> None:
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"GGUF" + (3).to_bytes(4, "little") + b"\0" * 64)
+    worker = serve(replace(many(catalog=(CatalogModel("bad", bad),)), heartbeat_s=0.05))
+    body = {"model": "bad", "prompt": "hi", "max_tokens": 3, "stream": True}
+    with httpx.Client(base_url=worker.url, timeout=30) as http:
+        with http.stream("POST", "/v1/completions", json=body) as resp:
+            lines = [line for line in resp.iter_lines() if line]
+        # refused after its stream started: the status is 200 and the error its last event
+        assert resp.status_code == 200 and lines[0].startswith(": loading bad")
+        error = json.loads(next(line for line in lines if line.startswith("data: {"))[6:])
+        assert error["error"]["code"] == "model_load_failed", error
+        assert lines[-1] == "data: [DONE]"
+        # what is refused before any wait keeps its status
+        unknown = http.post("/v1/completions", json=body | {"model": "nope"})
+        assert unknown.status_code == 404
+
+
+def test_a_call_naming_a_model_that_loads_waits_for_it(
+    store: Store, serve: Callable[..., WorkerServer]
+) -> None:
+    """Counting a chat's tokens (a JSON reply, no heartbeats) names the model: while the
+    worker says it loads, the client waits past its timeout, then asks again."""
+    from llcuda_tui.core.engine import GenerationRequest
+
+    timeout_s = 1.0
+    worker = serve(many())
+    chat = GenerationRequest(messages=[{"role": "user", "content": "hello"}], max_tokens=1)
+    with (
+        RemoteEngine.connect(worker.url, model="alpha", timeout_s=timeout_s) as remote,
+        httpx.Client(base_url=worker.url, timeout=30) as http,
+        ThreadPoolExecutor(1) as pool,
+    ):
+        with load_held_back(store, "alpha"):
+            counted = pool.submit(remote.count_tokens, chat)
+            wait_for(lambda: states(http)["alpha"] == "loading" or counted.done())
+            time.sleep(2.5 * timeout_s)  # the load takes longer than the client's timeout
+            assert not counted.done()
+            wait_for(lambda: remote.loading == "alpha")  # it says what it waits for
+        assert counted.result(60) > 0
+        assert remote.tokenize("hello")  # names the model too (a many-model worker needs it)
