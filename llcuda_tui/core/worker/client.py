@@ -8,7 +8,8 @@ OpenAI-compatible server such as ``llama-server`` (generation and the model list
 Timings in the records are as the client saw them (TTFT, token times and decode speed include
 the network); prefill figures and the stop reason are the worker's. Requests always stream, so
 a dead worker is noticed fast: a killed one closes the connection at once, and an llcuda worker
-sends a heartbeat every 0.5 s, so silence longer than ``read_timeout_s`` (2 s) is an error too.
+sends a heartbeat every 0.5 s (also while a worker of many models loads the request's model:
+``loading`` says which), so silence longer than ``read_timeout_s`` (2 s) is an error too.
 Every failure is a one-line :class:`WorkerError` (or UserInputError for a refused request).
 
 One module on purpose (about 600 lines): :class:`RemoteEngine` and the worker's telemetry

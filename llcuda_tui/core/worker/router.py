@@ -127,8 +127,11 @@ class ModelRouter:
         self._on_step = on_step
         self._loader = loader or self._load_batch_engine
         self.metrics = ModelMetrics(registry)
-        # a setting given for an alias is its model's
-        self._settings = {config.aliases.get(k, k): v for k, v in config.settings.items()}
+        # a setting given for an alias is its model's; one given by the model's own name wins
+        self._settings: dict[str, dict[str, Any]] = {}
+        by_alias = [k for k in config.settings if k in config.aliases]
+        for key in by_alias + [k for k in config.settings if k not in config.aliases]:
+            self._settings.setdefault(config.aliases.get(key, key), {}).update(config.settings[key])
         self._by_name: dict[str, _Slot] = {}
         self._all: list[_Slot] = []
         """Every slot that holds or will hold memory (gone ones too, until unloaded)."""

@@ -434,6 +434,12 @@ def test_bad_keep_alive_is_a_400(given: Any) -> None:
         (["--memory-budget", "lots"], "--memory-budget: 'lots' is not a size"),
         (["--models-max", "2", "--name", "x"], "--name goes with one -m"),
         (["--embeddings"], "--embeddings and --pooling go with one -m MODEL"),
+        (["--model-setting", "alpha:ngl=3"], "'alpha:ngl=3': no key 'ngl' (known: n_ctx,"),
+        (["--model-setting", "alpha"], "--model-setting 'alpha': write NAME:KEY=VALUE"),
+        (["--model-setting", "alpha:n_ctx=big"], "n_ctx must be an integer"),
+        (["--model-setting", "alpha:n_ctx=-2"], "n_ctx must be >= 0"),
+        (["--model-setting", "alpha:parallel=0"], "parallel must be in [1, 256]"),
+        (["--model-setting", "alpha:type_k=q5"], "type_k must be one of"),
     ],
 )
 def test_bad_many_model_options_are_one_line_and_exit_2(
@@ -457,10 +463,14 @@ def test_llcuda_serve_without_m_serves_the_store(
 
     config = Paths.from_env().config_file
     config.parent.mkdir(parents=True, exist_ok=True)
-    config.write_text('[models.aliases]\nfast = "beta"\n', encoding="utf-8")
-    worker = worker_process.start(
-        "--ctx", "256", "--models-max", "1", "--alias", "gpt-4o-mini=alpha"
+    config.write_text(
+        '[models.aliases]\nfast = "beta"\n\n[models.settings."beta"]\nn_ctx = 128\n',
+        encoding="utf-8",
     )
+    worker = worker_process.start(
+        "--ctx", "256", "--models-max", "1", "--alias", "gpt-4o-mini=alpha",
+        "--model-setting", "fast:parallel=2",
+    )  # fmt: skip
     with httpx.Client(base_url=worker.url, timeout=30) as http:
         assert states(http) == {
             "alpha": "on_disk",
@@ -478,6 +488,10 @@ def test_llcuda_serve_without_m_serves_the_store(
         assert rm.returncode != 0 and f"in use by process {worker.proc.pid}" in rm.stderr
         assert complete(http, "fast").json()["model"] == "fast"  # the config's alias of beta
         assert states(http)["alpha"] == "on_disk" and states(http)["beta"] == "loaded"
+        # beta's own settings: the config's n_ctx, the command line's parallel (by its alias)
+        beta = http.get("/v1/models/beta").json()
+        assert beta["n_ctx"] == 128 and beta["settings"]["parallel"] == 2
+        assert http.get("/v1/models/alpha").json()["settings"]["n_ctx"] == 256
     worker.signal(signal.SIGTERM)
     assert worker.proc.wait(30) == 0
     assert not list((Paths.from_env().store_dir / "inuse").glob("*.lease"))  # leases let go
@@ -590,3 +604,63 @@ def test_a_call_naming_a_model_that_loads_waits_for_it(
             wait_for(lambda: remote.loading == "alpha")  # it says what it waits for
         assert counted.result(60) > 0
         assert remote.tokenize("hello")  # names the model too (a many-model worker needs it)
+
+
+# --- per-model load settings -------------------------------------------------------------------
+
+
+def test_each_model_loads_with_its_own_settings(
+    store: Store, serve: Callable[..., WorkerServer]
+) -> None:
+    settings = {"alpha": {"n_ctx": 256, "parallel": 1}, "beta": {"n_ctx": 1024}}
+    worker = serve(many(n_ctx=512, parallel=2, settings=settings))
+    with httpx.Client(base_url=worker.url, timeout=30) as http:
+        # before a load: what each will load with
+        alpha = http.get("/v1/models/alpha").json()
+        assert alpha["settings"]["n_ctx"] == 256 and alpha["settings"]["parallel"] == 1
+        assert "n_ctx" not in alpha  # not loaded yet
+        for name in ("alpha", "beta"):
+            assert complete(http, name).status_code == 200
+        held = {m["id"]: m for m in http.get("/llcuda/v1/info").json()["models"]}
+        assert held["alpha"]["load"]["n_ctx"] == 256 and held["beta"]["load"]["n_ctx"] == 1024
+        assert http.get("/v1/models/alpha").json()["n_ctx"] == 256
+        assert http.get("/v1/models/beta").json()["n_ctx"] == 1024
+        assert held["beta"]["settings"]["parallel"] == 2  # the worker's, not given for beta
+        # the fit estimate is each model's own: same shape, beta's KV cache 8x alpha's cells
+        assert held["beta"]["needs_bytes"] > held["alpha"]["needs_bytes"]
+        # each engine has the slots it was given: KV cells are n_ctx x parallel
+        stats = http.get("/llcuda/v1/info").json()["stats"]
+        assert stats["slots"] == 1 + 2 and stats["kv_cells_total"] == 256 * 1 + 1024 * 2
+        # a prompt longer than alpha's sequence is too long for alpha only
+        long_prompt = " ".join(["hello"] * 50)  # about 400 tokens of the tiny vocabulary
+        assert complete(http, "alpha", prompt=long_prompt).status_code == 400
+        assert complete(http, "beta", prompt=long_prompt).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("table", "fragment"),
+    [
+        ("ngl = 3", "[models.settings.\"alpha\"] has no key 'ngl' (known: n_ctx, n_gpu_layers"),
+        ('n_ctx = "big"', '[models.settings."alpha"] n_ctx must be int, got str'),
+        ('flash_attn = "maybe"', "flash_attn must be auto, on or off"),
+        ("parallel = 0", "parallel must be in [1, 256]"),
+    ],
+)
+def test_a_bad_model_setting_in_the_config_is_one_line_naming_the_key(
+    llcuda_home: Path, capsys: pytest.CaptureFixture[str], table: str, fragment: str
+) -> None:
+    from llcuda_tui.cli import main
+
+    config = Paths.from_env().config_file
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(f'[models.settings."alpha"]\n{table}\n', encoding="utf-8")
+    assert main(["serve"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and fragment in err[0] and str(config) in err[0], err
+
+
+def test_the_model_parallel_cap_is_the_batch_engines() -> None:
+    from llcuda_tui.core.config import MODEL_PARALLEL_MAX
+    from llcuda_tui.core.worker.batch import MAX_PARALLEL
+
+    assert MODEL_PARALLEL_MAX == MAX_PARALLEL
