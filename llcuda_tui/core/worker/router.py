@@ -3,10 +3,12 @@ engines, keyed by model name, loaded on demand and unloaded when idle or when ro
 
 :class:`ModelRouter` owns them. A request naming a model (:meth:`ModelRouter.acquire`) gets its
 engine: at once when it is loaded; after the one load every request for it waits on (a future
-per model) when it is not. Before a load the fit estimate (``core/fit.py``) of the model at
-the worker's settings is checked against the memory budget (free VRAM at start, or RAM on the
-CPU; ``--memory-budget``): a model larger than the whole budget is refused with a 507 saying
-how much is missing; otherwise the least recently used *idle* models are unloaded until it
+per model) when it is not (a streamed request heartbeats meanwhile: ``on_wait``). Each model
+loads with the worker's engine settings and its own on top (``[models.settings."NAME"]``).
+Before a load the fit estimate (``core/fit.py``) of the model at those settings is checked
+against the memory budget (free VRAM at start, or RAM on the CPU; ``--memory-budget``): a
+model larger than the whole budget is refused with a 507 saying how much is missing (before
+any wait); otherwise the least recently used *idle* models are unloaded until it
 fits and ``--models-max`` holds. A model with requests in flight is never unloaded under them:
 when only busy models could make room, the load waits until they finish (new requests for
 them wait too, so the swap happens), then they go.
@@ -48,6 +50,8 @@ from llcuda_tui.core.worker.router_config import (
     Budget,
     ModelsConfig,
     parse_keep_alive,
+    settings_by_model,
+    shown_settings,
 )
 
 if TYPE_CHECKING:
@@ -127,11 +131,7 @@ class ModelRouter:
         self._on_step = on_step
         self._loader = loader or self._load_batch_engine
         self.metrics = ModelMetrics(registry)
-        # a setting given for an alias is its model's; one given by the model's own name wins
-        self._settings: dict[str, dict[str, Any]] = {}
-        by_alias = [k for k in config.settings if k in config.aliases]
-        for key in by_alias + [k for k in config.settings if k not in config.aliases]:
-            self._settings.setdefault(config.aliases.get(key, key), {}).update(config.settings[key])
+        self._settings = settings_by_model(config)
         self._by_name: dict[str, _Slot] = {}
         self._all: list[_Slot] = []
         """Every slot that holds or will hold memory (gone ones too, until unloaded)."""
@@ -630,7 +630,7 @@ class ModelRouter:
             return None
         entry = self._store_entry(target) if slot.digest is not None else None
         obj = self._object(slot.name, entry)
-        obj["settings"] = _shown_settings(slot.load_config, slot.parallel)
+        obj["settings"] = shown_settings(slot.load_config, slot.parallel)
         held = self._by_name.get(slot.name)
         if held is not None and held.engine is not None:
             obj["n_ctx"] = held.engine.info.n_ctx  # as loaded (settings' 0: its training's)
@@ -661,7 +661,7 @@ class ModelRouter:
             "path": str(slot.path),
             "in_flight": slot.in_flight,
             "needs_bytes": slot.needs,
-            "settings": _shown_settings(slot.load_config, slot.parallel),
+            "settings": shown_settings(slot.load_config, slot.parallel),
             "keep_alive_s": _json_seconds(slot.keep_alive_s),
             "idle_s": round(time.monotonic() - slot.last_used, 3),
             "removed": slot.gone,
@@ -754,14 +754,6 @@ def _load_error(name: str, exc: BaseException) -> BaseException:
     return P.RequestError(
         f"cannot load the model '{name}': {exc}", status, param="model", code="model_load_failed"
     )
-
-
-SHOWN_SETTINGS = ("n_ctx", "n_gpu_layers", "n_batch", "flash_attn", "type_k", "type_v")
-
-
-def _shown_settings(config: EngineConfig, parallel: int) -> dict[str, Any]:
-    """What a model loads with, as ``/v1/models/{id}`` and ``/llcuda/v1/models`` show it."""
-    return {k: getattr(config, k) for k in SHOWN_SETTINGS} | {"parallel": parallel}
 
 
 def _gib(n: int) -> str:

@@ -538,11 +538,11 @@ def load_held_back(store: Store, name: str) -> Iterator[None]:
 def test_a_stream_waiting_for_its_models_load_gets_heartbeats(
     store: Store, serve: Callable[..., WorkerServer]
 ) -> None:
-    """The client gives up after ``read_timeout_s`` of silence; a load held back three times
+    """The client gives up after ``read_timeout_s`` of silence; a load held back 2.5 times
     that long must not look like a dead worker: the stream carries loading heartbeats."""
     from llcuda_tui.core.engine import GenerationRequest, SamplingParams
 
-    silence_s = 0.5
+    silence_s = 1.0  # 20 heartbeats: a loaded machine still gets one through
     worker = serve(replace(many(), heartbeat_s=0.05))
     request = GenerationRequest(prompt="hello", max_tokens=3, sampling=SamplingParams())
     with (
@@ -554,7 +554,7 @@ def test_a_stream_waiting_for_its_models_load_gets_heartbeats(
             reply = pool.submit(remote.generate, request)
             wait_for(lambda: remote.loading == "beta" or reply.done())
             assert remote.loading == "beta"  # the heartbeat names the model that loads
-            time.sleep(3 * silence_s)  # the load takes longer than the client's patience
+            time.sleep(2.5 * silence_s)  # the load takes longer than the client's patience
             assert states(http)["beta"] == "loading" and not reply.done()
         _, record = reply.result(60)
         assert record.generated_tokens == 3 and remote.loading is None
@@ -579,6 +579,24 @@ def test_a_stream_whose_load_fails_after_it_started_ends_with_the_error(
         # what is refused before any wait keeps its status
         unknown = http.post("/v1/completions", json=body | {"model": "nope"})
         assert unknown.status_code == 404
+
+
+def test_a_client_leaving_while_its_model_loads_holds_nothing(
+    store: Store, serve: Callable[..., WorkerServer]
+) -> None:
+    worker = serve(replace(many(), heartbeat_s=0.05))
+    body = {"model": "beta", "prompt": "hi", "max_tokens": 3, "stream": True}
+    with httpx.Client(base_url=worker.url, timeout=30) as http:
+        with load_held_back(store, "beta"), http.stream("POST", "/v1/completions", json=body) as r:
+            lines = r.iter_lines()
+            assert next(lines).startswith(": loading beta")
+            assert next(line for line in lines if line).startswith(": loading beta")
+        # gone while beta loads
+        wait_for(lambda: states(http)["beta"] == "loaded")
+        assert metric(http, "llcuda_model_requests_total", model="beta") == 0
+        # nothing holds beta: a keep_alive 0 request unloads it after its reply
+        assert complete(http, "beta", keep_alive=0).status_code == 200
+        wait_for(lambda: states(http)["beta"] == "on_disk")
 
 
 def test_a_call_naming_a_model_that_loads_waits_for_it(
@@ -664,3 +682,17 @@ def test_the_model_parallel_cap_is_the_batch_engines() -> None:
     from llcuda_tui.core.worker.batch import MAX_PARALLEL
 
     assert MODEL_PARALLEL_MAX == MAX_PARALLEL
+
+
+@pytest.mark.parametrize(
+    ("given", "parsed"),
+    [
+        ("qwen2.5:7b:n_ctx=2048", ("qwen2.5:7b", "n_ctx", 2048)),  # ':' in a store name
+        ("chat:ctx_beyond_training=on", ("chat", "ctx_beyond_training", True)),
+        ("chat: type_v = q8_0", ("chat", "type_v", "q8_0")),
+    ],
+)
+def test_model_setting_parses_name_key_and_typed_value(given: str, parsed: tuple[Any, ...]) -> None:
+    from llcuda_tui.core.config import parse_model_setting
+
+    assert parse_model_setting(given) == parsed
