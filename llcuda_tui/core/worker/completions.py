@@ -168,10 +168,8 @@ async def _loading_then(
         except BaseException:
             use.release()
             raise
-        inner = getattr(response, "body_iterator", None)
-        if inner is None:  # _generate streams a streamed request; defensive
-            yield bytes(response.body)
-            return
+        assert isinstance(response, StreamingResponse)  # a streamed request streams
+        inner = response.body_iterator
         async for part in inner:
             yield part
     except P.RequestError as exc:  # the load failed, or the request does not fit the model
@@ -180,8 +178,9 @@ async def _loading_then(
     finally:
         if not acquiring.done():  # the client left while the model loaded
             acquiring.cancel()
-        if inner is not None:  # closes the generation's stream (it cancels what still runs)
-            await inner.aclose()
+        close = getattr(inner, "aclose", None)
+        if close is not None:  # closes the generation's stream (it cancels what still runs)
+            await close()
 
 
 def _submit_all(
