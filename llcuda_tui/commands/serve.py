@@ -138,11 +138,20 @@ def _add_router_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="ALIAS=MODEL",
         help="a name clients may use for a model (repeat; adds to [models.aliases])",
     )
+    g.add_argument(
+        "--model-setting",
+        action="append",
+        default=[],
+        metavar="NAME:KEY=VALUE",
+        help="how one model loads, e.g. qwen2.5-7b:n_ctx=16384 (repeat; keys n_ctx, "
+        "n_gpu_layers, parallel, flash_attn, type_k, type_v, ...; adds to "
+        '[models.settings."NAME"])',
+    )
 
 
 def _serves_many(args: argparse.Namespace) -> bool:
     router_flags = args.models_max or args.memory_budget is not None or args.idle_unload is not None
-    return len(args.model) != 1 or bool(router_flags or args.alias)
+    return len(args.model) != 1 or bool(router_flags or args.alias or args.model_setting)
 
 
 def _add_pool_arguments(parser: argparse.ArgumentParser) -> None:
@@ -219,6 +228,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 def _run_many(args: argparse.Namespace, settings: Settings, api_key: str | None) -> int:
     """A worker of many models: the store (no -m) or the -m models, loaded on demand."""
+    from llcuda_tui.core.config import parse_model_setting
     from llcuda_tui.core.engine import check_gguf_file
     from llcuda_tui.core.fmt import parse_size
     from llcuda_tui.core.store import resolve_model
@@ -242,12 +252,17 @@ def _run_many(args: argparse.Namespace, settings: Settings, api_key: str | None)
         if not eq or not alias.strip() or not target.strip():
             raise UserInputError(f"--alias {given!r}: write ALIAS=MODEL, e.g. gpt-4o-mini=smollm")
         aliases[alias.strip()] = target.strip()
+    per_model = {name: dict(values) for name, values in settings.models.settings.items()}
+    for given in args.model_setting:
+        name, key, value = parse_model_setting(given)
+        per_model.setdefault(name, {})[key] = value
     budget = parse_size(args.memory_budget, "--memory-budget") if args.memory_budget else None
     # each model's own path replaces the store's at its load
     engine = _engine_config(args, settings, settings.paths.store_dir, None)
     models = ModelsConfig(
         catalog=tuple(catalog),
         aliases=aliases,
+        settings=per_model,
         models_max=args.models_max,
         memory_budget_bytes=budget,
         idle_unload_s=args.idle_unload,

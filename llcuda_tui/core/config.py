@@ -132,6 +132,82 @@ class ModelsDefaults:
     """``[models.aliases]``: names clients may use for a model, e.g. ``gpt-4o-mini =
     "smollm2-135m-instruct"``; the response's ``model`` echoes the name asked. ``llcuda serve
     --alias`` adds to them."""
+    settings: dict[str, dict[str, Any]] = field(default_factory=dict, hash=False)
+    """``[models.settings."NAME"]``: how model NAME loads when it is not as the worker's
+    ``[engine]`` / command line says (keys of :data:`MODEL_SETTINGS`, e.g. ``n_ctx = 16384``,
+    ``parallel = 1``); ``llcuda serve --model-setting NAME:KEY=VALUE`` adds to them."""
+
+
+MODEL_SETTINGS: dict[str, type] = {
+    "n_ctx": int,
+    "n_gpu_layers": int,
+    "n_batch": int,
+    "n_ubatch": int,
+    "n_threads": int,
+    "flash_attn": str,
+    "type_k": str,
+    "type_v": str,
+    "ctx_beyond_training": bool,
+    "parallel": int,
+}
+"""What one model of a worker of many may load with on its own: the engine's knobs (named as
+in ``[engine]``) and its slots."""
+MODEL_PARALLEL_MAX = 256
+"""The most slots a model may have (the batch engine's ``MAX_PARALLEL``; a test checks)."""
+
+
+def check_model_settings(values: Any, where: str) -> dict[str, Any]:
+    """One model's settings (a table of :data:`MODEL_SETTINGS` keys), checked as ``[engine]``
+    is: ConfigError, one line starting with ``where`` and naming the key."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where} must be a table of settings (e.g. n_ctx = 8192)")
+    for key, value in values.items():
+        expected = MODEL_SETTINGS.get(key)
+        if expected is None:
+            raise ConfigError(f"{where} has no key '{key}' (known: {', '.join(MODEL_SETTINGS)})")
+        if type(value) is not expected:
+            raise ConfigError(
+                f"{where} {key} must be {expected.__name__}, got {type(value).__name__}"
+            )
+    engine = {k: v for k, v in values.items() if k != "parallel"}
+    try:
+        replace(EngineValues(), **engine).validate()
+    except UserInputError as exc:
+        raise ConfigError(f"{where} {exc}") from None
+    parallel = values.get("parallel", 1)
+    if not 1 <= parallel <= MODEL_PARALLEL_MAX:
+        raise ConfigError(f"{where} parallel must be in [1, {MODEL_PARALLEL_MAX}]")
+    return dict(values)
+
+
+def parse_model_setting(given: str) -> tuple[str, str, Any]:
+    """``NAME:KEY=VALUE`` (``llcuda serve --model-setting``) as (name, key, value), the value
+    as the key's type; UserInputError (one line) when it is not one."""
+    # a store name may hold ':' ("qwen2.5:7b"), never a key: the last ':' before the '='
+    head, eq, text = given.partition("=")
+    name, colon, key = head.rpartition(":")
+    key, text = key.strip(), text.strip()
+    if not colon or not name.strip() or not eq or not key or not text:
+        raise UserInputError(
+            f"--model-setting {given!r}: write NAME:KEY=VALUE, e.g. qwen2.5-7b:n_ctx=16384"
+        )
+    expected = MODEL_SETTINGS.get(key)
+    where = f"--model-setting {given!r}:"
+    if expected is None:
+        raise ConfigError(f"{where} no key '{key}' (known: {', '.join(MODEL_SETTINGS)})")
+    value: Any = text
+    if expected is int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise ConfigError(f"{where} {key} must be an integer") from None
+    elif expected is bool:
+        value = {"true": True, "on": True, "1": True, "false": False, "off": False, "0": False}
+        if text.lower() not in value:
+            raise ConfigError(f"{where} {key} must be true or false")
+        value = value[text.lower()]
+    check_model_settings({key: value}, where)
+    return name.strip(), key, value
 
 
 @dataclass(frozen=True)
@@ -292,3 +368,5 @@ def _validate(s: Settings, source: str) -> None:
             raise ConfigError(
                 f"{source}: models.aliases: {alias!r} must name a model (a non-empty string)"
             )
+    for name, values in s.models.settings.items():
+        check_model_settings(values, f"{source}: [models.settings.{json.dumps(name)}]")

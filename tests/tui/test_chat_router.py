@@ -19,7 +19,7 @@ from llcuda_tui.core.worker.router import ModelsConfig
 from tests.gguf_factory import write_tiny_llama
 from tests.tui.conftest import SIZE, make_app, wait_for
 from tests.tui.conftest import notices as messages
-from tests.tui.test_chat import chat_settings, send
+from tests.tui.test_chat import chat_settings, send, streaming
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(180)]
 
@@ -91,3 +91,53 @@ async def test_a_model_the_worker_cannot_load_says_so_in_the_status_line(
             await wait_for(pilot, lambda: "load failed" in str(status.render()), 60, "failure")
             assert f"worker {worker.url} did not load beta" in str(status.render())
             assert app.engine is None and chat.session.phase.name == "IDLE"
+
+
+async def test_a_chat_whose_model_was_unloaded_loads_it_again_on_the_next_message(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """The next message to a model the worker unloaded since (--idle-unload, keep_alive 0,
+    eviction) loads it inside the request; a load slower than the client's 2 s of patience
+    (held back here by the store lock it takes) is no dead worker: the reply comes."""
+    import asyncio
+
+    from filelock import FileLock
+
+    store, cfg = two_model_worker(tmp_path)
+    with WorkerServer(cfg) as worker:
+        app = make_app(chat_settings(settings), workers=[worker.url])
+        async with app.run_test(size=SIZE) as pilot:
+            chat = app.screen
+            beta = f"beta @ {worker.url}"
+            await wait_for(pilot, lambda: beta in chat.choices, what="the worker's models")
+            chat.query_one("#model", Select).value = beta
+            await pilot.click("#load")
+            await wait_for(
+                pilot, lambda: app.engine_choice is not None and app.engine_choice.name == beta,
+                60, "beta bound",
+            )  # fmt: skip
+            await send(pilot, chat, "Say hello.")
+            assert (
+                httpx.post(f"{worker.url}/llcuda/v1/models/beta/unload", timeout=30).json()["state"]
+                == "on_disk"
+            )
+
+            def beta_state() -> str:
+                listed = httpx.get(f"{worker.url}/v1/models/beta", timeout=10).json()
+                return str(listed["state"])
+
+            held = FileLock(str(store.layout.lock(f"state-{store.names()['beta']}")))
+            with held:  # beta's next load waits for this lock
+                prompt = chat.prompt
+                prompt.value = "And again."
+                prompt.focus()
+                await wait_for(pilot, lambda: prompt.value == "And again.", 10, "the prompt")
+                await pilot.press("enter")
+                await wait_for(pilot, lambda: beta_state() == "loading", 30, "beta loading")
+                await asyncio.sleep(3.0)  # longer than the client's 2 s of silence
+            await wait_for(pilot, lambda: not streaming(chat), 90, "reply end")
+            record = chat.session.last_record
+            assert record is not None and record.generated_tokens > 0, messages(app)
+            saved = app.conversations.messages(chat.session.conversation.id)
+            assert [m.role for m in saved] == ["user", "assistant"] * 2 and saved[3].content
+            assert beta_state() == "loaded"

@@ -8,7 +8,8 @@ OpenAI-compatible server such as ``llama-server`` (generation and the model list
 Timings in the records are as the client saw them (TTFT, token times and decode speed include
 the network); prefill figures and the stop reason are the worker's. Requests always stream, so
 a dead worker is noticed fast: a killed one closes the connection at once, and an llcuda worker
-sends a heartbeat every 0.5 s, so silence longer than ``read_timeout_s`` (2 s) is an error too.
+sends a heartbeat every 0.5 s (also while a worker of many models loads the request's model:
+``loading`` says which), so silence longer than ``read_timeout_s`` (2 s) is an error too.
 Every failure is a one-line :class:`WorkerError` (or UserInputError for a refused request).
 
 One module on purpose (about 600 lines): :class:`RemoteEngine` and the worker's telemetry
@@ -46,10 +47,18 @@ GENERIC_READ_TIMEOUT_S = 300.0
 """Servers without heartbeats (llama-server) may be silent through a long prefill."""
 SLOW_CALL_TIMEOUT_S = 15.0
 """For calls that may take a while on the worker (first NVML read, store listing)."""
+LOAD_POLL_S = 0.25
+"""How often a call waiting for a worker's model to load asks whether it is in."""
+LOAD_TRIES = 3
+"""Times a call naming the model is sent, when each timed out while the model loaded."""
 
 
 class WorkerError(LlcudaError):
     """A worker could not be reached, stopped answering, or failed a request."""
+
+
+class _TimedOut(WorkerError):
+    """No reply in time (a model naming call may wait for the model's load and try again)."""
 
 
 @dataclass(frozen=True)
@@ -179,6 +188,9 @@ class RemoteEngine(EngineBase):
         )
         self._inflight: set[threading.Event] = set()
         self._lock = threading.Lock()
+        self.loading: str | None = None
+        """The model a request of this client waits for the worker to load (a worker of many
+        models says so in its heartbeats); None when none waits."""
         self.remote: WorkerInfo
         self.info: LoadInfo
 
@@ -301,7 +313,7 @@ class RemoteEngine(EngineBase):
                 if resp.status_code != 200:
                     resp.read()
                     raise self._refused(resp)
-                yield from _read_stream(resp.iter_lines(), t0, cancel, self.url)
+                yield from _read_stream(self._noting_loads(resp.iter_lines()), t0, cancel, self.url)
         except httpx.TimeoutException:
             raise WorkerError(
                 f"worker {self.url} stopped answering (nothing for "
@@ -309,6 +321,20 @@ class RemoteEngine(EngineBase):
             ) from None
         except httpx.TransportError as exc:
             raise WorkerError(_transport_message(self.url, exc)) from None
+
+    def _noting_loads(self, lines: Iterator[str]) -> Iterator[str]:
+        """``lines`` as they come, with the worker's loading heartbeats noted in ``loading``
+        (until the first event after them)."""
+        prefix = P.LOADING_HEARTBEAT
+        try:
+            for line in lines:
+                if line.startswith(prefix):
+                    self.loading = line[len(prefix) :].strip() or "?"
+                elif self.loading is not None and line.startswith("data:"):
+                    self.loading = None
+                yield line
+        finally:
+            self.loading = None
 
     # --- what else a worker tells ---------------------------------------------------------------
 
@@ -385,9 +411,10 @@ class RemoteEngine(EngineBase):
         """Token ids of ``text`` in the worker's model (llcuda workers)."""
         if "tokenize" not in self.remote.features:
             raise UserInputError(f"{self.url} does not offer tokenisation")
-        resp = self._request(
-            "POST", f"{P.EXT_PREFIX}/tokenize", json={"content": text, "add_special": add_special}
-        )
+        body: dict[str, Any] = {"content": text, "add_special": add_special}
+        if self.model:  # a worker of many models tokenizes with the model named
+            body["model"] = self.model
+        resp = self._model_request(f"{P.EXT_PREFIX}/tokenize", body)
         return [int(t) for t in resp.json()["tokens"]]
 
     def count_tokens(self, request: GenerationRequest) -> int:
@@ -399,10 +426,9 @@ class RemoteEngine(EngineBase):
             return len(self.tokenize(request.prompt))
         if "tokenize" not in self.remote.features:
             raise CountUnavailable(f"not counted: {self.url} is not an llcuda worker")
-        resp = self._request(
-            "POST",
+        resp = self._model_request(
             f"{P.EXT_PREFIX}/tokenize",
-            json={"messages": list(request.messages or []), "model": self.model},
+            {"messages": list(request.messages or []), "model": self.model},
         )
         return len(resp.json()["tokens"])
 
@@ -420,6 +446,45 @@ class RemoteEngine(EngineBase):
         t = self._timeout_s
         return httpx.Timeout(connect=t, read=self._read_timeout(), write=t, pool=None)
 
+    def _model_request(self, path: str, body: dict[str, Any]) -> Any:
+        """POST ``body``, which names this client's model, and its reply.
+
+        On a worker of many models the reply may wait for the model to load (it was never
+        loaded, or unloaded when idle), and a JSON reply carries no heartbeat. So a reply
+        late past the usual timeout is not taken for a dead worker at once: while the worker
+        says the model is loading (``GET /v1/models/{id}``, answered at once during a load)
+        the call waits, each answer proving the worker alive within that same timeout, then
+        sends the request again (these calls are idempotent: tokenizing). A longer timeout
+        instead would be wrong either way: a hung worker unnoticed for that long, and still
+        too short for a large model on a slow disk."""
+        for attempt in range(LOAD_TRIES):
+            try:
+                return self._request("POST", path, json=body)
+            except _TimedOut:
+                if attempt == LOAD_TRIES - 1 or not self._waited_for_load(body.get("model")):
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _waited_for_load(self, name: Any) -> bool:
+        """Wait while the worker says model ``name`` is loading (or waiting for room); True
+        when it was, or is loaded now (a request for it may then get its answer in time)."""
+        from urllib.parse import quote
+
+        remote = getattr(self, "remote", None)
+        if not isinstance(name, str) or not name or remote is None or "router" not in remote.raw:
+            return False  # one model: it does not load on request
+        try:
+            seen = False
+            while True:
+                resp = self._get(f"/v1/models/{quote(name, safe='')}", ok=(200, 404))
+                state = resp.json().get("state") if resp.status_code == 200 else None
+                if state != "loading":
+                    return seen or state == "loaded"
+                seen, self.loading = True, name
+                time.sleep(LOAD_POLL_S)
+        finally:
+            self.loading = None
+
     def _get(self, path: str, ok: tuple[int, ...] = (200,), **kwargs: Any) -> Any:
         return self._request("GET", path, ok, **kwargs)
 
@@ -429,7 +494,7 @@ class RemoteEngine(EngineBase):
         try:
             resp = self._http.request(method, path, **kwargs)
         except httpx.TimeoutException:
-            raise WorkerError(f"worker {self.url} did not answer in time") from None
+            raise _TimedOut(f"worker {self.url} did not answer in time") from None
         except httpx.TransportError as exc:
             raise WorkerError(_transport_message(self.url, exc)) from None
         if resp.status_code not in ok:

@@ -54,6 +54,8 @@ async def _complete(state: WorkerState, request: Request, chat: bool) -> Respons
     body = P.parse_body(await read_body(request, cfg.max_body_bytes))
     parse = P.parse_chat if chat else P.parse_completion
     parsed = parse(body, cfg.sampling, state.limits())
+    if parsed.stream and state.models is not None:
+        return await _stream_once_loaded(state, request, chat, body, parsed)
     use = await state.use_model(body)  # many models: loads the one named (or waits for room)
     try:
         return await _generate(state, request, chat, body, parsed, use)
@@ -107,6 +109,78 @@ async def _generate(
             events = _choice_events(bridge, handles, shaper, cfg.heartbeat_s, calls, echoes)
         return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
     return await _whole(use.name, request, bridge, handles, chat, calls, echoes, logprobs, parsed.n)
+
+
+async def _stream_once_loaded(
+    state: WorkerState, request: Request, chat: bool, body: dict[str, Any], parsed: P.ParsedRequest
+) -> Response:
+    """A streamed request to a worker of many models. Its model may have to load first (or
+    wait for room), which takes seconds to minutes: once the router says the request waits,
+    the stream starts and sends heartbeats (``: loading``) until the model is in, so a client
+    that takes silence for a dead worker (ours, after 2 s) waits as long as the load takes.
+    What the router refuses before waiting (no such model, one too big) keeps its status;
+    what fails after the stream started is an error event."""
+    assert state.models is not None
+    waits = asyncio.Event()
+    acquiring = asyncio.ensure_future(
+        state.models.acquire(body.get("model"), body.get("keep_alive"), on_wait=waits.set)
+    )
+    waiting = asyncio.ensure_future(waits.wait())
+    try:
+        await asyncio.wait({acquiring, waiting}, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:  # the server is cancelling us
+        acquiring.cancel()
+        raise
+    finally:
+        waiting.cancel()
+    if not acquiring.done():
+        events = _loading_then(state, request, chat, body, parsed, acquiring)
+        return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
+    use = acquiring.result()  # loaded already, or refused (a RequestError: its status)
+    try:
+        return await _generate(state, request, chat, body, parsed, use)
+    except BaseException:
+        use.release()
+        raise
+
+
+async def _loading_then(
+    state: WorkerState,
+    request: Request,
+    chat: bool,
+    body: dict[str, Any],
+    parsed: P.ParsedRequest,
+    acquiring: asyncio.Future[ModelUse],
+) -> AsyncIterator[bytes]:
+    """Heartbeats while the request's model loads, then its stream (as :func:`_generate`'s)."""
+    name = str(body.get("model"))
+    beat = P.loading_heartbeat(name)
+    inner: Any = None
+    try:
+        yield beat
+        while not acquiring.done():
+            await asyncio.wait({acquiring}, timeout=state.config.heartbeat_s)
+            if not acquiring.done():
+                yield beat
+        use = acquiring.result()
+        try:
+            response = await _generate(state, request, chat, body, parsed, use)
+        except BaseException:
+            use.release()
+            raise
+        assert isinstance(response, StreamingResponse)  # a streamed request streams
+        inner = response.body_iterator
+        async for part in inner:
+            yield part
+    except P.RequestError as exc:  # the load failed, or the request does not fit the model
+        shaper = P.StreamShaper(chat, name, False, False, parsed.n)
+        yield shaper.error(str(exc), exc.status, exc.code)
+    finally:
+        if not acquiring.done():  # the client left while the model loaded
+            acquiring.cancel()
+        close = getattr(inner, "aclose", None)
+        if close is not None:  # closes the generation's stream (it cancels what still runs)
+            await close()
 
 
 def _submit_all(

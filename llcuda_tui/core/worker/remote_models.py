@@ -55,9 +55,10 @@ def engine_models(engine: RemoteEngine) -> WorkerModels:
 
 def bind_model(engine: RemoteEngine, name: str) -> WorkerModels:
     """Bind ``engine`` (of a worker of many models) to model ``name``: its requests send that
-    name. Loads it first when it is not loaded, so the first request does not wait for the load
-    (the worker sends no heartbeat before a request's model is in, and the client gives up after
-    2 s of silence); blocks as long as the load takes. The worker's models after."""
+    name. Loads it first when it is not loaded, so binding is where a load shows and fails (the
+    status line says so); a later request whose model was unloaded since loads it again itself
+    (the worker heartbeats meanwhile). Blocks as long as the load takes. The worker's models
+    after."""
     held = engine_models(engine)
     if held.states.get(name) != "loaded":
         engine.load_model(name)

@@ -3,10 +3,12 @@ engines, keyed by model name, loaded on demand and unloaded when idle or when ro
 
 :class:`ModelRouter` owns them. A request naming a model (:meth:`ModelRouter.acquire`) gets its
 engine: at once when it is loaded; after the one load every request for it waits on (a future
-per model) when it is not. Before a load the fit estimate (``core/fit.py``) of the model at
-the worker's settings is checked against the memory budget (free VRAM at start, or RAM on the
-CPU; ``--memory-budget``): a model larger than the whole budget is refused with a 507 saying
-how much is missing; otherwise the least recently used *idle* models are unloaded until it
+per model) when it is not (a streamed request heartbeats meanwhile: ``on_wait``). Each model
+loads with the worker's engine settings and its own on top (``[models.settings."NAME"]``).
+Before a load the fit estimate (``core/fit.py``) of the model at those settings is checked
+against the memory budget (free VRAM at start, or RAM on the CPU; ``--memory-budget``): a
+model larger than the whole budget is refused with a 507 saying how much is missing (before
+any wait); otherwise the least recently used *idle* models are unloaded until it
 fits and ``--models-max`` holds. A model with requests in flight is never unloaded under them:
 when only busy models could make room, the load waits until they finish (new requests for
 them wait too, so the swap happens), then they go.
@@ -48,6 +50,8 @@ from llcuda_tui.core.worker.router_config import (
     Budget,
     ModelsConfig,
     parse_keep_alive,
+    settings_by_model,
+    shown_settings,
 )
 
 if TYPE_CHECKING:
@@ -68,6 +72,9 @@ class _Slot:
     digest: str | None
     """The store manifest it was loaded from (None: a file named with -m)."""
     needs: int
+    load_config: EngineConfig
+    """What it loads with: the worker's engine settings with the model's own on top."""
+    parallel: int
     state: str = LOADING
     engine: ServedEngine | None = None
     ready: asyncio.Future[None] | None = None
@@ -103,8 +110,8 @@ class _Slot:
 class ModelRouter:
     """The models a worker holds: :meth:`acquire` one by name, release it when done.
 
-    ``loader(config)`` loads one model's engine (default: a :class:`BatchEngine` of the
-    worker's ``parallel`` slots); ``on_step`` is given to each engine (the worker's waker).
+    ``loader(config, parallel)`` loads one model's engine (default: a :class:`BatchEngine` of
+    ``parallel`` slots); ``on_step`` is given to each engine (the worker's waker).
     """
 
     def __init__(
@@ -115,7 +122,7 @@ class ModelRouter:
         paths: Paths | None,
         registry: Any,
         on_step: Callable[[], None] | None = None,
-        loader: Callable[[EngineConfig], ServedEngine] | None = None,
+        loader: Callable[[EngineConfig, int], ServedEngine] | None = None,
     ) -> None:
         self.config = config
         self.engine_template = engine
@@ -124,6 +131,7 @@ class ModelRouter:
         self._on_step = on_step
         self._loader = loader or self._load_batch_engine
         self.metrics = ModelMetrics(registry)
+        self._settings = settings_by_model(config)
         self._by_name: dict[str, _Slot] = {}
         self._all: list[_Slot] = []
         """Every slot that holds or will hold memory (gone ones too, until unloaded)."""
@@ -196,11 +204,19 @@ class ModelRouter:
 
     # --- requests -----------------------------------------------------------------------------
 
-    async def acquire(self, asked: Any, keep_alive: Any = None, count: bool = True) -> ModelUse:
+    async def acquire(
+        self,
+        asked: Any,
+        keep_alive: Any = None,
+        count: bool = True,
+        on_wait: Callable[[], None] | None = None,
+    ) -> ModelUse:
         """The engine of the model ``asked`` names (loading it first, or waiting for its load
         or for room), held until the use is released. RequestError: 400 no model named, 404
-        not one this worker serves, 507 cannot fit, 503 shutting down or a failed load.
-        ``count``: counted as a request of the model (not an explicit load)."""
+        not one this worker serves, 507 cannot fit (all three before any wait), 503 shutting
+        down or a failed load. ``count``: counted as a request of the model (not an explicit
+        load). ``on_wait()`` is called before each wait (a streamed request starts its
+        heartbeats then: a load may take minutes)."""
         if not isinstance(asked, str) or not asked:
             raise P.RequestError(
                 "'model' is required: this worker serves several models (GET /v1/models)",
@@ -214,6 +230,8 @@ class ModelRouter:
                 slot = await self._slot_for(asked)
             if slot.state == LOADED and not slot.leaving and not slot.gone:
                 return self._hold(slot, asked, keep, count)
+            if on_wait is not None:
+                on_wait()
             if slot.state == LOADING and slot.ready is not None:
                 slot.waiting += 1
                 try:
@@ -312,6 +330,7 @@ class ModelRouter:
         if slot is not None:
             return slot
         slot = found
+        self._check_budget(slot)  # before any wait: a streamed request gets its 507 as a status
         slot.ready = asyncio.get_running_loop().create_future()
         self._by_name[slot.name] = slot
         self._all.append(slot)
@@ -323,17 +342,29 @@ class ModelRouter:
         404 when this worker does not serve it."""
         for model in self.config.catalog:
             if model.name == name:
-                needs = self._needs_file(model.path) if estimate else 0
-                return _Slot(model.name, model.path, model.sha256, None, needs)
+                config, parallel = self.load_settings(model.name, model.path, model.sha256)
+                needs = self._needs_file(model.path, config, parallel) if estimate else 0
+                return _Slot(model.name, model.path, model.sha256, None, needs, config, parallel)
         entry = self._store_entry(name) if not self.config.catalog else None
         if entry is None:
             raise _not_served(name)
+        config, parallel = self.load_settings(entry.name, entry.path, entry.sha256)
         summary = entry.manifest.summary if estimate else None
-        estimated = self._needs(summary) if summary is not None else None
+        estimated = self._needs(summary, config, parallel) if summary is not None else None
         return _Slot(
             entry.name, entry.path, entry.sha256, entry.digest,
-            estimated if estimated is not None else entry.manifest.size,
+            estimated if estimated is not None else entry.manifest.size, config, parallel,
         )  # fmt: skip
+
+    def load_settings(
+        self, name: str, path: Path, sha256: str | None = None
+    ) -> tuple[EngineConfig, int]:
+        """The engine settings model ``name`` loads with, and its slots: the worker's, with
+        the model's own (``[models.settings."NAME"]``, ``--model-setting``) on top."""
+        own = dict(self._settings.get(name, {}))
+        parallel = int(own.pop("parallel", self.parallel))
+        config = replace(self.engine_template, model_path=path, model_sha256=sha256, **own)
+        return config, parallel
 
     def _store_entry(self, name: str) -> Any:
         from llcuda_tui.core.store import Store
@@ -346,11 +377,11 @@ class ModelRouter:
         stored = store.lookup(name)
         return store.entry(stored) if stored is not None else None
 
-    def _needs_file(self, path: Path) -> int:
+    def _needs_file(self, path: Path, config: EngineConfig, parallel: int) -> int:
         from llcuda_tui.core.gguf import read_summary
 
         try:
-            needs = self._needs(read_summary([path]))
+            needs = self._needs(read_summary([path]), config, parallel)
         except (LlcudaError, OSError, ValueError):
             needs = None  # metadata our reader does not know: the file's size
         if needs is not None:
@@ -360,24 +391,28 @@ class ModelRouter:
         except OSError:
             return 0
 
-    def _needs(self, summary: GgufSummary) -> int | None:
-        """Bytes of the budget's memory the model would take at the worker's settings (the
-        fit estimate, as the batch engine loads it: ``parallel`` sequences of ``n_ctx``)."""
+    def _needs(
+        self, summary: GgufSummary, config: EngineConfig | None = None, parallel: int = 0
+    ) -> int | None:
+        """Bytes of the budget's memory the model would take at its settings (the fit
+        estimate, as the batch engine loads it: ``parallel`` sequences of ``n_ctx``; default:
+        the worker's settings)."""
         from llcuda_tui.core.engine import flash_attn_for
         from llcuda_tui.core.fit import FitRequest, estimate
 
-        t = self.engine_template
+        t = config or self.engine_template
+        parallel = parallel or self.parallel
         on_gpu = self.budget is not None and self.budget.kind == "VRAM"
         n_ctx_seq = t.n_ctx or summary.context_length or 4096
-        n_batch = max(t.n_batch, self.parallel)
+        n_batch = max(t.n_batch, parallel)
         try:
             flash = flash_attn_for(summary, t.flash_attn, "cuda" if on_gpu else "ram", t.type_v)
             needs = estimate(
                 summary,
                 FitRequest(
-                    n_ctx=n_ctx_seq * self.parallel, n_gpu_layers=t.n_gpu_layers if on_gpu else 0,
+                    n_ctx=n_ctx_seq * parallel, n_gpu_layers=t.n_gpu_layers if on_gpu else 0,
                     type_k=t.type_k, type_v=t.type_v, n_ubatch=min(t.n_ubatch, n_batch),
-                    n_seq=self.parallel, flash_attn=flash,
+                    n_seq=parallel, flash_attn=flash,
                 ),
             )  # fmt: skip
         except (LlcudaError, KeyError, ValueError, ArithmeticError, IndexError):
@@ -389,9 +424,8 @@ class ModelRouter:
         loop = asyncio.get_running_loop()
         try:
             await self._make_room(slot)
-            config = replace(self.engine_template, model_path=slot.path, model_sha256=slot.sha256)
             t0 = time.perf_counter()
-            engine = await loop.run_in_executor(None, self._load_leased, slot, config)
+            engine = await loop.run_in_executor(None, self._load_leased, slot)
             if self._closed:
                 await loop.run_in_executor(None, engine.close)
                 raise P.RequestError("the worker is shutting down", 503)
@@ -416,7 +450,7 @@ class ModelRouter:
             self._update_used()
             self._notify()
 
-    def _load_leased(self, slot: _Slot, config: EngineConfig) -> ServedEngine:
+    def _load_leased(self, slot: _Slot) -> ServedEngine:
         """Take the store lease, then load (on a worker thread): rm refuses from the start."""
         if self.paths is not None:
             from llcuda_tui.core.store import Store, lease_file
@@ -426,27 +460,17 @@ class ModelRouter:
             # recorded for its size cap's LRU
             if slot.digest is not None and Store(self.paths).resolve(slot.name) is None:
                 raise _not_served(slot.name)
-        return self._loader(config)
+        return self._loader(slot.load_config, slot.parallel)
 
-    def _load_batch_engine(self, config: EngineConfig) -> ServedEngine:
+    @staticmethod
+    def _load_batch_engine(config: EngineConfig, parallel: int) -> ServedEngine:
         from llcuda_tui.core.worker.batch import BatchEngine
 
-        return BatchEngine.load(config, self.parallel)
+        return BatchEngine.load(config, parallel)
 
     async def _make_room(self, slot: _Slot) -> None:
         """Unload idle models (least recently used first) until ``slot`` fits the budget and
         the count; wait for busy ones to finish when only they could make room."""
-        budget = self.budget
-        if budget is not None and slot.needs > budget.bytes:
-            raise P.RequestError(
-                f"the model '{slot.name}' needs about {_gib(slot.needs)} of {budget.kind} "
-                f"(fit estimate at this worker's context and {self.parallel} slots), more than "
-                f"its budget of {_gib(budget.bytes)}: {_gib(slot.needs - budget.bytes)} missing "
-                "even with every other model unloaded",
-                INSUFFICIENT_MEMORY,
-                param="model",
-                code="insufficient_memory",
-            )
         while True:
             self._check_open()
             others = [s for s in self._all if s is not slot and (s.placed or s.state != LOADING)]
@@ -468,6 +492,20 @@ class ModelRouter:
                 else:
                     self._unload(victim, "evicted")
             await self._changed()
+
+    def _check_budget(self, slot: _Slot) -> None:
+        """A 507 for a model larger than the whole budget (no unloading makes room for it)."""
+        budget = self.budget
+        if budget is not None and slot.needs > budget.bytes:
+            raise P.RequestError(
+                f"the model '{slot.name}' needs about {_gib(slot.needs)} of {budget.kind} "
+                f"(fit estimate at its context and {slot.parallel} slots), more than "
+                f"its budget of {_gib(budget.bytes)}: {_gib(slot.needs - budget.bytes)} missing "
+                "even with every other model unloaded",
+                INSUFFICIENT_MEMORY,
+                param="model",
+                code="insufficient_memory",
+            )
 
     def _fits(self, slot: _Slot, others: list[_Slot]) -> bool:
         cap = self.config.models_max
@@ -592,6 +630,10 @@ class ModelRouter:
             return None
         entry = self._store_entry(target) if slot.digest is not None else None
         obj = self._object(slot.name, entry)
+        obj["settings"] = shown_settings(slot.load_config, slot.parallel)
+        held = self._by_name.get(slot.name)
+        if held is not None and held.engine is not None:
+            obj["n_ctx"] = held.engine.info.n_ctx  # as loaded (settings' 0: its training's)
         if target != asked:
             obj = obj | {"id": asked, "alias_of": slot.name}
         return obj
@@ -619,6 +661,7 @@ class ModelRouter:
             "path": str(slot.path),
             "in_flight": slot.in_flight,
             "needs_bytes": slot.needs,
+            "settings": shown_settings(slot.load_config, slot.parallel),
             "keep_alive_s": _json_seconds(slot.keep_alive_s),
             "idle_s": round(time.monotonic() - slot.last_used, 3),
             "removed": slot.gone,
@@ -629,6 +672,13 @@ class ModelRouter:
         """Every model held now (loaded, loading, unloading), most recently used first."""
         slots = sorted(self._all, key=lambda s: -s.last_used)
         return [self.describe_one(s) for s in slots]
+
+    def largest_ctx(self) -> int:
+        """The longest context a model here may load with (0: one loads its training
+        context, unknown until then): what caps a request's ``max_tokens`` by default."""
+        given = [self.engine_template.n_ctx]
+        given += [int(s["n_ctx"]) for s in self._settings.values() if "n_ctx" in s]
+        return 0 if 0 in given else max(given)
 
     def most_recent(self) -> _Slot | None:
         loaded = [s for s in self._all if s.state == LOADED and s.engine is not None]

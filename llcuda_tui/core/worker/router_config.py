@@ -9,9 +9,12 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llcuda_tui.core.worker import protocol as P
+
+if TYPE_CHECKING:
+    from llcuda_tui.core.engine import EngineConfig
 
 INSUFFICIENT_MEMORY = 507
 """The status of a model that cannot fit the worker's budget even with every other model
@@ -41,6 +44,9 @@ class ModelsConfig:
     aliases: Mapping[str, str] = field(default_factory=dict, hash=False)
     """Names clients may use for a model (``gpt-4o-mini`` -> a store name); ``[models.aliases]``
     in the config and ``--alias``. An alias wins over a store name it shadows."""
+    settings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, hash=False)
+    """Each model's own load settings by name (or alias): keys of ``config.MODEL_SETTINGS``,
+    checked (``check_model_settings``); what is not given is the worker's."""
     models_max: int = 0
     """Most models loaded at once; 0: no cap (the memory budget decides)."""
     memory_budget_bytes: int | None = None
@@ -59,6 +65,24 @@ class Budget:
     bytes: int
     kind: str
     """'VRAM' or 'RAM'."""
+
+
+def settings_by_model(config: ModelsConfig) -> dict[str, dict[str, Any]]:
+    """Each model's own settings by its served name: those given for an alias are its
+    model's; those given by the model's own name win over them."""
+    out: dict[str, dict[str, Any]] = {}
+    by_alias = [k for k in config.settings if k in config.aliases]
+    for key in by_alias + [k for k in config.settings if k not in config.aliases]:
+        out.setdefault(config.aliases.get(key, key), {}).update(config.settings[key])
+    return out
+
+
+SHOWN_SETTINGS = ("n_ctx", "n_gpu_layers", "n_batch", "flash_attn", "type_k", "type_v")
+
+
+def shown_settings(engine: EngineConfig, parallel: int) -> dict[str, Any]:
+    """What a model loads with, as ``/v1/models/{id}`` and ``/llcuda/v1/models`` show it."""
+    return {k: getattr(engine, k) for k in SHOWN_SETTINGS} | {"parallel": parallel}
 
 
 def parse_keep_alive(value: Any) -> float | None:

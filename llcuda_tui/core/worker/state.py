@@ -374,6 +374,11 @@ class WorkerState:
     def limits(self) -> P.Limits:
         """What one request may ask for: max_tokens up to the configured cap or the context."""
         engine = self.engine
-        n_ctx = engine.info.n_ctx if engine is not None else self.config.engine.n_ctx or 1 << 20
+        if engine is not None:
+            n_ctx = engine.info.n_ctx
+        elif self.models is not None:  # the request's model is not known yet
+            n_ctx = self.models.largest_ctx() or 1 << 20
+        else:
+            n_ctx = self.config.engine.n_ctx or 1 << 20
         cap = self.config.max_tokens or n_ctx
         return P.Limits(max_tokens=cap, default_max_tokens=self.config.sampling.max_tokens)

@@ -4,6 +4,7 @@ loading models on demand, swapping, unloading, refusing what cannot fit."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -11,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -432,6 +434,12 @@ def test_bad_keep_alive_is_a_400(given: Any) -> None:
         (["--memory-budget", "lots"], "--memory-budget: 'lots' is not a size"),
         (["--models-max", "2", "--name", "x"], "--name goes with one -m"),
         (["--embeddings"], "--embeddings and --pooling go with one -m MODEL"),
+        (["--model-setting", "alpha:ngl=3"], "'alpha:ngl=3': no key 'ngl' (known: n_ctx,"),
+        (["--model-setting", "alpha"], "--model-setting 'alpha': write NAME:KEY=VALUE"),
+        (["--model-setting", "alpha:n_ctx=big"], "n_ctx must be an integer"),
+        (["--model-setting", "alpha:n_ctx=-2"], "n_ctx must be >= 0"),
+        (["--model-setting", "alpha:parallel=0"], "parallel must be in [1, 256]"),
+        (["--model-setting", "alpha:type_k=q5"], "type_k must be one of"),
     ],
 )
 def test_bad_many_model_options_are_one_line_and_exit_2(
@@ -455,10 +463,14 @@ def test_llcuda_serve_without_m_serves_the_store(
 
     config = Paths.from_env().config_file
     config.parent.mkdir(parents=True, exist_ok=True)
-    config.write_text('[models.aliases]\nfast = "beta"\n', encoding="utf-8")
-    worker = worker_process.start(
-        "--ctx", "256", "--models-max", "1", "--alias", "gpt-4o-mini=alpha"
+    config.write_text(
+        '[models.aliases]\nfast = "beta"\n\n[models.settings."beta"]\nn_ctx = 128\n',
+        encoding="utf-8",
     )
+    worker = worker_process.start(
+        "--ctx", "256", "--models-max", "1", "--alias", "gpt-4o-mini=alpha",
+        "--model-setting", "fast:parallel=2",
+    )  # fmt: skip
     with httpx.Client(base_url=worker.url, timeout=30) as http:
         assert states(http) == {
             "alpha": "on_disk",
@@ -476,6 +488,10 @@ def test_llcuda_serve_without_m_serves_the_store(
         assert rm.returncode != 0 and f"in use by process {worker.proc.pid}" in rm.stderr
         assert complete(http, "fast").json()["model"] == "fast"  # the config's alias of beta
         assert states(http)["alpha"] == "on_disk" and states(http)["beta"] == "loaded"
+        # beta's own settings: the config's n_ctx, the command line's parallel (by its alias)
+        beta = http.get("/v1/models/beta").json()
+        assert beta["n_ctx"] == 128 and beta["settings"]["parallel"] == 2
+        assert http.get("/v1/models/alpha").json()["settings"]["n_ctx"] == 256
     worker.signal(signal.SIGTERM)
     assert worker.proc.wait(30) == 0
     assert not list((Paths.from_env().store_dir / "inuse").glob("*.lease"))  # leases let go
@@ -503,3 +519,180 @@ def test_our_client_lists_loads_and_unloads_a_workers_models(
         assert remote.remote.model == "beta" and remote.info.n_ctx == 512
         with pytest.raises(UserInputError, match="not served here"):
             remote.load_model("nope")
+
+
+# --- a request that waits for its model's load ------------------------------------------------
+
+
+@contextlib.contextmanager
+def load_held_back(store: Store, name: str) -> Iterator[None]:
+    """Loads of ``name`` wait while the block runs: the store lock its load takes (to note
+    the use, as another process's ``models pin`` would hold it) is held here."""
+    from filelock import FileLock
+
+    lock = FileLock(str(store.layout.lock(f"state-{store.names()[name]}")))
+    with lock:
+        yield
+
+
+def test_a_stream_waiting_for_its_models_load_gets_heartbeats(
+    store: Store, serve: Callable[..., WorkerServer]
+) -> None:
+    """The client gives up after ``read_timeout_s`` of silence; a load held back 2.5 times
+    that long must not look like a dead worker: the stream carries loading heartbeats."""
+    from llcuda_tui.core.engine import GenerationRequest, SamplingParams
+
+    silence_s = 1.0  # 20 heartbeats: a loaded machine still gets one through
+    worker = serve(replace(many(), heartbeat_s=0.05))
+    request = GenerationRequest(prompt="hello", max_tokens=3, sampling=SamplingParams())
+    with (
+        RemoteEngine.connect(worker.url, model="beta", read_timeout_s=silence_s) as remote,
+        httpx.Client(base_url=worker.url, timeout=30) as http,
+        ThreadPoolExecutor(1) as pool,
+    ):
+        with load_held_back(store, "beta"):
+            reply = pool.submit(remote.generate, request)
+            wait_for(lambda: remote.loading == "beta" or reply.done())
+            assert remote.loading == "beta"  # the heartbeat names the model that loads
+            time.sleep(2.5 * silence_s)  # the load takes longer than the client's patience
+            assert states(http)["beta"] == "loading" and not reply.done()
+        _, record = reply.result(60)
+        assert record.generated_tokens == 3 and remote.loading is None
+        assert states(http)["beta"] == "loaded"
+
+
+def test_a_stream_whose_load_fails_after_it_started_ends_with_the_error(
+    ggufs: dict[str, Path], tmp_path: Path, serve: Callable[..., WorkerServer]
+) -> None:
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"GGUF" + (3).to_bytes(4, "little") + b"\0" * 64)
+    worker = serve(replace(many(catalog=(CatalogModel("bad", bad),)), heartbeat_s=0.05))
+    body = {"model": "bad", "prompt": "hi", "max_tokens": 3, "stream": True}
+    with httpx.Client(base_url=worker.url, timeout=30) as http:
+        with http.stream("POST", "/v1/completions", json=body) as resp:
+            lines = [line for line in resp.iter_lines() if line]
+        # refused after its stream started: the status is 200 and the error its last event
+        assert resp.status_code == 200 and lines[0].startswith(": loading bad")
+        error = json.loads(next(line for line in lines if line.startswith("data: {"))[6:])
+        assert error["error"]["code"] == "model_load_failed", error
+        assert lines[-1] == "data: [DONE]"
+        # what is refused before any wait keeps its status
+        unknown = http.post("/v1/completions", json=body | {"model": "nope"})
+        assert unknown.status_code == 404
+
+
+def test_a_client_leaving_while_its_model_loads_holds_nothing(
+    store: Store, serve: Callable[..., WorkerServer]
+) -> None:
+    worker = serve(replace(many(), heartbeat_s=0.05))
+    body = {"model": "beta", "prompt": "hi", "max_tokens": 3, "stream": True}
+    with httpx.Client(base_url=worker.url, timeout=30) as http:
+        with load_held_back(store, "beta"), http.stream("POST", "/v1/completions", json=body) as r:
+            lines = r.iter_lines()
+            assert next(lines).startswith(": loading beta")
+            assert next(line for line in lines if line).startswith(": loading beta")
+        # gone while beta loads
+        wait_for(lambda: states(http)["beta"] == "loaded")
+        assert metric(http, "llcuda_model_requests_total", model="beta") == 0
+        # nothing holds beta: a keep_alive 0 request unloads it after its reply
+        assert complete(http, "beta", keep_alive=0).status_code == 200
+        wait_for(lambda: states(http)["beta"] == "on_disk")
+
+
+def test_a_call_naming_a_model_that_loads_waits_for_it(
+    store: Store, serve: Callable[..., WorkerServer]
+) -> None:
+    """Counting a chat's tokens (a JSON reply, no heartbeats) names the model: while the
+    worker says it loads, the client waits past its timeout, then asks again."""
+    from llcuda_tui.core.engine import GenerationRequest
+
+    timeout_s = 1.0
+    worker = serve(many())
+    chat = GenerationRequest(messages=[{"role": "user", "content": "hello"}], max_tokens=1)
+    with (
+        RemoteEngine.connect(worker.url, model="alpha", timeout_s=timeout_s) as remote,
+        httpx.Client(base_url=worker.url, timeout=30) as http,
+        ThreadPoolExecutor(1) as pool,
+    ):
+        with load_held_back(store, "alpha"):
+            counted = pool.submit(remote.count_tokens, chat)
+            wait_for(lambda: states(http)["alpha"] == "loading" or counted.done())
+            time.sleep(2.5 * timeout_s)  # the load takes longer than the client's timeout
+            assert not counted.done()
+            wait_for(lambda: remote.loading == "alpha")  # it says what it waits for
+        assert counted.result(60) > 0
+        assert remote.tokenize("hello")  # names the model too (a many-model worker needs it)
+
+
+# --- per-model load settings -------------------------------------------------------------------
+
+
+def test_each_model_loads_with_its_own_settings(
+    store: Store, serve: Callable[..., WorkerServer]
+) -> None:
+    settings = {"alpha": {"n_ctx": 256, "parallel": 1}, "beta": {"n_ctx": 1024}}
+    worker = serve(many(n_ctx=512, parallel=2, settings=settings))
+    with httpx.Client(base_url=worker.url, timeout=30) as http:
+        # before a load: what each will load with
+        alpha = http.get("/v1/models/alpha").json()
+        assert alpha["settings"]["n_ctx"] == 256 and alpha["settings"]["parallel"] == 1
+        assert "n_ctx" not in alpha  # not loaded yet
+        for name in ("alpha", "beta"):
+            assert complete(http, name).status_code == 200
+        held = {m["id"]: m for m in http.get("/llcuda/v1/info").json()["models"]}
+        assert held["alpha"]["load"]["n_ctx"] == 256 and held["beta"]["load"]["n_ctx"] == 1024
+        assert http.get("/v1/models/alpha").json()["n_ctx"] == 256
+        assert http.get("/v1/models/beta").json()["n_ctx"] == 1024
+        assert held["beta"]["settings"]["parallel"] == 2  # the worker's, not given for beta
+        # the fit estimate is each model's own: same shape, beta's KV cache 8x alpha's cells
+        assert held["beta"]["needs_bytes"] > held["alpha"]["needs_bytes"]
+        # each engine has the slots it was given: KV cells are n_ctx x parallel
+        stats = http.get("/llcuda/v1/info").json()["stats"]
+        assert stats["slots"] == 1 + 2 and stats["kv_cells_total"] == 256 * 1 + 1024 * 2
+        # a prompt longer than alpha's sequence is too long for alpha only
+        long_prompt = " ".join(["hello"] * 50)  # about 400 tokens of the tiny vocabulary
+        assert complete(http, "alpha", prompt=long_prompt).status_code == 400
+        assert complete(http, "beta", prompt=long_prompt).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("table", "fragment"),
+    [
+        ("ngl = 3", "[models.settings.\"alpha\"] has no key 'ngl' (known: n_ctx, n_gpu_layers"),
+        ('n_ctx = "big"', '[models.settings."alpha"] n_ctx must be int, got str'),
+        ('flash_attn = "maybe"', "flash_attn must be auto, on or off"),
+        ("parallel = 0", "parallel must be in [1, 256]"),
+    ],
+)
+def test_a_bad_model_setting_in_the_config_is_one_line_naming_the_key(
+    llcuda_home: Path, capsys: pytest.CaptureFixture[str], table: str, fragment: str
+) -> None:
+    from llcuda_tui.cli import main
+
+    config = Paths.from_env().config_file
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(f'[models.settings."alpha"]\n{table}\n', encoding="utf-8")
+    assert main(["serve"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and fragment in err[0] and str(config) in err[0], err
+
+
+def test_the_model_parallel_cap_is_the_batch_engines() -> None:
+    from llcuda_tui.core.config import MODEL_PARALLEL_MAX
+    from llcuda_tui.core.worker.batch import MAX_PARALLEL
+
+    assert MODEL_PARALLEL_MAX == MAX_PARALLEL
+
+
+@pytest.mark.parametrize(
+    ("given", "parsed"),
+    [
+        ("qwen2.5:7b:n_ctx=2048", ("qwen2.5:7b", "n_ctx", 2048)),  # ':' in a store name
+        ("chat:ctx_beyond_training=on", ("chat", "ctx_beyond_training", True)),
+        ("chat: type_v = q8_0", ("chat", "type_v", "q8_0")),
+    ],
+)
+def test_model_setting_parses_name_key_and_typed_value(given: str, parsed: tuple[Any, ...]) -> None:
+    from llcuda_tui.core.config import parse_model_setting
+
+    assert parse_model_setting(given) == parsed

@@ -33,6 +33,7 @@ from llcuda_tui.core.worker.protocol._common import EXT_PREFIX as EXT_PREFIX
 from llcuda_tui.core.worker.protocol._common import FINISH_REASONS as FINISH_REASONS
 from llcuda_tui.core.worker.protocol._common import HEARTBEAT as HEARTBEAT
 from llcuda_tui.core.worker.protocol._common import HEARTBEAT_S as HEARTBEAT_S
+from llcuda_tui.core.worker.protocol._common import LOADING_HEARTBEAT as LOADING_HEARTBEAT
 from llcuda_tui.core.worker.protocol._common import MAX_CHOICES as MAX_CHOICES
 from llcuda_tui.core.worker.protocol._common import MAX_GRAMMAR_CHARS as MAX_GRAMMAR_CHARS
 from llcuda_tui.core.worker.protocol._common import MAX_MESSAGES as MAX_MESSAGES
@@ -48,6 +49,7 @@ from llcuda_tui.core.worker.protocol._common import ParsedRequest as ParsedReque
 from llcuda_tui.core.worker.protocol._common import RequestError as RequestError
 from llcuda_tui.core.worker.protocol._common import ToolPlan as ToolPlan
 from llcuda_tui.core.worker.protocol._common import error_body as error_body
+from llcuda_tui.core.worker.protocol._common import loading_heartbeat as loading_heartbeat
 from llcuda_tui.core.worker.protocol._requests import parse_body as parse_body
 from llcuda_tui.core.worker.protocol._requests import parse_chat as parse_chat
 from llcuda_tui.core.worker.protocol._requests import parse_completion as parse_completion

@@ -18,6 +18,10 @@ CHAT_PATH = "/v1/chat/completions"
 COMPLETIONS_PATH = "/v1/completions"
 HEARTBEAT_S = 0.5
 HEARTBEAT = b": ping\n\n"
+LOADING_HEARTBEAT = ": loading "
+"""The heartbeat of a streamed request whose model is loading (or waiting for room) on a
+worker of many models, the model's name after it (:func:`loading_heartbeat`): an SSE comment,
+ignored as ``: ping`` is by every client; ours shows it (``RemoteEngine.loading``)."""
 DONE = b"data: [DONE]\n\n"
 MAX_STOP_STRINGS = 16
 MAX_STOP_CHARS = 512
@@ -176,3 +180,10 @@ class ParsedRequest:
     @property
     def requests(self) -> tuple[GenerationRequest, ...]:
         return self.choices or (self.request,)
+
+
+def loading_heartbeat(model: str) -> bytes:
+    """The heartbeat sent while ``model`` loads (cut at a line break: one would end the
+    comment)."""
+    first = model.splitlines()[0] if model else ""
+    return f"{LOADING_HEARTBEAT}{first}\n\n".encode()
