@@ -12,7 +12,7 @@ sends a heartbeat every 0.5 s (also while a worker of many models loads the requ
 ``loading`` says which), so silence longer than ``read_timeout_s`` (2 s) is an error too.
 Every failure is a one-line :class:`WorkerError` (or UserInputError for a refused request).
 
-One module on purpose (about 600 lines): :class:`RemoteEngine` and the worker's telemetry
+One module on purpose (about 700 lines): :class:`RemoteEngine` and the worker's telemetry
 (:class:`WorkerGpuPoller`, the sample decoding) share one connection setup, one error
 translation and one URL/TLS handling (with :class:`.access.WorkerAccess`, which holds the key
 and the CA), and are one concept: a worker seen from this side of the wire.
