@@ -23,6 +23,8 @@ Each sequence may use ``n_ctx`` positions (``LoadInfo.n_ctx``); the KV cache hol
 One module on purpose: the slot loop, its sequences and their sampler chains are one state
 machine that only the engine thread touches. What it shares with the in-process engine (stop
 strings, the run record, decode errors) is in :mod:`llcuda_tui.core.engine` (``_decoding``).
+Speculative decoding (``config.speculative``: drafts verified in the same batch) is in
+:mod:`llcuda_tui.core.worker.batch_spec`; the loop only places and hands out its tokens.
 """
 
 from __future__ import annotations
@@ -182,9 +184,10 @@ class BatchEngine(TokensFromEngine, EngineBase):
         self._slot_keys: list[tuple | None] = []
         self._backend_sampling = False
         self._share = False
-        self._spec: BatchSpeculation | None = None
         """Whether a group's sequences of one prompt share its cells (not with a sliding
         window, whose cells llama.cpp prunes as positions advance)."""
+        self._spec: BatchSpeculation | None = None
+        """Speculative decoding (``config.speculative``): drafts and verification."""
         self._steps = 0
         self.threads: ThreadTuner | None = None
         """Picks the CPU context's thread count as it decodes (core/engine/_threads.py)."""
@@ -634,7 +637,15 @@ class BatchEngine(TokensFromEngine, EngineBase):
                 continue
             if seq.t_first is not None:
                 decoding.append(seq)
-        n_drafts = self._draft(decoding, room) if self._spec is not None else 0
+        n_drafts = 0
+        if self._spec is not None:  # each keeps a position for its pending token
+            jobs = [
+                (seq.spec, seq.slot, self._held[seq.slot], seq.token,
+                 seq.budget - len(seq.times) - 1)
+                for seq in decoding
+                if seq.spec is not None
+            ]  # fmt: skip
+            n_drafts = self._spec.draft_step(jobs, room - len(decoding))
         for seq in decoding:
             # the pending token, then its drafts (if any): logits at every one of them
             slot, p = seq.slot, seq.n_past
@@ -714,40 +725,14 @@ class BatchEngine(TokensFromEngine, EngineBase):
             except BaseException as exc:  # a failing callback ends its request
                 self._fail(seq, exc)
 
-    def _draft(self, decoding: list[_Seq], room: int) -> int:
-        """Draft for the speculating sequences among ``decoding`` (each keeps one batch
-        position for its pending token; drafts share what is left); the drafts in all."""
-        assert self._spec is not None
-        left = room - len(decoding)
-        jobs = []
-        for seq in decoding:
-            spec = seq.spec
-            if spec is None:
-                continue
-            spec.drafts = []
-            # never past the budget: the accepted drafts and the target's token all count
-            k = min(spec.lengths.next(), seq.budget - len(seq.times) - 1, left)
-            if k > 0:
-                jobs.append((spec, seq.slot, [*self._held[seq.slot], seq.token], k))
-                left -= k
-        if jobs:
-            self._spec.draft(jobs)
-        return sum(len(job[0].drafts) for job in jobs)
-
     def _verify(self, seq: _Seq) -> list[int]:
-        """``seq``'s tokens of this step (its accepted drafts and the target's next one); the
-        rejected drafts' cells are dropped at once, so the slot's token record stays exact."""
-        import llama_cpp as L
-
+        """``seq``'s tokens of this step (batch_spec.verify: the accepted drafts and the
+        model's next one); the rejected drafts' cells are gone."""
         assert seq.spec is not None and seq.sampler is not None
-        n_drafts = len(seq.spec.drafts)
-        toks = verify(seq.sampler.sample, self._ctx, seq.out, seq.spec)
-        rejected = n_drafts - (len(toks) - 1)
-        if rejected:
-            seq.n_past -= rejected
-            del self._held[seq.slot][seq.n_past :]
-            if not L.llama_memory_seq_rm(self._mem, seq.slot, seq.n_past, -1):
-                raise EngineError("llama.cpp could not drop a rejected draft's cells")
+        toks, seq.n_past = verify(
+            seq.sampler.sample, self._ctx, seq.out, seq.spec, seq.slot, self._held[seq.slot],
+            seq.n_past,
+        )  # fmt: skip
         return toks
 
     def _share_prompt(self, leader: _Seq) -> None:

@@ -10,7 +10,7 @@ therefore the replies without speculation, token for token; a request that sampl
 :func:`speculation_applies`) or asks for logprobs decodes one token per step as before.
 
 Kept out of ``batch.py`` because it is a separable concern: the slot loop calls four things
-(:meth:`BatchSpeculation.start`, :meth:`~BatchSpeculation.draft`, :func:`verify`,
+(:meth:`BatchSpeculation.start`, :meth:`~BatchSpeculation.draft_step`, :func:`verify`,
 :meth:`~BatchSpeculation.observe`), and everything a draft needs lives here.
 
 Drafters: prompt lookup (:class:`NgramDrafter`, one per sequence, no model) or a draft model
@@ -44,7 +44,7 @@ from llcuda_tui.core.engine import (
     speculation_applies,
     vocab_mismatch,
 )
-from llcuda_tui.core.errors import ModelLoadError
+from llcuda_tui.core.errors import EngineError, ModelLoadError
 
 
 def applies(settings: SpecSettings | None, request: GenerationRequest) -> bool:
@@ -105,6 +105,22 @@ class BatchSpeculation:
         ngram = NgramDrafter(self.settings.ngram_max) if self.draft_model is None else None
         return SpecSeq(DraftLength(self.settings, self.cost), ngram, [])
 
+    def draft_step(self, seqs: list[tuple[SpecSeq, int, list[int], int, int]], room: int) -> int:
+        """Draft for this step's speculating sequences, ``(spec, slot, held, pending token,
+        tokens left in its budget after that one)``, in at most ``room`` batch positions;
+        return the drafts in all. Budget: the accepted drafts and the target's own token all
+        count, so a sequence never drafts past its ``max_tokens`` or its context."""
+        jobs = []
+        for spec, slot, held, token, left in seqs:
+            spec.drafts = []
+            k = min(spec.lengths.next(), left, room)
+            if k > 0:
+                jobs.append((spec, slot, [*held, token], k))
+                room -= k
+        if jobs:
+            self.draft(jobs)
+        return sum(len(job[0].drafts) for job in jobs)
+
     def draft(self, jobs: list[tuple[SpecSeq, int, list[int], int]]) -> None:
         """Set each job's ``drafts``: ``(spec, slot, history, n_max)``, history ending with the
         pending token. A draft model that fails to decode drafts nothing this step."""
@@ -132,9 +148,21 @@ class BatchSpeculation:
             self.draft_model = None
 
 
-def verify(sample: Callable[[Any, int], int], ctx: Any, row: int, spec: SpecSeq) -> list[int]:
-    """The accepted drafts and the target's own next token, from the rows ``row ..``
-    (the pending token's, then one per draft); updates the sequence's counts and length."""
+def verify(
+    sample: Callable[[Any, int], int],
+    ctx: Any,
+    row: int,
+    spec: SpecSeq,
+    slot: int,
+    held: list[int],
+    n_past: int,
+) -> tuple[list[int], int]:
+    """The accepted drafts and the target's own next token, from the rows ``row ..`` (the
+    pending token's, then one per draft), and the positions the slot holds after dropping
+    the rejected drafts' cells (``llama_memory_seq_rm``) and their tokens from ``held``, so
+    the slot's token record stays exact. Updates the sequence's counts and draft length."""
+    import llama_cpp as L
+
     drafts = spec.drafts
     out: list[int] = []
     for i in range(len(drafts) + 1):
@@ -147,7 +175,13 @@ def verify(sample: Callable[[Any, int], int], ctx: Any, row: int, spec: SpecSeq)
     spec.accepted += n_accepted
     spec.lengths.update(len(drafts), n_accepted)
     spec.drafts = []
-    return out
+    rejected = len(drafts) - n_accepted
+    if rejected:
+        n_past -= rejected
+        del held[n_past:]
+        if not L.llama_memory_seq_rm(L.llama_get_memory(ctx), slot, n_past, -1):
+            raise EngineError("llama.cpp could not drop a rejected draft's cells")
+    return out, n_past
 
 
 def record_fields(spec: SpecSeq | None, mode: str) -> dict[str, Any]:
