@@ -204,7 +204,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     listen = Listen(args.host, args.port, args.tls_cert, args.tls_key, args.log_level)
 
     def ready(url: str) -> None:
-        print(f"llcuda serve: ready on {url} ({config.model_name}, {args.parallel} slots)")
+        spec = engine.speculative
+        drafts = f", speculative: {spec.mode}" if spec is not None else ""
+        print(f"llcuda serve: ready on {url} ({config.model_name}, {args.parallel} slots{drafts})")
         sys.stdout.flush()
 
     # held by every rank for as long as it serves: rm refuses, gc and the cap skip the model
