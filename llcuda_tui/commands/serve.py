@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llcuda_tui.commands import argtypes
+from llcuda_tui.commands.infer import add_spec_arguments, spec_from_args
 from llcuda_tui.core.errors import UserInputError
 
 if TYPE_CHECKING:  # the parser imports this module: the worker and the pool load in run
@@ -103,6 +104,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="how /v1/embeddings pools the last hidden state (default: the GGUF's, else mean)",
     )
     p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    add_spec_arguments(p)
     _add_router_arguments(p)
     _add_pool_arguments(p)
     p.set_defaults(func=run)
@@ -211,7 +213,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     listen = Listen(args.host, args.port, args.tls_cert, args.tls_key, args.log_level)
 
     def ready(url: str) -> None:
-        print(f"llcuda serve: ready on {url} ({config.model_name}, {args.parallel} slots)")
+        spec = engine.speculative
+        drafts = f", speculative: {spec.mode}" if spec is not None else ""
+        print(f"llcuda serve: ready on {url} ({config.model_name}, {args.parallel} slots{drafts})")
         sys.stdout.flush()
 
     # held by every rank for as long as it serves: rm refuses, gc and the cap skip the model
@@ -237,6 +241,8 @@ def _run_many(args: argparse.Namespace, settings: Settings, api_key: str | None)
 
     if args.mpi:
         raise UserInputError("--mpi serves one model: give exactly one -m")
+    if args.spec == "draft" or args.draft:  # a draft model drafts for one vocabulary
+        raise UserInputError("--spec draft goes with one -m MODEL (--spec ngram serves many)")
     if args.name:
         raise UserInputError("--name goes with one -m; name models with --alias ALIAS=MODEL")
     catalog: list[CatalogModel] = []
@@ -331,6 +337,7 @@ def _engine_config(
         backend_sampling=args.backend_sampling,
         model_sha256=sha256,
         ctx_beyond_training=args.ctx_beyond_training,
+        speculative=spec_from_args(args, settings),
     )
     engine.validate()
     return engine

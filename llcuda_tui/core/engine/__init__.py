@@ -191,6 +191,21 @@ if TYPE_CHECKING:
     from ._sampling import (
         build_sampler as build_sampler,
     )
+    from ._speculative import (
+        DraftLength as DraftLength,
+    )
+    from ._speculative import (
+        NgramDrafter as NgramDrafter,
+    )
+    from ._speculative import (
+        StepCost as StepCost,
+    )
+    from ._speculative import (
+        speculation_applies as speculation_applies,
+    )
+    from ._speculative import (
+        vocab_mismatch as vocab_mismatch,
+    )
     from ._templates import (
         CHATML as CHATML,
     )
@@ -374,6 +389,11 @@ _EXPORTS = {
     "PrefillProgress": "_types",
     "RunRecord": "_types",
     "SpecSettings": "_types",
+    "DraftLength": "_speculative",
+    "NgramDrafter": "_speculative",
+    "StepCost": "_speculative",
+    "speculation_applies": "_speculative",
+    "vocab_mismatch": "_speculative",
     "TokenLogprob": "_types",
     "MAX_LOGPROBS": "_types",
     "SPEC_MODES": "_types",

@@ -23,6 +23,8 @@ Each sequence may use ``n_ctx`` positions (``LoadInfo.n_ctx``); the KV cache hol
 One module on purpose: the slot loop, its sequences and their sampler chains are one state
 machine that only the engine thread touches. What it shares with the in-process engine (stop
 strings, the run record, decode errors) is in :mod:`llcuda_tui.core.engine` (``_decoding``).
+Speculative decoding (``config.speculative``: drafts verified in the same batch) is in
+:mod:`llcuda_tui.core.worker.batch_spec`; the loop only places and hands out its tokens.
 """
 
 from __future__ import annotations
@@ -79,6 +81,14 @@ from llcuda_tui.core.engine import (
     rope_scaling_for,
 )
 from llcuda_tui.core.errors import ContextLengthError, EngineError, UserInputError
+from llcuda_tui.core.worker.batch_spec import (
+    BatchSpeculation,
+    SpecSeq,
+    applies,
+    no_tail_drop,
+    record_fields,
+    verify,
+)
 
 MAX_PARALLEL = 256
 TOKENIZER_CTX = 256
@@ -141,6 +151,8 @@ class _Seq:
     and then takes a copy of its cells (``submit_many``)."""
     followers: list[_Seq] = field(default_factory=list)
     """The sequences waiting for this one's prompt cells."""
+    spec: SpecSeq | None = None
+    """Its speculation (batch_spec.py), when the engine has one and the request qualifies."""
 
 
 class BatchEngine(TokensFromEngine, EngineBase):
@@ -174,6 +186,8 @@ class BatchEngine(TokensFromEngine, EngineBase):
         self._share = False
         """Whether a group's sequences of one prompt share its cells (not with a sliding
         window, whose cells llama.cpp prunes as positions advance)."""
+        self._spec: BatchSpeculation | None = None
+        """Speculative decoding (``config.speculative``): drafts and verification."""
         self._steps = 0
         self.threads: ThreadTuner | None = None
         """Picks the CPU context's thread count as it decodes (core/engine/_threads.py)."""
@@ -201,7 +215,12 @@ class BatchEngine(TokensFromEngine, EngineBase):
             raise UserInputError(f"parallel must be in [1, {MAX_PARALLEL}]")
         check_gguf_file(config.model_path)
         tok_config = replace(
-            config, n_ctx=TOKENIZER_CTX, n_batch=32, n_ubatch=32, backend_sampling="off"
+            config,
+            n_ctx=TOKENIZER_CTX,
+            n_batch=32,
+            n_ubatch=32,
+            backend_sampling="off",
+            speculative=None,  # the batch engine drafts itself (batch_spec.py)
         )
         tokenizer = Engine.load(tok_config, on_progress)
         engine = cls(tokenizer, config, parallel)
@@ -376,8 +395,9 @@ class BatchEngine(TokensFromEngine, EngineBase):
         rope = rope_scaling_for(cfg, n_ctx_seq, tok.n_ctx_train, self._tok.model_ptr)
         n_threads = cfg.n_threads or default_threads()
         full_offload = tok.n_layers_offloaded >= tok.n_layers > 0
-        self._backend_sampling = cfg.backend_sampling == "on" or (
-            cfg.backend_sampling == "auto" and full_offload
+        # speculation samples several rows of a sequence per step, on the CPU chain
+        self._backend_sampling = cfg.speculative is None and (
+            cfg.backend_sampling == "on" or (cfg.backend_sampling == "auto" and full_offload)
         )
         cparams = L.llama_context_default_params()
         cparams.n_ctx = n_ctx_seq * self.parallel
@@ -453,6 +473,16 @@ class BatchEngine(TokensFromEngine, EngineBase):
             type_k=cfg.type_k, type_v=cfg.type_v, flash_attn=tok.flash_attn,
             offloaded=tok.n_layers_offloaded,
         )  # fmt: skip
+        if cfg.speculative is not None:
+            if no_tail_drop(self._tok.model_ptr):
+                raise UserInputError(
+                    f"{cfg.model_path} keeps a recurrent state: a rejected draft cannot be "
+                    "taken back, so it cannot decode speculatively (leave out --spec)"
+                )
+            self._spec = BatchSpeculation.load(
+                cfg.speculative, full_offload=full_offload, n_ctx_seq=n_ctx_seq,
+                parallel=self.parallel, n_threads=n_threads, target_vocab=self._vocab,
+            )  # fmt: skip
 
     def _free(self) -> None:
         import llama_cpp as L
@@ -463,6 +493,9 @@ class BatchEngine(TokensFromEngine, EngineBase):
             self._saver.flush()
             self._saver = None
 
+        if self._spec is not None:
+            self._spec.close()
+            self._spec = None
         if self._batch is not None:
             L.llama_batch_free(self._batch)
             self._batch = None
@@ -546,6 +579,8 @@ class BatchEngine(TokensFromEngine, EngineBase):
                     cells.forget()
                 seq.n_fed = seq.n_past = seq.n_cached
                 self._attach_sampler(seq)
+                if self._spec is not None and applies(self.config.speculative, seq.handle.request):
+                    seq.spec = self._spec.start()
             except BaseException as exc:  # this request fails, the loop goes on
                 self._fail(seq, exc)
                 continue
@@ -595,17 +630,32 @@ class BatchEngine(TokensFromEngine, EngineBase):
         cells = self._held
         n, room = 0, self._n_batch
         in_batch: list[_Seq] = []
+        decoding = []
         for seq in list(self._active):
             if seq.handle.cancel_event.is_set():
                 self._finish(seq, "cancelled")
                 continue
-            if seq.t_first is None:
-                continue
-            token[n], pos[n], logits[n] = seq.token, seq.n_past, 1
-            seq_rows[n][0] = seq.slot
-            cells[seq.slot].append(seq.token)
-            seq.out, seq.n_past = n, seq.n_past + 1
-            n += 1
+            if seq.t_first is not None:
+                decoding.append(seq)
+        n_drafts = 0
+        if self._spec is not None:  # each keeps a position for its pending token
+            jobs = [
+                (seq.spec, seq.slot, self._held[seq.slot], seq.token,
+                 seq.budget - len(seq.times) - 1)
+                for seq in decoding
+                if seq.spec is not None
+            ]  # fmt: skip
+            n_drafts = self._spec.draft_step(jobs, room - len(decoding))
+        for seq in decoding:
+            # the pending token, then its drafts (if any): logits at every one of them
+            slot, p = seq.slot, seq.n_past
+            run = [seq.token, *seq.spec.drafts] if seq.spec is not None else [seq.token]
+            for j, t in enumerate(run):
+                token[n + j], pos[n + j], logits[n + j] = t, p + j, 1
+                seq_rows[n + j][0] = slot
+            cells[slot].extend(run)
+            seq.out, seq.n_past = n, p + len(run)
+            n += len(run)
             in_batch.append(seq)
         plan, n_prompt, prefilled = self._plan, 0, []
         for seq in self._active:
@@ -639,6 +689,8 @@ class BatchEngine(TokensFromEngine, EngineBase):
         plan.took(n_prompt, took)
         if self.threads is not None:  # decode-only steps of one size are comparable
             self.threads.step(took, shape=n if n_prompt == 0 else -1)
+        if self._spec is not None and n_prompt == 0:
+            self._spec.observe(len(decoding), n_drafts, took)
         self._steps += 1
         if rc != 0:
             error = decode_error(rc)
@@ -653,16 +705,35 @@ class BatchEngine(TokensFromEngine, EngineBase):
         # sample everything first, then hand tokens out: the ctypes calls (which let other
         # threads take the GIL) stay out of the stretch where consumers are being woken
         ctx = self._ctx
-        sampled = [
-            (seq, seq.sampler.sample(ctx, seq.out))
-            for seq in in_batch
-            if seq.out >= 0 and seq.sampler is not None  # not failed by its progress callback
-        ]
-        for seq, tok in sampled:
+        sampled: list[tuple[_Seq, list[int]]] = []
+        for seq in in_batch:
+            if seq.out < 0 or seq.sampler is None:  # nothing to sample, or failed by a callback
+                continue
+            if seq.spec is None:
+                sampled.append((seq, [seq.sampler.sample(ctx, seq.out)]))
+                continue
             try:
-                self._on_token(seq, tok)
+                sampled.append((seq, self._verify(seq)))
+            except EngineError as exc:
+                self._fail(seq, exc)
+        for seq, toks in sampled:
+            try:
+                for tok in toks:  # the accepted drafts, then the target's own next token
+                    self._on_token(seq, tok)
+                    if seq.slot < 0:  # it ended (eos, a stop string, its length)
+                        break
             except BaseException as exc:  # a failing callback ends its request
                 self._fail(seq, exc)
+
+    def _verify(self, seq: _Seq) -> list[int]:
+        """``seq``'s tokens of this step (batch_spec.verify: the accepted drafts and the
+        model's next one); the rejected drafts' cells are gone."""
+        assert seq.spec is not None and seq.sampler is not None
+        toks, seq.n_past = verify(
+            seq.sampler.sample, self._ctx, seq.out, seq.spec, seq.slot, self._held[seq.slot],
+            seq.n_past,
+        )  # fmt: skip
+        return toks
 
     def _share_prompt(self, leader: _Seq) -> None:
         """Give the followers holding a slot the cells of all but the prompt's last token
@@ -781,6 +852,8 @@ class BatchEngine(TokensFromEngine, EngineBase):
         )
         if grammar:
             base["grammar_rejections"], base["grammar_full_passes"] = counts
+        if self._spec is not None:
+            base.update(record_fields(seq.spec, self._spec.settings.mode))
         try:
             record = finish_run(
                 seq.on_chunk, tail, stop_reason, seq.t0, seq.t_prefill, seq.t_first, seq.times,

@@ -314,6 +314,7 @@ def _parsed(
         stop=_stops(body.get("stop")),
         ignore_eos=_bool(body, "ignore_eos", False),
         cache_prompt=_bool(body, "cache_prompt", True),
+        speculative=_speculative(body),
         **prompt,
     )
     return ParsedRequest(
@@ -351,6 +352,20 @@ def sampling_from_body(body: Mapping[str, Any], defaults: SamplingDefaults) -> S
         text = str(exc)
         param = next((v for k, v in SAMPLING_PARAMS.items() if text.startswith(k)), None)
         raise RequestError(text, param=param) from None
+
+
+def _speculative(body: Mapping[str, Any]) -> bool:
+    """Whether this request may decode speculatively (when the worker was started with
+    ``--spec``): ``"speculative": false`` turns it off, and so does llama-server's
+    ``"speculative.n_max": 0``; a positive ``n_max`` is accepted, the worker's --draft-max
+    applies."""
+    on = _bool(body, "speculative", True)
+    n_max = body.get("speculative.n_max")
+    if n_max is not None and (not _is_int(n_max) or n_max < 0):
+        raise RequestError(
+            "'speculative.n_max' must be a non-negative integer", param="speculative.n_max"
+        )
+    return on and n_max != 0
 
 
 def _refuse_unsupported(body: Mapping[str, Any]) -> None:
