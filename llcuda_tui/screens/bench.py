@@ -43,11 +43,19 @@ from llcuda_tui.core.bench import (
 from llcuda_tui.core.errors import LlcudaError, UserInputError
 from llcuda_tui.messages import BenchDone, BenchSized, ChoicesReady, SpeedsFound, StoreChanged
 from llcuda_tui.palette import PaletteBinding
+from llcuda_tui.screens.bench_spec import SPEC_MODE, SpecFields, show_spec_results, spec_job
 from llcuda_tui.widgets import KeyFooter, MetricPlot
 
 if TYPE_CHECKING:
     from llcuda_tui.app import LlcudaApp
-    from llcuda_tui.core.bench import BenchProgress, BenchSpec, LatencySpec, StoredRun
+    from llcuda_tui.core.bench import (
+        BenchProgress,
+        BenchSpec,
+        LatencySpec,
+        SpecBenchJob,
+        SpecModeResult,
+        StoredRun,
+    )
     from llcuda_tui.core.fit import DeviceMemory
     from llcuda_tui.core.store import ModelChoice
 
@@ -56,7 +64,10 @@ IDLE_STATUS = "pick a model and parameters, then Run (Ctrl+R)"
 FORM_DEFAULTS = {"n-prompt": "512", "n-gen": "128", "reps": "5"}
 """The form's first values (llama-bench's); resized for the CPU once the machine is known,
 unless the user has typed others."""
-MODES = (("pp/tg", "throughput"), ("sweep", "sweep"), ("latency", "latency"))
+MODES = (
+    ("pp/tg", "throughput"), ("sweep", "sweep"), ("latency", "latency"),
+    ("speculative", SPEC_MODE),  # bench_spec.py: decode t/s with and without a drafter
+)  # fmt: skip
 FORMATS = (("Markdown", "md"), ("CSV", "csv"), ("JSON", "json"))
 LOCAL = "local"
 """The target value of this machine (the others are worker URLs)."""
@@ -95,6 +106,9 @@ class BenchScreen(Screen[None]):
     BenchScreen #bench-form.-mode-latency .-latency { display: block; }
     BenchScreen #bench-form.-mode-latency .-pp-tg { display: none; }
     BenchScreen #bench-form.-remote .-local { display: none; }
+    BenchScreen #bench-form SpecFields { display: none; }
+    BenchScreen #bench-form.-mode-speculative SpecFields { display: block; }
+    BenchScreen #bench-form.-mode-speculative .-pp-tg { display: none; }
     /* the fields are named by their border titles: at 80x24 labels beside them left no
        room for the values (every field was blank) */
     BenchScreen #bench-form Input { border-title-color: $text-muted; }
@@ -184,6 +198,7 @@ class BenchScreen(Screen[None]):
             ):
                 field.border_title, field.tooltip = title, tooltip
                 yield field
+            yield SpecFields()
         yield ProgressBar(total=1, id="bench-progress")
         yield Static("", id="bench-status", markup=False)
         with Vertical(id="bench-plots"):
@@ -234,7 +249,9 @@ class BenchScreen(Screen[None]):
         """Show the fields the chosen mode and target use: pp and batch for pp/tg and sweep,
         concurrency for latency, ngl when models load on this machine."""
         form = self.query_one("#bench-form")
-        form.set_class(self.query_one("#bench-mode", Select).value == "latency", "-mode-latency")
+        mode = self.query_one("#bench-mode", Select).value
+        form.set_class(mode == "latency", "-mode-latency")
+        form.set_class(mode == SPEC_MODE, "-mode-speculative")
         form.set_class(self.target != LOCAL, "-remote")
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
@@ -307,7 +324,7 @@ class BenchScreen(Screen[None]):
 
         name = self.query_one("#bench-model", Select).value
         mode = self.query_one("#bench-mode", Select).value
-        if mode == "latency" or self.target != LOCAL or name not in self.choices:
+        if mode in ("latency", SPEC_MODE) or self.target != LOCAL or name not in self.choices:
             return ""
         choice = self.choices[str(name)]
         if choice.name not in self.speeds:
@@ -390,6 +407,7 @@ class BenchScreen(Screen[None]):
             (f"{c.name}  {c.quant}  {fmt_size(c.size_bytes)}", c.name) for c in message.choices
         )
         default = default_choice(message.choices, current)
+        self.query_one(SpecFields).show_choices(message.choices)
         if default is not None:
             select.value = default.name
         else:
@@ -402,7 +420,7 @@ class BenchScreen(Screen[None]):
         """LOCAL or the URL of the worker to benchmark."""
         return str(self.query_one("#bench-target", Select).value)
 
-    def build_spec(self) -> tuple[str, BenchSpec | LatencySpec]:
+    def build_spec(self) -> tuple[str, BenchSpec | LatencySpec | SpecBenchJob]:
         from llcuda_tui.core.bench import BenchSpec, LatencySpec, ModelRef, default_prompts
 
         mode = str(self.query_one("#bench-mode", Select).value)
@@ -438,6 +456,9 @@ class BenchScreen(Screen[None]):
             raise UserInputError("lists of ngl or batch values need the sweep mode")
         if mode != "latency" and concurrency != (1,):
             raise UserInputError("concurrency > 1 needs the latency mode")
+        if mode == SPEC_MODE:
+            fields = self.query_one(SpecFields)
+            return mode, spec_job(fields, model, self.choices, n_gen[0], reps[0], ngl[0])
         if mode == "latency":
             where = "" if target == LOCAL else f" on worker {target}"
             latency = LatencySpec(
@@ -495,7 +516,7 @@ class BenchScreen(Screen[None]):
     def run_benchmark(
         self,
         mode: str,
-        spec: BenchSpec | LatencySpec,
+        spec: BenchSpec | LatencySpec | SpecBenchJob,
         progress: BenchProgressHolder,
         cancel: threading.Event,
         target: str = LOCAL,
@@ -519,12 +540,16 @@ class BenchScreen(Screen[None]):
                     )  # fmt: skip
             else:  # engines load in a child process: no GIL shared with the UI
                 own = self.llcuda.gpu_sampler.add_own_pid
-                kind = "latency" if mode == "latency" else "throughput"
+                kind = mode if mode in ("latency", SPEC_MODE) else "throughput"
                 run = run_bench_in_child(kind, spec, paths, progress.set, cancel, own)
         except LlcudaError as exc:
             self.post_message(BenchDone(error=str(exc)))
             return
-        self.post_message(BenchDone(run=run))
+        self.post_message(
+            BenchDone(spec=cast("list[SpecModeResult]", run))
+            if mode == SPEC_MODE
+            else BenchDone(run=run)
+        )
 
     def action_stop(self) -> None:
         if self.cancel_event is not None:
@@ -566,6 +591,10 @@ class BenchScreen(Screen[None]):
         if message.error is not None:
             self.set_status(f"benchmark stopped: {message.error}")
             self.notify(message.error, severity="error", timeout=10)
+        elif message.spec is not None:
+            self.shown_run = None  # Export would write another run than the table shows
+            self.set_status(show_spec_results(self.query_one("#results", DataTable), message.spec))
+            self.query_one(TabbedContent).active = "tab-results"
         elif message.run is not None:
             run = message.run
             self.set_status(f"run {run.run_id} done: {run.summary()}")

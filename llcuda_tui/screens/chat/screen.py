@@ -37,9 +37,12 @@ from llcuda_tui.messages import (
     ModelLoaded,
     ModelsListFailed,
     SendFailed,
+    SettingsSaved,
+    SpecSaveFailed,
     StoreChanged,
 )
 from llcuda_tui.palette import PaletteBinding
+from llcuda_tui.screens.chat.load_dialog import SpecChoice
 from llcuda_tui.screens.chat.model_bar import LoadProgress, ModelBar, list_choices, load_choice
 from llcuda_tui.screens.chat.sidebar import Sidebar
 from llcuda_tui.screens.chat.transcript import DRAIN_HZ, LiveReply, Transcript
@@ -142,6 +145,8 @@ class ChatScreen(Screen[None]):
             lambda: ChatSettings.from_defaults(self.llcuda.settings.sampling),
         )
         self.load_progress = LoadProgress()
+        self.spec = SpecChoice.from_tui(app.settings.tui)
+        """Speculative decoding of the next Load (the load settings dialog; remembered)."""
         self._autoloaded = False
         self.count_timer: Timer | None = None
         self.listed_generation = -1
@@ -169,7 +174,7 @@ class ChatScreen(Screen[None]):
         with Horizontal(id="chat-body"):
             yield Sidebar(self.session, id="sidebar")
             with Vertical(id="main"):
-                yield ModelBar(e.n_gpu_layers, e.n_ctx, id="model-bar")
+                yield ModelBar(e.n_gpu_layers, e.n_ctx, self.spec.short, id="model-bar")
                 yield Static("no model loaded", id="engine-status", markup=False)
                 yield ProgressBar(total=1.0, id="load-progress", show_eta=False)
                 yield Transcript(id="transcript")
@@ -226,7 +231,8 @@ class ChatScreen(Screen[None]):
         self.listing += 1
         ngl, ctx = self.bar.load_settings()
         remote = [c for listed in app.remote_choices.values() for c in listed]
-        self.find_models(app.settings, app.fit_device, ngl, ctx, remote, self.listing)
+        draft = self.spec.draft_model if self.spec.mode == "draft" else None
+        self.find_models(app.settings, app.fit_device, ngl, ctx, remote, self.listing, draft)
 
     @work(thread=True, exclusive=True, group="models", exit_on_error=False)
     def find_models(
@@ -237,9 +243,10 @@ class ChatScreen(Screen[None]):
         ctx: int,
         remote: list[ModelChoice],
         listing: int,
+        draft: str | None = None,
     ) -> None:
-        try:
-            choices, badges = list_choices(settings, device, ngl, ctx)
+        try:  # the badges count a draft model's memory too
+            choices, badges = list_choices(settings, device, ngl, ctx, draft)
         except LlcudaError as exc:
             self.post_message(ModelsListFailed(f"cannot list models: {exc}"))
             choices, badges = [], {}
@@ -289,16 +296,27 @@ class ChatScreen(Screen[None]):
             self.llcuda.connect_worker(choice.url, choice.served_model)
             return
         ngl, ctx = self.bar.load_settings()
+        spec, draft = self.spec, None
+        if spec.mode == "draft":
+            draft = self.bar.choices.get(spec.draft_model)
+            if draft is None or draft.source == "worker":
+                self.notify(
+                    f"the draft model {spec.draft_model} is not on this machine: pick another "
+                    "in the load settings (the spec button)",
+                    severity="error",
+                )
+                return
         self.session.begin_load(choice)
         self.load_progress.fraction = 0.0
         bar = self.query_one("#load-progress", ProgressBar)
         bar.update(progress=0.0)
         bar.add_class("-visible")
-        self.set_status(f"loading {choice.name} (ngl {ngl}, ctx {ctx})…")
+        with_spec = f", speculative: {spec.describe()}" if spec.mode else ""
+        self.set_status(f"loading {choice.name} (ngl {ngl}, ctx {ctx}{with_spec})…")
         self.load_timer.resume()
         # the app lets go of its engine here, on the UI thread; the worker closes it
         previous = self.llcuda.take_engine()
-        self.load_engine(choice, ngl, ctx, self.llcuda.settings, previous)
+        self.load_engine(choice, ngl, ctx, self.llcuda.settings, previous, spec, draft)
 
     @work(thread=True, exclusive=True, group=LOAD_GROUP, exit_on_error=False)
     def load_engine(
@@ -308,11 +326,15 @@ class ChatScreen(Screen[None]):
         ctx: int,
         settings: Settings,
         previous: EngineProtocol | None,
+        spec: SpecChoice | None = None,
+        draft: ModelChoice | None = None,
     ) -> None:
         try:
             if previous is not None:
                 previous.close()
-            engine, sha256 = load_choice(choice, settings, ngl, ctx, self.load_progress)
+            engine, sha256 = load_choice(
+                choice, settings, ngl, ctx, self.load_progress, spec, draft
+            )
         except LlcudaError as exc:
             self.post_message(LoadFailed(str(exc)))
             return
@@ -358,7 +380,7 @@ class ChatScreen(Screen[None]):
         self.set_status(
             f"{name} on {info.backend} · loaded in {info.load_time_s:.1f} s · "
             f"ctx {info.n_ctx} · ngl {info.n_gpu_layers} ({info.n_layers_offloaded}/"
-            f"{info.n_layers} layers on GPU) · template {info.chat_template}"
+            f"{info.n_layers} layers on GPU) · template {info.chat_template}" + spec_status(engine)
         )
 
     # --- failures -----------------------------------------------------------------------------
@@ -475,6 +497,63 @@ class ChatScreen(Screen[None]):
             conv.system_prompt if conv else "", self.session.settings, self.session.store.presets()
         )
         self.app.push_screen(dialog, done)
+
+    @on(Button.Pressed, "#spec")
+    def load_settings(self) -> None:
+        """The load settings dialog (speculative decoding of the next Load)."""
+        from llcuda_tui.screens.chat.load_dialog import LoadSettingsDialog
+
+        def done(spec: SpecChoice | None) -> None:
+            if spec is None or spec == self.spec:
+                return
+            self.spec = spec
+            self.bar.show_spec(spec.short)
+            self.save_spec(self.llcuda.settings, spec)
+            self.list_models()  # the fit badges count a draft model's memory
+            later = " at the next Load (Ctrl+L)" if self.session.engine is not None else ""
+            self.notify(f"speculative decoding: {spec.describe()}{later}")
+
+        drafts = [c for c in self.bar.choices.values() if c.source != "worker"]
+        self.app.push_screen(LoadSettingsDialog(self.spec, drafts), done)
+
+    @work(thread=True, exclusive=True, group="save-spec", exit_on_error=False)
+    def save_spec(self, settings: Settings, spec: SpecChoice) -> None:
+        from llcuda_tui.core.config import save_setting
+
+        try:  # three lines of [tui], each written atomically
+            for key, value in (
+                ("speculative", spec.mode),
+                ("draft_model", spec.draft_model),
+                ("draft_max", spec.draft_max),
+            ):
+                settings = save_setting(settings, "tui", key, value)
+        except LlcudaError as exc:
+            self.post_message(SpecSaveFailed(f"load settings not remembered: {exc}"))
+            return
+        self.post_message(SettingsSaved(settings, "load settings saved"))
+
+    @on(SettingsSaved)
+    def spec_saved(self, message: SettingsSaved) -> None:
+        from dataclasses import replace
+
+        message.stop()
+        # only [tui]'s spec keys: another screen may have saved other settings meanwhile
+        tui = message.settings.tui
+        app = self.llcuda
+        app.settings = replace(
+            app.settings,
+            tui=replace(
+                app.settings.tui,
+                speculative=tui.speculative,
+                draft_model=tui.draft_model,
+                draft_max=tui.draft_max,
+            ),
+        )
+
+    @on(SpecSaveFailed)
+    def spec_save_failed(self, message: SpecSaveFailed) -> None:
+        message.stop()
+        self.notify(message.error, severity="warning", timeout=8)
 
     # --- context meter --------------------------------------------------------------------------
 
@@ -624,8 +703,10 @@ class ChatScreen(Screen[None]):
         self.refresh_conversations()
         record, name = done.record, done.model or "model"
         stop = record.stop_reason
+        drafted = record.drafted_tokens
         self.set_status(
             f"{name}: {record.generated_tokens} tokens at {record.decode_tokens_per_s:.1f} t/s"
+            + (f", {record.accepted_tokens}/{drafted} drafts accepted" if drafted else "")
             + ("" if stop == "eos" else f" (stopped: {stop})")
         )
         self.schedule_count()
@@ -680,3 +761,12 @@ class ChatScreen(Screen[None]):
             self.notify("no conversation to export", severity="warning")
             return
         self.notify(f"exported to {path}")
+
+
+def spec_status(engine: object) -> str:
+    """`` · speculative: ngram, up to 16 drafted`` for an engine loaded with speculative
+    decoding here (its config says so), else empty."""
+    spec = getattr(getattr(engine, "config", None), "speculative", None)
+    if spec is None:
+        return ""
+    return f" · speculative: {spec.mode}, up to {spec.draft_max} drafted"
