@@ -15,7 +15,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Button, Input, Label, Select, Static
+from textual.widgets import Button, Input, Select, Static
 
 from llcuda_tui.widgets import KeyFooter
 
@@ -76,15 +76,17 @@ class LoadSettingsDialog(ModalScreen[SpecChoice | None]):
     DEFAULT_CSS = """
     LoadSettingsDialog { align: center middle; }
     LoadSettingsDialog > Vertical {
-        width: 80; max-width: 100%; height: auto; max-height: 95%; padding: 1 2;
+        width: 80; max-width: 100%; height: auto; max-height: 100%; padding: 0 2;
         border: thick $primary; background: $surface;
     }
     LoadSettingsDialog .title { text-style: bold; }
-    LoadSettingsDialog Label { padding: 1 0 0 0; }
-    LoadSettingsDialog #spec-draft-max { width: 12; }
-    LoadSettingsDialog .hint { color: $text-muted; height: auto; }
+    LoadSettingsDialog .hint { color: $text-muted; height: auto; margin-bottom: 1; }
+    LoadSettingsDialog Select, LoadSettingsDialog Input { border-title-color: $text-muted; }
+    LoadSettingsDialog .row { height: 3; }
+    LoadSettingsDialog #spec-draft { width: 1fr; }
+    LoadSettingsDialog #spec-draft-max { width: 14; }
     LoadSettingsDialog #spec-error { color: $error; height: auto; }
-    LoadSettingsDialog .buttons { height: auto; align-horizontal: right; margin-top: 1; }
+    LoadSettingsDialog .buttons { height: auto; align-horizontal: right; }
     LoadSettingsDialog Button { margin-left: 1; }
     """
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -101,25 +103,31 @@ class LoadSettingsDialog(ModalScreen[SpecChoice | None]):
     def compose(self) -> ComposeResult:
         names = [d.name for d in self.drafts]
         draft = self.choice.draft_model
+        # fields named by their border titles: at 80x24 labels above them pushed the
+        # buttons off the screen
+        mode = Select(MODES, value=self.choice.mode, allow_blank=False, id="spec-mode")
+        picker = Select(
+            [(f"{d.name} {d.quant}", d.name) for d in self.drafts],
+            prompt="draft model",
+            value=draft if draft in names else Select.NULL,
+            id="spec-draft",
+        )
+        draft_max = Input(str(self.choice.draft_max), id="spec-draft-max", type="integer")
+        mode.border_title = "speculative decoding"
+        picker.border_title = "draft model (the chat model's vocabulary)"
+        draft_max.border_title, draft_max.tooltip = "draft max", "most tokens drafted per step"
         with Vertical():
             yield Static("Load settings: speculative decoding", classes="title")
             yield Static(
-                "A drafter guesses the next tokens and the model checks them in one step; "
-                "the reply is the same. It applies at the next Load, to greedy replies only "
+                "A drafter guesses the next tokens and the model checks them in one step; the "
+                "reply stays the same. Applies at the next Load, to greedy replies only "
                 "(temperature 0 in the conversation's Settings, Ctrl+O).",
                 classes="hint",
             )
-            yield Label("Speculative decoding")
-            yield Select(MODES, value=self.choice.mode, allow_blank=False, id="spec-mode")
-            yield Label("Draft model (same vocabulary as the chat model)")
-            yield Select(
-                [(f"{d.name} {d.quant}", d.name) for d in self.drafts],
-                prompt="draft model",
-                value=draft if draft in names else Select.NULL,
-                id="spec-draft",
-            )
-            yield Label("Draft max (most tokens drafted per step, 1-256)")
-            yield Input(str(self.choice.draft_max), id="spec-draft-max", type="integer")
+            yield mode
+            with Horizontal(classes="row"):
+                yield picker
+                yield draft_max
             yield Static("", id="spec-error")
             with Horizontal(classes="buttons"):
                 yield Button("Cancel", id="spec-cancel")
@@ -162,3 +170,12 @@ class LoadSettingsDialog(ModalScreen[SpecChoice | None]):
             return
         name = draft if isinstance(draft, str) and mode == "draft" else self.choice.draft_model
         self.dismiss(SpecChoice(mode, name, draft_max))
+
+
+def spec_status(engine: object) -> str:
+    """`` · speculative: ngram, up to 16 drafted`` for an engine loaded here with speculative
+    decoding (its config says so: a ProcessEngine's), else empty."""
+    spec = getattr(getattr(engine, "config", None), "speculative", None)
+    if spec is None:
+        return ""
+    return f" · speculative: {spec.mode}, up to {spec.draft_max} drafted"

@@ -90,11 +90,16 @@ class ModelBar(Horizontal):
     the fields' ``Input.Changed`` reach the screen."""
 
     def __init__(
-        self, n_gpu_layers: int, n_ctx: int, spec_label: str = "spec off", *, id: str | None = None
+        self,
+        n_gpu_layers: int,
+        n_ctx: int,
+        spec: SpecChoice | None = None,
+        *,
+        id: str | None = None,
     ) -> None:
         super().__init__(id=id)
         self._defaults = (n_gpu_layers, n_ctx)
-        self._spec_label = spec_label
+        self._spec = spec
         self.choices: dict[str, ModelChoice] = {}
         """The pickable models by name, as last listed."""
         self.badges: dict[str, FitBadge] = {}
@@ -109,12 +114,35 @@ class ModelBar(Horizontal):
             field = Input(str(value), id=field_id, type="integer", tooltip=what)
             field.border_title = field_id
             yield field
-        yield Button(self._spec_label, id="spec", tooltip="Speculative decoding of the next Load")
+        from llcuda_tui.screens.chat.load_dialog import SpecChoice
+        from llcuda_tui.screens.chat.spec_button import SpecButton
+
+        local = lambda: [c for c in self.choices.values() if c.source != "worker"]  # noqa: E731
+        yield SpecButton(self._spec or SpecChoice(), local, id="spec")
         yield Button("Load", id="load", variant="primary")
 
-    def show_spec(self, label: str) -> None:
-        """The spec button says what the next Load uses (``spec off``, ``lookup``, ``draft``)."""
-        self.query_one("#spec", Button).label = label
+    @property
+    def spec(self) -> SpecChoice:
+        """Speculative decoding of the next Load (the spec button's; remembered)."""
+        from llcuda_tui.screens.chat.spec_button import SpecButton
+
+        return self.query_one(SpecButton).spec
+
+    def spec_and_draft(self) -> tuple[SpecChoice, ModelChoice | None]:
+        """What the next Load uses for speculative decoding, and its draft model (draft mode).
+        Raises ``UserInputError`` when that draft is not a listed model of this machine."""
+        from llcuda_tui.core.errors import UserInputError
+
+        spec = self.spec
+        if spec.mode != "draft":
+            return spec, None
+        draft = self.choices.get(spec.draft_model)
+        if draft is None or draft.source == "worker":
+            raise UserInputError(
+                f"the draft model {spec.draft_model or '(none)'} is not on this machine: pick "
+                "another in the load settings (the spec button)"
+            )
+        return spec, draft
 
     def load_settings(self) -> tuple[int, int]:
         """(GPU layers, context) as typed; the defaults for a field that is not a number."""

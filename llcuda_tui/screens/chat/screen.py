@@ -37,14 +37,13 @@ from llcuda_tui.messages import (
     ModelLoaded,
     ModelsListFailed,
     SendFailed,
-    SettingsSaved,
-    SpecSaveFailed,
     StoreChanged,
 )
 from llcuda_tui.palette import PaletteBinding
-from llcuda_tui.screens.chat.load_dialog import SpecChoice
+from llcuda_tui.screens.chat.load_dialog import SpecChoice, spec_status
 from llcuda_tui.screens.chat.model_bar import LoadProgress, ModelBar, list_choices, load_choice
 from llcuda_tui.screens.chat.sidebar import Sidebar
+from llcuda_tui.screens.chat.spec_button import SpecButton
 from llcuda_tui.screens.chat.transcript import DRAIN_HZ, LiveReply, Transcript
 from llcuda_tui.screens.dialogs import ConfirmDialog
 from llcuda_tui.widgets import (
@@ -145,8 +144,6 @@ class ChatScreen(Screen[None]):
             lambda: ChatSettings.from_defaults(self.llcuda.settings.sampling),
         )
         self.load_progress = LoadProgress()
-        self.spec = SpecChoice.from_tui(app.settings.tui)
-        """Speculative decoding of the next Load (the load settings dialog; remembered)."""
         self._autoloaded = False
         self.count_timer: Timer | None = None
         self.listed_generation = -1
@@ -171,10 +168,11 @@ class ChatScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         e = self.llcuda.settings.engine
+        spec = SpecChoice.from_tui(self.llcuda.settings.tui)  # remembered from the last run
         with Horizontal(id="chat-body"):
             yield Sidebar(self.session, id="sidebar")
             with Vertical(id="main"):
-                yield ModelBar(e.n_gpu_layers, e.n_ctx, self.spec.short, id="model-bar")
+                yield ModelBar(e.n_gpu_layers, e.n_ctx, spec, id="model-bar")
                 yield Static("no model loaded", id="engine-status", markup=False)
                 yield ProgressBar(total=1.0, id="load-progress", show_eta=False)
                 yield Transcript(id="transcript")
@@ -231,7 +229,8 @@ class ChatScreen(Screen[None]):
         self.listing += 1
         ngl, ctx = self.bar.load_settings()
         remote = [c for listed in app.remote_choices.values() for c in listed]
-        draft = self.spec.draft_model if self.spec.mode == "draft" else None
+        spec = self.bar.spec
+        draft = spec.draft_model if spec.mode == "draft" else None
         self.find_models(app.settings, app.fit_device, ngl, ctx, remote, self.listing, draft)
 
     @work(thread=True, exclusive=True, group="models", exit_on_error=False)
@@ -296,16 +295,11 @@ class ChatScreen(Screen[None]):
             self.llcuda.connect_worker(choice.url, choice.served_model)
             return
         ngl, ctx = self.bar.load_settings()
-        spec, draft = self.spec, None
-        if spec.mode == "draft":
-            draft = self.bar.choices.get(spec.draft_model)
-            if draft is None or draft.source == "worker":
-                self.notify(
-                    f"the draft model {spec.draft_model} is not on this machine: pick another "
-                    "in the load settings (the spec button)",
-                    severity="error",
-                )
-                return
+        try:
+            spec, draft = self.bar.spec_and_draft()
+        except LlcudaError as exc:
+            self.notify(str(exc), severity="error")
+            return
         self.session.begin_load(choice)
         self.load_progress.fraction = 0.0
         bar = self.query_one("#load-progress", ProgressBar)
@@ -498,62 +492,11 @@ class ChatScreen(Screen[None]):
         )
         self.app.push_screen(dialog, done)
 
-    @on(Button.Pressed, "#spec")
-    def load_settings(self) -> None:
-        """The load settings dialog (speculative decoding of the next Load)."""
-        from llcuda_tui.screens.chat.load_dialog import LoadSettingsDialog
-
-        def done(spec: SpecChoice | None) -> None:
-            if spec is None or spec == self.spec:
-                return
-            self.spec = spec
-            self.bar.show_spec(spec.short)
-            self.save_spec(self.llcuda.settings, spec)
-            self.list_models()  # the fit badges count a draft model's memory
-            later = " at the next Load (Ctrl+L)" if self.session.engine is not None else ""
-            self.notify(f"speculative decoding: {spec.describe()}{later}")
-
-        drafts = [c for c in self.bar.choices.values() if c.source != "worker"]
-        self.app.push_screen(LoadSettingsDialog(self.spec, drafts), done)
-
-    @work(thread=True, exclusive=True, group="save-spec", exit_on_error=False)
-    def save_spec(self, settings: Settings, spec: SpecChoice) -> None:
-        from llcuda_tui.core.config import save_setting
-
-        try:  # three lines of [tui], each written atomically
-            for key, value in (
-                ("speculative", spec.mode),
-                ("draft_model", spec.draft_model),
-                ("draft_max", spec.draft_max),
-            ):
-                settings = save_setting(settings, "tui", key, value)
-        except LlcudaError as exc:
-            self.post_message(SpecSaveFailed(f"load settings not remembered: {exc}"))
-            return
-        self.post_message(SettingsSaved(settings, "load settings saved"))
-
-    @on(SettingsSaved)
-    def spec_saved(self, message: SettingsSaved) -> None:
-        from dataclasses import replace
-
-        message.stop()
-        # only [tui]'s spec keys: another screen may have saved other settings meanwhile
-        tui = message.settings.tui
-        app = self.llcuda
-        app.settings = replace(
-            app.settings,
-            tui=replace(
-                app.settings.tui,
-                speculative=tui.speculative,
-                draft_model=tui.draft_model,
-                draft_max=tui.draft_max,
-            ),
-        )
-
-    @on(SpecSaveFailed)
-    def spec_save_failed(self, message: SpecSaveFailed) -> None:
-        message.stop()
-        self.notify(message.error, severity="warning", timeout=8)
+    @on(SpecButton.Changed)
+    def spec_changed(self, message: SpecButton.Changed) -> None:
+        self.list_models()  # the fit badges count a draft model's memory
+        later = " at the next Load (Ctrl+L)" if self.session.engine is not None else ""
+        self.notify(f"speculative decoding: {message.spec.describe()}{later}")
 
     # --- context meter --------------------------------------------------------------------------
 
@@ -761,12 +704,3 @@ class ChatScreen(Screen[None]):
             self.notify("no conversation to export", severity="warning")
             return
         self.notify(f"exported to {path}")
-
-
-def spec_status(engine: object) -> str:
-    """`` · speculative: ngram, up to 16 drafted`` for an engine loaded with speculative
-    decoding here (its config says so), else empty."""
-    spec = getattr(getattr(engine, "config", None), "speculative", None)
-    if spec is None:
-        return ""
-    return f" · speculative: {spec.mode}, up to {spec.draft_max} drafted"
