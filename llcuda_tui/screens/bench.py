@@ -66,7 +66,7 @@ FORM_DEFAULTS = {"n-prompt": "512", "n-gen": "128", "reps": "5"}
 unless the user has typed others."""
 MODES = (
     ("pp/tg", "throughput"), ("sweep", "sweep"), ("latency", "latency"),
-    ("speculative", SPEC_MODE),  # bench_spec.py: decode t/s with and without a drafter
+    ("spec", SPEC_MODE),  # bench_spec.py: decode t/s with and without speculative decoding
 )  # fmt: skip
 FORMATS = (("Markdown", "md"), ("CSV", "csv"), ("JSON", "json"))
 LOCAL = "local"

@@ -23,32 +23,32 @@ if TYPE_CHECKING:
     from llcuda_tui.core.store import ModelChoice
 
 SPEC_MODE = "speculative"
-DRAFTERS = (("prompt lookup", "ngram"), ("draft model", "draft"), ("both", "both"))
+DRAFTERS = (("lookup", "ngram"), ("draft", "draft"), ("both", "both"))
+"""Short names: at 80 columns the draft picker beside them kept 10 columns with longer ones."""
 
 
 class SpecFields(Horizontal):
-    """``drafter [..] draft model [..] draft max [n]``: named by border titles, like the
-    form's other fields."""
+    """``drafter [..] draft model [..] draft max [n]``: the drafter's options and the draft
+    picker's prompt say what they are (a Select shows no border title), draft max is named by
+    its border title like the form's other fields."""
 
     DEFAULT_CSS = """
-    SpecFields { width: 3fr; height: 3; }
+    SpecFields { width: 4fr; height: 3; }
     SpecFields Select { width: 1fr; }
-    SpecFields #spec-drafter { width: 20; }
-    SpecFields Input { width: 12; }
-    SpecFields Select, SpecFields Input { border-title-color: $text-muted; }
+    SpecFields #spec-drafter { width: 14; }
+    /* beats the form's `Input { width: 1fr }` (a class more) */
+    SpecFields Input#spec-draft-max.-spec { width: 15; }
+    SpecFields Input { border-title-color: $text-muted; }
     """
 
     def compose(self) -> ComposeResult:
         drafter = Select(DRAFTERS, value="ngram", allow_blank=False, id="spec-drafter")
         draft: Select[str] = Select([], prompt="draft model", id="spec-draft-model")
-        draft_max = Input("16", id="spec-draft-max", type="integer")
-        for field, title, tooltip in (
-            (drafter, "drafter", "where drafts come from"),
-            (draft, "draft", "the draft model (same vocabulary)"),
-            (draft_max, "draft max", "most tokens drafted per step"),
-        ):
-            field.border_title, field.tooltip = title, tooltip
-            yield field
+        draft_max = Input("16", id="spec-draft-max", type="integer", classes="-spec")
+        drafter.tooltip = "drafts from prompt lookup (ngram), a draft model, or both"
+        draft.tooltip = "the draft model (the benchmarked model's vocabulary)"
+        draft_max.border_title, draft_max.tooltip = "draft max", "most tokens drafted per step"
+        yield from (drafter, draft, draft_max)
 
     def show_choices(self, choices: list[ModelChoice]) -> None:
         """The models a draft can be (the screen's list)."""

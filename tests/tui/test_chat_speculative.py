@@ -6,6 +6,7 @@ config.toml, and a draft of another vocabulary fails the load in one line."""
 from __future__ import annotations
 
 import tomllib
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +86,14 @@ async def test_prompt_lookup_reaches_the_engine_and_the_run_line_shows_accepted_
             in line
         ), line
         assert "drafts accepted" in str(chat.query_one("#engine-status").render())
+        # a conversation that samples decodes without speculation, and the status says why
+        sampled = replace(chat.session.settings, temperature=0.7, max_tokens=8)
+        chat.session.update_settings("", sampled)
+        await send(pilot, chat, "Say hi.")
+        record = chat.session.last_record
+        assert record is not None and record.drafted_tokens == 0 and not record.spec_mode
+        status = str(chat.query_one("#engine-status").render())
+        assert "no drafts: speculation runs at temperature 0 only" in status, status
 
     # remembered: the next start's button and load use it
     again = make_app(Settings.load(settings.paths))
@@ -93,7 +102,7 @@ async def test_prompt_lookup_reaches_the_engine_and_the_run_line_shows_accepted_
         chat = again.screen
         assert isinstance(chat, ChatScreen)
         assert str(chat.query_one("#spec", Button).label) == "lookup"
-        assert (chat.spec.mode, chat.spec.draft_max) == ("ngram", 8)
+        assert (chat.bar.spec.mode, chat.bar.spec.draft_max) == ("ngram", 8)
 
 
 async def test_a_draft_of_another_vocabulary_fails_the_load_in_one_line(

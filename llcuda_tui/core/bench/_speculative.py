@@ -131,7 +131,7 @@ def compare_speculation(
 
     ``on_progress`` gets a :class:`BenchProgress` per load and generation (a timed one with
     its decode t/s); ``cancel`` set stops after the current round, with the rounds done (a
-    cancel before the first round is done raises ``BenchCancelled``)."""
+    cancel before the first round has begun raises ``BenchCancelled``)."""
     from contextlib import ExitStack
     from dataclasses import replace
 
@@ -167,8 +167,6 @@ def compare_speculation(
             if n > 0 and cancel is not None and cancel.is_set():
                 break  # keep the rounds done: every mode has the same number
             for i, (e, r) in enumerate(zip(engines, reqs, strict=True)):
-                if n == 0:
-                    stop_here("before the first round ended")
                 runs[i].append(e.generate(r))
                 speed = runs[i][-1][1].decode_tokens_per_s
                 step(f"round {n + 1}/{rounds}: {_mode_name(modes[i])} {speed:.1f} t/s", speed)

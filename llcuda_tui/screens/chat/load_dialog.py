@@ -21,10 +21,14 @@ from llcuda_tui.widgets import KeyFooter
 
 if TYPE_CHECKING:
     from llcuda_tui.core.config import TuiDefaults
-    from llcuda_tui.core.engine import SpecSettings
+    from llcuda_tui.core.engine import RunRecord, SpecSettings
     from llcuda_tui.core.store import ModelChoice
 
-MODES = (("off", ""), ("prompt lookup (ngram: no second model)", "ngram"), ("draft model", "draft"))
+MODES = (
+    ("speculative decoding off", ""),
+    ("prompt lookup (ngram): drafts from the conversation itself, no second model", "ngram"),
+    ("draft model: a small model of the same vocabulary drafts", "draft"),
+)
 MODE_NAMES = {"": "off", "ngram": "prompt lookup", "draft": "draft model"}
 
 
@@ -81,10 +85,10 @@ class LoadSettingsDialog(ModalScreen[SpecChoice | None]):
     }
     LoadSettingsDialog .title { text-style: bold; }
     LoadSettingsDialog .hint { color: $text-muted; height: auto; margin-bottom: 1; }
-    LoadSettingsDialog Select, LoadSettingsDialog Input { border-title-color: $text-muted; }
+    LoadSettingsDialog Input { border-title-color: $text-muted; }
     LoadSettingsDialog .row { height: 3; }
     LoadSettingsDialog #spec-draft { width: 1fr; }
-    LoadSettingsDialog #spec-draft-max { width: 14; }
+    LoadSettingsDialog #spec-draft-max { width: 16; }
     LoadSettingsDialog #spec-error { color: $error; height: auto; }
     LoadSettingsDialog .buttons { height: auto; align-horizontal: right; }
     LoadSettingsDialog Button { margin-left: 1; }
@@ -103,18 +107,16 @@ class LoadSettingsDialog(ModalScreen[SpecChoice | None]):
     def compose(self) -> ComposeResult:
         names = [d.name for d in self.drafts]
         draft = self.choice.draft_model
-        # fields named by their border titles: at 80x24 labels above them pushed the
-        # buttons off the screen
+        # no labels above the fields: at 80x24 they pushed the buttons off the screen (the
+        # options and the prompt say what each is; a Select shows no border title)
         mode = Select(MODES, value=self.choice.mode, allow_blank=False, id="spec-mode")
         picker = Select(
             [(f"{d.name} {d.quant}", d.name) for d in self.drafts],
-            prompt="draft model",
+            prompt="draft model (the chat model's vocabulary)",
             value=draft if draft in names else Select.NULL,
             id="spec-draft",
         )
         draft_max = Input(str(self.choice.draft_max), id="spec-draft-max", type="integer")
-        mode.border_title = "speculative decoding"
-        picker.border_title = "draft model (the chat model's vocabulary)"
         draft_max.border_title, draft_max.tooltip = "draft max", "most tokens drafted per step"
         with Vertical():
             yield Static("Load settings: speculative decoding", classes="title")
@@ -179,3 +181,13 @@ def spec_status(engine: object) -> str:
     if spec is None:
         return ""
     return f" · speculative: {spec.mode}, up to {spec.draft_max} drafted"
+
+
+def spec_note(engine: object, record: RunRecord) -> str:
+    """What speculation did in a reply, for the status line: ``, 30/40 drafts accepted``; for
+    an engine loaded with it whose reply ran without (it sampled), why; else empty."""
+    if record.drafted_tokens:
+        return f", {record.accepted_tokens}/{record.drafted_tokens} drafts accepted"
+    if spec_status(engine) and not record.spec_mode:
+        return ", no drafts: speculation runs at temperature 0 only (Settings, Ctrl+O)"
+    return ""

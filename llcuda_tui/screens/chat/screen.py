@@ -40,7 +40,7 @@ from llcuda_tui.messages import (
     StoreChanged,
 )
 from llcuda_tui.palette import PaletteBinding
-from llcuda_tui.screens.chat.load_dialog import SpecChoice, spec_status
+from llcuda_tui.screens.chat.load_dialog import SpecChoice, spec_note, spec_status
 from llcuda_tui.screens.chat.model_bar import LoadProgress, ModelBar, list_choices, load_choice
 from llcuda_tui.screens.chat.sidebar import Sidebar
 from llcuda_tui.screens.chat.spec_button import SpecButton
@@ -646,10 +646,9 @@ class ChatScreen(Screen[None]):
         self.refresh_conversations()
         record, name = done.record, done.model or "model"
         stop = record.stop_reason
-        drafted = record.drafted_tokens
         self.set_status(
             f"{name}: {record.generated_tokens} tokens at {record.decode_tokens_per_s:.1f} t/s"
-            + (f", {record.accepted_tokens}/{drafted} drafts accepted" if drafted else "")
+            + spec_note(self.session.engine, record)
             + ("" if stop == "eos" else f" (stopped: {stop})")
         )
         self.schedule_count()
