@@ -106,8 +106,8 @@ class BenchScreen(Screen[None]):
     BenchScreen #bench-form.-mode-latency .-latency { display: block; }
     BenchScreen #bench-form.-mode-latency .-pp-tg { display: none; }
     BenchScreen #bench-form.-remote .-local { display: none; }
-    BenchScreen #bench-form SpecFields { display: none; }
-    BenchScreen #bench-form.-mode-speculative SpecFields { display: block; }
+    BenchScreen #bench-form .-spec { display: none; }
+    BenchScreen #bench-form.-mode-speculative .-spec { display: block; }
     BenchScreen #bench-form.-mode-speculative .-pp-tg { display: none; }
     /* the fields are named by their border titles: at 80x24 labels beside them left no
        room for the values (every field was blank) */
@@ -198,7 +198,7 @@ class BenchScreen(Screen[None]):
             ):
                 field.border_title, field.tooltip = title, tooltip
                 yield field
-            yield SpecFields()
+            yield SpecFields(classes="-spec")
         yield ProgressBar(total=1, id="bench-progress")
         yield Static("", id="bench-status", markup=False)
         with Vertical(id="bench-plots"):

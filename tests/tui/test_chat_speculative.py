@@ -132,3 +132,23 @@ async def test_a_draft_of_another_vocabulary_fails_the_load_in_one_line(
         # the fit badge counted the draft model's memory
         badge = chat.bar.badges["smollm2-135m-instruct"]
         assert "after the draft model's" in badge.detail, badge.detail
+
+
+async def test_at_80x24_the_spec_button_makes_room_and_f6_opens_the_load_settings(
+    settings: Settings,
+) -> None:
+    app = make_app(settings)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, ChatScreen), what="chat screen")
+        chat = app.screen
+        assert isinstance(chat, ChatScreen)
+        await wait_for(pilot, lambda: chat.bar.picked_name is not None, what="a picked model")
+        assert not chat.query_one("#spec", Button).region  # hidden: the picker has the room
+        await focused(pilot, chat.prompt)
+        await pilot.press("f6")
+        box = await dialog(pilot, app, LoadSettingsDialog)
+        save = box.query_one("#spec-save", Button)
+        assert save.region.bottom <= 24  # the whole dialog is on the screen
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: app.screen is chat, 10, "the dialog closed")
+        assert chat.bar.spec.mode == ""  # cancelled: nothing changed

@@ -13,13 +13,14 @@ from textual.containers import Horizontal
 from textual.widgets import Button, Input, Select
 
 from llcuda_tui.core.fmt import fmt_size
+from llcuda_tui.screens.chat.load_dialog import SpecChoice
+from llcuda_tui.screens.chat.spec_button import SpecButton
 
 if TYPE_CHECKING:
     from llcuda_tui.core.config import Settings
     from llcuda_tui.core.engine import ProcessEngine
     from llcuda_tui.core.fit import DeviceMemory
     from llcuda_tui.core.store import FitBadge, ModelChoice
-    from llcuda_tui.screens.chat.load_dialog import SpecChoice
 
 
 class LoadProgress:
@@ -114,19 +115,17 @@ class ModelBar(Horizontal):
             field = Input(str(value), id=field_id, type="integer", tooltip=what)
             field.border_title = field_id
             yield field
-        from llcuda_tui.screens.chat.load_dialog import SpecChoice
-        from llcuda_tui.screens.chat.spec_button import SpecButton
-
-        local = lambda: [c for c in self.choices.values() if c.source != "worker"]  # noqa: E731
-        yield SpecButton(self._spec or SpecChoice(), local, id="spec")
+        yield SpecButton(self._spec or SpecChoice(), self.local_choices, id="spec")
         yield Button("Load", id="load", variant="primary")
 
     @property
     def spec(self) -> SpecChoice:
         """Speculative decoding of the next Load (the spec button's; remembered)."""
-        from llcuda_tui.screens.chat.spec_button import SpecButton
-
         return self.query_one(SpecButton).spec
+
+    def local_choices(self) -> list[ModelChoice]:
+        """The listed models of this machine (what a draft model can be)."""
+        return [c for c in self.choices.values() if c.source != "worker"]
 
     def spec_and_draft(self) -> tuple[SpecChoice, ModelChoice | None]:
         """What the next Load uses for speculative decoding, and its draft model (draft mode).
@@ -140,7 +139,7 @@ class ModelBar(Horizontal):
         if draft is None or draft.source == "worker":
             raise UserInputError(
                 f"the draft model {spec.draft_model or '(none)'} is not on this machine: pick "
-                "another in the load settings (the spec button)"
+                "another in the load settings (the spec button, or F6)"
             )
         return spec, draft
 

@@ -95,6 +95,10 @@ class ChatScreen(Screen[None]):
             title="Chat: Conversation settings", tooltip="System prompt, sampling",
         ),
         PaletteBinding(
+            "f6", "load_settings", "Load settings", show=False,
+            title="Chat: Load settings", tooltip="Speculative decoding of the next Load",
+        ),
+        PaletteBinding(
             "ctrl+y", "copy_message", "Copy", show=False,
             title="Chat: Copy message", tooltip="Copy to the clipboard",
         ),
@@ -491,6 +495,9 @@ class ChatScreen(Screen[None]):
             conv.system_prompt if conv else "", self.session.settings, self.session.store.presets()
         )
         self.app.push_screen(dialog, done)
+
+    def action_load_settings(self) -> None:
+        self.query_one(SpecButton).open_dialog()  # the button is hidden under 100 columns
 
     @on(SpecButton.Changed)
     def spec_changed(self, message: SpecButton.Changed) -> None:

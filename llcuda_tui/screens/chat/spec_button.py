@@ -29,7 +29,9 @@ class SpecButton(Button):
 
     DEFAULT_CSS = """
     SpecButton { min-width: 10; }
-    .-narrow SpecButton { min-width: 9; }
+    /* under 100 columns the picker needs its room (it showed "smollm2-135m-in…" beside
+       this button at 80x24): the Chat screen's F6 opens the dialog there */
+    .-narrow SpecButton { display: none; }
     """
 
     @dataclass
@@ -49,10 +51,13 @@ class SpecButton(Button):
         return cast("LlcudaApp", self.app)
 
     @on(Button.Pressed)
-    def open_dialog(self, event: Button.Pressed) -> None:
-        from llcuda_tui.screens.chat.load_dialog import LoadSettingsDialog
-
+    def pressed(self, event: Button.Pressed) -> None:
         event.stop()
+        self.open_dialog()
+
+    def open_dialog(self) -> None:
+        """The load settings dialog; a new choice is shown, saved and posted."""
+        from llcuda_tui.screens.chat.load_dialog import LoadSettingsDialog
 
         def done(spec: SpecChoice | None) -> None:
             if spec is None or spec == self.spec:
