@@ -134,7 +134,7 @@ async def test_a_draft_of_another_vocabulary_fails_the_load_in_one_line(
         assert "after the draft model's" in badge.detail, badge.detail
 
 
-async def test_at_80x24_the_spec_button_makes_room_and_f6_opens_the_load_settings(
+async def test_at_80x24_the_spec_button_makes_room_and_f8_opens_the_load_settings(
     settings: Settings,
 ) -> None:
     app = make_app(settings)
@@ -145,7 +145,7 @@ async def test_at_80x24_the_spec_button_makes_room_and_f6_opens_the_load_setting
         await wait_for(pilot, lambda: chat.bar.picked_name is not None, what="a picked model")
         assert not chat.query_one("#spec", Button).region  # hidden: the picker has the room
         await focused(pilot, chat.prompt)
-        await pilot.press("f6")
+        await pilot.press("f8")
         box = await dialog(pilot, app, LoadSettingsDialog)
         save = box.query_one("#spec-save", Button)
         assert save.region.bottom <= 24  # the whole dialog is on the screen

@@ -139,7 +139,7 @@ class ModelBar(Horizontal):
         if draft is None or draft.source == "worker":
             raise UserInputError(
                 f"the draft model {spec.draft_model or '(none)'} is not on this machine: pick "
-                "another in the load settings (the spec button, or F6)"
+                "another in the load settings (the spec button, or F8)"
             )
         return spec, draft
 

@@ -95,7 +95,7 @@ class ChatScreen(Screen[None]):
             title="Chat: Conversation settings", tooltip="System prompt, sampling",
         ),
         PaletteBinding(
-            "f6", "load_settings", "Load settings", show=False,
+            "f8", "load_settings", "Load settings", show=False,
             title="Chat: Load settings", tooltip="Speculative decoding of the next Load",
         ),
         PaletteBinding(
@@ -497,7 +497,8 @@ class ChatScreen(Screen[None]):
         self.app.push_screen(dialog, done)
 
     def action_load_settings(self) -> None:
-        self.query_one(SpecButton).open_dialog()  # the button is hidden under 100 columns
+        # F8 (the message box has F6 and F7): the spec button is hidden under 100 columns
+        self.query_one(SpecButton).open_dialog()
 
     @on(SpecButton.Changed)
     def spec_changed(self, message: SpecButton.Changed) -> None:

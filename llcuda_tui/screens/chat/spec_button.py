@@ -29,10 +29,8 @@ class SpecButton(Button):
 
     DEFAULT_CSS = """
     SpecButton { min-width: 10; }
-    /* under 100 columns the picker needs its room (it showed "smollm2-135m-in…" beside
-       this button at 80x24): the Chat screen's F6 opens the dialog there */
-    .-narrow SpecButton { display: none; }
     """
+    # hidden under 100 columns (chat.tcss): the Chat screen's F8 opens the dialog there
 
     @dataclass
     class Changed(Message):
