@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, ClassVar
 from textual.message import Message
 
 if TYPE_CHECKING:
-    from llcuda_tui.core.bench import StoredRun
+    from llcuda_tui.core.bench import SpecModeResult, StoredRun
     from llcuda_tui.core.chat import ContextPlan
     from llcuda_tui.core.config import Settings
     from llcuda_tui.core.engine import EngineProtocol
@@ -97,6 +97,12 @@ class ThemeSaveFailed(WorkFailed):
     what = "theme"
 
 
+class SpecSaveFailed(WorkFailed):
+    """The Chat screen's speculative decoding choice could not be written to the config."""
+
+    what = "load settings"
+
+
 # --- results -------------------------------------------------------------------------------------
 
 
@@ -164,10 +170,12 @@ class HubListed(Message):
 
 @dataclass
 class BenchDone(Message):
-    """A benchmark finished (``run`` is the StoredRun) or failed (``error``)."""
+    """A benchmark finished (``run`` is the StoredRun; a speculative one: ``spec``, a result
+    per mode, not stored) or failed (``error``)."""
 
     run: StoredRun | None = None
     error: str | None = None
+    spec: list[SpecModeResult] | None = None
 
 
 @dataclass

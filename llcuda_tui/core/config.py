@@ -122,6 +122,13 @@ class TuiDefaults:
     theme: str = ""
     """The colour theme last chosen in the command palette ("Change theme"); empty = the
     built-in default. A name this Textual does not know is ignored (with a notice)."""
+    speculative: str = ""
+    """Speculative decoding of the Chat screen's loads, as last chosen in its load settings:
+    empty = off, ``ngram`` (prompt lookup) or ``draft`` (with ``draft_model``)."""
+    draft_model: str = ""
+    """The draft model's store name (``speculative = "draft"``)."""
+    draft_max: int = 16
+    """Most tokens drafted per step."""
 
 
 @dataclass(frozen=True)
@@ -356,6 +363,11 @@ def _validate(s: Settings, source: str) -> None:
         (0 <= smp.top_p <= 1 and 0 <= smp.min_p <= 1, "sampling.top_p/min_p must be in [0, 1]"),
         (smp.repeat_penalty > 0, "sampling.repeat_penalty must be > 0"),
         (smp.max_tokens >= 1, "sampling.max_tokens must be >= 1"),
+    ]
+    tui = s.tui
+    checks += [
+        (tui.speculative in ("", "ngram", "draft"), 'tui.speculative must be "", ngram or draft'),
+        (1 <= tui.draft_max <= 256, "tui.draft_max must be in 1..256"),
     ]
     for ok, message in checks:
         if not ok:

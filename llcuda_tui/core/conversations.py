@@ -392,7 +392,8 @@ def write_export(conv: Conversation, messages: list[Message], directory: Path) -
 
 def describe_record(r: Mapping[str, Any]) -> str:
     """One line: TTFT, prefill and decode t/s, tokens (and how many of the prompt's came from
-    the KV cache), model sha256 prefix, backend, ngl."""
+    the KV cache), drafted/accepted tokens when speculation ran, model sha256 prefix, backend,
+    ngl."""
     sha = r.get("model_sha256")
     cached = int(r.get("prompt_tokens_cached") or 0)
     parts = [
@@ -405,6 +406,14 @@ def describe_record(r: Mapping[str, Any]) -> str:
         str(r.get("backend") or "?"),
         f"ngl {r.get('n_gpu_layers', '?')}",
     ]
+    drafted = int(r.get("drafted_tokens") or 0)
+    if drafted:  # speculation ran: how much of what was drafted the model kept
+        accepted = int(r.get("accepted_tokens") or 0)
+        parts.insert(
+            4,
+            f"{r.get('spec_mode') or 'spec'} drafts {accepted}/{drafted} accepted "
+            f"({100 * accepted / drafted:.0f} %)",
+        )
     reason = r.get("stop_reason")
     if reason and reason != "eos":
         parts.append(f"stop: {reason}")

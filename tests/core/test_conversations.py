@@ -178,6 +178,10 @@ def test_describe_record_has_every_field() -> None:
     assert " · 31+12 tokens (24 cached) · " in describe_record(
         {**RECORD, "prompt_tokens_cached": 24}
     )
+    # speculation that ran: what was drafted and how much of it the model kept, after tokens
+    spec = {**RECORD, "spec_mode": "ngram", "drafted_tokens": 40, "accepted_tokens": 30}
+    assert " · 31+12 tokens · ngram drafts 30/40 accepted (75 %) · sha256 " in describe_record(spec)
+    assert "drafts" not in describe_record({**RECORD, "spec_mode": "ngram", "drafted_tokens": 0})
 
 
 def test_title_from_long_text() -> None:

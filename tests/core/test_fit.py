@@ -236,3 +236,21 @@ def test_gpu_device_is_the_first_answering_gpu_of_a_sample() -> None:
     assert gpu_device(GpuSample(0.0, 0.0, "unavailable", "no driver")) is None
     no_memory = GpuReading(index=0, name="MIG")  # NVML gave no memory figures
     assert gpu_device(GpuSample(0.0, 0.0, "ok", gpus=(no_memory,))) is None
+
+
+def test_a_fit_badge_counts_a_draft_models_memory(smollm_path: Path, gemma_path: Path) -> None:
+    """A draft loaded beside the model takes its weights, KV cache and compute buffer out
+    of the same memory: a machine where the model alone fits may not hold both."""
+    from llcuda_tui.core.store import ModelChoice, fit_badge
+
+    target, draft = read_summary([smollm_path]), read_summary([gemma_path])
+    choice = ModelChoice("smollm", smollm_path, None, "Q4_1", 0, "store", summary=target)
+    alone = estimate(target, FitRequest(n_ctx=2048, n_gpu_layers=0)).total
+    with_draft = alone + estimate(draft, FitRequest(n_ctx=2048, n_gpu_layers=0)).total
+    ram = DeviceMemory("ram", "RAM", (alone + with_draft) // 2, 8 << 30)
+    assert fit_badge(choice, 2048, 0, ram).verdict == "fits"
+    badge = fit_badge(choice, 2048, 0, ram, draft=draft)
+    assert badge.verdict == "wont_fit", badge.detail
+    assert "after the draft model's" in badge.detail and "of RAM" in badge.detail
+    roomy = replace(ram, free_bytes=4 * with_draft)
+    assert fit_badge(choice, 2048, 0, roomy, draft=draft).verdict == "fits"

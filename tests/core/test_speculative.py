@@ -192,3 +192,35 @@ def test_a_fixed_length_ignores_acceptance() -> None:
     for _ in range(10):
         length.update(16, 0)
     assert length.next() == 16
+
+
+@pytest.mark.timeout(600)
+def test_the_speculative_bench_reports_progress_and_a_cancel_keeps_the_rounds_done(
+    smollm_path: Path, cpu_threads: int
+) -> None:
+    """What the Benchmark screen's speculative mode sees: a step per load, warm-up and timed
+    generation (those with their t/s); a cancel during round 1 ends the run after it, with
+    every mode measured once; a cancel before any round has begun is BenchCancelled."""
+    from llcuda_tui.core.bench import BenchCancelled, BenchProgress, compare_speculation
+
+    cfg = EngineConfig(smollm_path, n_ctx=2048, n_threads=cpu_threads)
+    specs = [SpecSettings(mode="ngram", draft_max=8)]
+    cancel = threading.Event()
+    steps: list[BenchProgress] = []
+
+    def progress(p: BenchProgress) -> None:
+        steps.append(p)
+        if p.value is not None:  # round 1 has begun: stop after it
+            cancel.set()
+
+    results = compare_speculation(cfg, specs, 8, 3, on_progress=progress, cancel=cancel)
+    assert [r.mode for r in results] == ["plain", "ngram"]
+    assert [p.done for p in steps] == [1, 2, 3, 4, 5, 6]
+    assert all(p.total == 2 * 2 + 3 * 2 for p in steps)  # 3 rounds were planned
+    timed = [p for p in steps if p.value is not None]
+    assert len(timed) == 2 and all(p.unit == "t/s" and p.value > 0 for p in timed)
+    assert [p.value for p in timed] == [r.decode_tokens_per_s for r in results]  # one round
+    assert results[1].same_text and results[1].drafted_tokens > 0
+
+    with pytest.raises(BenchCancelled):
+        compare_speculation(cfg, specs, 8, 1, cancel=cancel)  # cancelled before a load

@@ -94,6 +94,9 @@ if TYPE_CHECKING:
         store_path as store_path,
     )
     from ._speculative import (
+        SpecBenchJob as SpecBenchJob,
+    )
+    from ._speculative import (
         SpecModeResult as SpecModeResult,
     )
     from ._speculative import (
@@ -162,6 +165,7 @@ RUN_FORMATS = ("md", "csv", "json", "jsonl")
 them without loading the report code)."""
 
 _EXPORTS = {
+    "SpecBenchJob": "_speculative",
     "SpecModeResult": "_speculative",
     "compare_speculation": "_speculative",
     "edit_prompt": "_speculative",

@@ -39,7 +39,9 @@ def run_bench_in_child(
     on_start: Callable[[int], None] | None = None,
 ) -> Any:
     """Run ``run_bench`` (mode ``throughput``) or ``run_latency`` (``latency``) on ``spec`` in a
-    child process, stored under ``paths``; return the stored run or raise what the run raised
+    child process, stored under ``paths``, or ``compare_speculation`` on a ``SpecBenchJob``
+    (``speculative``: its list of results, not stored); return the stored run (the list) or
+    raise what the run raised
     (BenchCancelled after ``cancel`` is set, UserInputError, ...). ``on_start`` gets the
     child's pid (its GPU memory is ours)."""
     proc, cmd_fd, evt_fd, log = spawn_child("llcuda_tui.core.bench._process", "benchmark")
@@ -115,9 +117,17 @@ def _child(cmd_fd: int, evt_fd: int) -> None:
         from llcuda_tui.core.bench._results import BenchStore
         from llcuda_tui.core.bench._throughput import run_bench
 
-        run = run_latency if mode == "latency" else run_bench
-        with BenchStore.open(paths) as store:
-            result = run(spec, progress, cancel, store=store)
+        if mode == "speculative":  # a SpecBenchJob; nothing stored (as `llcuda bench --spec`)
+            from llcuda_tui.core.bench._speculative import compare_speculation
+
+            result: Any = compare_speculation(
+                spec.config, list(spec.specs), spec.n_gen, spec.repetitions,
+                on_progress=progress, cancel=cancel,
+            )  # fmt: skip
+        else:
+            run = run_latency if mode == "latency" else run_bench
+            with BenchStore.open(paths) as store:
+                result = run(spec, progress, cancel, store=store)
         write_frame(evt_fd, ("result", result), lock)
     except (LlcudaError, OSError, ValueError) as exc:
         write_frame(evt_fd, ("error", portable(exc)), lock)

@@ -8,9 +8,11 @@ once and runs greedy generations; the text of every mode must equal the plain on
 from __future__ import annotations
 
 import statistics
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from llcuda_tui.core.engine import (
     Engine,
@@ -20,6 +22,9 @@ from llcuda_tui.core.engine import (
     SamplingParams,
     SpecSettings,
 )
+
+if TYPE_CHECKING:
+    from llcuda_tui.core.bench._throughput import ProgressFn
 
 SENTENCES = (
     "The store keeps every model by the sha256 of its bytes, so two names never hide one file.",
@@ -98,32 +103,73 @@ def _name(spec: SpecSettings) -> str:
     return Path(spec.draft_model).name if spec.draft_model else "?"
 
 
+@dataclass(frozen=True)
+class SpecBenchJob:
+    """One :func:`compare_speculation` run, as the TUI sends it to a benchmark process."""
+
+    config: EngineConfig
+    specs: tuple[SpecSettings, ...]
+    n_gen: int = 400
+    repetitions: int = 3
+
+
 def compare_speculation(
     config: EngineConfig,
     specs: list[SpecSettings],
     n_gen: int = 400,
     repetitions: int = 3,
     on_mode: Callable[[SpecModeResult], None] | None = None,
+    on_progress: ProgressFn | None = None,
+    cancel: threading.Event | None = None,
 ) -> list[SpecModeResult]:
     """Plain decoding and each of ``specs`` on the edit workload, ratios over plain.
 
     Every mode's engine is loaded at once and warmed up; then the rounds are interleaved (one
     generation of each mode per round), so a change in the machine's load touches every mode
     alike: on a shared box the modes run minutes apart otherwise. t/s and the ratio are medians
-    over the rounds (the ratio of each round's pair, then the median)."""
+    over the rounds (the ratio of each round's pair, then the median).
+
+    ``on_progress`` gets a :class:`BenchProgress` per load and generation (a timed one with
+    its decode t/s); ``cancel`` set stops after the current round, with the rounds done (a
+    cancel before the first round has begun raises ``BenchCancelled``)."""
     from contextlib import ExitStack
     from dataclasses import replace
 
+    from llcuda_tui.core.bench._throughput import BenchCancelled, BenchProgress
+
     modes = [None, *specs]
+    rounds = max(1, repetitions)
+    total, done = 2 * len(modes) + rounds * len(modes), 0
+
+    def step(message: str, value: float | None = None) -> None:
+        nonlocal done
+        done += 1
+        if on_progress is not None:
+            on_progress(BenchProgress(done, total, message, value, "t/s" if value else ""))
+
+    def stop_here(what: str) -> None:
+        if cancel is not None and cancel.is_set():
+            raise BenchCancelled(f"speculative benchmark cancelled {what}")
+
     with ExitStack() as stack:
-        engines = [stack.enter_context(Engine.load(replace(config, speculative=s))) for s in modes]
+        engines = []
+        for s in modes:
+            stop_here("while loading")
+            engines.append(stack.enter_context(Engine.load(replace(config, speculative=s))))
+            step(f"loaded {_mode_name(s)}")
         reqs = [edit_request(e, n_gen) for e in engines]
-        for e, r in zip(engines, reqs, strict=True):
+        for s, e, r in zip(modes, engines, reqs, strict=True):
+            stop_here("while warming up")
             e.generate(r)
+            step(f"warmed up {_mode_name(s)}")
         runs: list[list[tuple[str, RunRecord]]] = [[] for _ in modes]
-        for _ in range(max(1, repetitions)):
+        for n in range(rounds):
+            if n > 0 and cancel is not None and cancel.is_set():
+                break  # keep the rounds done: every mode has the same number
             for i, (e, r) in enumerate(zip(engines, reqs, strict=True)):
                 runs[i].append(e.generate(r))
+                speed = runs[i][-1][1].decode_tokens_per_s
+                step(f"round {n + 1}/{rounds}: {_mode_name(modes[i])} {speed:.1f} t/s", speed)
     base_tps = [rec.decode_tokens_per_s for _, rec in runs[0]]
     results: list[SpecModeResult] = []
     for spec, mode_runs in zip(modes, runs, strict=True):

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from llcuda_tui.core.bench import int_list
 from llcuda_tui.core.errors import UserInputError
+from llcuda_tui.screens.bench.spec import SPEC_MODE
 
 if TYPE_CHECKING:
     from llcuda_tui.core.bench import BenchSpec, LatencySpec
@@ -22,7 +23,10 @@ if TYPE_CHECKING:
 FORM_DEFAULTS = {"n-prompt": "512", "n-gen": "128", "reps": "5"}
 """The form's first values (llama-bench's); resized for the CPU once the machine is known,
 unless the user has typed others."""
-MODES = (("pp/tg", "throughput"), ("sweep", "sweep"), ("latency", "latency"))
+MODES = (
+    ("pp/tg", "throughput"), ("sweep", "sweep"), ("latency", "latency"),
+    ("spec", SPEC_MODE),  # spec.py: decode t/s with and without speculative decoding
+)  # fmt: skip
 FORMATS = (("Markdown", "md"), ("CSV", "csv"), ("JSON", "json"))
 LOCAL = "local"
 """The target value of this machine (the others are worker URLs)."""

@@ -9,9 +9,16 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from llcuda_tui.screens.bench.form import LOCAL
+from llcuda_tui.screens.bench.spec import SPEC_MODE
 
 if TYPE_CHECKING:
-    from llcuda_tui.core.bench import BenchProgress, BenchSpec, LatencySpec, StoredRun
+    from llcuda_tui.core.bench import (
+        BenchProgress,
+        BenchSpec,
+        LatencySpec,
+        SpecBenchJob,
+        StoredRun,
+    )
     from llcuda_tui.core.config import Paths
     from llcuda_tui.core.worker import WorkerAccess
 
@@ -36,7 +43,7 @@ class BenchProgressHolder:
 
 def run_on_target(
     mode: str,
-    spec: BenchSpec | LatencySpec,
+    spec: BenchSpec | LatencySpec | SpecBenchJob,
     target: str,
     paths: Paths,
     progress: BenchProgressHolder,
@@ -61,5 +68,5 @@ def run_on_target(
                 api_key=access.api_key, verify=access.verify,
             )  # fmt: skip
     # engines load in a child process: no GIL shared with the UI
-    kind = "latency" if mode == "latency" else "throughput"
+    kind = mode if mode in ("latency", SPEC_MODE) else "throughput"
     return run_bench_in_child(kind, spec, paths, progress.set, cancel, add_own_pid)

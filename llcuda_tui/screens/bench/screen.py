@@ -45,6 +45,7 @@ from llcuda_tui.screens.bench.form import (
     estimate_line,
 )
 from llcuda_tui.screens.bench.run import BenchProgressHolder, run_on_target
+from llcuda_tui.screens.bench.spec import SPEC_MODE, SpecFields, show_spec_results, spec_job
 from llcuda_tui.screens.bench.tables import (
     COMPARE_COLUMNS,
     HISTORY_COLUMNS,
@@ -57,7 +58,13 @@ from llcuda_tui.widgets import KeyFooter, MetricPlot
 
 if TYPE_CHECKING:
     from llcuda_tui.app import LlcudaApp
-    from llcuda_tui.core.bench import BenchSpec, LatencySpec, StoredRun
+    from llcuda_tui.core.bench import (
+        BenchSpec,
+        LatencySpec,
+        SpecBenchJob,
+        SpecModeResult,
+        StoredRun,
+    )
     from llcuda_tui.core.fit import DeviceMemory
     from llcuda_tui.core.store import ModelChoice
 
@@ -79,6 +86,9 @@ class BenchScreen(Screen[None]):
     BenchScreen #bench-form .-latency { display: none; }
     BenchScreen #bench-form.-mode-latency .-latency { display: block; }
     BenchScreen #bench-form.-mode-latency .-pp-tg { display: none; }
+    BenchScreen #bench-form .-spec { display: none; }
+    BenchScreen #bench-form.-mode-speculative .-spec { display: block; }
+    BenchScreen #bench-form.-mode-speculative .-pp-tg { display: none; }
     BenchScreen #bench-form.-remote .-local { display: none; }
     /* the fields are named by their border titles: at 80x24 labels beside them left no
        room for the values (every field was blank) */
@@ -169,6 +179,7 @@ class BenchScreen(Screen[None]):
             ):
                 field.border_title, field.tooltip = title, tooltip
                 yield field
+            yield SpecFields(classes="-spec")
         yield ProgressBar(total=1, id="bench-progress")
         yield Static("", id="bench-status", markup=False)
         with Vertical(id="bench-plots"):
@@ -217,7 +228,9 @@ class BenchScreen(Screen[None]):
         """Show the fields the chosen mode and target use: pp and batch for pp/tg and sweep,
         concurrency for latency, ngl when models load on this machine."""
         form = self.query_one("#bench-form")
-        form.set_class(self.query_one("#bench-mode", Select).value == "latency", "-mode-latency")
+        mode = self.query_one("#bench-mode", Select).value
+        form.set_class(mode == "latency", "-mode-latency")
+        form.set_class(mode == SPEC_MODE, "-mode-speculative")
         form.set_class(self.target != LOCAL, "-remote")
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
@@ -288,7 +301,7 @@ class BenchScreen(Screen[None]):
     def estimate_text(self) -> str:
         name = self.query_one("#bench-model", Select).value
         mode = self.query_one("#bench-mode", Select).value
-        if mode == "latency" or self.target != LOCAL or name not in self.choices:
+        if mode in ("latency", SPEC_MODE) or self.target != LOCAL or name not in self.choices:
             return ""
         choice = self.choices[str(name)]
         if choice.name not in self.speeds:
@@ -355,6 +368,7 @@ class BenchScreen(Screen[None]):
             (f"{c.name}  {c.quant}  {fmt_size(c.size_bytes)}", c.name) for c in message.choices
         )
         default = default_choice(message.choices, current)
+        self.query_one(SpecFields).show_choices(message.choices)
         if default is not None:
             select.value = default.name
         else:
@@ -367,14 +381,22 @@ class BenchScreen(Screen[None]):
         """LOCAL or the URL of the worker to benchmark."""
         return str(self.query_one("#bench-target", Select).value)
 
-    def build_spec(self) -> tuple[str, BenchSpec | LatencySpec]:
-        return build_spec(
-            str(self.query_one("#bench-mode", Select).value),
-            self.target,
-            self.query_one("#bench-model", Select).value,
-            self.choices,
-            self.form_values(),
-        )
+    def build_spec(self) -> tuple[str, BenchSpec | LatencySpec | SpecBenchJob]:
+        mode = str(self.query_one("#bench-mode", Select).value)
+        picked = self.query_one("#bench-model", Select).value
+        if mode != SPEC_MODE:
+            return build_spec(mode, self.target, picked, self.choices, self.form_values())
+        # the form's model, tg, reps and ngl, checked as pp/tg checks them; the drafter's
+        # options come from the spec fields
+        from llcuda_tui.core.bench import BenchSpec
+
+        _, base = build_spec("throughput", self.target, picked, self.choices, self.form_values())
+        assert isinstance(base, BenchSpec)
+        fields = self.query_one(SpecFields)
+        return mode, spec_job(
+            fields, base.models[0], self.choices, base.n_gen[0], base.repetitions,
+            base.n_gpu_layers[0],
+        )  # fmt: skip
 
     @on(Button.Pressed, "#stop-bench")
     def stop_pressed(self) -> None:
@@ -408,7 +430,7 @@ class BenchScreen(Screen[None]):
     def run_benchmark(
         self,
         mode: str,
-        spec: BenchSpec | LatencySpec,
+        spec: BenchSpec | LatencySpec | SpecBenchJob,
         progress: BenchProgressHolder,
         cancel: threading.Event,
         target: str = LOCAL,
@@ -422,7 +444,11 @@ class BenchScreen(Screen[None]):
         except LlcudaError as exc:
             self.post_message(BenchDone(error=str(exc)))
             return
-        self.post_message(BenchDone(run=run))
+        self.post_message(
+            BenchDone(spec=cast("list[SpecModeResult]", run))
+            if mode == SPEC_MODE
+            else BenchDone(run=run)
+        )
 
     def action_stop(self) -> None:
         if self.cancel_event is not None:
@@ -464,6 +490,10 @@ class BenchScreen(Screen[None]):
         if message.error is not None:
             self.set_status(f"benchmark stopped: {message.error}")
             self.notify(message.error, severity="error", timeout=10)
+        elif message.spec is not None:
+            self.shown_run = None  # Export would write another run than the table shows
+            self.set_status(show_spec_results(self.query_one("#results", DataTable), message.spec))
+            self.query_one(TabbedContent).active = "tab-results"
         elif message.run is not None:
             run = message.run
             self.set_status(f"run {run.run_id} done: {run.summary()}")

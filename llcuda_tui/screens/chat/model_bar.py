@@ -1,9 +1,11 @@
 """The model bar: the model picker (each model with its fit on this machine) and the load
-settings (GPU layers, context). It shows and reads; the screen's workers list
-(:func:`list_choices`) and load (:func:`load_choice`), off the UI thread."""
+settings (GPU layers, context, and a button for speculative decoding's dialog). It shows and
+reads; the screen's workers list (:func:`list_choices`) and load (:func:`load_choice`), off
+the UI thread."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from textual.app import ComposeResult
@@ -11,6 +13,8 @@ from textual.containers import Horizontal
 from textual.widgets import Button, Input, Select
 
 from llcuda_tui.core.fmt import fmt_size
+from llcuda_tui.screens.chat.load_dialog import SpecChoice
+from llcuda_tui.screens.chat.spec_button import SpecButton
 
 if TYPE_CHECKING:
     from llcuda_tui.core.config import Settings
@@ -29,47 +33,74 @@ class LoadProgress:
 
 
 def list_choices(
-    settings: Settings, device: DeviceMemory | None, ngl: int, ctx: int
+    settings: Settings, device: DeviceMemory | None, ngl: int, ctx: int, draft: str | None = None
 ) -> tuple[list[ModelChoice], dict[str, FitBadge]]:
     """This machine's pickable models and their fit badges at ``ngl``/``ctx`` (blocks: it
-    reads the store and the GGUF headers). Raises ``LlcudaError``."""
+    reads the store and the GGUF headers); ``draft``: the name of a speculative draft model
+    loaded beside each, whose memory the badges count. Raises ``LlcudaError``."""
     from llcuda_tui.core.store import fit_badge, model_choices
 
     e = settings.engine
     choices = model_choices(settings.paths)
+    beside = next((c.summary for c in choices if c.name == draft), None)
     return choices, {
-        c.name: fit_badge(c, ctx, ngl, device, e.type_k, e.flash_attn) for c in choices
+        c.name: fit_badge(c, ctx, ngl, device, e.type_k, e.flash_attn, beside) for c in choices
     }
 
 
-def load_choice(
-    choice: ModelChoice, settings: Settings, ngl: int, ctx: int, progress: LoadProgress
-) -> tuple[ProcessEngine, str]:
-    """Load ``choice`` in an engine process (blocks); the engine and the model's sha256.
-    Raises ``LlcudaError``."""
-    from llcuda_tui.core.engine import EngineConfig, ProcessEngine
-    from llcuda_tui.core.store import file_sha256, resolve_name
+def _path_and_sha(choice: ModelChoice, settings: Settings) -> tuple[Path, str | None]:
+    """Where ``choice``'s file is now (a store entry by its name: it may have been re-pulled)."""
+    from llcuda_tui.core.store import resolve_name
 
-    path, sha256 = choice.path, choice.sha256
     if choice.source == "store":
         found = resolve_name(choice.name, settings.paths)
         if found is not None:
-            path, sha256 = found
+            return found
+    return choice.path, choice.sha256
+
+
+def load_choice(
+    choice: ModelChoice,
+    settings: Settings,
+    ngl: int,
+    ctx: int,
+    progress: LoadProgress,
+    spec: SpecChoice | None = None,
+    draft: ModelChoice | None = None,
+) -> tuple[ProcessEngine, str]:
+    """Load ``choice`` in an engine process (blocks), with ``spec``'s speculative decoding
+    (``draft``: its draft model); the engine and the model's sha256. Raises ``LlcudaError``
+    (a draft of another vocabulary: the engine's one line)."""
+    from llcuda_tui.core.engine import EngineConfig, ProcessEngine
+    from llcuda_tui.core.store import file_sha256
+
+    path, sha256 = _path_and_sha(choice, settings)
     sha256 = sha256 or file_sha256(path)
+    draft_path = _path_and_sha(draft, settings)[0] if draft is not None else None
+    speculative = spec.settings(draft_path, ngl) if spec is not None else None
     config = EngineConfig.from_settings(
-        path, settings, kv_states=True, n_gpu_layers=ngl, n_ctx=ctx, model_sha256=sha256
-    )
+        path, settings, kv_states=True, n_gpu_layers=ngl, n_ctx=ctx, model_sha256=sha256,
+        speculative=speculative,
+    )  # fmt: skip
     # in a child process: a repaint here cannot delay its tokens (engine/_process.py)
     return ProcessEngine.load(config, on_progress=progress.set), sha256
 
 
 class ModelBar(Horizontal):
-    """``model [picker] ngl [n] ctx [n] [Load]``; the Load button's ``Button.Pressed`` and
+    """``model [picker] ngl [n] ctx [n] [spec] [Load]``; the buttons' ``Button.Pressed`` and
     the fields' ``Input.Changed`` reach the screen."""
 
-    def __init__(self, n_gpu_layers: int, n_ctx: int, *, id: str | None = None) -> None:
+    def __init__(
+        self,
+        n_gpu_layers: int,
+        n_ctx: int,
+        spec: SpecChoice | None = None,
+        *,
+        id: str | None = None,
+    ) -> None:
         super().__init__(id=id)
         self._defaults = (n_gpu_layers, n_ctx)
+        self._spec = spec
         self.choices: dict[str, ModelChoice] = {}
         """The pickable models by name, as last listed."""
         self.badges: dict[str, FitBadge] = {}
@@ -84,7 +115,33 @@ class ModelBar(Horizontal):
             field = Input(str(value), id=field_id, type="integer", tooltip=what)
             field.border_title = field_id
             yield field
+        yield SpecButton(self._spec or SpecChoice(), self.local_choices, id="spec")
         yield Button("Load", id="load", variant="primary")
+
+    @property
+    def spec(self) -> SpecChoice:
+        """Speculative decoding of the next Load (the spec button's; remembered)."""
+        return self.query_one(SpecButton).spec
+
+    def local_choices(self) -> list[ModelChoice]:
+        """The listed models of this machine (what a draft model can be)."""
+        return [c for c in self.choices.values() if c.source != "worker"]
+
+    def spec_and_draft(self) -> tuple[SpecChoice, ModelChoice | None]:
+        """What the next Load uses for speculative decoding, and its draft model (draft mode).
+        Raises ``UserInputError`` when that draft is not a listed model of this machine."""
+        from llcuda_tui.core.errors import UserInputError
+
+        spec = self.spec
+        if spec.mode != "draft":
+            return spec, None
+        draft = self.choices.get(spec.draft_model)
+        if draft is None or draft.source == "worker":
+            raise UserInputError(
+                f"the draft model {spec.draft_model or '(none)'} is not on this machine: pick "
+                "another in the load settings (the spec button, or F8)"
+            )
+        return spec, draft
 
     def load_settings(self) -> tuple[int, int]:
         """(GPU layers, context) as typed; the defaults for a field that is not a number."""

@@ -47,8 +47,10 @@ from llcuda_tui.messages import (
     StoreChanged,
 )
 from llcuda_tui.palette import PaletteBinding
+from llcuda_tui.screens.chat.load_dialog import SpecChoice, spec_note, spec_status
 from llcuda_tui.screens.chat.model_bar import LoadProgress, ModelBar, list_choices, load_choice
 from llcuda_tui.screens.chat.sidebar import Sidebar
+from llcuda_tui.screens.chat.spec_button import SpecButton
 from llcuda_tui.screens.chat.transcript import DRAIN_HZ, LiveReply, Transcript
 from llcuda_tui.screens.dialogs import ConfirmDialog
 from llcuda_tui.widgets import (
@@ -98,6 +100,10 @@ class ChatScreen(Screen[None]):
         PaletteBinding(
             "ctrl+o", "settings", "Settings",
             title="Chat: Conversation settings", tooltip="System prompt, sampling",
+        ),
+        PaletteBinding(
+            "f8", "load_settings", "Load settings", show=False,
+            title="Chat: Load settings", tooltip="Speculative decoding of the next Load",
         ),
         PaletteBinding(
             "ctrl+y", "copy_message", "Copy", show=False,
@@ -173,10 +179,11 @@ class ChatScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         e = self.llcuda.settings.engine
+        spec = SpecChoice.from_tui(self.llcuda.settings.tui)  # remembered from the last run
         with Horizontal(id="chat-body"):
             yield Sidebar(self.session, id="sidebar")
             with Vertical(id="main"):
-                yield ModelBar(e.n_gpu_layers, e.n_ctx, id="model-bar")
+                yield ModelBar(e.n_gpu_layers, e.n_ctx, spec, id="model-bar")
                 yield Static("no model loaded", id="engine-status", markup=False)
                 yield ProgressBar(total=1.0, id="load-progress", show_eta=False)
                 yield Transcript(id="transcript")
@@ -233,7 +240,9 @@ class ChatScreen(Screen[None]):
         self.listing += 1
         ngl, ctx = self.bar.load_settings()
         remote = [c for listed in app.remote_choices.values() for c in listed]
-        self.find_models(app.settings, app.fit_device, ngl, ctx, remote, self.listing)
+        spec = self.bar.spec
+        draft = spec.draft_model if spec.mode == "draft" else None
+        self.find_models(app.settings, app.fit_device, ngl, ctx, remote, self.listing, draft)
 
     @work(thread=True, exclusive=True, group="models", exit_on_error=False)
     def find_models(
@@ -244,9 +253,10 @@ class ChatScreen(Screen[None]):
         ctx: int,
         remote: list[ModelChoice],
         listing: int,
+        draft: str | None = None,
     ) -> None:
-        try:
-            choices, badges = list_choices(settings, device, ngl, ctx)
+        try:  # the badges count a draft model's memory too
+            choices, badges = list_choices(settings, device, ngl, ctx, draft)
         except LlcudaError as exc:
             self.post_message(ModelsListFailed(f"cannot list models: {exc}"))
             choices, badges = [], {}
@@ -296,16 +306,22 @@ class ChatScreen(Screen[None]):
             self.llcuda.connect_worker(choice.url, choice.served_model)
             return
         ngl, ctx = self.bar.load_settings()
+        try:
+            spec, draft = self.bar.spec_and_draft()
+        except LlcudaError as exc:
+            self.notify(str(exc), severity="error")
+            return
         self.session.begin_load(choice)
         self.load_progress.fraction = 0.0
         bar = self.query_one("#load-progress", ProgressBar)
         bar.update(progress=0.0)
         bar.add_class("-visible")
-        self.set_status(f"loading {choice.name} (ngl {ngl}, ctx {ctx})…")
+        with_spec = f", speculative: {spec.describe()}" if spec.mode else ""
+        self.set_status(f"loading {choice.name} (ngl {ngl}, ctx {ctx}{with_spec})…")
         self.load_timer.resume()
         # the app lets go of its engine here, on the UI thread; the worker closes it
         previous = self.llcuda.take_engine()
-        self.load_engine(choice, ngl, ctx, self.llcuda.settings, previous)
+        self.load_engine(choice, ngl, ctx, self.llcuda.settings, previous, spec, draft)
 
     @work(thread=True, exclusive=True, group=LOAD_GROUP, exit_on_error=False)
     def load_engine(
@@ -315,11 +331,15 @@ class ChatScreen(Screen[None]):
         ctx: int,
         settings: Settings,
         previous: EngineProtocol | None,
+        spec: SpecChoice | None = None,
+        draft: ModelChoice | None = None,
     ) -> None:
         try:
             if previous is not None:
                 previous.close()
-            engine, sha256 = load_choice(choice, settings, ngl, ctx, self.load_progress)
+            engine, sha256 = load_choice(
+                choice, settings, ngl, ctx, self.load_progress, spec, draft
+            )
         except LlcudaError as exc:
             self.post_message(LoadFailed(str(exc)))
             return
@@ -365,7 +385,7 @@ class ChatScreen(Screen[None]):
         self.set_status(
             f"{name} on {info.backend} · loaded in {info.load_time_s:.1f} s · "
             f"ctx {info.n_ctx} · ngl {info.n_gpu_layers} ({info.n_layers_offloaded}/"
-            f"{info.n_layers} layers on GPU) · template {info.chat_template}"
+            f"{info.n_layers} layers on GPU) · template {info.chat_template}" + spec_status(engine)
         )
 
     # --- failures -----------------------------------------------------------------------------
@@ -482,6 +502,16 @@ class ChatScreen(Screen[None]):
             conv.system_prompt if conv else "", self.session.settings, self.session.store.presets()
         )
         self.app.push_screen(dialog, done)
+
+    def action_load_settings(self) -> None:
+        # F8 (the message box has F6 and F7): the spec button is hidden under 100 columns
+        self.query_one(SpecButton).open_dialog()
+
+    @on(SpecButton.Changed)
+    def spec_changed(self, message: SpecButton.Changed) -> None:
+        self.list_models()  # the fit badges count a draft model's memory
+        later = " at the next Load (Ctrl+L)" if self.session.engine is not None else ""
+        self.notify(f"speculative decoding: {message.spec.describe()}{later}")
 
     # --- context meter --------------------------------------------------------------------------
 
@@ -633,6 +663,7 @@ class ChatScreen(Screen[None]):
         stop = record.stop_reason
         self.set_status(
             f"{name}: {record.generated_tokens} tokens at {record.decode_tokens_per_s:.1f} t/s"
+            + spec_note(self.session.engine, record)
             + ("" if stop == "eos" else f" (stopped: {stop})")
         )
         self.schedule_count()
