@@ -187,6 +187,29 @@ def test_an_always_rejected_drafter_only_probes() -> None:
     assert 2 in tail
 
 
+def test_rejected_probes_wait_longer_and_an_accepted_one_drafts_again_soon() -> None:
+    # the 1B draft of the 8B on the GPU: every probe rejected; a fixed wait of 16 steps
+    # between probes was part of its 26 % cost
+    length, _ = _length(0.45)
+    drafting = []
+    for i in range(1500):
+        k = length.next()
+        if k:
+            drafting.append(i)
+            length.update(k, 0)
+    gaps = [b - a for a, b in zip(drafting, drafting[1:], strict=False)]
+    assert gaps[-1] == length.probe_max  # the wait doubled up to its cap ...
+    assert sorted(gaps[-5:]) == gaps[-5:]  # ... and never shrank while probes failed
+    assert sum(1 for i in drafting if i >= 500) <= 5
+    while not (k := length.next()):
+        pass
+    length.update(k, k)  # a probe the target accepted
+    steps = 1
+    while not length.next():
+        steps += 1
+    assert steps <= length.probe
+
+
 def test_a_fixed_length_ignores_acceptance() -> None:
     length, _ = _length(0.45, adaptive=False)
     for _ in range(10):

@@ -60,6 +60,7 @@ from llcuda_tui.core.engine._speculative import (
     DraftLength,
     StepCost,
     Verifier,
+    draft_share,
     make_drafter,
     speculation_applies,
 )
@@ -210,9 +211,11 @@ class Engine(LlamaTokens, EngineBase):
         on_gpu = bool(gpus) and offloaded > 0
         full_offload = on_gpu and offloaded >= n_layers
         flash_type = flash_attn_type(cfg.flash_attn, on_gpu, cfg.type_v)
-        # speculation samples several positions of one batch on the CPU chain
-        self._backend_sampling = cfg.speculative is None and (
-            cfg.backend_sampling == "on" or (cfg.backend_sampling == "auto" and full_offload)
+        # speculation keeps the GPU sampler: llama.cpp's backend sampling samples every output
+        # row of a sequence (llm_graph_context::build_sampling), so a verify batch's greedy
+        # picks come back without its logits; on the CPU chain the 8B decoded ~10 % slower
+        self._backend_sampling = cfg.backend_sampling == "on" or (
+            cfg.backend_sampling == "auto" and full_offload
         )
         n_threads = cfg.n_threads or default_threads()
         # read before the context exists: llama.cpp raises it to the stretched one under YaRN
@@ -260,11 +263,17 @@ class Engine(LlamaTokens, EngineBase):
         flash = flash_attn_resolved(flash_type, log.since(mark_ctx))
         self._prepare_hot_path()
         if cfg.speculative is not None:
-            self._drafter = make_drafter(cfg.speculative, cfg.n_ctx, n_threads, self._vocab)
+            self._drafter = make_drafter(
+                cfg.speculative, cfg.n_ctx, n_threads, self._vocab,
+                backend_sampling=self._backend_sampling,
+            )  # fmt: skip
             self._verifier = Verifier(ctx, cfg.speculative.draft_max)
             # a draft's share of a step, until measured: a CPU verify batch costs most of a
-            # one-token decode per token (StepCost), a GPU one little
-            self._step_cost = StepCost(prior=0.05 if full_offload else 0.45)
+            # one-token decode per token (StepCost), a GPU one little; a draft model adds its
+            # own decode per draft, about its size over the target's
+            self._step_cost = StepCost(
+                prior=(0.05 if full_offload else 0.45) + draft_share(cfg.speculative, cfg)
+            )
         arch = self._meta("general.architecture") or "?"
         self.template = choose_template(
             self._model_template(), arch, self._token_text(L.llama_vocab_bos(self._vocab)),
@@ -537,6 +546,9 @@ class Engine(LlamaTokens, EngineBase):
             req.speculative
             and req.logprobs is None  # one logits row per token: no batched verification
             and speculation_applies(spec, req.sampling.greedy, req.sampling.repeat_penalty)
+            # a grammar on the GPU sampler refetches one row's logits on its first rejection
+            # (_refetch_logits), which a verify batch's rows cannot do
+            and not (sampler.grammar is not None and self._attached is not None)
         ):
             drafter = None
         if drafter is not None and spec is not None:
@@ -585,16 +597,26 @@ class Engine(LlamaTokens, EngineBase):
             if pending:
                 token = pending.pop(0)
                 continue
+            n_draft = 0
             if drafter is not None and verifier is not None:
                 n_draft = min(lengths.next(), budget - len(times) - 1)
+            if n_draft > 0 and drafter is not None and verifier is not None:
                 t_step = perf()
-                drafts = drafter.draft([*held, token], n_draft) if n_draft > 0 else []
+                drafts = drafter.draft([*held, token], n_draft)
                 pending = verifier.step(sample, held, token, drafts)
                 step_cost.observe(len(drafts), perf() - t_step)
                 drafted += len(drafts)
                 accepted += len(pending) - 1
                 lengths.update(len(drafts), len(pending) - 1)
                 token = pending.pop(0)
+                continue
+            if drafter is not None:  # a paused drafter: the plain step, timed for StepCost
+                one[0] = token
+                t_step = perf()
+                check_decode(decode(ctx, batch_one))
+                held.append(token)
+                token = sample(ctx, -1)
+                step_cost.observe(0, perf() - t_step)
                 continue
             one[0] = token
             if tuner is None:

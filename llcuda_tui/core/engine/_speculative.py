@@ -21,6 +21,7 @@ from __future__ import annotations
 import ctypes
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from llcuda_tui.core.engine._decoding import check_decode
@@ -88,7 +89,14 @@ class DraftModel:
     Its context keeps the tokens it has decoded, like the target's slot: each step drops what
     differs from the history (``llama_memory_seq_rm``) and decodes only the new tokens."""
 
-    def __init__(self, settings: SpecSettings, n_ctx: int, n_threads: int, target_vocab: Any):
+    def __init__(
+        self,
+        settings: SpecSettings,
+        n_ctx: int,
+        n_threads: int,
+        target_vocab: Any,
+        backend_sampling: bool = False,
+    ):
         import llama_cpp as L
 
         self._L = L
@@ -114,14 +122,22 @@ class DraftModel:
             cparams.n_threads = n_threads
             cparams.n_threads_batch = n_threads
             cparams.no_perf = True
+            self._chain = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
+            L.llama_sampler_chain_add(self._chain, L.llama_sampler_init_greedy())
+            # the draft's greedy pick on the GPU too (the target's is there: the engine says
+            # so), unless a probability floor needs its logits on the host
+            if backend_sampling and settings.p_min <= 0 and settings.draft_n_gpu_layers != 0:
+                self._seq_cfg = (L.llama_sampler_seq_config * 1)()
+                self._seq_cfg[0].seq_id = 0
+                self._seq_cfg[0].sampler = ctypes.cast(self._chain, ctypes.c_void_p)
+                cparams.samplers = self._seq_cfg
+                cparams.n_samplers = 1
             ctx = L.llama_init_from_model(model, cparams)
             if not ctx:
                 raise ModelLoadError(f"cannot create a context for the draft model {path}")
             self._ctx = ctx
             self._mem = L.llama_get_memory(ctx)
             self._n_batch = int(L.llama_n_batch(ctx))
-            self._chain = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
-            L.llama_sampler_chain_add(self._chain, L.llama_sampler_init_greedy())
         except BaseException:
             self.close()
             raise
@@ -177,12 +193,12 @@ class DraftModel:
 
     def close(self) -> None:
         L = self._L
+        if self._ctx:  # before the chain: a backend sampler is the context's
+            L.llama_free(self._ctx)
+            self._ctx = None
         if self._chain:
             L.llama_sampler_free(self._chain)
             self._chain = None
-        if self._ctx:
-            L.llama_free(self._ctx)
-            self._ctx = None
         if self._model:
             L.llama_model_free(self._model)
             self._model = None
@@ -215,10 +231,24 @@ def vocab_mismatch(target: Any, draft: Any) -> str:
     return ""
 
 
-def make_drafter(settings: SpecSettings, n_ctx: int, n_threads: int, vocab: Any) -> Drafter:
+def make_drafter(
+    settings: SpecSettings, n_ctx: int, n_threads: int, vocab: Any, backend_sampling: bool = False
+) -> Drafter:
     if settings.mode == "draft":
-        return DraftModel(settings, n_ctx, n_threads, vocab)
+        return DraftModel(settings, n_ctx, n_threads, vocab, backend_sampling)
     return NgramDrafter(settings.ngram_max)
+
+
+def draft_share(settings: SpecSettings, target: Any) -> float:
+    """A draft model's decode per drafted token, relative to the target's step, before any
+    step is timed: its file size over the target's (decode reads every weight once per
+    token). 0 for prompt lookup, which costs no decode. ``target``: the target's EngineConfig."""
+    if settings.mode != "draft" or settings.draft_model is None:
+        return 0.0
+    try:
+        return Path(settings.draft_model).stat().st_size / Path(target.model_path).stat().st_size
+    except (OSError, ZeroDivisionError):
+        return 0.0
 
 
 class StepCost:
@@ -272,16 +302,21 @@ class DraftLength:
     ``p`` is the estimate from this generation's steps (accepted drafts over accepted drafts
     plus rejections, recent steps weighted more; a prior of 3 accepted to 1 rejected). The
     cost is :class:`StepCost`'s ``1 + slope * k`` (in one-token steps). When no ``k`` beats not
-    drafting, drafting pauses and every ``probe`` steps tries ``draft_min`` tokens, so an
-    always-rejected drafter costs only the probes. ``adaptive=False`` always drafts
-    ``draft_max``."""
+    drafting, drafting pauses and after ``probe`` steps tries ``draft_min`` tokens; each probe
+    that is rejected doubles the wait (up to ``probe_max``), one that is accepted resets it, so
+    an always-rejected drafter costs little more than a few probes (the 1B draft of the 8B on
+    the GPU cost 26 % with a fixed wait of 16 and the CPU sampler). ``adaptive=False`` always
+    drafts ``draft_max``."""
 
     settings: SpecSettings
     cost: StepCost
     accepted: float = 3.0
     rejected: float = 1.0
     probe: int = 16
+    probe_max: int = 256
     _idle: int = 0
+    _wait: int = 0
+    _probing: bool = False
 
     def p(self) -> float:
         return self.accepted / (self.accepted + self.rejected)
@@ -301,15 +336,21 @@ class DraftLength:
                 best, best_value = k, value
         if best == 0:
             self._idle += 1
-            if self._idle < self.probe:
+            if self._idle < (self._wait or self.probe):
                 return 0
             best = s.draft_min
+            self._probing = True
+        else:
+            self._probing = False
         self._idle = 0
         return best
 
     def update(self, drafted: int, accepted: int) -> None:
         if drafted == 0 or not self.settings.adaptive:
             return
+        if self._probing:
+            wait = self._wait or self.probe
+            self._wait = self.probe if accepted else min(2 * wait, self.probe_max)
         self.accepted = 0.9 * self.accepted + accepted
         self.rejected = 0.9 * self.rejected + (1.0 if accepted < drafted else 0.0)
 
