@@ -4,6 +4,7 @@ cancel stops a speculative generation within one step."""
 
 from __future__ import annotations
 
+import itertools
 import threading
 from pathlib import Path
 
@@ -197,7 +198,7 @@ def test_rejected_probes_wait_longer_and_an_accepted_one_drafts_again_soon() -> 
         if k:
             drafting.append(i)
             length.update(k, 0)
-    gaps = [b - a for a, b in zip(drafting, drafting[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(drafting)]
     assert gaps[-1] == length.probe_max  # the wait doubled up to its cap ...
     assert sorted(gaps[-5:]) == gaps[-5:]  # ... and never shrank while probes failed
     assert sum(1 for i in drafting if i >= 500) <= 5

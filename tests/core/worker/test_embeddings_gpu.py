@@ -10,7 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from llcuda_tui.core.engine import Engine, EngineConfig, GenerationRequest, SamplingParams
+from llcuda_tui.core.engine import (
+    Engine,
+    EngineConfig,
+    GenerationHandle,
+    GenerationRequest,
+    SamplingParams,
+)
 from llcuda_tui.core.worker import WorkerConfig, WorkerServer
 from llcuda_tui.core.worker.batch import BatchEngine
 
@@ -43,10 +49,19 @@ def test_embeddings_beside_batched_generation(tiny_gguf: Path) -> None:
     with BatchEngine.load(cfg, parallel=4) as batch, batch.open_embedder("mean") as embedder:
         seqs = [batch.tokenize(t) for t in TEXTS]
         idle = embedder.embed(seqs).vectors
-        alone = [batch.generate(req(p))[0] for p in TEXTS]
-        handles, texts = [], [[] for _ in TEXTS]
-        for i, p in enumerate(TEXTS):
-            handles.append(batch.submit(req(p), lambda c, i=i: texts[i].append(c.text)))
+
+        def together() -> tuple[list[GenerationHandle], list[list[str]]]:
+            # admitted in one pass, so both runs decode the same batches step for step (on a
+            # GPU, greedy text on a random model can change with the batch's make-up alone)
+            texts: list[list[str]] = [[] for _ in TEXTS]
+            calls = [(lambda c, i=i: texts[i].append(c.text), None) for i in range(len(TEXTS))]
+            return batch.submit_many([req(p) for p in TEXTS], calls), texts
+
+        handles, texts = together()
+        for h in handles:
+            h.future.result()
+        quiet = ["".join(t) for t in texts]
+        handles, texts = together()
         busy = []
         while not all(h.future.done() for h in handles):  # embed while they decode
             busy.append(embedder.embed(seqs).vectors)
@@ -55,7 +70,7 @@ def test_embeddings_beside_batched_generation(tiny_gguf: Path) -> None:
     assert busy, "no embedding ran during the generations"
     for vectors in busy:
         np.testing.assert_allclose(vectors, idle, atol=1e-4)
-    assert ["".join(t) for t in texts] == alone
+    assert ["".join(t) for t in texts] == quiet
 
 
 def test_the_gpu_model_served_with_embeddings(gpu_model: Path) -> None:
