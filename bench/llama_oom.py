@@ -2,7 +2,8 @@
 the model with every layer on the GPU and ask for a context of ``--seqs`` x ``--ctx`` tokens
 (f16 KV cache), with no fit check in front. Prints whether the context was created.
 
-Usage (GPU machine): python3 bench/llama_oom.py /root/models/8b-q4km.gguf [--ctx 131072] [--seqs 10]
+Usage (GPU machine):
+    python3 bench/llama_oom.py /root/models/8b-q4km.gguf [--ctx 131072] [--seqs 10]
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ def main() -> int:
     t = time.perf_counter()
     ctx = L.llama_init_from_model(model, cp)
     made = "created" if ctx else "FAILED (NULL)"
-    print(f"context for {args.seqs} x {args.ctx} tokens: {made}", f"{time.perf_counter() - t:.1f} s")
+    took = time.perf_counter() - t
+    print(f"context for {args.seqs} x {args.ctx} tokens: {made} {took:.1f} s")
     return 0 if ctx else 1
 
 
