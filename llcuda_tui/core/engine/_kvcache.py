@@ -19,6 +19,7 @@ loaded into the sequence (``llama_state_seq_set_data_ext``) and then trimmed lik
 from __future__ import annotations
 
 import ctypes
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,6 +108,15 @@ class SeqCells:
         got = int(L.llama_state_seq_get_data_ext(self.ctx, buf, size, self.seq_id, 0))
         return buf if got == size else None
 
+    def wipe(self) -> None:
+        """Clear the whole memory, data too (``llama_memory_clear(mem, true)``), for a context
+        this sequence has to itself. After a state that failed its check had been copied in:
+        dropping its cells is not enough, since a bad byte can be an f16 NaN or Inf, and
+        freed cells stay in the attention window, where an additive mask turns NaN into NaN
+        (the starter model's greedy text changed after a flipped byte until it was cleared)."""
+        self._L.llama_memory_clear(self.mem, True)
+        self.cache.clear()
+
     def restore(self, tokens: Sequence[int], payload: ctypes.Array[ctypes.c_uint8]) -> bool:
         """Load a saved state holding ``tokens`` into this sequence; False (and the sequence
         empty) when llama.cpp refuses it."""
@@ -135,12 +145,15 @@ class StatePersistence:
     one for a prompt. Snapshots are taken on the engine thread (they read the KV cache); the
     hashing and writing happen on one background thread, so a reply never waits for a disk."""
 
-    def __init__(self, store: KvStateStore, layout: str) -> None:
+    def __init__(self, store: KvStateStore, layout: str, overlap: bool = False) -> None:
         import queue
         import threading
 
         self.store = store
         self.layout = layout
+        self.overlap = overlap
+        """Hash a state while llama.cpp copies it in (and wipe the memory if the hash fails):
+        only for a context with one sequence, since the wipe clears them all."""
         self._writes: queue.SimpleQueue[tuple[tuple[int, ...], Any] | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._write_loop, name="llcuda-kv-save", daemon=True)
         self._thread.start()
@@ -148,6 +161,9 @@ class StatePersistence:
         self.restored = 0
         self.refused = 0
         self.last_error = ""
+        self.last_restore_ms: dict[str, float] = {}
+        """The last restore's parts: opening the file, llama.cpp copying it in, and the wait
+        for the hash after that (it runs during the copy)."""
 
     def save(self, cells: SeqCells) -> None:
         """Queue the sequence's state for writing (worth it only for long sequences)."""
@@ -164,13 +180,35 @@ class StatePersistence:
         if hit is None or reusable_prefix(hit[1], len(prompt)) <= n_keep:
             return n_keep
         state = hit[0]
+        t0 = time.perf_counter()
         try:
-            payload = self.store.read(state)
+            payload = self.store.open(state)
+            verified = self.store.verify(state, payload)
+            if not self.overlap:  # other sequences share the memory: check before copying in
+                self.store.check(state, verified.result())
         except KvStateError as exc:
             self.refused += 1
             self.last_error = str(exc)
             return self._fallback(cells, prompt)
-        if not cells.restore(state.tokens, payload):
+        # with overlap, llama.cpp copies the state in while other threads hash it; the cells
+        # are used only once the hash says they hold the saved bytes, else the memory is
+        # wiped (SeqCells.wipe) and the prompt prefilled
+        t1 = time.perf_counter()
+        loaded = cells.restore(state.tokens, payload)
+        t2 = time.perf_counter()
+        if self.overlap:
+            try:
+                self.store.check(state, verified.result())
+            except KvStateError as exc:
+                cells.wipe()
+                self.refused += 1
+                self.last_error = str(exc)
+                return self._fallback(cells, prompt)
+        t3 = time.perf_counter()
+        self.last_restore_ms = {
+            "open": (t1 - t0) * 1e3, "copy_in": (t2 - t1) * 1e3, "verify_wait": (t3 - t2) * 1e3,
+        }  # fmt: skip
+        if not loaded:
             self.refused += 1
             self.last_error = f"llama.cpp refused saved state {state.key[:12]}"
             self.store.remove(state)
@@ -216,11 +254,17 @@ def keep_prefix(cells: SeqCells, saver: StatePersistence | None, prompt: Sequenc
 
 
 def persistence_for(
-    kv_state_dir: Path | None, max_bytes: int | None, model_sha256: str | None, **layout: object
+    kv_state_dir: Path | None,
+    max_bytes: int | None,
+    model_sha256: str | None,
+    *,
+    overlap: bool = False,
+    **layout: object,
 ) -> StatePersistence | None:
     """The state persistence of an engine, or None when it has no directory or no model
-    sha256 (a state is keyed by the model's bytes: a path alone could change under it)."""
+    sha256 (a state is keyed by the model's bytes: a path alone could change under it).
+    ``overlap``: see :attr:`StatePersistence.overlap` (a one-sequence context only)."""
     if kv_state_dir is None or not model_sha256:
         return None
     fingerprint = layout_fingerprint(model=model_sha256, **layout)
-    return StatePersistence(KvStateStore(kv_state_dir, max_bytes), fingerprint)
+    return StatePersistence(KvStateStore(kv_state_dir, max_bytes), fingerprint, overlap)

@@ -198,6 +198,35 @@ class KvStateStore:
     def read(self, state: SavedState) -> ctypes.Array[ctypes.c_uint8]:
         """The verified payload, in a buffer llama.cpp can read from. Raises KvStateError
         (and removes the state) when the file is not exactly what its listing promises."""
+        buf = self.open(state)
+        self.check(state, self.verify(state, buf).result())
+        return buf
+
+    def verify(
+        self, state: SavedState, buf: ctypes.Array[ctypes.c_uint8]
+    ) -> concurrent.futures.Future[bool]:
+        """Whether ``buf`` (from :meth:`open`) holds exactly the bytes the state was saved
+        with, computed on other threads: a restore hands the buffer to llama.cpp at once and
+        only uses the sequence after this says yes (the 7k-token state of the 8B took 61 ms to
+        hash on an H200 host, about as long as llama.cpp takes to copy it in)."""
+        view = memoryview(buf).cast("B")
+        pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="llcuda-kv-verify")
+        future = pool.submit(lambda: _chunk_digests(view) == state.chunk_sha256)
+        pool.shutdown(wait=False)
+        return future
+
+    def check(self, state: SavedState, verified: bool) -> None:
+        """After :meth:`verify`: KvStateError (and the state removed) when the bytes changed;
+        otherwise the state counts as used (LRU)."""
+        if not verified:
+            self.remove(state)
+            raise KvStateError(f"saved state {state.key[:12]} refused: its bytes changed")
+        self.touch(state)
+
+    def open(self, state: SavedState) -> ctypes.Array[ctypes.c_uint8]:
+        """The payload of ``state``, mapped, NOT yet verified (see :meth:`verify`), after the
+        checks that need no hashing (magic, header, size). Raises KvStateError (and removes
+        the state) when one fails."""
         try:
             with open(state.path, "rb") as f:
                 if f.read(len(MAGIC)) != MAGIC:
@@ -224,10 +253,6 @@ class KvStateStore:
         except KvStateError as exc:
             self.remove(state)
             raise KvStateError(f"saved state {state.key[:12]} refused: {exc}") from None
-        if _chunk_digests(memoryview(buf).cast("B")) != state.chunk_sha256:
-            self.remove(state)
-            raise KvStateError(f"saved state {state.key[:12]} refused: its bytes changed")
-        self.touch(state)
         return buf
 
     def _read_listing(self, listing: Path) -> SavedState:

@@ -315,7 +315,7 @@ class Engine(LlamaTokens, EngineBase):
         self._saver = persistence_for(
             cfg.kv_state_dir, cfg.kv_state_max_bytes, cfg.model_sha256, n_ctx=self.info.n_ctx,
             type_k=cfg.type_k, type_v=cfg.type_v, flash_attn=flash,
-            offloaded=self.info.n_layers_offloaded,
+            offloaded=self.info.n_layers_offloaded, overlap=True,  # one sequence: see wipe
         )  # fmt: skip
 
     def _prepare_hot_path(self) -> None:
@@ -668,6 +668,12 @@ class Engine(LlamaTokens, EngineBase):
     @property
     def ctx_ptr(self) -> Any:
         return self._ctx
+
+    @property
+    def kv_restore_ms(self) -> dict[str, float]:
+        """The last saved-state restore's parts in ms (open, copy_in, verify_wait); empty
+        before any (a benchmark reads it)."""
+        return dict(self._saver.last_restore_ms) if self._saver is not None else {}
 
     def open_embedder(
         self, pooling: str | None = None, n_ctx: int | None = None, default: str | None = None
