@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from textual.screen import Screen
 from textual.widgets import Select
 
 from llcuda_tui.core.config import Paths, Settings
@@ -93,6 +94,13 @@ async def test_a_model_the_worker_cannot_load_says_so_in_the_status_line(
             assert app.engine is None and chat.session.phase.name == "IDLE"
 
 
+def status(chat: object) -> str:
+    from textual.widgets import Static
+
+    assert isinstance(chat, Screen)
+    return str(chat.query_one("#engine-status", Static).render())
+
+
 async def test_a_chat_whose_model_was_unloaded_loads_it_again_on_the_next_message(
     settings: Settings, tmp_path: Path
 ) -> None:
@@ -134,6 +142,10 @@ async def test_a_chat_whose_model_was_unloaded_loads_it_again_on_the_next_messag
                 await wait_for(pilot, lambda: prompt.value == "And again.", 10, "the prompt")
                 await pilot.press("enter")
                 await wait_for(pilot, lambda: beta_state() == "loading", 30, "beta loading")
+                await wait_for(
+                    pilot, lambda: "the worker is loading beta" in status(chat), 30,
+                    "the status line saying the worker loads the model",
+                )  # fmt: skip
                 await asyncio.sleep(3.0)  # longer than the client's 2 s of silence
             await wait_for(pilot, lambda: not streaming(chat), 90, "reply end")
             record = chat.session.last_record

@@ -156,6 +156,9 @@ class ChatScreen(Screen[None]):
         )
         self.load_progress = LoadProgress()
         self._autoloaded = False
+        self.worker_loading: str | None = None
+        """The model an attached many-model worker said it is loading for this reply (its
+        stream's heartbeats), as the status line shows it."""
         self.count_timer: Timer | None = None
         self.listed_generation = -1
         """The app's ``store_generation`` when the models were last listed."""
@@ -198,6 +201,7 @@ class ChatScreen(Screen[None]):
         self.llcuda.chat_screen = self
         self.live = LiveReply(self.prompt)
         self.drain_timer = self.set_interval(1 / DRAIN_HZ, self.drain_tick, pause=True)
+        self.loading_timer = self.set_interval(0.25, self.loading_tick, pause=True)
         self.load_timer = self.set_interval(0.1, self.load_tick, pause=True)
         self.transcript.anchor()
         self.refresh_conversations()
@@ -607,6 +611,7 @@ class ChatScreen(Screen[None]):
         if job is None:  # the engine went away since the guard looked
             self.session.abandon_send()
             return
+        self.loading_timer.resume()
         self.plan_send(job)
 
     def start_reply(self, turns: list[dict[str, str]]) -> None:
@@ -629,6 +634,23 @@ class ChatScreen(Screen[None]):
         self.transcript.anchor()
         self.set_status(f"{name}: generating…")
         self.drain_timer.resume()
+
+    def loading_tick(self) -> None:
+        """While a message is being planned or answered: a worker of many models that loads
+        the model inside the request (its first since an unload) says so, through the
+        client's ``loading``; the status line shows it instead of a silent wait."""
+        if not self.session.replying:
+            self.loading_timer.pause()
+            self.worker_loading = None
+            return
+        loading = getattr(self.session.engine, "loading", None)
+        if loading == self.worker_loading:
+            return
+        self.worker_loading = loading
+        name = self.session.choice.name if self.session.choice is not None else "model"
+        self.set_status(
+            f"{name}: the worker is loading {loading}…" if loading else f"{name}: generating…"
+        )
 
     def drain_tick(self) -> None:
         reply = self.session.reply
