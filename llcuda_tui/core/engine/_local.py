@@ -254,6 +254,10 @@ class Engine(LlamaTokens, EngineBase):
             self._seq_cfg[0].sampler = ctypes.cast(self._sampler.chain, ctypes.c_void_p)
             cparams.samplers = self._seq_cfg
             cparams.n_samplers = 1
+            if cfg.speculative is not None:
+                # a verify batch asks for draft_max + 1 rows of one sequence; llama.cpp's
+                # default lets a backend-sampled sequence have 1 (llama_decode returns -1)
+                cparams.n_outputs_max_per_seq = cfg.speculative.draft_max + 1
         mark_ctx = log.mark()
         ctx = L.llama_init_from_model(model, cparams)
         if not ctx:
@@ -553,7 +557,9 @@ class Engine(LlamaTokens, EngineBase):
             drafter = None
         if drafter is not None and spec is not None:
             drafter.begin(held)
-            lengths = DraftLength(spec, self._step_cost)
+            # a draft model's first guesses cost a decode each: start doubtful (p = 0.5)
+            first = 1.0 if spec.mode == "draft" else 3.0
+            lengths = DraftLength(spec, self._step_cost, accepted=first)
             record_base["spec_mode"] = spec.mode
         pending: list[int] = []  # verified tokens; all but the last already in the cells
         drafted = accepted = 0
