@@ -100,6 +100,28 @@ def test_stop_strings_and_eos_as_in_process(batch: BatchEngine, solo: Engine) ->
     )
 
 
+def test_pieces_of_characters_come_out_as_in_process(batch: BatchEngine, solo: Engine) -> None:
+    # byte tokens <0xC3> <0xA9> (the halves of "é") drawn among whole words, so characters
+    # arrive split over tokens, a half is followed by a word, and words come while nothing is
+    # pending: each chunk's text must be the in-process engine's, which decodes every piece
+    # through its incremental decoder (the batch engine takes a whole piece's text as is)
+    hello, c3, a9 = 259, 3 + 0xC3, 3 + 0xA9
+    bias = {hello: 40.0, c3: 40.0, a9: 44.0}
+    for seed, stop in ((7, []), (11, []), (11, ["é"])):
+        sampling = SamplingParams(temperature=1.5, seed=seed, logit_bias=bias)
+        req = GenerationRequest(
+            prompt="the cat", max_tokens=48, sampling=sampling, ignore_eos=True, stop=stop
+        )
+        want = [c.text for c in solo.stream(req)]
+        got = [c.text for c in batch.stream(req)]
+        assert got == want
+        text = "".join(got)
+        if not stop:  # whole characters, lone halves and words all came up
+            assert "é" in text and "\ufffd" in text and "hello" in text
+        else:
+            assert text and "é" not in text
+
+
 def test_length_is_capped_by_the_sequence_context(batch: BatchEngine) -> None:
     req = GenerationRequest(prompt="hello", max_tokens=100_000, sampling=GREEDY, ignore_eos=True)
     _, rec = batch.generate(req)
