@@ -70,6 +70,12 @@ def main() -> int:
     ap.add_argument("--ntg", type=int, default=64)
     ap.add_argument("-r", "--reps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0, help="n_threads (0: the engine's choice)")
+    ap.add_argument(
+        "--backend-sampling",
+        default="auto",
+        choices=["auto", "on", "off"],
+        help="samplers in the graph ('on' runs them there on the CPU too: the GPU's path)",
+    )
     ap.add_argument("--profile", help="write the engine thread's cProfile stats here")
     args = ap.parse_args()
     npls = [int(x) for x in args.npl.split(",")]
@@ -89,6 +95,7 @@ def main() -> int:
             n_batch=2048,
             n_ubatch=512,
             n_threads=args.threads,
+            backend_sampling=args.backend_sampling,
         )
         rows = []
         if profiler is not None:  # enabled inside the engine thread, for its whole life

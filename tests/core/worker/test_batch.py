@@ -260,3 +260,32 @@ def test_grammar_requests_side_by_side_equal_in_process(
         assert rec.generated_tokens == want.generated_tokens
         assert rec.grammar_rejections == want.grammar_rejections
         assert rec.grammar_full_passes == want.grammar_full_passes
+
+
+def test_backend_chains_side_by_side_equal_in_process(tiny_cfg: EngineConfig, solo: Engine) -> None:
+    """With samplers in the graph (the CPU backend has them too) greedy replies are read
+    straight from the slot's chain, and a penalised one goes through llama_sampler_sample
+    (its accept feeds the penalty): each reply is the in-process engine's."""
+    from dataclasses import replace
+
+    plain = _req("hello world", 32)
+    biased = GenerationRequest(
+        prompt="the cat", max_tokens=32, sampling=replace(GREEDY, logit_bias={261: 5.0})
+    )
+    penalised = GenerationRequest(
+        prompt="a dog", max_tokens=32, sampling=replace(GREEDY, repeat_penalty=1.5)
+    )
+    reqs = [plain, biased, penalised, plain]
+    want = [solo.generate(r)[0] for r in reqs]
+    with BatchEngine.load(replace(tiny_cfg, backend_sampling="on"), parallel=4) as eng:
+        assert eng.info.backend_sampling
+        handles = eng.submit_many(reqs, [(lambda c: None, None)] * len(reqs))
+        for h in handles:
+            h.result(60)
+        got = [eng.generate(r)[0] for r in reqs]
+        together: list[list[str]] = [[] for _ in reqs]
+        cbs = [(lambda c, i=i: together[i].append(c.text), None) for i in range(len(reqs))]
+        for h in eng.submit_many(reqs, cbs):  # type: ignore[arg-type]
+            h.result(60)
+    assert got == want
+    assert ["".join(t) for t in together] == want
