@@ -1,14 +1,17 @@
 """The batch engine's Python time per decode step, outside ``llama_decode`` (#15 item 4).
 
 Usage (CPU is enough: a tiny model makes ``llama_decode`` cheap, so Python shows):
-    python bench/batch_overhead.py [MODEL] [--npl 4,8,16,32] [--ntg 64] [--profile OUT.prof]
+    python bench/batch_overhead.py [MODEL] [--npl 4,8,16,32] [--ntg 64] [--threads 1]
+        [--backend-sampling on] [--ngl -1] [--profile OUT.prof]
 
 Without MODEL a tiny random llama (tests/gguf_factory.py, n_embd 64, 2 layers) is written to a
 temporary folder. It runs ``bench/batched_decode.py``'s decode-only batches (N random prompts,
 greedy, ``ignore_eos``) on ``BatchEngine`` with ``llama_cpp.llama_decode`` wrapped: the engine
 thread's wall time from the end of one decode to the start of the next is the Python work of
 one step (sampling calls, token hand-out, detokenising, stop checks, callbacks, building the
-next batch). Only steps between two decode-only steps of N tokens count. Prints the median
+next batch). Only steps between two decode-only steps of N tokens count. On a GPU (``--ngl
+-1``) the wrapper also calls ``llama_synchronize``: llama_decode returns before the graph has
+run, and the wait belongs to the decode, not to the first sampling call. Prints the median
 per step and per sequence, wall clock and the engine thread's CPU time. ``--profile`` also
 runs cProfile inside the engine thread (its numbers are inflated by the profiler; use them
 for where, the timing for how much).
@@ -33,6 +36,7 @@ from llcuda_tui.core.engine import EngineConfig
 from llcuda_tui.core.worker.batch import BatchEngine
 
 _real_decode = llama_cpp.llama_decode
+_sync = llama_cpp.llama_synchronize
 
 
 class DecodeClock:
@@ -47,6 +51,7 @@ class DecodeClock:
         n = batch.n_tokens
         c0, t0 = time.thread_time(), time.perf_counter()
         rc = _real_decode(ctx, batch)
+        _sync(ctx)  # on a GPU llama_decode returns before the graph ran: its wait is decode time
         self.calls.append((t0, time.perf_counter(), c0, time.thread_time(), n))
         return rc
 
@@ -69,6 +74,7 @@ def main() -> int:
     ap.add_argument("--npp", type=int, default=32)
     ap.add_argument("--ntg", type=int, default=64)
     ap.add_argument("-r", "--reps", type=int, default=3)
+    ap.add_argument("--ngl", type=int, default=0, help="GPU layers (-1: all)")
     ap.add_argument("--threads", type=int, default=0, help="n_threads (0: the engine's choice)")
     ap.add_argument(
         "--backend-sampling",
@@ -90,7 +96,7 @@ def main() -> int:
         profiler = cProfile.Profile() if args.profile else None
         cfg = EngineConfig(
             Path(model),
-            n_gpu_layers=0,
+            n_gpu_layers=args.ngl,
             n_ctx=args.npp + args.ntg + 16,
             n_batch=2048,
             n_ubatch=512,

@@ -6,9 +6,19 @@ one engine thread that runs a slot loop like ``llama-server``'s. Each step build
 sequences still in prefill (up to ``n_batch`` tokens), asking for logits only where a token is
 to be sampled; it calls ``llama_decode`` once, then samples each of those sequences with its own
 sampler (``Sampler.sample(ctx, i)``: its chain, and a grammar checked lazily, as in the
-in-process engine). A sequence that ends, is cancelled or
+in-process engine; a greedy request without penalties on its slot's GPU chain reads the token
+with ``llama_get_sampled_token_ith``, which is all that sampling does for it) and hands the
+tokens out. A sequence that ends, is cancelled or
 whose client went away is removed from the KV cache (``llama_memory_seq_rm``) at once and its
 slot is free for the next request in the queue.
+
+The step is the engine thread's hot loop (one pass per token of every sequence): its Python
+work per sequence stays a few microseconds (``bench/batch_overhead.py`` measures it, outside
+``llama_decode``). One preallocated ``llama_batch`` is filled in place; what a token needs for
+its hand-out (whether it ends generation, its text, an immutable Chunk of it) is learnt once
+per token id, so a request without stop strings or logprobs hands out a shared Chunk, and the
+sequence's UTF-8 decoder and stop matcher run only when a character is split over tokens or the
+request has stop strings.
 
 The model, its tokeniser and chat template come from an in-process :class:`Engine` loaded with a
 tiny context (so prompts tokenise exactly as in-process, and greedy text matches); the batched
