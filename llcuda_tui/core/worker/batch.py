@@ -6,9 +6,19 @@ one engine thread that runs a slot loop like ``llama-server``'s. Each step build
 sequences still in prefill (up to ``n_batch`` tokens), asking for logits only where a token is
 to be sampled; it calls ``llama_decode`` once, then samples each of those sequences with its own
 sampler (``Sampler.sample(ctx, i)``: its chain, and a grammar checked lazily, as in the
-in-process engine). A sequence that ends, is cancelled or
+in-process engine; a greedy request without penalties on its slot's GPU chain reads the token
+with ``llama_get_sampled_token_ith``, which is all that sampling does for it) and hands the
+tokens out. A sequence that ends, is cancelled or
 whose client went away is removed from the KV cache (``llama_memory_seq_rm``) at once and its
 slot is free for the next request in the queue.
+
+The step is the engine thread's hot loop (one pass per token of every sequence): its Python
+work per sequence stays a few microseconds (``bench/batch_overhead.py`` measures it, outside
+``llama_decode``). One preallocated ``llama_batch`` is filled in place; what a token needs for
+its hand-out (whether it ends generation, its text, an immutable Chunk of it) is learnt once
+per token id, so a request without stop strings or logprobs hands out a shared Chunk, and the
+sequence's UTF-8 decoder and stop matcher run only when a character is split over tokens or the
+request has stop strings.
 
 The model, its tokeniser and chat template come from an in-process :class:`Engine` loaded with a
 tiny context (so prompts tokenise exactly as in-process, and greedy text matches); the batched
@@ -116,9 +126,12 @@ class BatchStats:
         return self.kv_cells_used / self.kv_cells_total if self.kv_cells_total else 0.0
 
 
-@dataclass
+@dataclass(slots=True, eq=False)
 class _Seq:
-    """One generation: its request, its slot (KV sequence id) and its decoding state."""
+    """One generation: its request, its slot (KV sequence id) and its decoding state.
+
+    Slots: the step reads a dozen of its fields per token; ``eq=False``: sequences are told
+    apart by identity (``in``/``remove`` on the active list), never by value."""
 
     handle: GenerationHandle
     on_chunk: OnChunk
@@ -153,6 +166,12 @@ class _Seq:
     """The sequences waiting for this one's prompt cells."""
     spec: SpecSeq | None = None
     """Its speculation (batch_spec.py), when the engine has one and the request qualifies."""
+    ignore_eos: bool = False
+    direct: bool = False
+    """Its token is read straight from the slot's GPU chain (``_attach_sampler``)."""
+    plain: bool = False
+    """No stop strings and no logprobs: a token's text goes out as it is (the hand-out's
+    fast path, which skips the stop matcher and can hand out a token's shared Chunk)."""
 
 
 class BatchEngine(TokensFromEngine, EngineBase):
@@ -438,7 +457,8 @@ class BatchEngine(TokensFromEngine, EngineBase):
             self.threads = ThreadTuner(lambda k: L.llama_set_n_threads(ctx, k, k), n_threads)
         self._mem = L.llama_get_memory(ctx)
         self._vocab = L.llama_model_get_vocab(self._tok.model_ptr)
-        self._eog: dict[int, bool] = {}
+        self._known: dict[int, tuple[bool, str | None, Chunk | None]] = {}
+        """Per token id, what the hand-out needs (``_learn_token``): learnt once, reused."""
         self.n_ctx_total = int(L.llama_n_ctx(ctx))
         self._n_batch = int(L.llama_n_batch(ctx))
         self._batch = L.llama_batch_init(self._n_batch, 0, 1)
@@ -589,6 +609,8 @@ class BatchEngine(TokensFromEngine, EngineBase):
             seq.stops = StopMatcher(seq.handle.request.stop)
             if seq.handle.request.logprobs is not None:
                 seq.trail = LogprobTrail()
+            seq.ignore_eos = seq.handle.request.ignore_eos
+            seq.plain = not seq.stops.stops and seq.trail is None
             self._active.append(seq)
             self._report_prefill(seq)
 
@@ -616,6 +638,13 @@ class BatchEngine(TokensFromEngine, EngineBase):
                 L.llama_sampler_free(self._slot_chains[slot])
                 self._slot_chains[slot], self._slot_keys[slot] = chain, key
             seq.sampler = Sampler(self._slot_chains[slot], self.info.n_vocab, owns_chain=False)
+            # llama_sampler_sample on a backend chain reads four per-row outputs (each getter
+            # synchronises the context) and then accepts the token into the chain: 5 us a
+            # call on the CPU backend, against 1 us for llama_get_sampled_token_ith alone.
+            # The accept does nothing for a greedy chain without penalties (greedy and logit
+            # bias keep no state; a dist's RNG or a penalty's history would), so those
+            # requests read the token directly
+            seq.direct = params.greedy and not params.penalized
         assert seq.sampler is not None
         if params.penalized:
             last_n, tokens = params.repeat_last_n, seq.tokens
@@ -623,42 +652,59 @@ class BatchEngine(TokensFromEngine, EngineBase):
             seq.sampler.accept_prompt(window)  # the penalty covers the prompt too, as in the Engine
 
     def _step(self) -> None:
-        """One llama_decode over every active sequence, then one sample for each that needs it."""
+        """One llama_decode over every active sequence, then one sample for each that needs it.
+
+        Per sequence this is the engine thread's hot loop (#15 item 4: Python work must stay a
+        few microseconds per sequence and step; bench/batch_overhead.py measures it): one pass
+        over the active sequences, plain locals, no per-sequence lists where a sequence places
+        one token, and the prefill pass only while some sequence is prefilling."""
         import llama_cpp as L
 
         token, pos, logits, seq_rows = self._b_token, self._b_pos, self._b_logits, self._b_seq
         cells = self._held
         n, room = 0, self._n_batch
-        in_batch: list[_Seq] = []
-        decoding = []
-        for seq in list(self._active):
+        active = self._active
+        decoding: list[_Seq] = []
+        n_waiting = 0  # sequences still prefilling (or waiting for a leader's prompt)
+        for seq in list(active):  # a copy: a cancelled one leaves the list
             if seq.handle.cancel_event.is_set():
                 self._finish(seq, "cancelled")
                 continue
             if seq.t_first is not None:
                 decoding.append(seq)
+            else:
+                n_waiting += 1
         n_drafts = 0
-        if self._spec is not None:  # each keeps a position for its pending token
+        spec = self._spec
+        if spec is not None:  # each keeps a position for its pending token
             jobs = [
                 (seq.spec, seq.slot, self._held[seq.slot], seq.token,
                  seq.budget - len(seq.times) - 1)
                 for seq in decoding
                 if seq.spec is not None
             ]  # fmt: skip
-            n_drafts = self._spec.draft_step(jobs, room - len(decoding))
+            n_drafts = spec.draft_step(jobs, room - len(decoding))
         for seq in decoding:
-            # the pending token, then its drafts (if any): logits at every one of them
             slot, p = seq.slot, seq.n_past
-            run = [seq.token, *seq.spec.drafts] if seq.spec is not None else [seq.token]
+            if seq.spec is None:  # the pending token alone: its logits are sampled
+                t = seq.token
+                token[n], pos[n], logits[n] = t, p, 1
+                seq_rows[n][0] = slot
+                cells[slot].append(t)
+                seq.out, seq.n_past = n, p + 1
+                n += 1
+                continue
+            # the pending token, then its drafts: logits at every one of them
+            run = [seq.token, *seq.spec.drafts]
             for j, t in enumerate(run):
                 token[n + j], pos[n + j], logits[n + j] = t, p + j, 1
                 seq_rows[n + j][0] = slot
             cells[slot].extend(run)
             seq.out, seq.n_past = n, p + len(run)
             n += len(run)
-            in_batch.append(seq)
+        in_batch = decoding  # the decoding ones, then the prefilled ones
         plan, n_prompt, prefilled = self._plan, 0, []
-        for seq in self._active:
+        for seq in active if n_waiting else ():
             left = min(room - n, plan.size - n_prompt)
             if seq.t_first is not None or left <= 0 or seq.leader is not None:
                 continue
@@ -679,9 +725,9 @@ class BatchEngine(TokensFromEngine, EngineBase):
                 seq.out = n - 1
             else:
                 seq.out = -1
-            in_batch.append(seq)
         if n == 0:
             return
+        in_batch = decoding + prefilled if prefilled else decoding
         self._batch.n_tokens = n
         t_step = time.perf_counter()
         rc = L.llama_decode(self._ctx, self._batch)
@@ -689,8 +735,8 @@ class BatchEngine(TokensFromEngine, EngineBase):
         plan.took(n_prompt, took)
         if self.threads is not None:  # decode-only steps of one size are comparable
             self.threads.step(took, shape=n if n_prompt == 0 else -1)
-        if self._spec is not None and n_prompt == 0:
-            self._spec.observe(len(decoding), n_drafts, took)
+        if spec is not None and n_prompt == 0:
+            spec.observe(len(decoding), n_drafts, took)
         self._steps += 1
         if rc != 0:
             error = decode_error(rc)
@@ -705,21 +751,29 @@ class BatchEngine(TokensFromEngine, EngineBase):
         # sample everything first, then hand tokens out: the ctypes calls (which let other
         # threads take the GIL) stay out of the stretch where consumers are being woken
         ctx = self._ctx
-        sampled: list[tuple[_Seq, list[int]]] = []
+        sampled: list[tuple[_Seq, Any]] = []  # a token, or a speculating one's list of them
+        add = sampled.append
+        backend_token = L.llama_get_sampled_token_ith
         for seq in in_batch:
-            if seq.out < 0 or seq.sampler is None:  # nothing to sample, or failed by a callback
+            out, sampler = seq.out, seq.sampler
+            if out < 0 or sampler is None:  # nothing to sample, or failed by a callback
                 continue
             if seq.spec is None:
-                sampled.append((seq, [seq.sampler.sample(ctx, seq.out)]))
+                tok = backend_token(ctx, out) if seq.direct else -1
+                add((seq, tok if tok >= 0 else sampler.sample(ctx, out)))
                 continue
             try:
-                sampled.append((seq, self._verify(seq)))
+                add((seq, self._verify(seq)))
             except EngineError as exc:
                 self._fail(seq, exc)
-        for seq, toks in sampled:
+        on_token = self._on_token
+        for seq, got in sampled:
             try:
-                for tok in toks:  # the accepted drafts, then the target's own next token
-                    self._on_token(seq, tok)
+                if seq.spec is None:
+                    on_token(seq, got)
+                    continue
+                for tok in got:  # the accepted drafts, then the target's own next token
+                    on_token(seq, tok)
                     if seq.slot < 0:  # it ended (eos, a stop string, its length)
                         break
             except BaseException as exc:  # a failing callback ends its request
@@ -774,42 +828,71 @@ class BatchEngine(TokensFromEngine, EngineBase):
         except BaseException as exc:
             self._fail(seq, exc)
 
-    def _on_token(self, seq: _Seq, tok: int) -> None:
-        """Handle a sampled token exactly as Engine._generate does."""
+    def _learn_token(self, tok: int) -> tuple[bool, str | None, Chunk | None]:
+        """What the hand-out needs of token ``tok``, found once per token id: whether it ends
+        a generation; its text when its piece is whole UTF-8 on its own (None: a piece of a
+        character, which goes through the sequence's decoder); and that text's Chunk, which
+        every plain sequence hands out as it is (a Chunk is immutable)."""
         import llama_cpp as L
 
+        eog = bool(L.llama_vocab_is_eog(self._vocab, tok))
+        try:
+            text: str | None = self._tok.token_piece(tok).decode("utf-8")
+        except UnicodeDecodeError:
+            text = None
+        entry = (eog, text, None if text is None else Chunk(text))
+        self._known[tok] = entry
+        return entry
+
+    def _on_token(self, seq: _Seq, tok: int) -> None:
+        """Handle a sampled token exactly as Engine._generate does.
+
+        The common token of a plain sequence (no stop strings, no logprobs) costs a dict
+        look-up and the callback: its text and Chunk are the token's own (``_learn_token``)
+        when no bytes of a character are pending in the sequence's decoder (with none pending,
+        decoding a whole piece gives just its text)."""
         now = time.perf_counter()
         if seq.t_first is None:
             seq.t_first = now
-        req = seq.handle.request
-        eog = self._eog.get(tok)
-        if eog is None:
-            eog = self._eog[tok] = bool(L.llama_vocab_is_eog(self._vocab, tok))
-        if eog and not req.ignore_eos:
+        eog, text, chunk = self._known.get(tok) or self._learn_token(tok)
+        if eog and not seq.ignore_eos:
             self._finish(seq, "eos")
             return
-        seq.times.append(now - seq.t0)
+        times = seq.times
+        times.append(now - seq.t0)
         self._generated += 1
-        piece_of = self._tok.token_piece
-        text = seq.utf8.decode(piece_of(tok))
-        assert seq.stops is not None
+        utf8 = seq.utf8
+        if text is None or utf8.buffer:  # part of a character, or one is pending
+            text, chunk = utf8.decode(self._tok.token_piece(tok)), None
+        if seq.plain:
+            seq.on_chunk(chunk if chunk is not None else Chunk(text))
+        elif self._emit_checked(seq, tok, text):
+            return
+        if len(times) >= seq.budget:
+            self._finish(seq, "length")
+            return
+        seq.token = tok
+
+    def _emit_checked(self, seq: _Seq, tok: int, text: str) -> bool:
+        """Hand out ``text`` through the stop matcher, with its logprobs when asked for; True
+        when a stop string ended the generation."""
+        req = seq.handle.request
         trail = seq.trail
         if trail is not None:  # this step's row, still on the CPU: no decode since sampling
             n_top = req.logprobs or 0
+            piece_of = self._tok.token_piece
             entry = logprobs_at(self._ctx, seq.out, self.info.n_vocab, tok, n_top, piece_of)
             trail.add(entry, len(text))
         if text:
+            assert seq.stops is not None
             text, hit = seq.stops.feed(text)
             if hit:
                 if text:
                     seq.on_chunk(Chunk(text, logprobs=trail.take(len(text)) if trail else ()))
                 self._finish(seq, "stop")
-                return
+                return True
         seq.on_chunk(Chunk(text) if trail is None else Chunk(text, logprobs=trail.take(len(text))))
-        if len(seq.times) >= seq.budget:
-            self._finish(seq, "length")
-            return
-        seq.token = tok
+        return False
 
     def _release(self, seq: _Seq, keep_cells: bool = True) -> None:
         """Free the slot now; its cells stay for the next request that shares their prefix,

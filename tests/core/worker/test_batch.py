@@ -100,6 +100,28 @@ def test_stop_strings_and_eos_as_in_process(batch: BatchEngine, solo: Engine) ->
     )
 
 
+def test_pieces_of_characters_come_out_as_in_process(batch: BatchEngine, solo: Engine) -> None:
+    # byte tokens <0xC3> <0xA9> (the halves of "é") drawn among whole words, so characters
+    # arrive split over tokens, a half is followed by a word, and words come while nothing is
+    # pending: each chunk's text must be the in-process engine's, which decodes every piece
+    # through its incremental decoder (the batch engine takes a whole piece's text as is)
+    hello, c3, a9 = 259, 3 + 0xC3, 3 + 0xA9
+    bias = {hello: 40.0, c3: 40.0, a9: 44.0}
+    for seed, stop in ((7, []), (11, []), (11, ["é"])):
+        sampling = SamplingParams(temperature=1.5, seed=seed, logit_bias=bias)
+        req = GenerationRequest(
+            prompt="the cat", max_tokens=48, sampling=sampling, ignore_eos=True, stop=stop
+        )
+        want = [c.text for c in solo.stream(req)]
+        got = [c.text for c in batch.stream(req)]
+        assert got == want
+        text = "".join(got)
+        if not stop:  # whole characters, lone halves and words all came up
+            assert "é" in text and "\ufffd" in text and "hello" in text
+        else:
+            assert text and "é" not in text
+
+
 def test_length_is_capped_by_the_sequence_context(batch: BatchEngine) -> None:
     req = GenerationRequest(prompt="hello", max_tokens=100_000, sampling=GREEDY, ignore_eos=True)
     _, rec = batch.generate(req)
@@ -238,3 +260,32 @@ def test_grammar_requests_side_by_side_equal_in_process(
         assert rec.generated_tokens == want.generated_tokens
         assert rec.grammar_rejections == want.grammar_rejections
         assert rec.grammar_full_passes == want.grammar_full_passes
+
+
+def test_backend_chains_side_by_side_equal_in_process(tiny_cfg: EngineConfig, solo: Engine) -> None:
+    """With samplers in the graph (the CPU backend has them too) greedy replies are read
+    straight from the slot's chain, and a penalised one goes through llama_sampler_sample
+    (its accept feeds the penalty): each reply is the in-process engine's."""
+    from dataclasses import replace
+
+    plain = _req("hello world", 32)
+    biased = GenerationRequest(
+        prompt="the cat", max_tokens=32, sampling=replace(GREEDY, logit_bias={261: 5.0})
+    )
+    penalised = GenerationRequest(
+        prompt="a dog", max_tokens=32, sampling=replace(GREEDY, repeat_penalty=1.5)
+    )
+    reqs = [plain, biased, penalised, plain]
+    want = [solo.generate(r)[0] for r in reqs]
+    with BatchEngine.load(replace(tiny_cfg, backend_sampling="on"), parallel=4) as eng:
+        assert eng.info.backend_sampling
+        handles = eng.submit_many(reqs, [(lambda c: None, None)] * len(reqs))
+        for h in handles:
+            h.result(60)
+        got = [eng.generate(r)[0] for r in reqs]
+        together: list[list[str]] = [[] for _ in reqs]
+        cbs = [(lambda c, i=i: together[i].append(c.text), None) for i in range(len(reqs))]
+        for h in eng.submit_many(reqs, cbs):  # type: ignore[arg-type]
+            h.result(60)
+    assert got == want
+    assert ["".join(t) for t in together] == want
