@@ -71,6 +71,7 @@ async def test_palette_commands_are_the_titled_bindings(settings: Settings) -> N
             "Chat: Regenerate",
             "Chat: Edit last turn",
             "Chat: Conversation settings",
+            "Chat: Load settings",
             "Chat: Copy message",
             "Chat: Export conversation",
             "Chat: Rename conversation",
