@@ -19,7 +19,7 @@ from llcuda_tui.core.engine import (
     SpecSettings,
 )
 from llcuda_tui.core.engine._prefix import KEEP_ALIGN
-from llcuda_tui.core.engine._speculative import DraftLength, NgramDrafter, StepCost
+from llcuda_tui.core.engine._speculative import DraftLength, NgramDrafter, StepCost, first_cost
 from llcuda_tui.core.errors import ModelLoadError
 
 GREEDY = SamplingParams(temperature=0.0)
@@ -209,6 +209,19 @@ def test_rejected_probes_wait_longer_and_an_accepted_one_drafts_again_soon() -> 
     while not length.next():
         steps += 1
     assert steps <= length.probe
+
+
+def test_a_draft_model_starts_doubtful_and_prompt_lookup_hopeful(tmp_path: Path) -> None:
+    # each guess of a draft model costs a decode of its own: both decode loops start it at
+    # p = 0.5, prompt lookup at 0.75; its size over the target's raises the first cost
+    cost = StepCost(prior=0.05)
+    draft = SpecSettings(mode="draft", draft_model=tmp_path / "d.gguf")
+    assert DraftLength(draft, cost).p() == 0.5
+    assert DraftLength(SpecSettings(mode="ngram"), cost).p() == 0.75
+    (tmp_path / "d.gguf").write_bytes(b"x" * 100)
+    (tmp_path / "t.gguf").write_bytes(b"x" * 400)
+    assert first_cost(draft, True, tmp_path / "t.gguf").slope() == pytest.approx(0.30)
+    assert first_cost(SpecSettings(mode="ngram"), False, tmp_path / "t.gguf").slope() == 0.45
 
 
 def test_a_fixed_length_ignores_acceptance() -> None:

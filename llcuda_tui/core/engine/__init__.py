@@ -201,6 +201,9 @@ if TYPE_CHECKING:
         StepCost as StepCost,
     )
     from ._speculative import (
+        first_cost as first_cost,
+    )
+    from ._speculative import (
         speculation_applies as speculation_applies,
     )
     from ._speculative import (
@@ -392,6 +395,7 @@ _EXPORTS = {
     "DraftLength": "_speculative",
     "NgramDrafter": "_speculative",
     "StepCost": "_speculative",
+    "first_cost": "_speculative",
     "speculation_applies": "_speculative",
     "vocab_mismatch": "_speculative",
     "TokenLogprob": "_types",

@@ -60,7 +60,7 @@ from llcuda_tui.core.engine._speculative import (
     DraftLength,
     StepCost,
     Verifier,
-    draft_share,
+    first_cost,
     make_drafter,
     speculation_applies,
 )
@@ -272,12 +272,7 @@ class Engine(LlamaTokens, EngineBase):
                 backend_sampling=self._backend_sampling,
             )  # fmt: skip
             self._verifier = Verifier(ctx, cfg.speculative.draft_max)
-            # a draft's share of a step, until measured: a CPU verify batch costs most of a
-            # one-token decode per token (StepCost), a GPU one little; a draft model adds its
-            # own decode per draft, about its size over the target's
-            self._step_cost = StepCost(
-                prior=(0.05 if full_offload else 0.45) + draft_share(cfg.speculative, cfg)
-            )
+            self._step_cost = first_cost(cfg.speculative, full_offload, cfg.model_path)
         arch = self._meta("general.architecture") or "?"
         self.template = choose_template(
             self._model_template(), arch, self._token_text(L.llama_vocab_bos(self._vocab)),
@@ -557,9 +552,7 @@ class Engine(LlamaTokens, EngineBase):
             drafter = None
         if drafter is not None and spec is not None:
             drafter.begin(held)
-            # a draft model's first guesses cost a decode each: start doubtful (p = 0.5)
-            first = 1.0 if spec.mode == "draft" else 3.0
-            lengths = DraftLength(spec, self._step_cost, accepted=first)
+            lengths = DraftLength(spec, self._step_cost)
             record_base["spec_mode"] = spec.mode
         pending: list[int] = []  # verified tokens; all but the last already in the cells
         drafted = accepted = 0

@@ -18,6 +18,7 @@ occurrence of the reply's last n tokens, in the prompt or the reply; no model) a
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -239,16 +240,16 @@ def make_drafter(
     return NgramDrafter(settings.ngram_max)
 
 
-def draft_share(settings: SpecSettings, target: Any) -> float:
-    """A draft model's decode per drafted token, relative to the target's step, before any
-    step is timed: its file size over the target's (decode reads every weight once per
-    token). 0 for prompt lookup, which costs no decode. ``target``: the target's EngineConfig."""
-    if settings.mode != "draft" or settings.draft_model is None:
-        return 0.0
-    try:
-        return Path(settings.draft_model).stat().st_size / Path(target.model_path).stat().st_size
-    except (OSError, ZeroDivisionError):
-        return 0.0
+def first_cost(settings: SpecSettings, full_offload: bool, target_path: Path) -> StepCost:
+    """The step cost a speculating engine starts from (both decode loops): a draft's share of a
+    step until steps are timed. A CPU verify batch costs most of a one-token decode per token,
+    a GPU one little; a draft model adds its own decode per draft, about its file size over
+    the target's (decode reads every weight once per token); prompt lookup costs no decode."""
+    prior = 0.05 if full_offload else 0.45
+    if settings.mode == "draft" and settings.draft_model is not None:
+        with contextlib.suppress(OSError, ZeroDivisionError):  # a guess: keep the base
+            prior += Path(settings.draft_model).stat().st_size / target_path.stat().st_size
+    return StepCost(prior=prior)
 
 
 class StepCost:
@@ -300,7 +301,8 @@ class DraftLength:
     Acceptance is modelled as geometric: each draft is accepted with probability ``p`` once
     the ones before it were, so ``k`` drafts yield ``1 + p + ... + p^k`` tokens on average.
     ``p`` is the estimate from this generation's steps (accepted drafts over accepted drafts
-    plus rejections, recent steps weighted more; a prior of 3 accepted to 1 rejected). The
+    plus rejections, recent steps weighted more; a prior of 3, or 1 for a draft model, accepted
+    to 1 rejected). The
     cost is :class:`StepCost`'s ``1 + slope * k`` (in one-token steps). When no ``k`` beats not
     drafting, drafting pauses and after ``probe`` steps tries ``draft_min`` tokens; each probe
     that is rejected doubles the wait (up to ``probe_max``), one that is accepted resets it, so
@@ -310,13 +312,19 @@ class DraftLength:
 
     settings: SpecSettings
     cost: StepCost
-    accepted: float = 3.0
+    accepted: float = -1.0
+    """The first estimate of accepted drafts (against 1 rejected); -1: by drafter, 3 for
+    prompt lookup, 1 for a draft model, whose every guess costs a decode of its own."""
     rejected: float = 1.0
     probe: int = 16
     probe_max: int = 256
     _idle: int = 0
     _wait: int = 0
     _probing: bool = False
+
+    def __post_init__(self) -> None:
+        if self.accepted < 0:
+            self.accepted = 1.0 if self.settings.mode == "draft" else 3.0
 
     def p(self) -> float:
         return self.accepted / (self.accepted + self.rejected)

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from llcuda_tui.core.engine import (
@@ -41,6 +42,7 @@ from llcuda_tui.core.engine import (
     StepCost,
     common_prefix,
     decode_error,
+    first_cost,
     speculation_applies,
     vocab_mismatch,
 )
@@ -73,16 +75,10 @@ class SpecSeq:
 class BatchSpeculation:
     """The engine's side: settings, the step cost, the draft model (mode draft)."""
 
-    def __init__(
-        self,
-        settings: SpecSettings,
-        full_offload: bool,
-        draft: BatchDraftModel | None,
-    ) -> None:
+    def __init__(self, settings: SpecSettings, cost: StepCost, draft: BatchDraftModel | None):
         self.settings = settings
         self.draft_model = draft
-        # a draft's share of a step until measured, as in the single-stream engine
-        self.cost = StepCost(prior=0.05 if full_offload else 0.45)
+        self.cost = cost
 
     @classmethod
     def load(
@@ -90,6 +86,7 @@ class BatchSpeculation:
         settings: SpecSettings,
         *,
         full_offload: bool,
+        target_path: Path,
         n_ctx_seq: int,
         parallel: int,
         n_threads: int,
@@ -99,7 +96,7 @@ class BatchSpeculation:
         draft = None
         if settings.mode == "draft":
             draft = BatchDraftModel(settings, n_ctx_seq, parallel, n_threads, target_vocab)
-        return cls(settings, full_offload, draft)
+        return cls(settings, first_cost(settings, full_offload, target_path), draft)
 
     def start(self) -> SpecSeq:
         ngram = NgramDrafter(self.settings.ngram_max) if self.draft_model is None else None
