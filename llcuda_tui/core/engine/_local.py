@@ -609,23 +609,15 @@ class Engine(LlamaTokens, EngineBase):
                 lengths.update(len(drafts), len(pending) - 1)
                 token = pending.pop(0)
                 continue
-            if drafter is not None:  # a paused drafter: the plain step, timed for StepCost
-                one[0] = token
-                t_step = perf()
-                check_decode(decode(ctx, batch_one))
-                held.append(token)
-                token = sample(ctx, -1)
-                step_cost.observe(0, perf() - t_step)
-                continue
             one[0] = token
-            if tuner is None:
-                check_decode(decode(ctx, batch_one))
-            else:
-                t_step = perf()
-                check_decode(decode(ctx, batch_one))
+            t_step = perf()
+            check_decode(decode(ctx, batch_one))
+            if tuner is not None:
                 tuner.step(perf() - t_step)
             held.append(token)
             token = sample(ctx, -1)
+            if drafter is not None:  # a paused drafter: its plain steps count for StepCost
+                step_cost.observe(0, perf() - t_step)
         if sampler.grammar is not None:
             record_base["grammar_rejections"] = sampler.rejections
             record_base["grammar_full_passes"] = sampler.full_passes
