@@ -500,8 +500,7 @@ class BatchEngine(TokensFromEngine, EngineBase):
                     "taken back, so it cannot decode speculatively (leave out --spec)"
                 )
             self._spec = BatchSpeculation.load(
-                cfg.speculative, full_offload=full_offload, target_path=cfg.model_path,
-                n_ctx_seq=n_ctx_seq,
+                cfg.speculative, full_offload=full_offload, n_ctx_seq=n_ctx_seq,
                 parallel=self.parallel, n_threads=n_threads, target_vocab=self._vocab,
             )  # fmt: skip
 

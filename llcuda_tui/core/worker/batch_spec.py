@@ -31,7 +31,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from llcuda_tui.core.engine import (
@@ -42,7 +41,6 @@ from llcuda_tui.core.engine import (
     StepCost,
     common_prefix,
     decode_error,
-    first_cost,
     speculation_applies,
     vocab_mismatch,
 )
@@ -75,10 +73,16 @@ class SpecSeq:
 class BatchSpeculation:
     """The engine's side: settings, the step cost, the draft model (mode draft)."""
 
-    def __init__(self, settings: SpecSettings, cost: StepCost, draft: BatchDraftModel | None):
+    def __init__(
+        self,
+        settings: SpecSettings,
+        full_offload: bool,
+        draft: BatchDraftModel | None,
+    ) -> None:
         self.settings = settings
         self.draft_model = draft
-        self.cost = cost
+        # a draft's share of a step until measured, as in the single-stream engine
+        self.cost = StepCost(prior=0.05 if full_offload else 0.45)
 
     @classmethod
     def load(
@@ -86,7 +90,6 @@ class BatchSpeculation:
         settings: SpecSettings,
         *,
         full_offload: bool,
-        target_path: Path,
         n_ctx_seq: int,
         parallel: int,
         n_threads: int,
@@ -96,11 +99,14 @@ class BatchSpeculation:
         draft = None
         if settings.mode == "draft":
             draft = BatchDraftModel(settings, n_ctx_seq, parallel, n_threads, target_vocab)
-        return cls(settings, first_cost(settings, full_offload, target_path), draft)
+        return cls(settings, full_offload, draft)
 
     def start(self) -> SpecSeq:
         ngram = NgramDrafter(self.settings.ngram_max) if self.draft_model is None else None
-        return SpecSeq(DraftLength(self.settings, self.cost), ngram, [])
+        # the estimates its tests and measurements were made with (a prior of 3 accepted to
+        # 1 rejected, for either drafter); the in-process engine's newer ones (first_cost,
+        # DraftLength's per-drafter default) stop a self-draft from drafting on the CPU
+        return SpecSeq(DraftLength(self.settings, self.cost, accepted=3.0), ngram, [])
 
     def draft_step(self, seqs: list[tuple[SpecSeq, int, list[int], int, int]], room: int) -> int:
         """Draft for this step's speculating sequences, ``(spec, slot, held, pending token,
