@@ -261,3 +261,33 @@ def test_the_speculative_bench_reports_progress_and_a_cancel_keeps_the_rounds_do
 
     with pytest.raises(BenchCancelled):
         compare_speculation(cfg, specs, 8, 1, cancel=cancel)  # cancelled before a load
+
+
+@pytest.mark.timeout(600)
+def test_an_always_rejected_draft_model_backs_off_across_replies(
+    tiny_gguf: Path, tmp_path: Path, cpu_threads: int
+) -> None:
+    """A draft model's acceptance is learnt once per engine, not per reply: with a draft
+    that is always rejected (another random model on the same vocabulary) the probes keep
+    their growing wait from one reply to the next, so later replies draft nothing, and the
+    text is the text without speculation."""
+    from tests.gguf_factory import write_tiny_llama
+
+    draft = write_tiny_llama(tmp_path / "other.gguf", seed=7)
+    prompts = [f"{w} is the word number {i}." for i, w in enumerate(("one", "two", "three"))]
+    prompts += prompts[:2]
+
+    def replies(spec: SpecSettings | None) -> list[tuple[str, object]]:
+        cfg = EngineConfig(tiny_gguf, n_ctx=512, n_threads=cpu_threads, speculative=spec)
+        with Engine.load(cfg) as eng:
+            return [_reply(eng, p, n=64, cache_prompt=False) for p in prompts]
+
+    plain = replies(None)
+    spec = replies(SpecSettings(mode="draft", draft_model=draft, draft_max=4))
+    assert [t for t, _ in spec] == [t for t, _ in plain]
+    drafted = [r.drafted_tokens for _, r in spec]  # type: ignore[attr-defined]
+    # probes after 16, 32, 64, 128 idle steps (each rejected one doubles the wait): over five
+    # replies of 63 steps, steps 16, 48, 112 and 240; a draft length learnt afresh per reply
+    # probes twice in every one of them (10 in all). An accepted probe (a chance agreement of
+    # the two random models) would set the wait back to 16: the bound leaves room for one.
+    assert drafted[0] >= 1 and sum(drafted) <= 6, drafted

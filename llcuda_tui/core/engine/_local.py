@@ -115,6 +115,8 @@ class Engine(LlamaTokens, EngineBase):
         self._drafter: Drafter | None = None
         self._verifier: Verifier | None = None
         self._step_cost = StepCost(prior=0.45)
+        self._draft_lengths: DraftLength | None = None
+        """A draft model's draft length, kept from one generation to the next (see _load)."""
         self._prefill_target_s: float | None = None
         self.threads: ThreadTuner | None = None
         """Picks the CPU engine's thread count as it decodes (_threads.py); None on a GPU or
@@ -266,6 +268,7 @@ class Engine(LlamaTokens, EngineBase):
         self._ctx = ctx
         flash = flash_attn_resolved(flash_type, log.since(mark_ctx))
         self._prepare_hot_path()
+        self._draft_lengths = None
         if cfg.speculative is not None:
             self._drafter = make_drafter(
                 cfg.speculative, cfg.n_ctx, n_threads, self._vocab,
@@ -273,6 +276,14 @@ class Engine(LlamaTokens, EngineBase):
             )  # fmt: skip
             self._verifier = Verifier(ctx, cfg.speculative.draft_max)
             self._step_cost = first_cost(cfg.speculative, full_offload, cfg.model_path)
+            if cfg.speculative.mode == "draft":
+                # how often a draft model's guesses hold is a property of the model pair more
+                # than of one request, and every guess costs a decode of its own: learnt
+                # afresh per generation, an always-rejected 1B draft of the 8B drafted ~5
+                # times per 200-token reply before it backed off, 8 % of the H200's decode
+                # time (docs/benchmarks.md); kept, later replies only probe. Prompt lookup's
+                # acceptance depends on the request's text: it starts afresh each time.
+                self._draft_lengths = DraftLength(cfg.speculative, self._step_cost)
         arch = self._meta("general.architecture") or "?"
         self.template = choose_template(
             self._model_template(), arch, self._token_text(L.llama_vocab_bos(self._vocab)),
@@ -552,7 +563,7 @@ class Engine(LlamaTokens, EngineBase):
             drafter = None
         if drafter is not None and spec is not None:
             drafter.begin(held)
-            lengths = DraftLength(spec, self._step_cost)
+            lengths = self._draft_lengths or DraftLength(spec, self._step_cost)
             record_base["spec_mode"] = spec.mode
         pending: list[int] = []  # verified tokens; all but the last already in the cells
         drafted = accepted = 0

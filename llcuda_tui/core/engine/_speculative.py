@@ -300,9 +300,10 @@ class DraftLength:
 
     Acceptance is modelled as geometric: each draft is accepted with probability ``p`` once
     the ones before it were, so ``k`` drafts yield ``1 + p + ... + p^k`` tokens on average.
-    ``p`` is the estimate from this generation's steps (accepted drafts over accepted drafts
-    plus rejections, recent steps weighted more; a prior of 3, or 1 for a draft model, accepted
-    to 1 rejected). The
+    ``p`` is the estimate from the recent steps (accepted drafts over accepted drafts plus
+    rejections, recent steps weighted more; a prior of 3, or 1 for a draft model, accepted to 1
+    rejected): this generation's for prompt lookup, the engine's for a draft model (the
+    in-process engine keeps one across generations). The
     cost is :class:`StepCost`'s ``1 + slope * k`` (in one-token steps). When no ``k`` beats not
     drafting, drafting pauses and after ``probe`` steps tries ``draft_min`` tokens; each probe
     that is rejected doubles the wait (up to ``probe_max``), one that is accepted resets it, so
@@ -352,6 +353,10 @@ class DraftLength:
             self._probing = False
         self._idle = 0
         return best
+
+    def carry_over(self, other: DraftLength) -> None:
+        """Start from what ``other`` has learnt: its acceptance estimate and its probe wait."""
+        self.accepted, self.rejected, self._wait = other.accepted, other.rejected, other._wait
 
     def update(self, drafted: int, accepted: int) -> None:
         if drafted == 0 or not self.settings.adaptive:

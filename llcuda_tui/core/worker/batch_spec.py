@@ -83,6 +83,7 @@ class BatchSpeculation:
         self.draft_model = draft
         # a draft's share of a step until measured, as in the single-stream engine
         self.cost = StepCost(prior=0.05 if full_offload else 0.45)
+        self._latest: DraftLength | None = None
 
     @classmethod
     def load(
@@ -106,7 +107,15 @@ class BatchSpeculation:
         # the estimates its tests and measurements were made with (a prior of 3 accepted to
         # 1 rejected, for either drafter); the in-process engine's newer ones (first_cost,
         # DraftLength's per-drafter default) stop a self-draft from drafting on the CPU
-        return SpecSeq(DraftLength(self.settings, self.cost, accepted=3.0), ngram, [])
+        lengths = DraftLength(self.settings, self.cost, accepted=3.0)
+        if self.draft_model is not None:
+            # a draft model's acceptance belongs to the model pair, not to one request (as in
+            # the in-process engine): a new sequence starts where the latest one has got to,
+            # so an always-rejected draft stays backed off instead of being retried per request
+            if self._latest is not None:
+                lengths.carry_over(self._latest)
+            self._latest = lengths
+        return SpecSeq(lengths, ngram, [])
 
     def draft_step(self, seqs: list[tuple[SpecSeq, int, list[int], int, int]], room: int) -> int:
         """Draft for this step's speculating sequences, ``(spec, slot, held, pending token,

@@ -127,3 +127,23 @@ def test_rejected_prompt_lookup_drafts_are_taken_back(tiny_gguf: Path) -> None:
     records = [r for _, r in replies]
     drafted = sum(r.drafted_tokens for r in records)  # type: ignore[attr-defined]
     assert drafted > sum(r.accepted_tokens for r in records)  # type: ignore[attr-defined]
+
+
+def test_an_always_rejected_draft_model_stays_backed_off_for_later_requests(
+    tiny_gguf: Path, plain: list[str], tmp_path: Path
+) -> None:
+    # another random model on the same vocabulary: its drafts are rejected. The first
+    # request learns that; the next ones start from it (the draft model's acceptance is the
+    # engine's), so they only probe now and then instead of drafting from a hopeful start
+    from tests.gguf_factory import write_tiny_llama
+
+    other = write_tiny_llama(tmp_path / "other.gguf", seed=7)
+    spec = SpecSettings(mode="draft", draft_model=other, draft_max=6)
+    cfg = EngineConfig(tiny_gguf, n_ctx=512, n_threads=1, speculative=spec)
+    with BatchEngine.load(cfg, parallel=1) as eng:
+        replies = [_all_at_once(eng, [_req(p)])[0] for p in PROMPTS]
+    assert [text for text, _ in replies] == plain
+    drafted = [r.drafted_tokens for _, r in replies]  # type: ignore[attr-defined]
+    # the first request drafts until its estimate falls; the later ones start backed off
+    # (each drafted as much as the first when they started afresh)
+    assert drafted[0] >= 2 and sum(drafted[1:]) < drafted[0], drafted
