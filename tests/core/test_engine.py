@@ -268,3 +268,17 @@ def test_every_engine_shares_one_base() -> None:
         assert issubclass(cls, EngineBase), cls
         for name in ("generate", "__enter__", "__exit__"):
             assert getattr(cls, name) is getattr(EngineBase, name), (cls, name)
+
+
+def test_a_fallback_needs_its_markers_in_the_vocabulary(tiny: Engine) -> None:
+    # the tiny model is a llama without Llama 3's special tokens: their framing would be
+    # plain text there (~40 bytes a message), so it gets llama.cpp's own fallback, ChatML
+    assert tiny.info.chat_template == "fallback:chatml"
+    msgs = [{"role": "user", "content": "Hi"}]
+    assert tiny.template.render(msgs) == "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+    from llcuda_tui.core.engine._templates import choose_template
+
+    known = choose_template(None, "llama", "<s>", "</s>", is_token=lambda _t: True)
+    assert known.origin == "fallback:llama" and "<|start_header_id|>" in known.source
+    unknown = choose_template(None, "llama", "<s>", "</s>", is_token=lambda t: t != "<|eot_id|>")
+    assert unknown.origin == "fallback:chatml"

