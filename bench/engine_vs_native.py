@@ -84,7 +84,8 @@ def compare(model: str, args: argparse.Namespace) -> dict:
     thermal drift hit both; the result is the median of the per-round ratios."""
     # the context sized as llama-bench sizes its own (n_prompt + n_gen): same KV work per token
     cfg = EngineConfig(Path(model), n_gpu_layers=-1, n_ctx=args.pp + args.tg + 32, n_batch=2048,
-                       n_ubatch=512, flash_attn=args.fa)  # fmt: skip
+                       n_ubatch=512, flash_attn=args.fa,
+                       backend_sampling=args.backend_sampling)  # fmt: skip
     rnd = random.Random(0)
     rounds = []
     with Engine.load(cfg) as eng:
@@ -152,6 +153,8 @@ def main() -> None:
     ap.add_argument("--flat", type=int, default=0, help="also measure per-token cost over N")
     ap.add_argument("--fa", choices=("auto", "on", "off"), default="auto",
                     help="flash attention, for both sides")  # fmt: skip
+    ap.add_argument("--backend-sampling", choices=("auto", "on", "off"), default="auto",
+                    help="our sampler in the graph (llama-bench samples none)")  # fmt: skip
     ap.add_argument("--json", help="write all numbers here")
     args = ap.parse_args()
     results = {}
