@@ -54,6 +54,10 @@ GRAMMARS = {
 }
 WALK_GRAMMARS = {
     **GRAMMARS,
+    # a partial character is judged by the range it could complete to: [^é] refuses the
+    # partial C3 byte but allows à (C3 A0), so a partial prefix must not be a parent
+    "negated": 'root ::= [^é\\u00f0-\\u00f9"]{1,12} "\\""',
+    "pattern": json_schema_grammar({"type": "string", "pattern": "^[^ąę]{2,9}$"}),
     "object": json_object_grammar(),
     "words": json_schema_grammar(
         {
@@ -71,14 +75,19 @@ MESSAGES = [{"role": "user", "content": "Describe a fictional club member as a J
 
 
 def _greedy_tokens(
-    engine: Engine, grammar: str, make: Callable[[SamplingParams], Sampler], n: int
+    engine: Engine,
+    grammar: str,
+    make: Callable[[SamplingParams], Sampler],
+    n: int,
+    params: SamplingParams | None = None,
 ) -> tuple[list[int], int, int]:
     """The reply's tokens (up to end of generation or ``n``) sampled by ``make(params)``'s
-    sampler on the engine's own context, its rejections and its full grammar passes."""
+    sampler (greedy unless ``params``) on the engine's own context, its rejections and its
+    full grammar passes."""
     import llama_cpp as L
 
     req = GenerationRequest(messages=MESSAGES, max_tokens=n)
-    params = SamplingParams(temperature=0.0, grammar=grammar)
+    params = params or SamplingParams(temperature=0.0, grammar=grammar)
 
     def run() -> tuple[list[int], int, int]:
         ctx = engine.ctx_ptr
@@ -161,6 +170,18 @@ def test_greedy_lazy_check_gives_the_grammar_first_tokens(engine: Engine, name: 
     assert record.grammar_walks <= rejected
     if name == "club" and record.stop_reason == "eos":
         assert set(json.loads(text)) == set(CLUB["properties"])  # type: ignore[call-overload]
+
+
+@pytest.mark.parametrize("name", ["club", "utf8"])
+def test_a_sampled_reply_draws_the_same_tokens_after_the_walk(engine: Engine, name: str) -> None:
+    # the redraw over the walk's allowed tokens (id order) is the full pass's draw: the refused
+    # tokens' zero probabilities add nothing to the running sum (sorting samplers could order
+    # exactly equal logits differently: none here, and no ties in these logits)
+    for extra in ({"top_k": 0, "top_p": 1.0, "min_p": 0.0}, {}, {"logit_bias": {5: 2.0}}):
+        sp = SamplingParams(temperature=0.9, seed=11, grammar=GRAMMARS[name], **extra)  # type: ignore[arg-type]
+        walked, rejected, full = _greedy_tokens(engine, "", _maker(engine), 30, sp)
+        passed, rejected_full, _ = _greedy_tokens(engine, "", _maker(engine, walk=False), 30, sp)
+        assert walked == passed and rejected == rejected_full and full == 0
 
 
 def test_speculative_decoding_keeps_the_grammar_reply(smollm_path: Path) -> None:
@@ -309,18 +330,19 @@ def test_a_grammar_naming_tokens_keeps_the_full_pass(tiny_gguf: Path) -> None:
 
 
 def test_the_forest_and_the_utf8_state() -> None:
-    pieces = [b"", b"a", b"ab", b"abc", b"b", b"\xc5", b"\xc5\xbc", b"\xc1\xbf", b"\xc1\xbfx"]
-    pieces += [b"\x00a", b"\xbc", b"abd", b"</s>"]
+    pieces = [b"", b"a", b"ab", b"abc", b"b", b"\xc5", b"\xc5\xbc", b"\xc5\xbcx", b"\xc1\xbf"]
+    pieces += [b"\x00a", b"\xbc", b"abd", b"</s>", b"a\xc5", b"a\xc5\xbc"]
     forest = build_forest(pieces, eog={12})
     kids = {
         t: forest.children[forest.child_start[t] : forest.child_start[t + 1]].tolist()
         for t in range(len(pieces))
     }
-    # the longest proper prefix token is the parent; the overlong C1 BF pieces (which decode to
-    # U+007F where their prefix C1 is refused) are roots, and so is the end of generation;
-    # the empty piece and one starting with NUL (always refused) are nowhere
-    assert forest.roots.tolist() == [1, 4, 5, 7, 8, 10, 12]
-    assert kids[1] == [2] and kids[2] == [3, 11] and kids[5] == [6] and kids[7] == []
+    # the parent is the longest proper prefix token that ends on a character boundary (the
+    # partial C5 and "a" C5 are parents of nothing); the end of generation is a root; the
+    # empty piece and one starting with NUL (always refused) are nowhere
+    assert forest.roots.tolist() == [1, 4, 5, 6, 8, 10, 12]
+    assert kids[1] == [2, 13, 14] and kids[2] == [3, 11] and kids[6] == [7]
+    assert kids[5] == [] and kids[13] == []
     assert forest.continuations.tolist() == [10, 12]
     assert utf8_remain(b"\xc5", 0) == 1 and utf8_remain(b"\xbc", 1) == 0
     assert utf8_remain(b"\xe6\x97", 0) == 1 and utf8_remain(b"a", 1) == -1

@@ -5,20 +5,23 @@ Why it is exact. llama.cpp's grammar (llama-grammar.cpp, ``llama_grammar_apply_i
 a token by its piece (the vocabulary's ``token_to_piece`` cache: special tokens rendered,
 nothing stripped): end-of-generation tokens are allowed iff the grammar can end, an empty piece
 or one starting with a NUL byte is always refused, and any other piece is decoded as UTF-8
-(continuing the grammar's partial character) and matched code point by code point. That match
-is prefix-closed: when a piece is allowed, so is every prefix of it, including one that ends
-inside a UTF-8 character (the grammar accepts a partial character whose possible completions
-meet the expected set). So a token whose longest proper prefix token is refused is refused
-too, and the walk only looks at the children of the tokens the grammar allowed, level by level.
+(continuing the grammar's partial character) and matched code point by code point. From a
+character boundary, a prefix of an allowed piece that also ends on a character boundary is
+allowed: its code points are the first ones of the piece's, and a piece that ends on a
+boundary has no partial character to be judged. So each token hangs below the token whose
+piece is its longest proper prefix ending on a character boundary; a token whose parent is
+refused is refused too, and the walk only looks at the children of the tokens the grammar
+allowed, level by level.
 
-Three cases break the closure and are kept out of the forest: end-of-generation tokens (judged
-by the grammar's end, not their text: they are checked with the roots), pieces holding an
-overlong UTF-8 sequence (llama.cpp decodes those to small code points that a partial prefix's
-range check refuses: such a token is its own root, and nothing safe hangs below it), and a
-grammar whose state is inside a UTF-8 character (then only pieces starting with a continuation
-byte can match: those are checked flat). Grammars naming tokens (``<[id]>``, ``<token>``)
-match by token id, not text: :func:`grammar_names_tokens` tells the sampler to keep the full
-pass for them.
+A prefix ending inside a character is no parent: llama.cpp judges a partial character by the
+range of code points it could complete to, and a negated class with a non-ASCII character
+(``[^é]``) refuses the partial ``\xc3`` (its range holds é) while it allows ``à``
+(``\xc3\xa0``): on SmolLM2 65 allowed tokens hung below refused partial bytes. The other
+cases kept out: end-of-generation tokens (judged by the grammar's end, not their text: checked
+with the roots), a grammar state inside a character (only pieces starting with a continuation
+byte can match: those are checked flat), and grammars naming tokens (``<[id]>``, ``<token>``:
+matched by id, not text; :func:`grammar_names_tokens` tells the sampler to keep the full
+pass).
 """
 
 from __future__ import annotations
@@ -37,9 +40,6 @@ TOKEN_DATA = [("id", "<i4"), ("logit", "<f4"), ("p", "<f4")]
 _LEAD_LEN = (1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 2, 2, 3, 4)
 """llama-grammar.cpp's ``decode_utf8`` table: sequence length by the lead byte's high nibble
 (0: a continuation byte, invalid as a lead; F8-FF count as 4-byte leads there)."""
-
-_MIN_VALUE = (0, 0, 0x80, 0x800, 0x10000)
-"""The smallest code point a sequence of that length encodes without being overlong."""
 
 
 def utf8_remain(piece: bytes, n_remain: int) -> int:
@@ -61,25 +61,6 @@ def utf8_remain(piece: bytes, n_remain: int) -> int:
             i += 1
             n_remain -= 1
     return n_remain
-
-
-def _has_overlong(piece: bytes) -> bool:
-    """Whether decoding ``piece`` from a character boundary (as llama.cpp does) completes a
-    character below the smallest value of its length (an overlong sequence, NUL included)."""
-    i, n = 0, len(piece)
-    while i < n and piece[i] != 0:
-        length = _LEAD_LEN[piece[i] >> 4]
-        if length == 0:
-            return False  # invalid from here: the grammar refuses the whole piece
-        value = piece[i] & ((1 << (8 - length)) - 1) if length > 1 else piece[i]
-        j = i + 1
-        while j < n and piece[j] != 0 and j < i + length:
-            value = (value << 6) + (piece[j] & 0x3F)
-            j += 1
-        if j == i + length and value < _MIN_VALUE[length]:
-            return True
-        i = j
-    return False
 
 
 def grammar_names_tokens(grammar: str) -> bool:
@@ -109,11 +90,11 @@ class VocabForest:
 
     n_vocab: int
     roots: np.ndarray
-    """Token ids checked first: pieces with no token as a proper prefix, the overlong ones
-    and every end-of-generation token."""
+    """Token ids checked first: pieces with no token as a proper prefix ending on a character
+    boundary, and every end-of-generation token."""
     child_start: np.ndarray
     """``children[child_start[t]:child_start[t + 1]]``: the tokens whose longest proper
-    prefix token is ``t``."""
+    prefix token (ending on a character boundary) is ``t``."""
     children: np.ndarray
     continuations: np.ndarray
     """Tokens checked while the grammar is inside a character: pieces starting with a
@@ -147,15 +128,15 @@ def build_forest(pieces: list[bytes], eog: set[int]) -> VocabForest:
     n_vocab = len(pieces)
     # tokens the grammar always refuses (empty piece, NUL first) are nowhere in the walk
     live = [t not in eog and bool(p) and p[0] != 0 for t, p in enumerate(pieces)]
-    overlong = {t for t, p in enumerate(pieces) if live[t] and max(p) >= 0x80 and _has_overlong(p)}
+    # parents: pieces that end on a character boundary (ASCII ones always do)
     by_piece: dict[bytes, int] = {}
     for t, p in enumerate(pieces):
-        if live[t] and t not in overlong:
+        if live[t] and (p.isascii() or utf8_remain(p, 0) == 0):
             by_piece.setdefault(p, t)
     parent = np.full(n_vocab, -1, dtype=np.int64)
-    roots: list[int] = sorted(eog | overlong)
+    roots: list[int] = sorted(eog)
     for t, p in enumerate(pieces):
-        if not live[t] or t in overlong:
+        if not live[t]:
             continue
         get = by_piece.get
         for cut in range(len(p) - 1, 0, -1):
