@@ -165,6 +165,9 @@ def build_forest(pieces: list[bytes], eog: set[int]) -> VocabForest:
 
 _FORESTS: dict[int, tuple[tuple[Any, ...], VocabForest]] = {}
 _LOCK = threading.Lock()
+KEEP_FORESTS = 4
+"""Vocabularies whose forest stays cached (a 128k one holds ~10 MB): a worker that swaps
+models builds a new one per model, and the oldest goes."""
 
 
 def _fingerprint(vocab: Any, n_vocab: int) -> tuple[Any, ...]:
@@ -196,7 +199,10 @@ def vocab_forest(vocab: Any, n_vocab: int) -> VocabForest:
         pieces = token_pieces(vocab, n_vocab)
         eog = {t for t in range(n_vocab) if L.llama_vocab_is_eog(vocab, t)}
         forest = build_forest(pieces, eog)
+        _FORESTS.pop(key, None)
         _FORESTS[key] = (mark, forest)
+        while len(_FORESTS) > KEEP_FORESTS:
+            del _FORESTS[next(iter(_FORESTS))]
         return forest
 
 
