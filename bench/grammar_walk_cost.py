@@ -66,7 +66,9 @@ def main() -> int:
     from llcuda_tui.core.engine._grammar_walk import TOKEN_DATA
 
     params = SamplingParams(temperature=0.0, grammar=json_schema_grammar(SCHEMA))
-    cfg = EngineConfig(args.model, n_ctx=2048, n_gpu_layers=args.ngl, n_threads=args.threads)
+    # the logits row is read on the host: no backend (GPU) sampler on the context
+    cfg = EngineConfig(args.model, n_ctx=2048, n_gpu_layers=args.ngl, n_threads=args.threads,
+                       backend_sampling="off")  # fmt: skip
     with Engine.load(cfg) as engine:
         req = GenerationRequest(messages=MESSAGES, max_tokens=args.n)
 
