@@ -27,6 +27,17 @@ def vocab() -> tuple[list[str], list[int]]:
     return tokens, types
 
 
+def filler_vocab(n_vocab: int) -> tuple[list[str], list[int]]:
+    """The GPU machine's synthetic vocabulary (/work/shared/device/synth_gguf.py): unk, bos,
+    eos, 256 byte tokens, then filler pieces "▁t0", "▁t1", ... A random model over it picks a
+    filler nearly every time, which a JSON grammar refuses outside strings."""
+    tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{i:02X}>" for i in range(256)]
+    types = [2, 3, 3] + [6] * 256
+    tokens += [f"\u2581t{i}" for i in range(n_vocab - len(tokens))]
+    types += [1] * (n_vocab - len(types))
+    return tokens, types
+
+
 def fim_ids() -> tuple[int, int, int]:
     """The tokens a ``fim`` model names prefix, suffix and middle (three filler pieces)."""
     tokens = vocab()[0]
@@ -51,14 +62,16 @@ def write_tiny_llama(
     split_max_tensors: int = 0,
     f16: bool = False,
     fim: bool = False,
+    vocabulary: tuple[list[str], list[int]] | None = None,
 ) -> Path:
     """Write the model (its matrices F16 with ``f16``, for quantize tests; with ``fim``, the
     fill-in-the-middle tokens prefix/suffix/middle are :func:`fim_ids`); with
     ``split_max_tensors`` gguf writes ``<stem>-0000N-of-0000M.gguf``
-    shards beside ``path`` instead (see :func:`shards`)."""
+    shards beside ``path`` instead (see :func:`shards`); ``vocabulary``: tokens and their types
+    instead of :func:`vocab`'s (e.g. :func:`filler_vocab`)."""
     import gguf
 
-    tokens, types = vocab()
+    tokens, types = vocabulary or vocab()
     n_vocab = len(tokens)
     head_dim = n_embd // n_head
     rng = np.random.default_rng(seed)

@@ -633,6 +633,7 @@ class Engine(LlamaTokens, EngineBase):
         if sampler.grammar is not None:
             record_base["grammar_rejections"] = sampler.rejections
             record_base["grammar_full_passes"] = sampler.full_passes
+            record_base["grammar_walks"] = sampler.walks
         if drafted:
             record_base.update(drafted_tokens=drafted, accepted_tokens=accepted,
                                acceptance_rate=accepted / drafted)  # fmt: skip

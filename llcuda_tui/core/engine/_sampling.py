@@ -11,6 +11,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from llcuda_tui.core.engine._grammar_walk import (
+    TOKEN_DATA,
+    GrammarWalk,
+    grammar_names_tokens,
+    vocab_forest,
+)
 from llcuda_tui.core.engine._values import SamplingValues
 from llcuda_tui.core.errors import GrammarError, UserInputError
 
@@ -82,7 +88,13 @@ class SamplingParams(SamplingValues):
 TOP_FEW = (32, 1024)
 """Greedy with a grammar: when the grammar rejects the argmax, the best 32 tokens, then the
 best 1,024 are checked before the whole vocabulary (docs/benchmarks.md, "Grammar-constrained
-decoding"); a level is skipped unless the vocabulary is at least 16 times larger."""
+decoding"); a level is skipped unless the vocabulary is at least 16 times larger. With the
+prefix walk (core/engine/_grammar_walk.py) only the best 32, and only when the grammar is wide
+open (:data:`OPEN_ROOTS`)."""
+
+OPEN_ROOTS = 64
+"""A walk whose first level lets more tokens than this through (inside a JSON string nearly
+every byte is allowed) would visit most of the vocabulary: the best 32 are checked first."""
 
 
 WHOLE_WINDOW = 1 << 16
@@ -150,12 +162,16 @@ def build_sampler(
     *,
     top_few: Sequence[int] = TOP_FEW,
     grammar_first: bool = False,
+    walk: bool = True,
     n_ctx: int = 0,
 ) -> Sampler:
     """The :class:`Sampler` for ``params``: its chain, and its grammar when there is one (that
     needs the model's ``vocab``; a grammar that does not parse is a GrammarError).
     ``grammar_first``: the grammar goes over the whole vocabulary before every pick (what this
-    engine did before the lazy check; the reference the tests compare with)."""
+    engine did before the lazy check; the reference the tests compare with). ``walk``: a
+    rejected pick finds the allowed tokens by the prefix walk (core/engine/_grammar_walk.py)
+    rather than a grammar pass over the whole vocabulary (off: the previous full pass, which
+    the tests compare the walk with)."""
     import llama_cpp as L
 
     grammar = None
@@ -170,11 +186,17 @@ def build_sampler(
         if grammar:
             L.llama_sampler_free(grammar)
         raise
-    return Sampler(chain, n_vocab, grammar, params, top_few=top_few, grammar_first=grammar_first)
+    walker = None
+    # the full pass stays where the walk's prefix argument does not hold: grammar-first (the
+    # reference) and grammars naming tokens (matched by id, not by text)
+    if grammar and walk and not grammar_first and not grammar_names_tokens(params.grammar or ""):
+        walker = GrammarWalk(grammar, vocab_forest(vocab, n_vocab))
+    return Sampler(
+        chain, n_vocab, grammar, params, top_few=top_few, grammar_first=grammar_first, walk=walker
+    )
 
 
-_TOKEN_DATA = [("id", "<i4"), ("logit", "<f4"), ("p", "<f4")]
-"""``llama_token_data`` as a numpy record (int32, float, float: 12 bytes, no padding)."""
+_TOKEN_DATA = TOKEN_DATA
 
 
 class Sampler:
@@ -188,21 +210,30 @@ class Sampler:
     ``grammar_first=false``, as llama-server): the chain picks from the whole vocabulary
     without the grammar; only that token is checked against the grammar (a one-element
     candidate array); when the grammar allows it, it is accepted into the grammar and that is
-    the token. Only when the grammar rejects it are the candidates rebuilt from the logits, the
-    grammar goes over all of them first, then the chain picks again (``rejections`` and
-    ``full_passes`` count these). Grammar-first walked the grammar over the whole vocabulary
-    for every token.
+    the token. Only when the grammar rejects it does the grammar say which tokens it allows:
+    by the walk over the vocabulary's prefix forest (core/engine/_grammar_walk.py: the roots,
+    then the children of what it allowed, a few hundred candidates where the full pass has the
+    whole vocabulary), or, without a walk, by a pass over the whole vocabulary; then the chain
+    picks among the allowed ones (``rejections``, ``walks`` and ``full_passes`` count these).
+    Grammar-first walked the grammar over the whole vocabulary for every token. A pure greedy
+    chain on the CPU picks with numpy's argmax over the logits row (the lowest id among equal
+    logits, as llama.cpp's greedy sampler) instead of ``llama_sampler_sample``, which builds a
+    candidate for every token of the vocabulary.
 
     Greedy gives the grammar-first tokens exactly: the argmax, when allowed, is the highest
     allowed logit (and the lowest id among equals, as the greedy sampler picks). A pure greedy
     chain (no logit bias, no penalties) also tries the best ``top_few`` tokens (sorted; each
     size in turn) before the whole vocabulary: the best allowed one among them is the answer
-    when its logit is above the lowest of them (no token outside can tie it).
+    when its logit is above the lowest of them (no token outside can tie it). With the walk,
+    the best 32 only where the grammar is wide open (:data:`OPEN_ROOTS`).
 
     With temperature > 0 the reply's distribution is llama.cpp's common sampler's
     (llama-server's), not grammar-first's: an allowed draw is kept, a rejected one is redrawn
     from the grammar-filtered distribution (so allowed tokens the model favours are a little
     more likely than under grammar-first, which renormalises over the allowed ones only).
+    The redraw over the walk's allowed tokens (in id order) is the full pass's draw (the
+    refused tokens' zero probabilities add nothing), except that a sorting sampler (top-k,
+    top-p) may order exactly equal logits differently.
     """
 
     def __init__(
@@ -215,6 +246,7 @@ class Sampler:
         top_few: Sequence[int] = TOP_FEW,
         owns_chain: bool = True,
         grammar_first: bool = False,
+        walk: GrammarWalk | None = None,
     ) -> None:
         import llama_cpp as L
 
@@ -228,6 +260,9 @@ class Sampler:
         self.full_passes = 0
         """Tokens for which the grammar went over the whole vocabulary: the rejections the
         best ``top_few`` did not settle (every token with ``grammar_first``)."""
+        self.walks = 0
+        """Rejections settled by the prefix walk."""
+        self.walk = walk
         self.refetch: Callable[[], None] | None = None
         """Set while the chain runs as a backend (GPU) sampler: makes the logits readable
         before the first full pass (the engine decodes the token again without it)."""
@@ -243,8 +278,11 @@ class Sampler:
         # that chain is applied to candidates built here and accepted by hand
         self._penalized = params.penalized
         pure_greedy = params.greedy and not params.penalized and not params.logit_bias
+        self._pure_greedy = pure_greedy
         self.backend_first_pass = params.greedy and not params.penalized and not grammar_first
         self._top_few = [k for k in top_few if pure_greedy and k > 0 and 16 * k <= n_vocab]
+        if walk is not None:
+            self._top_few = self._top_few[:1]
         self._one: Any = L.llama_token_data()
         self._one_p = L.llama_token_data_array(ctypes.pointer(self._one), 1, -1, False)
         self._cur: Any = None  # the whole vocabulary's candidates, made on the first full pass
@@ -264,6 +302,12 @@ class Sampler:
         L = self._L
         if self._penalized:
             token = self._pick(ctx, idx, grammar_first=False)
+        elif self._pure_greedy and self.refetch is None:
+            # the logits are on the host: the greedy chain's pick is their argmax (the first,
+            # i.e. lowest id, among equals, as llama_sampler_greedy_apply), without the
+            # llama_token_data for every token llama_sampler_sample fills (its accept is a
+            # no-op for greedy)
+            token = int(self._logits(ctx, idx).argmax())
         else:  # the chain's accept is a no-op without penalties (llama-sampler.cpp)
             token = int(L.llama_sampler_sample(self.chain, ctx, idx))
         if not self.allows(token):
@@ -272,6 +316,8 @@ class Sampler:
                 self._leave_backend()
             token = self._resample(ctx, idx)
         L.llama_sampler_accept(self.grammar, token)
+        if self.walk is not None:
+            self.walk.accepted(token)
         if self._penalized:
             L.llama_sampler_accept(self.chain, token)
         return token
@@ -297,6 +343,22 @@ class Sampler:
         self.owns_chain = True
 
     def _resample(self, ctx: Any, idx: int) -> int:
+        walk = self.walk
+        if walk is not None:
+            logits = self._logits(ctx, idx)
+            first = walk.first()
+            if self._top_few and first.size > OPEN_ROOTS:
+                token = self._best_allowed_of_top(logits, self._top_few[0])
+                if token is not None:
+                    return token
+            allowed = walk.rest(first)
+            if allowed.size:
+                self.walks += 1
+                return self._pick_allowed(logits, allowed)
+            # nothing allowed: whatever the full pass does then (its chain picks among
+            # refused tokens), as before
+            self.full_passes += 1
+            return self._pick(ctx, idx, grammar_first=True)
         if self._top_few:
             logits = self._logits(ctx, idx)
             for k in self._top_few:
@@ -333,6 +395,20 @@ class Sampler:
             return None
         return int(few["id"][best])
 
+    def _pick_allowed(self, logits: Any, allowed: Any) -> int:
+        """The chain's pick among the ``allowed`` tokens (sorted ids): the full pass's pick,
+        whose array held the refused ones too, at -inf (nothing accepted)."""
+        import numpy as np
+
+        if self._pure_greedy:
+            return int(allowed[int(logits[allowed].argmax())])
+        L, n = self._L, len(allowed)
+        few = np.empty(n, dtype=_TOKEN_DATA)
+        few["id"], few["logit"], few["p"] = allowed, logits[allowed], 0.0
+        arr = L.llama_token_data_array(few.ctypes.data_as(L.llama_token_data_p), n, -1, False)
+        L.llama_sampler_apply(self.chain, ctypes.byref(arr))
+        return int(few["id"][arr.selected])
+
     def _pick(self, ctx: Any, idx: int, grammar_first: bool) -> int:
         """The chain's pick over the whole vocabulary (after the grammar when
         ``grammar_first``), applied to candidates built from the logits (nothing accepted)."""
@@ -367,13 +443,16 @@ class Sampler:
         self._L.llama_sampler_reset(self.chain)
         if self.grammar is not None:
             self._L.llama_sampler_reset(self.grammar)
-        self.rejections = self.full_passes = 0
+        if self.walk is not None:
+            self.walk.reset()
+        self.rejections = self.full_passes = self.walks = 0
         self.refetch = None
 
     def close(self) -> None:
         if self.grammar is not None:
             self._L.llama_sampler_free(self.grammar)
             self.grammar = None
+            self.walk = None
         if self.chain is not None and self.owns_chain:
             self._L.llama_sampler_free(self.chain)
         self.chain = None

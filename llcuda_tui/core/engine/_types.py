@@ -287,7 +287,10 @@ class RunRecord:
     cost one token's check)."""
     grammar_full_passes: int = 0
     """With a grammar: tokens for which the grammar went over the whole vocabulary (the slow
-    path: the rejections that the best few tokens did not settle)."""
+    path: the rejections that neither the prefix walk nor the best few tokens settled)."""
+    grammar_walks: int = 0
+    """With a grammar: rejections settled by the walk over the vocabulary's prefix forest
+    (core/engine/_grammar_walk.py: a few hundred candidates instead of the whole vocabulary)."""
 
     def to_dict(self, with_token_times: bool = False) -> dict[str, Any]:
         d = asdict(self)

@@ -915,7 +915,11 @@ class BatchEngine(TokensFromEngine, EngineBase):
         n_evaluated = seq.n_fed - seq.n_cached
         sampler = seq.sampler
         grammar = sampler is not None and sampler.grammar is not None
-        counts = (sampler.rejections, sampler.full_passes) if sampler and grammar else (0, 0)
+        counts = (
+            (sampler.rejections, sampler.full_passes, sampler.walks)
+            if sampler and grammar
+            else (0, 0, 0)
+        )
         self._release(seq)
         tail = ""
         if stop_reason != "stop" and seq.utf8 is not None and seq.stops is not None:
@@ -934,7 +938,8 @@ class BatchEngine(TokensFromEngine, EngineBase):
             prompt_cache_note=seq.cache_note,
         )
         if grammar:
-            base["grammar_rejections"], base["grammar_full_passes"] = counts
+            base["grammar_rejections"], base["grammar_full_passes"] = counts[:2]
+            base["grammar_walks"] = counts[2]
         if self._spec is not None:
             base.update(record_fields(seq.spec, self._spec.settings.mode))
         try:

@@ -260,6 +260,8 @@ def test_grammar_requests_side_by_side_equal_in_process(
         assert rec.generated_tokens == want.generated_tokens
         assert rec.grammar_rejections == want.grammar_rejections
         assert rec.grammar_full_passes == want.grammar_full_passes
+        assert rec.grammar_walks == want.grammar_walks  # the batch walks the prefix forest too
+    assert expected[0][1].grammar_walks > 0 and expected[1][1].grammar_walks > 0
 
 
 def test_backend_chains_side_by_side_equal_in_process(tiny_cfg: EngineConfig, solo: Engine) -> None:
