@@ -34,7 +34,7 @@ from llcuda_tui.core.engine import Engine, EngineConfig, GenerationRequest, Samp
 
 
 def llama_bench(
-    model: str, pp: int, tg: int, reps: int, fa: str, depth: int = 0
+    model: str, pp: int, tg: int, reps: int, fa: str, depth: int = 0, threads: int = 0
 ) -> dict[str, float]:
     exe = shutil.which("llama-bench")
     if exe is None:
@@ -43,6 +43,8 @@ def llama_bench(
            "-fa", fa, "-o", "json"]  # fmt: skip
     if depth:
         cmd += ["-d", str(depth)]
+    if threads:
+        cmd += ["-t", str(threads)]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     res: dict[str, float] = {}
     for row in json.loads(out):
@@ -84,7 +86,7 @@ def compare(model: str, args: argparse.Namespace) -> dict:
     thermal drift hit both; the result is the median of the per-round ratios."""
     # the context sized as llama-bench sizes its own (n_prompt + n_gen): same KV work per token
     cfg = EngineConfig(Path(model), n_gpu_layers=-1, n_ctx=args.pp + args.tg + 32, n_batch=2048,
-                       n_ubatch=512, flash_attn=args.fa,
+                       n_ubatch=512, flash_attn=args.fa, n_threads=args.threads,
                        backend_sampling=args.backend_sampling)  # fmt: skip
     rnd = random.Random(0)
     rounds = []
@@ -92,7 +94,7 @@ def compare(model: str, args: argparse.Namespace) -> dict:
         eng.bench_prompt(args.pp)  # warm-up, as llama-bench does
         eng.bench_gen(16)
         for _ in range(args.rounds):
-            native = llama_bench(model, args.pp, args.tg, args.reps, args.fa)
+            native = llama_bench(model, args.pp, args.tg, args.reps, args.fa, threads=args.threads)
             mine = measure_ours(eng, args.pp, args.tg, args.reps, rnd)
             rounds.append({"llama_bench": native, "ours": mine})
         row: dict = {"rounds": rounds, "backend_sampling": eng.info.backend_sampling,
@@ -111,7 +113,7 @@ def compare(model: str, args: argparse.Namespace) -> dict:
         for k in keys:
             row[f"{side}_{k}_median"] = statistics.median(r[side][k] for r in rounds)
     if args.flat:
-        deep = llama_bench(model, 0, 256, 2, args.fa, depth=args.flat - 256)
+        deep = llama_bench(model, 0, 256, 2, args.fa, depth=args.flat - 256, threads=args.threads)
         row["llama_bench_tg_at_depth"] = deep["tg"]
         row["llama_bench_depth_slowdown"] = row["llama_bench_tg_median"] / deep["tg"]
     return row
@@ -155,6 +157,13 @@ def main() -> None:
                     help="flash attention, for both sides")  # fmt: skip
     ap.add_argument("--backend-sampling", choices=("auto", "on", "off"), default="auto",
                     help="our sampler in the graph (llama-bench samples none)")  # fmt: skip
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="CPU threads for both sides (0: each its default; on the CPU give one "
+        "count, so neither side's choice is what is measured)",
+    )
     ap.add_argument("--json", help="write all numbers here")
     args = ap.parse_args()
     results = {}
