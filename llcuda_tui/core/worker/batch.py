@@ -226,7 +226,7 @@ class BatchEngine(TokensFromEngine, EngineBase):
         """One KV stream per slot (``kv_unified`` off, see :func:`splits_kv`)."""
         self._keep_cells = parallel == 1
         """Whether a freed slot keeps its cells for the next prompt that shares their prefix
-        (the prefix cache across requests)."""
+        (the prefix cache across requests; see ``_setup``)."""
         self._unsynced: set[int] = set()
         """Slots whose stream is the source or target of a copy llama.cpp has queued for the
         next llama_decode (a cross-stream ``llama_memory_seq_cp``): until then their data must
@@ -437,6 +437,12 @@ class BatchEngine(TokensFromEngine, EngineBase):
         n_batch = max(cfg.n_batch, self.parallel)
         on_gpu = tok.n_layers_offloaded > 0
         self._split = splits_kv(cfg, self.parallel) and not no_tail_drop(self._tok.model_ptr)
+        # the prefix cache across slots: with one unified stream the cells other slots kept
+        # changed where a cold prompt's cells went, and its greedy text (smollm2, 2 slots);
+        # in a stream of its own a slot's cells lie as in a cold prefill, and cached prompts
+        # (extended, cut mid-way, a prefix, equal, side by side) matched cold token for token
+        # (tests/core/worker/test_batch_streams.py)
+        self._keep_cells = self.parallel == 1 or self._split
         check_memory(
             cfg, self._tok.model_ptr, n_ctx=n_ctx_seq * self.parallel, n_seq=self.parallel,
             n_ubatch=min(cfg.n_ubatch, n_batch), n_gpu_layers=cfg.n_gpu_layers if on_gpu else 0,
@@ -527,6 +533,10 @@ class BatchEngine(TokensFromEngine, EngineBase):
             cfg.kv_state_dir, cfg.kv_state_max_bytes, cfg.model_sha256, n_ctx=n_ctx_seq,
             type_k=cfg.type_k, type_v=cfg.type_v, flash_attn=tok.flash_attn,
             offloaded=tok.n_layers_offloaded,
+            # a state records llama.cpp's stream count and loads only where it is the same
+            # (llama_kv_cache::state_read: "n_stream mismatch"): split streams get a layout
+            # of their own, one stream keeps the in-process engine's
+            **({"kv_streams": self.parallel} if self._split else {}),
         )  # fmt: skip
         if cfg.speculative is not None:
             if no_tail_drop(self._tok.model_ptr):
