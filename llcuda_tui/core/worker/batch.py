@@ -1,11 +1,12 @@
 """Continuous batching on llama.cpp: many generations share one context and one ``llama_decode``.
 
 :class:`BatchEngine` owns a context with ``n_seq_max = parallel`` and a KV stream per slot
-(one unified stream with speculation: :func:`splits_kv`), and one engine thread that runs a slot loop like ``llama-server``'s. Each step builds ONE
-``llama_batch`` holding one token for every sequence that is decoding plus prompt chunks of
-sequences still in prefill (up to ``n_batch`` tokens), asking for logits only where a token is
-to be sampled; it calls ``llama_decode`` once, then samples each of those sequences with its own
-sampler (``Sampler.sample(ctx, i)``: its chain, and a grammar checked lazily, as in the
+(one unified stream with speculation: :func:`splits_kv`), and one engine thread that runs a
+slot loop like ``llama-server``'s. Each step builds ONE ``llama_batch`` holding one token
+for every sequence that is decoding plus prompt chunks of sequences still in prefill (up to
+``n_batch`` tokens; laid out by slot, see ``_lay_out_by_slot``), asking for logits only where a
+token is to be sampled; it calls ``llama_decode`` once, then samples each of those sequences
+with its own sampler (``Sampler.sample(ctx, i)``: its chain, and a grammar checked lazily, as in the
 in-process engine; a greedy request without penalties on its slot's GPU chain reads the token
 with ``llama_get_sampled_token_ith``, which is all that sampling does for it) and hands the
 tokens out. A sequence that ends, is cancelled or
@@ -314,8 +315,8 @@ class BatchEngine(TokensFromEngine, EngineBase):
         in order in one pass, and one with the same prompt tokens as an earlier one of the
         group decodes only the prompt's last token itself: it waits while the earlier one
         prefills, then takes a copy of its cells (``llama_memory_seq_cp``: a copy of the
-        leader's stream with split streams, shared cells in a unified one). Raises like :meth:`submit`, before any of
-        them is queued."""
+        leader's stream with split streams, shared cells in a unified one). Raises like
+        :meth:`submit`, before any of them is queued."""
         seqs: list[_Seq] = []
         try:
             for request, (on_chunk, on_error) in zip(requests, callbacks, strict=True):
@@ -529,14 +530,14 @@ class BatchEngine(TokensFromEngine, EngineBase):
         self._share = n_swa == 0 and self.parallel > 1
         self._cells = [SeqCells(ctx, slot, n_swa) for slot in range(self.parallel)]
         self._held = [c.tokens for c in self._cells]  # the lists the step appends to
+        # a state records llama.cpp's stream count and loads only where it is the same
+        # (llama_kv_cache::state_read: "n_stream mismatch"): split streams get a layout of
+        # their own, one stream keeps the in-process engine's
+        streams: dict[str, Any] = {"kv_streams": self.parallel} if self._split else {}
         self._saver = persistence_for(
             cfg.kv_state_dir, cfg.kv_state_max_bytes, cfg.model_sha256, n_ctx=n_ctx_seq,
             type_k=cfg.type_k, type_v=cfg.type_v, flash_attn=tok.flash_attn,
-            offloaded=tok.n_layers_offloaded,
-            # a state records llama.cpp's stream count and loads only where it is the same
-            # (llama_kv_cache::state_read: "n_stream mismatch"): split streams get a layout
-            # of their own, one stream keeps the in-process engine's
-            **({"kv_streams": self.parallel} if self._split else {}),
+            offloaded=tok.n_layers_offloaded, **streams,
         )  # fmt: skip
         if cfg.speculative is not None:
             if no_tail_drop(self._tok.model_ptr):
@@ -844,13 +845,17 @@ class BatchEngine(TokensFromEngine, EngineBase):
         Over split streams llama.cpp builds a ubatch only of sequences whose ids follow one
         another in the batch's order (``split_equal``, sequential: the graph views the
         streams s0..s1 as one tensor), so a gap or an order out of slot order cuts the step
-        into several graph runs: decoding slots 0, 2, 3 of smollm2 on the CPU took 20.6 ms a
-        step, slots 0, 1, 2 15.6 ms (2 threads, /tmp probe). A free or waiting slot between
-        two placed ones gets a filler token instead (at its next position, no logits; its
-        cell is dropped after the decode, so the slot keeps what it held): one row more, one
-        graph run. llama.cpp's first ubatch takes one token of each sequence and the rest of
-        a prompt chunk goes in the next, as in llama-server; every slot of the span keeps
-        one batch position for its token or its filler, prompt chunks share the rest."""
+        into several graph runs: decoding slots 0, 2, 3 of 4 took 20.6 ms a step, slots 0,
+        1, 2 15.6 ms (smollm2 on the 2-core VM, a bare llama_decode loop). A free or waiting
+        slot between two placed ones gets a filler token instead (at its next position, no
+        logits; its cell is dropped after the decode, so the slot keeps what it held): one
+        row more, one graph run. llama.cpp's first ubatch takes one token of each sequence
+        and the rest of a prompt chunk goes in the next, as in llama-server; every slot of
+        the span keeps one batch position for its token or its filler, prompt chunks share
+        the rest. (On the CPU a prompt's rows then sit elsewhere in their ubatch than in a
+        prefill of its own, as they did after the decoding tokens of one stream, and
+        smollm2's greedy text can differ from the in-process engine's; a prompt prefilled
+        alone, cached or not, gives that text.)"""
         token, pos, logits, seq_rows = self._b_token, self._b_pos, self._b_logits, self._b_seq
         cells, plan, active, fillers = self._held, self._plan, self._active, self._filled
         spare = self._n_batch - (active[-1].slot - active[0].slot + 1)  # n_batch >= parallel
