@@ -140,6 +140,35 @@ def test_a_gap_between_busy_slots_keeps_each_step_one_ubatch(
     assert stats.filler_tokens >= 2 * ubatches  # two free slots between 3 and 0
 
 
+def test_a_new_prompt_fills_a_gap_between_busy_slots(
+    tiny_cfg: EngineConfig, tiny_cold: _Cold
+) -> None:
+    """Four prompts on an idle engine of 6 slots take slots side by side (5, 4, 3, 2); when
+    the one in 4 ends, a prompt that shares nothing with any slot takes slot 4 (not the
+    least recently used 1 or 0, which would leave a gap): no step needs a filler."""
+    rng = random.Random(6)
+    prompts = [_tokens(rng, 8) for _ in range(5)]
+    lengths = [24, 3, 24, 24, 24]  # the last outlasts the others: no gap when it ends
+    parts: list[list[str]] = [[] for _ in prompts]
+    late: list[Any] = []
+    with BatchEngine.load(tiny_cfg, parallel=6) as eng:
+
+        def short(chunk: Any) -> None:
+            parts[1].append(chunk.text)
+            if chunk.record is not None:  # it ends: the next one comes before the next step
+                late.append(eng.submit(_req(prompts[4], 24), lambda c: parts[4].append(c.text)))
+
+        callbacks = [(lambda c, i=i: parts[i].append(c.text), None) for i in range(4)]
+        callbacks[1] = (short, None)
+        requests = [_req(p, n) for p, n in zip(prompts[:4], lengths, strict=False)]
+        for h in [*eng.submit_many(requests, callbacks), *late]:  # type: ignore[arg-type]
+            h.result(60)
+        late[0].result(60)
+        assert eng.stats().filler_tokens == 0
+    want = [tiny_cold(p, n) for p, n in zip(prompts, lengths, strict=True)]
+    assert ["".join(p) for p in parts] == want
+
+
 def test_shared_and_batched_prompts_give_in_process_text(
     tiny_cfg: EngineConfig, tiny_cold: _Cold
 ) -> None:
