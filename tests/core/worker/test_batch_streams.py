@@ -100,23 +100,30 @@ def test_each_slot_has_a_stream_of_its_whole_context(tiny_cfg: EngineConfig) -> 
         assert eng.n_ctx_total == context_cells(900) == 1024
 
 
+@pytest.mark.parametrize("backend_sampling", ["off", "on"])
 def test_a_gap_between_busy_slots_keeps_each_step_one_ubatch(
-    tiny_cfg: EngineConfig, tiny_cold: _Cold, monkeypatch: pytest.MonkeyPatch
+    tiny_cfg: EngineConfig,
+    tiny_cold: _Cold,
+    monkeypatch: pytest.MonkeyPatch,
+    backend_sampling: str,
 ) -> None:
     """Slots 3 and 0 decode while 2 and 1 are free: llama.cpp takes only consecutive
     sequence ids into a ubatch, so the free ones get a filler token each, and every decode
     step is one graph run (LLAMA_BATCH_DEBUG logs each ubatch); the replies are the
-    in-process engine's. (A filler's cell left behind would make the next step's filler at
-    the same position a decode error: llama.cpp wants each sequence's positions to follow
-    on from its cells.)"""
+    in-process engine's, with the samplers in the graph too (the GPU's way; the free slots'
+    chains have no row to sample). (A filler's cell left behind would make the next step's
+    filler at the same position a decode error: llama.cpp wants each sequence's positions
+    to follow on from its cells.)"""
     monkeypatch.setenv("LLAMA_BATCH_DEBUG", "1")  # read when the context is made
     log = capture_llama_log()
     rng = random.Random(2)
     prompts = [_tokens(rng, 6) for _ in range(4)]
     lengths = [16, 3, 3, 16]  # slots 3, 2, 1, 0 (the free list's order): the middle end first
     requests = [_req(p, n) for p, n in zip(prompts, lengths, strict=True)]
-    with BatchEngine.load(tiny_cfg, parallel=4) as eng:
+    cfg = replace(tiny_cfg, backend_sampling=backend_sampling)
+    with BatchEngine.load(cfg, parallel=4) as eng:
         monkeypatch.delenv("LLAMA_BATCH_DEBUG")
+        assert eng.info.backend_sampling is (backend_sampling == "on")
         marks: list[tuple[int, int]] = []
         parts: list[list[str]] = [[] for _ in requests]
 
