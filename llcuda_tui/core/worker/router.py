@@ -697,7 +697,7 @@ class ModelRouter:
             **{
                 f: sum(getattr(s, f) for s in every)
                 for f in ("slots", "active", "queued", "kv_cells_used", "kv_cells_total",
-                          "steps", "generated_tokens", "prompt_tokens")
+                          "steps", "generated_tokens", "prompt_tokens", "filler_tokens")
             }
         )  # fmt: skip
 
