@@ -172,6 +172,13 @@ def kv_cells(s: GgufSummary, req: FitRequest) -> int:
     return context_cells(n_ctx, req.n_seq, req.kv_unified)
 
 
+def attended_cells(s: GgufSummary, req: FitRequest) -> int:
+    """The cells a token's attention spans: the whole cache, or with a stream per sequence
+    its own stream (llama.cpp reserves the graph with the batch split over the streams)."""
+    cells = kv_cells(s, req)
+    return cells if req.kv_unified else cells // max(1, req.n_seq)
+
+
 def kv_bytes_per_layer(s: GgufSummary, req: FitRequest) -> list[int]:
     """KV cache bytes of each layer at the request's context and cache types."""
     cells = kv_cells(s, req)
@@ -208,7 +215,7 @@ def compute_bytes(s: GgufSummary, req: FitRequest) -> int:
     if req.flash_attn:
         attn = 2 * tokens * s.n_head * s.head_dim_v * f32
     else:
-        attn = kv_cells(s, req) * tokens * s.n_head * f32
+        attn = attended_cells(s, req) * tokens * s.n_head * f32
     layer_peak = max(ffn, attn) + 4 * hidden
     logits = tokens * s.n_vocab * f32 + 2 * hidden
     return max(layer_peak, logits)
@@ -217,7 +224,7 @@ def compute_bytes(s: GgufSummary, req: FitRequest) -> int:
 def host_inputs_bytes(s: GgufSummary, req: FitRequest) -> int:
     """Host compute buffer when the GPU does the work: embeddings of the batch, the KQ mask."""
     tokens = req.n_ubatch
-    return 2 * tokens * s.n_embd * 4 + 3 * kv_cells(s, req) * tokens + 4 * MIB
+    return 2 * tokens * s.n_embd * 4 + 3 * attended_cells(s, req) * tokens + 4 * MIB
 
 
 def estimate(s: GgufSummary, req: FitRequest) -> MemoryNeeds:

@@ -307,3 +307,40 @@ def test_split_streams_kv_matches_llama_cpp(
     if not swa_full:  # one window per stream, not every sequence's window in each
         unified = estimate(read_summary([path]), replace(req, kv_unified=True)).kv_host
         assert unified < kv
+
+
+@pytest.mark.skipif(not HAVE_LLAMA, reason="llama-cpp-python is not installed")
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("flash", [False, True])
+def test_split_streams_compute_buffer_matches_llama_cpp(smollm_path: Path, flash: bool) -> None:
+    """Without flash attention the compute buffer holds a KQ matrix over the cells a token
+    attends to: one stream's with a stream per sequence (8 x 1024: 98 MiB, the logits;
+    166 MiB over one unified stream of 8192 cells)."""
+    import llama_cpp as L
+
+    from llcuda_tui.core.engine import capture_llama_log
+
+    log = capture_llama_log()
+    mparams = L.llama_model_default_params()
+    mparams.n_gpu_layers = 0
+    model = L.llama_model_load_from_file(str(smollm_path).encode(), mparams)
+    assert model
+    cparams = L.llama_context_default_params()
+    cparams.n_ctx, cparams.n_seq_max, cparams.kv_unified = 8192, 8, False
+    cparams.n_batch = cparams.n_ubatch = 512
+    cparams.flash_attn_type = 1 if flash else 0
+    cparams.n_threads = cparams.n_threads_batch = 1
+    mark = log.mark()
+    ctx = L.llama_init_from_model(model, cparams)
+    try:
+        assert ctx
+        text = "\n".join(line for _, line in log.since(mark))
+    finally:
+        if ctx:
+            L.llama_free(ctx)
+        L.llama_model_free(model)
+    req = FitRequest(n_ctx=8192, n_gpu_layers=0, n_seq=8, kv_unified=False, flash_attn=flash)
+    compute = _buffers(text, "CPU", "compute")
+    assert compute and abs(estimate(read_summary([smollm_path]), req).compute_host - compute) <= (
+        0.10 * compute
+    )
