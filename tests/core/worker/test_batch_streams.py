@@ -120,7 +120,7 @@ def test_a_gap_between_busy_slots_keeps_each_step_one_ubatch(
     prompts = [_tokens(rng, 6) for _ in range(4)]
     lengths = [16, 3, 3, 16]  # slots 3, 2, 1, 0 (the free list's order): the middle end first
     requests = [_req(p, n) for p, n in zip(prompts, lengths, strict=True)]
-    cfg = replace(tiny_cfg, backend_sampling=backend_sampling)
+    cfg = replace(tiny_cfg, backend_sampling=backend_sampling)  # type: ignore[arg-type]
     with BatchEngine.load(cfg, parallel=4) as eng:
         monkeypatch.delenv("LLAMA_BATCH_DEBUG")
         assert eng.info.backend_sampling is (backend_sampling == "on")
@@ -165,10 +165,12 @@ def test_a_new_prompt_fills_a_gap_between_busy_slots(
             if chunk.record is not None:  # it ends: the next one comes before the next step
                 late.append(eng.submit(_req(prompts[4], 24), lambda c: parts[4].append(c.text)))
 
-        callbacks = [(lambda c, i=i: parts[i].append(c.text), None) for i in range(4)]
+        callbacks: list[tuple[Any, Any]] = [
+            (lambda c, i=i: parts[i].append(c.text), None) for i in range(4)
+        ]
         callbacks[1] = (short, None)
         requests = [_req(p, n) for p, n in zip(prompts[:4], lengths, strict=False)]
-        for h in [*eng.submit_many(requests, callbacks), *late]:  # type: ignore[arg-type]
+        for h in eng.submit_many(requests, callbacks):
             h.result(60)
         late[0].result(60)
         assert eng.stats().filler_tokens == 0
