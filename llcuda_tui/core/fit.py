@@ -40,9 +40,12 @@ class FitRequest:
     type_v: str = "f16"
     n_ubatch: int = 512
     n_seq: int = 1
-    """Sequences sharing the context (the KV cache is n_ctx cells in total either way)."""
+    """Sequences sharing the context (``n_ctx`` counts the cells of all of them)."""
     flash_attn: bool = True
     swa_full: bool = True
+    kv_unified: bool = True
+    """One KV stream for every sequence (llama.cpp's ``kv_unified``); False: a stream per
+    sequence, each padded on its own (:func:`context_cells`)."""
 
 
 @dataclass(frozen=True)
@@ -149,9 +152,31 @@ def kv_type_bytes(type_name: str, n_elements: int) -> int:
     return (n_elements + block - 1) // block * size
 
 
+def _pad(n: int) -> int:
+    return -(-n // KV_PAD) * KV_PAD
+
+
+def context_cells(n_ctx: int, n_seq: int = 1, unified: bool = True) -> int:
+    """The KV cells llama.cpp allocates for a context of ``n_ctx`` tokens in all: padded to
+    256; split into ``n_seq`` streams (``unified`` False), each stream's share is padded
+    again, ``n_ctx_seq = GGML_PAD(n_ctx / n_seq_max, 256)`` (llama-context.cpp), so the
+    total can be more (300 x 3 sequences: 1024 cells unified, 1536 split)."""
+    cells = _pad(n_ctx)
+    if unified or n_seq <= 1:
+        return cells
+    return _pad(cells // n_seq) * n_seq
+
+
 def kv_cells(s: GgufSummary, req: FitRequest) -> int:
     n_ctx = req.n_ctx or s.context_length or 4096
-    return -(-n_ctx // KV_PAD) * KV_PAD
+    return context_cells(n_ctx, req.n_seq, req.kv_unified)
+
+
+def attended_cells(s: GgufSummary, req: FitRequest) -> int:
+    """The cells a token's attention spans: the whole cache, or with a stream per sequence
+    its own stream (llama.cpp reserves the graph with the batch split over the streams)."""
+    cells = kv_cells(s, req)
+    return cells if req.kv_unified else cells // max(1, req.n_seq)
 
 
 def kv_bytes_per_layer(s: GgufSummary, req: FitRequest) -> list[int]:
@@ -159,7 +184,13 @@ def kv_bytes_per_layer(s: GgufSummary, req: FitRequest) -> list[int]:
     cells = kv_cells(s, req)
     swa_cells = cells
     if s.swa_layers and not req.swa_full:
-        swa_cells = min(cells, -(-(s.sliding_window * req.n_seq + req.n_ubatch) // KV_PAD) * KV_PAD)
+        # llama-kv-cache-iswa.cpp: per stream, the window of each sequence it holds and a
+        # ubatch, padded
+        if req.kv_unified or req.n_seq <= 1:
+            swa_cells = min(cells, _pad(s.sliding_window * req.n_seq + req.n_ubatch))
+        else:
+            per_stream = cells // req.n_seq
+            swa_cells = min(per_stream, _pad(s.sliding_window + req.n_ubatch)) * req.n_seq
     out = []
     for il in range(s.n_layer):
         heads = s.n_head_kv_layers[il] if s.n_head_kv_layers else s.n_head_kv
@@ -184,7 +215,7 @@ def compute_bytes(s: GgufSummary, req: FitRequest) -> int:
     if req.flash_attn:
         attn = 2 * tokens * s.n_head * s.head_dim_v * f32
     else:
-        attn = kv_cells(s, req) * tokens * s.n_head * f32
+        attn = attended_cells(s, req) * tokens * s.n_head * f32
     layer_peak = max(ffn, attn) + 4 * hidden
     logits = tokens * s.n_vocab * f32 + 2 * hidden
     return max(layer_peak, logits)
@@ -193,7 +224,7 @@ def compute_bytes(s: GgufSummary, req: FitRequest) -> int:
 def host_inputs_bytes(s: GgufSummary, req: FitRequest) -> int:
     """Host compute buffer when the GPU does the work: embeddings of the batch, the KQ mask."""
     tokens = req.n_ubatch
-    return 2 * tokens * s.n_embd * 4 + 3 * kv_cells(s, req) * tokens + 4 * MIB
+    return 2 * tokens * s.n_embd * 4 + 3 * attended_cells(s, req) * tokens + 4 * MIB
 
 
 def estimate(s: GgufSummary, req: FitRequest) -> MemoryNeeds:

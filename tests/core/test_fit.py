@@ -254,3 +254,93 @@ def test_a_fit_badge_counts_a_draft_models_memory(smollm_path: Path, gemma_path:
     assert "after the draft model's" in badge.detail and "of RAM" in badge.detail
     roomy = replace(ram, free_bytes=4 * with_draft)
     assert fit_badge(choice, 2048, 0, roomy, draft=draft).verdict == "fits"
+
+
+@pytest.mark.skipif(not HAVE_LLAMA, reason="llama-cpp-python is not installed")
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize(
+    "which, n_ctx_seq, swa_full",
+    [("smollm", 300, True), ("gemma", 300, True), ("gemma", 2000, False)],
+)
+def test_split_streams_kv_matches_llama_cpp(
+    which: str, n_ctx_seq: int, swa_full: bool, smollm_path: Path, gemma_path: Path
+) -> None:
+    """A KV stream per sequence (the batch engine's contexts): llama.cpp pads each stream's
+    share of ``n_ctx`` (300 x 3 sequences: 1536 cells, 1024 in one stream) and sizes each
+    stream's sliding-window cache for one sequence; the estimate has the same cells and
+    bytes."""
+    import llama_cpp as L
+
+    from llcuda_tui.core.engine import capture_llama_log
+    from llcuda_tui.core.fit import context_cells
+
+    path = smollm_path if which == "smollm" else gemma_path
+    n_seq = 3
+    log = capture_llama_log()
+    mparams = L.llama_model_default_params()
+    mparams.n_gpu_layers = 0
+    model = L.llama_model_load_from_file(str(path).encode(), mparams)
+    assert model
+    cparams = L.llama_context_default_params()
+    cparams.n_ctx, cparams.n_seq_max, cparams.kv_unified = n_ctx_seq * n_seq, n_seq, False
+    cparams.n_batch = cparams.n_ubatch = 512
+    cparams.swa_full = swa_full
+    cparams.n_threads = cparams.n_threads_batch = 1
+    mark = log.mark()
+    ctx = L.llama_init_from_model(model, cparams)
+    try:
+        assert ctx
+        cells = int(L.llama_n_ctx(ctx))
+        text = "\n".join(line for _, line in log.since(mark))
+    finally:
+        if ctx:
+            L.llama_free(ctx)
+        L.llama_model_free(model)
+    assert cells == context_cells(n_ctx_seq * n_seq, n_seq, unified=False)
+    if n_ctx_seq == 300:
+        assert (cells, context_cells(900, n_seq)) == (1536, 1024)
+    req = FitRequest(
+        n_ctx=n_ctx_seq * n_seq, n_gpu_layers=0, n_seq=n_seq, kv_unified=False, swa_full=swa_full
+    )
+    kv = _buffers(text, "CPU", "KV")
+    assert kv and abs(estimate(read_summary([path]), req).kv_host - kv) <= 0.01 * kv
+    if not swa_full:  # one window per stream, not every sequence's window in each
+        unified = estimate(read_summary([path]), replace(req, kv_unified=True)).kv_host
+        assert unified < kv
+
+
+@pytest.mark.skipif(not HAVE_LLAMA, reason="llama-cpp-python is not installed")
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("flash", [False, True])
+def test_split_streams_compute_buffer_matches_llama_cpp(smollm_path: Path, flash: bool) -> None:
+    """Without flash attention the compute buffer holds a KQ matrix over the cells a token
+    attends to: one stream's with a stream per sequence (8 x 1024: 98 MiB, the logits;
+    166 MiB over one unified stream of 8192 cells)."""
+    import llama_cpp as L
+
+    from llcuda_tui.core.engine import capture_llama_log
+
+    log = capture_llama_log()
+    mparams = L.llama_model_default_params()
+    mparams.n_gpu_layers = 0
+    model = L.llama_model_load_from_file(str(smollm_path).encode(), mparams)
+    assert model
+    cparams = L.llama_context_default_params()
+    cparams.n_ctx, cparams.n_seq_max, cparams.kv_unified = 8192, 8, False
+    cparams.n_batch = cparams.n_ubatch = 512
+    cparams.flash_attn_type = 1 if flash else 0
+    cparams.n_threads = cparams.n_threads_batch = 1
+    mark = log.mark()
+    ctx = L.llama_init_from_model(model, cparams)
+    try:
+        assert ctx
+        text = "\n".join(line for _, line in log.since(mark))
+    finally:
+        if ctx:
+            L.llama_free(ctx)
+        L.llama_model_free(model)
+    req = FitRequest(n_ctx=8192, n_gpu_layers=0, n_seq=8, kv_unified=False, flash_attn=flash)
+    compute = _buffers(text, "CPU", "compute")
+    assert compute and abs(estimate(read_summary([smollm_path]), req).compute_host - compute) <= (
+        0.10 * compute
+    )

@@ -137,6 +137,9 @@ if TYPE_CHECKING:
     from ._prefix import (
         common_prefix as common_prefix,
     )
+    from ._prefix import (
+        reusable_prefix as reusable_prefix,
+    )
     from ._process import (
         FLUSH_INTERVAL_S as FLUSH_INTERVAL_S,
     )
@@ -316,6 +319,7 @@ _EXPORTS = {
     "layout_fingerprint": "_kvstore",
     "choose_slot": "_prefix",
     "common_prefix": "_prefix",
+    "reusable_prefix": "_prefix",
     "SlotCache": "_prefix",
     "BuildInfo": "_backend",
     "build_info": "_backend",

@@ -18,7 +18,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llcuda_tui.core.errors import LlcudaError, UserInputError
-from llcuda_tui.core.fit import FitRequest, MemoryLimits, beyond_total_memory, estimate, ram_device
+from llcuda_tui.core.fit import (
+    FitRequest,
+    MemoryLimits,
+    beyond_total_memory,
+    context_cells,
+    estimate,
+    ram_device,
+)
 from llcuda_tui.core.gguf import GgufSummary, read_summary, split_info
 
 if TYPE_CHECKING:
@@ -97,10 +104,12 @@ def check_memory(
     n_gpu_layers: int,
     flash_attn: bool,
     gpus: Sequence[Device],
+    kv_unified: bool = True,
 ) -> None:
     """Refuse, in one line, a context of ``n_ctx`` tokens (``n_seq`` sequences in all) that
     cannot fit even into an idle machine, before llama.cpp allocates it. ``n_gpu_layers`` is
-    llama.cpp's count (0 when nothing went to a GPU); ``gpus`` the GPUs the layers go to.
+    llama.cpp's count (0 when nothing went to a GPU); ``gpus`` the GPUs the layers go to;
+    ``kv_unified`` False: a KV stream per sequence (``FitRequest.kv_unified``).
 
     Where the estimate cannot be made (metadata our reader does not know), nothing is
     refused: llama.cpp stays the judge, as before; so is a memory whose size is unknown (0).
@@ -112,7 +121,7 @@ def check_memory(
     known = [b for b in (limits.ram_bytes, limits.gpu_bytes if gpus else 0) if b > 0]
     if not known:
         return
-    bound = _upper_bound(model, n_ctx, n_ubatch)
+    bound = _upper_bound(model, context_cells(n_ctx, n_seq, kv_unified), n_ubatch)
     if bound is not None and 2 * bound <= min(known):
         return
     path = Path(cfg.model_path)  # a caller may have passed a str
@@ -122,6 +131,7 @@ def check_memory(
     req = FitRequest(
         n_ctx=n_ctx, n_gpu_layers=n_gpu_layers if gpus else 0, type_k=cfg.type_k,
         type_v=cfg.type_v, n_ubatch=n_ubatch, n_seq=n_seq, flash_attn=flash_attn,
+        kv_unified=kv_unified,
     )  # fmt: skip
     try:
         needs = estimate(summary, req)

@@ -1,11 +1,12 @@
 """Continuous batching on llama.cpp: many generations share one context and one ``llama_decode``.
 
-:class:`BatchEngine` owns a context with ``n_seq_max = parallel`` and a unified KV cache, and
-one engine thread that runs a slot loop like ``llama-server``'s. Each step builds ONE
-``llama_batch`` holding one token for every sequence that is decoding plus prompt chunks of
-sequences still in prefill (up to ``n_batch`` tokens), asking for logits only where a token is
-to be sampled; it calls ``llama_decode`` once, then samples each of those sequences with its own
-sampler (``Sampler.sample(ctx, i)``: its chain, and a grammar checked lazily, as in the
+:class:`BatchEngine` owns a context with ``n_seq_max = parallel`` and a KV stream per slot
+(one unified stream with speculation: :func:`splits_kv`), and one engine thread that runs a
+slot loop like ``llama-server``'s. Each step builds ONE ``llama_batch`` holding one token
+for every sequence that is decoding plus prompt chunks of sequences still in prefill (up to
+``n_batch`` tokens; laid out by slot, see ``_lay_out_by_slot``), asking for logits only where a
+token is to be sampled; it calls ``llama_decode`` once, then samples each of those sequences
+with its own sampler (``Sampler.sample(ctx, i)``: its chain, and a grammar checked lazily, as in the
 in-process engine; a greedy request without penalties on its slot's GPU chain reads the token
 with ``llama_get_sampled_token_ith``, which is all that sampling does for it) and hands the
 tokens out. A sequence that ends, is cancelled or
@@ -28,7 +29,8 @@ A request's choices (``submit_many``) are admitted together; the choices of one 
 its cells (``llama_memory_seq_cp`` after the first prefilled it), so the prompt is decoded once.
 
 Each sequence may use ``n_ctx`` positions (``LoadInfo.n_ctx``); the KV cache holds
-``n_ctx * parallel`` cells, so sequences never run out of cells because of each other.
+``n_ctx * parallel`` cells (with split streams, each slot's stream at least ``n_ctx``; llama.cpp
+pads it: ``fit.context_cells``), so sequences never run out of cells because of each other.
 
 One module on purpose: the slot loop, its sequences and their sampler chains are one state
 machine that only the engine thread touches. What it shares with the in-process engine (stop
@@ -39,6 +41,7 @@ Speculative decoding (``config.speculative``: drafts verified in the same batch)
 
 from __future__ import annotations
 
+import bisect
 import codecs
 import concurrent.futures
 import contextlib
@@ -47,7 +50,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -87,6 +90,7 @@ from llcuda_tui.core.engine import (
     logprobs_at,
     n_swa_of,
     persistence_for,
+    reusable_prefix,
     rope_freq_scale,
     rope_scaling_for,
 )
@@ -105,6 +109,19 @@ TOKENIZER_CTX = 256
 """Context of the in-process engine kept for tokenising (its own KV cache is never used)."""
 
 
+def splits_kv(config: EngineConfig, parallel: int) -> bool:
+    """Whether a batch engine of ``parallel`` slots gives each slot a KV stream of its own
+    (llama.cpp's ``kv_unified`` off; a recurrent or hybrid model keeps one stream anyway).
+
+    A sequence then attends over its own cells only, not over every slot's cells of one
+    shared stream: ``llama-batched-bench -npp 32 -ntg 256`` on an H200 (8B Q4_K_M) decoded
+    2050 t/s at 16 sequences and 3365 at 32 that way, 1915.6 and 2919.9 with ``-kvu``.
+    Not with speculation: its verify steps give sequences different token counts, and
+    llama.cpp cuts a batch over split streams into ubatches of the same count per sequence
+    (``split_equal``), so a step would take several graph runs."""
+    return parallel > 1 and config.speculative is None
+
+
 @dataclass(frozen=True)
 class BatchStats:
     """A cheap snapshot of the slot loop (read from any thread; values may be one step old)."""
@@ -120,6 +137,8 @@ class BatchStats:
     """llama_decode calls so far."""
     generated_tokens: int
     prompt_tokens: int
+    filler_tokens: int = 0
+    """Tokens decoded only to keep a step in one ubatch (split KV streams: see ``_step``)."""
 
     @property
     def kv_usage(self) -> float:
@@ -205,6 +224,19 @@ class BatchEngine(TokensFromEngine, EngineBase):
         self._share = False
         """Whether a group's sequences of one prompt share its cells (not with a sliding
         window, whose cells llama.cpp prunes as positions advance)."""
+        self._split = False
+        """One KV stream per slot (``kv_unified`` off, see :func:`splits_kv`)."""
+        self._keep_cells = parallel == 1
+        """Whether a freed slot keeps its cells for the next prompt that shares their prefix
+        (the prefix cache across requests; see ``_setup``)."""
+        self._unsynced: set[int] = set()
+        """Slots whose stream is the source or target of a copy llama.cpp has queued for the
+        next llama_decode (a cross-stream ``llama_memory_seq_cp``): until then their data must
+        not be saved (it is not there yet) or overwritten by a restored state (the copy would
+        read or overwrite it afterwards)."""
+        self._fillers = 0
+        self._filled: list[tuple[int, int]] = []
+        """This step's filler tokens, (slot, position): dropped after its llama_decode."""
         self._spec: BatchSpeculation | None = None
         """Speculative decoding (``config.speculative``): drafts and verification."""
         self._steps = 0
@@ -283,9 +315,9 @@ class BatchEngine(TokensFromEngine, EngineBase):
         """Queue several generations at once (one OpenAI request's choices): they are admitted
         in order in one pass, and one with the same prompt tokens as an earlier one of the
         group decodes only the prompt's last token itself: it waits while the earlier one
-        prefills, then takes a copy of its cells (``llama_memory_seq_cp``; a unified KV cache
-        shares the cells, no memory is copied). Raises like :meth:`submit`, before any of
-        them is queued."""
+        prefills, then takes a copy of its cells (``llama_memory_seq_cp``: a copy of the
+        leader's stream with split streams, shared cells in a unified one). Raises like
+        :meth:`submit`, before any of them is queued."""
         seqs: list[_Seq] = []
         try:
             for request, (on_chunk, on_error) in zip(requests, callbacks, strict=True):
@@ -365,6 +397,7 @@ class BatchEngine(TokensFromEngine, EngineBase):
             steps=self._steps,
             generated_tokens=self._generated,
             prompt_tokens=self._prompted,
+            filler_tokens=self._fillers,
         )
 
     # --- the engine thread --------------------------------------------------------------------
@@ -405,11 +438,19 @@ class BatchEngine(TokensFromEngine, EngineBase):
         cfg.check_ctx(n_ctx_seq, tok.n_ctx_train)
         n_batch = max(cfg.n_batch, self.parallel)
         on_gpu = tok.n_layers_offloaded > 0
+        self._split = splits_kv(cfg, self.parallel) and not no_tail_drop(self._tok.model_ptr)
+        # the prefix cache across slots: with one unified stream the cells other slots kept
+        # changed where a cold prompt's cells went, and its greedy text (smollm2, 2 slots);
+        # in a stream of its own a slot's cells lie as in a cold prefill, and cached prompts
+        # (extended, cut mid-way, a prefix, equal, side by side) matched cold token for token
+        # (tests/core/worker/test_batch_streams.py)
+        self._keep_cells = self.parallel == 1 or self._split
         check_memory(
             cfg, self._tok.model_ptr, n_ctx=n_ctx_seq * self.parallel, n_seq=self.parallel,
             n_ubatch=min(cfg.n_ubatch, n_batch), n_gpu_layers=cfg.n_gpu_layers if on_gpu else 0,
             flash_attn=tok.flash_attn,
             gpus=[d for d in list_devices() if d.kind in ("GPU", "IGPU")] if on_gpu else (),
+            kv_unified=not self._split,
         )  # fmt: skip
         rope = rope_scaling_for(cfg, n_ctx_seq, tok.n_ctx_train, self._tok.model_ptr)
         n_threads = cfg.n_threads or default_threads()
@@ -423,7 +464,7 @@ class BatchEngine(TokensFromEngine, EngineBase):
         cparams.n_batch = n_batch
         cparams.n_ubatch = min(cfg.n_ubatch, n_batch)
         cparams.n_seq_max = self.parallel
-        cparams.kv_unified = True
+        cparams.kv_unified = not self._split
         cparams.n_threads = n_threads
         cparams.n_threads_batch = n_threads
         cparams.flash_attn_type = 1 if tok.flash_attn else 0  # as resolved for the model
@@ -453,6 +494,8 @@ class BatchEngine(TokensFromEngine, EngineBase):
                 f"{cfg.model_path}: {reason.strip()}"
             )
         self._ctx = ctx
+        if self._split and int(L.llama_n_ctx_seq(ctx)) < n_ctx_seq:  # llama.cpp pads it up
+            raise EngineError(f"llama.cpp gave each sequence {L.llama_n_ctx_seq(ctx)} cells")
         if not on_gpu and not cfg.n_threads and n_threads > 1:
             self.threads = ThreadTuner(lambda k: L.llama_set_n_threads(ctx, k, k), n_threads)
         self._mem = L.llama_get_memory(ctx)
@@ -488,10 +531,14 @@ class BatchEngine(TokensFromEngine, EngineBase):
         self._share = n_swa == 0 and self.parallel > 1
         self._cells = [SeqCells(ctx, slot, n_swa) for slot in range(self.parallel)]
         self._held = [c.tokens for c in self._cells]  # the lists the step appends to
+        # a state records llama.cpp's stream count and loads only where it is the same
+        # (llama_kv_cache::state_read: "n_stream mismatch"): split streams get a layout of
+        # their own, one stream keeps the in-process engine's
+        streams: dict[str, Any] = {"kv_streams": self.parallel} if self._split else {}
         self._saver = persistence_for(
             cfg.kv_state_dir, cfg.kv_state_max_bytes, cfg.model_sha256, n_ctx=n_ctx_seq,
             type_k=cfg.type_k, type_v=cfg.type_v, flash_attn=tok.flash_attn,
-            offloaded=tok.n_layers_offloaded,
+            offloaded=tok.n_layers_offloaded, **streams,
         )  # fmt: skip
         if cfg.speculative is not None:
             if no_tail_drop(self._tok.model_ptr):
@@ -509,7 +556,8 @@ class BatchEngine(TokensFromEngine, EngineBase):
 
         if self._saver is not None and self._ctx:
             for cells in self._cells:  # the conversations in the slots outlive the worker
-                self._saver.save(cells)
+                if cells.seq_id not in self._unsynced:  # (else their data is not there yet)
+                    self._saver.save(cells)
             self._saver.flush()
             self._saver = None
 
@@ -579,21 +627,17 @@ class BatchEngine(TokensFromEngine, EngineBase):
     def _admit(self) -> None:
         while self._pending and self._free_slots:
             seq = self._pending.popleft()
-            # the prefix cache over several slots of a unified KV cache gave greedy text that
-            # differs from cold (smollm2, 2 slots): off there until that is understood
-            cache_prompt = seq.handle.request.cache_prompt and self.parallel == 1
-            choice = choose_slot(
-                self._free_slots, [c.cache for c in self._cells], seq.tokens if cache_prompt else ()
-            )
-            seq.slot = choice.slot
-            self._free_slots.remove(choice.slot)
+            cache_prompt = seq.handle.request.cache_prompt and self._keep_cells
+            seq.slot = self._choose_slot(seq.tokens if cache_prompt else ())
+            self._free_slots.remove(seq.slot)
             leader = seq.leader
             if leader is not None and (leader.slot < 0 or leader.t_first is not None):
                 self._detach(seq)  # its leader is done with the prompt: a prefill of its own
             try:
                 cells = self._cells[seq.slot]
                 if cache_prompt:
-                    reuse = keep_prefix(cells, self._saver, seq.tokens)
+                    saver = self._saver if seq.slot not in self._unsynced else None
+                    reuse = keep_prefix(cells, saver, seq.tokens)
                     seq.n_cached, seq.cache_note = reuse.n_keep, reuse.note
                 else:
                     cells.forget()
@@ -611,8 +655,30 @@ class BatchEngine(TokensFromEngine, EngineBase):
                 seq.trail = LogprobTrail()
             seq.ignore_eos = seq.handle.request.ignore_eos
             seq.plain = not seq.stops.stops and seq.trail is None
-            self._active.append(seq)
+            # in slot order: the step lays the batch out by slot (see _step)
+            bisect.insort(self._active, seq, key=_slot_of)
             self._report_prefill(seq)
+
+    def _choose_slot(self, prompt: Sequence[int]) -> int:
+        """The free slot for ``prompt`` (empty: no prefix cache): the one whose cells share
+        the longest prefix with it, ties to the least recently used (``choose_slot``).
+
+        With split streams, a prompt that would keep none of them takes a slot that keeps
+        the busy ones side by side instead: a gap between them first, else the nearest
+        (each slot further out is a filler token a step, see ``_lay_out_by_slot``; on an
+        H200 llama-batched-bench took 8.2 ms a step of 8 sequences, 5.6 of 4), the least
+        recently used among equals."""
+        free, caches = self._free_slots, [c.cache for c in self._cells]
+        choice = choose_slot(free, caches, prompt)
+        if not self._split or not self._active or reusable_prefix(choice.n_common, len(prompt)):
+            return choice.slot
+        lo, hi = self._active[0].slot, self._active[-1].slot
+
+        def rank(slot: int) -> tuple[int, float]:  # in the span, the nearest, then the LRU
+            outside = lo - slot if slot < lo else max(0, slot - hi)
+            return outside, caches[slot].last_used
+
+        return min(free, key=rank)
 
     def _attach_sampler(self, seq: _Seq) -> None:
         """Give ``seq`` its sampler chain: its own on the CPU, or its slot's backend chain."""
@@ -684,47 +750,51 @@ class BatchEngine(TokensFromEngine, EngineBase):
                 if seq.spec is not None
             ]  # fmt: skip
             n_drafts = spec.draft_step(jobs, room - len(decoding))
-        for seq in decoding:
-            slot, p = seq.slot, seq.n_past
-            if seq.spec is None:  # the pending token alone: its logits are sampled
-                t = seq.token
-                token[n], pos[n], logits[n] = t, p, 1
-                seq_rows[n][0] = slot
-                cells[slot].append(t)
-                seq.out, seq.n_past = n, p + 1
-                n += 1
-                continue
-            # the pending token, then its drafts: logits at every one of them
-            run = [seq.token, *seq.spec.drafts]
-            for j, t in enumerate(run):
-                token[n + j], pos[n + j], logits[n + j] = t, p + j, 1
-                seq_rows[n + j][0] = slot
-            cells[slot].extend(run)
-            seq.out, seq.n_past = n, p + len(run)
-            n += len(run)
-        in_batch = decoding  # the decoding ones, then the prefilled ones
-        plan, n_prompt, prefilled = self._plan, 0, []
-        for seq in active if n_waiting else ():
-            left = min(room - n, plan.size - n_prompt)
-            if seq.t_first is not None or left <= 0 or seq.leader is not None:
-                continue
-            start = seq.n_fed
-            k = plan.end(start, len(seq.tokens), room=left) - start
-            n_prompt += k
-            prefilled.append(seq)
-            slot, toks = seq.slot, seq.tokens
-            for j in range(k):
-                token[n + j], pos[n + j], logits[n + j] = toks[start + j], start + j, 0
-                seq_rows[n + j][0] = slot
-            n += k
-            cells[slot].extend(toks[start : start + k])
-            seq.n_fed = seq.n_past = start + k
-            self._prompted += k
-            if seq.n_fed == len(toks):
-                logits[n - 1] = 1
-                seq.out = n - 1
-            else:
-                seq.out = -1
+        plan, n_prompt = self._plan, 0
+        prefilled: list[_Seq] = []
+        gapped = bool(decoding) and decoding[-1].slot - decoding[0].slot >= len(decoding)
+        if self._split and (n_waiting or gapped):
+            n, n_prompt = self._lay_out_by_slot(prefilled)
+        else:  # every sequence side by side: decoding ones first, then prompt chunks
+            for seq in decoding:
+                slot, p = seq.slot, seq.n_past
+                if seq.spec is None:  # the pending token alone: its logits are sampled
+                    t = seq.token
+                    token[n], pos[n], logits[n] = t, p, 1
+                    seq_rows[n][0] = slot
+                    cells[slot].append(t)
+                    seq.out, seq.n_past = n, p + 1
+                    n += 1
+                    continue
+                # the pending token, then its drafts: logits at every one of them
+                run = [seq.token, *seq.spec.drafts]
+                for j, t in enumerate(run):
+                    token[n + j], pos[n + j], logits[n + j] = t, p + j, 1
+                    seq_rows[n + j][0] = slot
+                cells[slot].extend(run)
+                seq.out, seq.n_past = n, p + len(run)
+                n += len(run)
+            for seq in active if n_waiting else ():
+                left = min(room - n, plan.size - n_prompt)
+                if seq.t_first is not None or left <= 0 or seq.leader is not None:
+                    continue
+                start = seq.n_fed
+                k = plan.end(start, len(seq.tokens), room=left) - start
+                n_prompt += k
+                prefilled.append(seq)
+                slot, toks = seq.slot, seq.tokens
+                for j in range(k):
+                    token[n + j], pos[n + j], logits[n + j] = toks[start + j], start + j, 0
+                    seq_rows[n + j][0] = slot
+                n += k
+                cells[slot].extend(toks[start : start + k])
+                seq.n_fed = seq.n_past = start + k
+                self._prompted += k
+                if seq.n_fed == len(toks):
+                    logits[n - 1] = 1
+                    seq.out = n - 1
+                else:
+                    seq.out = -1
         if n == 0:
             return
         in_batch = decoding + prefilled if prefilled else decoding
@@ -732,6 +802,13 @@ class BatchEngine(TokensFromEngine, EngineBase):
         t_step = time.perf_counter()
         rc = L.llama_decode(self._ctx, self._batch)
         took = time.perf_counter() - t_step
+        if self._filled:  # the fillers' cells go (their slots hold what they held before)
+            for slot, p in self._filled:
+                L.llama_memory_seq_rm(self._mem, slot, p, -1)
+            self._fillers += len(self._filled)
+            self._filled.clear()
+        if rc == 0 and self._unsynced:  # llama_decode ran the queued stream copies first
+            self._unsynced.clear()
         plan.took(n_prompt, took)
         if self.threads is not None:  # decode-only steps of one size are comparable
             self.threads.step(took, shape=n if n_prompt == 0 else -1)
@@ -779,6 +856,72 @@ class BatchEngine(TokensFromEngine, EngineBase):
             except BaseException as exc:  # a failing callback ends its request
                 self._fail(seq, exc)
 
+    def _lay_out_by_slot(self, prefilled: list[_Seq]) -> tuple[int, int]:
+        """Place this step's tokens slot by slot, with split KV streams, when a sequence is
+        prefilling or the decoding ones' slots have gaps; return the tokens placed and the
+        prompt tokens among them (``prefilled`` gets the sequences whose prompt went in).
+
+        Over split streams llama.cpp builds a ubatch only of sequences whose ids follow one
+        another in the batch's order (``split_equal``, sequential: the graph views the
+        streams s0..s1 as one tensor), so a gap or an order out of slot order cuts the step
+        into several graph runs: decoding slots 0, 2, 3 of 4 took 20.6 ms a step, slots 0,
+        1, 2 15.6 ms (smollm2 on the 2-core VM, a bare llama_decode loop). A free or waiting
+        slot between two placed ones gets a filler token instead (at its next position, no
+        logits; its cell is dropped after the decode, so the slot keeps what it held): one
+        row more, one graph run. llama.cpp's first ubatch takes one token of each sequence
+        and the rest of a prompt chunk goes in the next, as in llama-server; every slot of
+        the span keeps one batch position for its token or its filler, prompt chunks share
+        the rest. (On the CPU a prompt's rows then sit elsewhere in their ubatch than in a
+        prefill of its own, as they did after the decoding tokens of one stream, and
+        smollm2's greedy text can differ from the in-process engine's; a prompt prefilled
+        alone, cached or not, gives that text.)"""
+        token, pos, logits, seq_rows = self._b_token, self._b_pos, self._b_logits, self._b_seq
+        cells, plan, active, fillers = self._held, self._plan, self._active, self._filled
+        spare = self._n_batch - (active[-1].slot - active[0].slot + 1)  # n_batch >= parallel
+        n = n_prompt = 0
+        after = -1  # the slot after the last one placed (-1: none yet)
+        for seq in active:
+            slot = seq.slot
+            if seq.t_first is None:
+                left = min(spare + 1, plan.size - n_prompt)
+                if seq.leader is not None or left <= 0:
+                    continue
+                start = seq.n_fed
+                k = plan.end(start, len(seq.tokens), room=left) - start
+            if after >= 0:
+                for g in range(after, slot):
+                    p = len(cells[g])  # what a slot holds stays: its filler goes after it
+                    token[n], pos[n], logits[n] = 0, p, 0
+                    seq_rows[n][0] = g
+                    fillers.append((g, p))
+                    n += 1
+            after = slot + 1
+            if seq.t_first is not None:  # its pending token: its logits are sampled
+                t, p = seq.token, seq.n_past
+                token[n], pos[n], logits[n] = t, p, 1
+                seq_rows[n][0] = slot
+                cells[slot].append(t)
+                seq.out, seq.n_past = n, p + 1
+                n += 1
+                continue
+            spare -= k - 1
+            n_prompt += k
+            prefilled.append(seq)
+            toks = seq.tokens
+            for j in range(k):
+                token[n + j], pos[n + j], logits[n + j] = toks[start + j], start + j, 0
+                seq_rows[n + j][0] = slot
+            n += k
+            cells[slot].extend(toks[start : start + k])
+            seq.n_fed = seq.n_past = start + k
+            self._prompted += k
+            if seq.n_fed == len(toks):
+                logits[n - 1] = 1
+                seq.out = n - 1
+            else:
+                seq.out = -1
+        return n, n_prompt
+
     def _verify(self, seq: _Seq) -> list[int]:
         """``seq``'s tokens of this step (batch_spec.verify: the accepted drafts and the
         model's next one); the rejected drafts' cells are gone."""
@@ -792,16 +935,31 @@ class BatchEngine(TokensFromEngine, EngineBase):
     def _share_prompt(self, leader: _Seq) -> None:
         """Give the followers holding a slot the cells of all but the prompt's last token
         (each decodes that one itself next step: its own logits row, and its own sampler,
-        on the GPU too); the others prefill on their own."""
+        on the GPU too); the others prefill on their own.
+
+        The leader's cells are copied whole, then the follower drops the last position:
+        across split streams llama.cpp copies only a whole stream (``seq_cp`` asserts that
+        p0 and p1 cover it, llama-kv-cache.cpp; the buffers are copied at the start of the
+        next llama_decode, so both slots wait for that in ``_unsynced``); in a unified
+        cache the follower just joins the cells."""
         import llama_cpp as L
 
         n = len(leader.tokens) - 1
+        mem = self._mem
         for seq in leader.followers:
             seq.leader = None
             if seq.slot < 0:
                 continue
-            L.llama_memory_seq_cp(self._mem, leader.slot, seq.slot, 0, n)
-            self._held[seq.slot].extend(seq.tokens[:n])
+            cells = self._cells[seq.slot]
+            cells.forget()  # a prefix it kept (the prefix cache) is the leader's anyway
+            L.llama_memory_seq_cp(mem, leader.slot, seq.slot, -1, -1)
+            if self._split:
+                self._unsynced.update((leader.slot, seq.slot))
+            if not L.llama_memory_seq_rm(mem, seq.slot, n, -1):  # a state that cannot be cut
+                cells.forget()
+                seq.n_fed = seq.n_past = seq.n_cached = 0  # it prefills on its own
+                continue
+            cells.tokens.extend(seq.tokens[:n])
             seq.n_fed = seq.n_past = seq.n_cached = n  # cached: reused, not decoded
         leader.followers = []
 
@@ -904,7 +1062,7 @@ class BatchEngine(TokensFromEngine, EngineBase):
         self._detach(seq)
         if seq.slot < 0:
             return
-        if not keep_cells or self.parallel > 1:  # kept cells of other slots changed greedy text
+        if not keep_cells or not self._keep_cells:
             self._cells[seq.slot].forget()
         if seq in self._active:
             self._active.remove(seq)
@@ -968,6 +1126,10 @@ class BatchEngine(TokensFromEngine, EngineBase):
 
 _WAKE: Any = object()
 """Put on the incoming queue to wake an idle loop (after cancel())."""
+
+
+def _slot_of(seq: _Seq) -> int:
+    return seq.slot
 
 
 def _chain_key(params: SamplingParams) -> tuple:

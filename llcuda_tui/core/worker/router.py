@@ -399,6 +399,7 @@ class ModelRouter:
         the worker's settings)."""
         from llcuda_tui.core.engine import flash_attn_for
         from llcuda_tui.core.fit import FitRequest, estimate
+        from llcuda_tui.core.worker.batch import splits_kv
 
         t = config or self.engine_template
         parallel = parallel or self.parallel
@@ -412,7 +413,7 @@ class ModelRouter:
                 FitRequest(
                     n_ctx=n_ctx_seq * parallel, n_gpu_layers=t.n_gpu_layers if on_gpu else 0,
                     type_k=t.type_k, type_v=t.type_v, n_ubatch=min(t.n_ubatch, n_batch),
-                    n_seq=parallel, flash_attn=flash,
+                    n_seq=parallel, flash_attn=flash, kv_unified=not splits_kv(t, parallel),
                 ),
             )  # fmt: skip
         except (LlcudaError, KeyError, ValueError, ArithmeticError, IndexError):
@@ -696,7 +697,7 @@ class ModelRouter:
             **{
                 f: sum(getattr(s, f) for s in every)
                 for f in ("slots", "active", "queued", "kv_cells_used", "kv_cells_total",
-                          "steps", "generated_tokens", "prompt_tokens")
+                          "steps", "generated_tokens", "prompt_tokens", "filler_tokens")
             }
         )  # fmt: skip
 

@@ -379,13 +379,15 @@ def test_choices_of_one_prompt_share_its_cells_and_keep_the_greedy_text(
 def test_n_choices_of_a_real_model_share_the_prompt(smollm_worker: WorkerServer) -> None:
     """The second choice decodes one prompt token; the reply counts the prompt once. (On the
     CPU, greedy text depends on what else is in the batch, so the choices are not compared
-    with an n = 1 reply.)"""
+    with an n = 1 reply.) The first may find part of the prompt in a slot's prefix cache
+    (the package's worker has served this chat before)."""
     body = {"messages": CHAT, "max_tokens": 8, "temperature": 0, "n": 2}
     reply = httpx.post(f"{smollm_worker.url}/v1/chat/completions", json=body, timeout=60).json()
     n_prompt = reply["usage"]["prompt_tokens"]
     records = reply["llcuda"]["records"]
-    assert [r["prompt_tokens_evaluated"] for r in records] == [n_prompt, 1]
-    assert [r["prompt_tokens_cached"] for r in records] == [0, n_prompt - 1]
+    first, second = records
+    assert first["prompt_tokens_evaluated"] + first["prompt_tokens_cached"] == n_prompt
+    assert (second["prompt_tokens_evaluated"], second["prompt_tokens_cached"]) == (1, n_prompt - 1)
     assert reply["usage"]["completion_tokens"] == sum(r["generated_tokens"] for r in records)
 
 

@@ -94,6 +94,43 @@ def test_concurrent_sequences_share_steps_with_mixed_samplers(batch: BatchEngine
     assert batch.generate(_req(PROMPTS[0]))[0] == batch.generate(_req(PROMPTS[0]))[0]
 
 
+def test_a_gap_between_busy_slots_keeps_each_step_one_ubatch_on_the_gpu(
+    gpu_cfg: EngineConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Split KV streams on CUDA with the samplers in the graph: slots 3 and 0 decode while
+    2 and 1 are free, each decode step is one ubatch (the free slots get fillers, see
+    test_batch_streams.py for the CPU), and the choices of one prompt share its stream."""
+    from llcuda_tui.core.engine import capture_llama_log
+
+    monkeypatch.setenv("LLAMA_BATCH_DEBUG", "1")  # read when the context is made
+    log = capture_llama_log()
+    prompts = [PROMPTS[0], PROMPTS[1], PROMPTS[2], "hello"]
+    lengths = [32, 3, 3, 32]  # slots 3, 2, 1, 0: the middle two end first
+    with BatchEngine.load(gpu_cfg, parallel=4) as eng:
+        monkeypatch.delenv("LLAMA_BATCH_DEBUG")
+        assert eng.info.backend_sampling and eng.n_ctx_total == 4 * 1024
+        marks: list[tuple[int, int]] = []
+        seen = [0]
+
+        def first(chunk: object) -> None:  # on the engine thread, after its step's decode
+            seen[0] += 1
+            if seen[0] == 5:
+                marks.append((log.mark(), eng.stats().steps))
+
+        callbacks = [(first, None)] + [(lambda c: None, None)] * 3
+        handles = eng.submit_many([_req(p, n) for p, n in zip(prompts, lengths, strict=True)],
+                                  callbacks)  # type: ignore[arg-type]  # fmt: skip
+        assert [h.result(60).generated_tokens for h in handles] == lengths
+        stats = eng.stats()
+        ((mark, steps),) = marks
+        ubatches = sum("added ubatch" in line for _, line in log.since(mark))
+        assert ubatches == stats.steps - steps > 0 and stats.filler_tokens >= 2 * ubatches
+        shared = eng.submit_many([_req(PROMPTS[2], 16)] * 3, [(lambda c: None, None)] * 3)
+        records = [h.result(60) for h in shared]
+        assert [r.prompt_tokens_evaluated for r in records[1:]] == [1, 1]
+        assert all(r.generated_tokens == 16 for r in records)
+
+
 def test_single_stream_over_loopback_keeps_in_process_speed(
     gpu_model: Path, worker_process: type
 ) -> None:
