@@ -127,3 +127,38 @@ async def test_the_streaming_body_grows_in_steps_up_to_its_limit() -> None:
         view.append(" more")  # the same line: a repaint of it, no layout
         await pilot.pause()
         assert layouts == [False] and view.size.height == 6
+
+
+async def test_the_streaming_body_has_two_heights_one_layout_while_it_streams() -> None:
+    """Mounted ``step`` lines tall (laid out before the first token), it goes straight to
+    ``max_lines`` when its text outgrows that: one layout while the reply streams, where
+    growing a step at a time made one per step (2 -> 4 -> 6 -> 7 here)."""
+    from textual.app import App, ComposeResult
+
+    class One(App[None]):
+        def compose(self) -> ComposeResult:
+            yield StreamView(step=2, max_lines=7)
+
+    layouts: list[bool] = []
+    app = One()
+    async with app.run_test(size=(24, 12)) as pilot:
+        view = app.query_one(StreamView)
+        original = view.refresh
+
+        def counting_refresh(*regions, layout=False, **kw):  # type: ignore[no-untyped-def]
+            layouts.append(layout)
+            return original(*regions, layout=layout, **kw)
+
+        await pilot.pause()
+        assert view.size.height == 2  # before any text: its first height
+        view.refresh = counting_refresh  # type: ignore[method-assign]
+        heights = []
+        for n in range(1, 11):
+            view.append(f"line {n}\n" if n < 10 else "line 10")
+            await pilot.pause()
+            heights.append(view.size.height)
+        assert heights == [2, 7, 7, 7, 7, 7, 7, 7, 7, 7]  # "line 1\n" is two lines
+        assert layouts.count(True) == 2  # the growth's, and Textual's own for the new size
+        shown = [view.render_line(y).text.rstrip() for y in range(view.size.height)]
+        assert shown == [f"line {n}" for n in range(4, 11)]
+        assert view.text.count("\n") == 9 and view.lines[-1] == "line 10"

@@ -6,9 +6,9 @@ a model loaded here runs in an engine process (:class:`~llcuda_tui.core.engine.P
 so no repaint can delay a token; its chunks arrive in 25 ms batches and are appended to a
 :class:`ReplyStream` (core); a 10 Hz timer of the screen drains that into the turn's
 :class:`~llcuda_tui.widgets.StreamView` (plain wrapped lines: a batch repaints its own lines,
-and lays out only when it adds a line, at most once a tick); the speed readout, in the turn's
-record line, updates every 4th tick without a layout; the reply is rendered as Markdown once,
-at the end, in the same turn (:meth:`ChatMessage.finish`).
+and the view lays out once while the reply streams, when it outgrows its first height); the
+speed readout, in the turn's record line, updates every 4th tick without a layout; the reply
+is rendered as Markdown once, at the end, in the same turn (:meth:`ChatMessage.finish`).
 """
 
 from __future__ import annotations
@@ -111,11 +111,12 @@ class Transcript(VerticalScroll):
 
 
 def stream_limits(height: int) -> tuple[int, int]:
-    """How a streaming reply grows in a transcript ``height`` lines tall: (lines at a time,
-    the most lines). Each growth is a layout and a repaint of the transcript (~40 ms at
-    120x40, widgets/stream_view.py): a sixth of the view at a time is 3 of them. At most half
-    the view, so your turn stays in sight above it: each new line then repaints the reply's
-    lines, and a screenful of them cost ~14 ms a repaint against ~10 ms for half of one
+    """How a streaming reply grows in a transcript ``height`` lines tall: (its first height,
+    its second and last). Each growth is a layout and a repaint of the transcript (~40 ms in
+    a long one at 120x40, widgets/stream_view.py): a sixth of the view at first (mounted with
+    it, before the first token), then half the view, one growth while it streams. At most
+    half, so your turn stays in sight above it: each new line then repaints the reply's lines,
+    and a screenful of them cost ~14 ms a repaint against ~10 ms for half of one
     (bench/tui_ui_cost.py); the finished reply, in the same turn, has every line."""
     return max(2, height // 6), max(3, height // 2)
 
