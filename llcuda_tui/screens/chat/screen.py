@@ -631,11 +631,12 @@ class ChatScreen(Screen[None]):
         try:
             user_turn = session.start_reply(turns)
         except LlcudaError as exc:
+            if not had_conversation and session.conversation is not None:
+                self.refresh_conversations()  # it started a new one
             self.notify(str(exc), severity="error")
             return
-        finally:
-            if not had_conversation and session.conversation is not None:
-                self.refresh_conversations()  # the reply started a new one
+        # a new conversation joins the list when the reply ends (finish_reply): the list is
+        # rebuilt, an item per saved conversation mounted, beside the decoding otherwise
         if user_turn is not None:
             self.transcript.add(user_turn)
             self.prompt.value = ""
@@ -675,6 +676,7 @@ class ChatScreen(Screen[None]):
         self.drain_timer.pause()
         message = self.live.end()
         done = self.session.finish_reply()
+        self.refresh_conversations()  # its time, its title (a new one: now in the list)
         if done.saved is None and done.record is not None:
             if message is not None:
                 message.remove()
@@ -691,7 +693,6 @@ class ChatScreen(Screen[None]):
             self.notify(str(done.error), severity="error")
             return
         self.transcript.finish(message, done.saved)
-        self.refresh_conversations()
         record, name = done.record, done.model or "model"
         stop = record.stop_reason
         self.set_status(
