@@ -13,6 +13,7 @@ from textual.widgets import Markdown
 
 from llcuda_tui.core.config import Settings
 from llcuda_tui.core.conversations import ChatSettings
+from llcuda_tui.core.engine import Chunk, RunRecord
 from llcuda_tui.widgets import ChatMessage, StreamView
 from tests.tui.conftest import make_app, wait_for
 from tests.tui.test_chat import chat_settings, focused, load_smollm, streaming
@@ -162,3 +163,65 @@ async def test_the_streaming_body_has_two_heights_one_layout_while_it_streams() 
         shown = [view.render_line(y).text.rstrip() for y in range(view.size.height)]
         assert shown == [f"line {n}" for n in range(4, 11)]
         assert view.text.count("\n") == 9 and view.lines[-1] == "line 10"
+
+
+def stopped_record(tokens: int) -> RunRecord:
+    """A run record as an engine sends it for a reply stopped with Esc."""
+    return RunRecord(
+        prompt_tokens=8, generated_tokens=tokens, ttft_s=0.05, prefill_s=0.04, decode_s=0.5,
+        prefill_tokens_per_s=200.0, decode_tokens_per_s=tokens / 0.5, total_s=0.55,
+        stop_reason="cancelled", prompt_tokens_evaluated=8, model_sha256=None, backend="CPU",
+        n_gpu_layers=0, n_ctx=2048,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("ending", ["cancelled", "error"])
+async def test_short_batches_wait_a_tick_and_the_end_shows_all_of_the_reply(ending: str) -> None:
+    """A repaint costs about as much for a word as for a line: a tick's text under
+    MIN_REPAINT_CHARS waits for the next tick (at most HOLD_TICKS), the first text and a long
+    batch show at once, and when the reply ends (Esc or an error) every character is shown."""
+    from textual.app import App, ComposeResult
+    from textual.widgets import TextArea
+
+    from llcuda_tui.core.chat import ReplyStream
+    from llcuda_tui.screens.chat.transcript import HOLD_TICKS, MIN_REPAINT_CHARS, LiveReply
+
+    class One(App[None]):
+        def compose(self) -> ComposeResult:
+            yield TextArea(id="prompt")
+            yield ChatMessage("assistant", streaming=True)
+
+    app = One()
+    async with app.run_test(size=(60, 20)) as pilot:
+        await pilot.pause()
+        turn = app.query_one(ChatMessage)
+        live = LiveReply(app.query_one(TextArea))
+        live.begin(turn)
+        reply = ReplyStream()
+        try:
+            reply.on_chunk(Chunk("Once"))
+            live.tick(reply)
+            assert turn.text == "Once"  # the first text: at once
+            reply.on_chunk(Chunk(" upon"))
+            live.tick(reply)
+            assert turn.text == "Once"  # 5 characters: they wait a tick
+            for _ in range(HOLD_TICKS - 1):
+                live.tick(reply)
+            assert turn.text == "Once upon"
+            long = " a time" * (MIN_REPAINT_CHARS // 7 + 1)
+            reply.on_chunk(Chunk(long))
+            live.tick(reply)
+            assert turn.text == "Once upon" + long  # a long batch: at once
+            reply.on_chunk(Chunk(" there"))
+            live.tick(reply)
+            assert turn.text == "Once upon" + long  # held...
+            reply.on_chunk(Chunk(" was"))
+            if ending == "cancelled":
+                reply.on_chunk(Chunk("", record=stopped_record(6)))
+            else:
+                reply.on_error(RuntimeError("the engine went away"))
+            assert live.tick(reply) is True
+            # ...and shown with the rest when it ends: nothing is lost
+            assert turn.text == reply.text == "Once upon" + long + " there was"
+        finally:
+            live.end()
