@@ -6,6 +6,7 @@ to read)."""
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 import pytest
@@ -197,6 +198,7 @@ async def test_short_batches_wait_a_tick_and_the_end_shows_all_of_the_reply(endi
         turn = app.query_one(ChatMessage)
         live = LiveReply(app.query_one(TextArea))
         live.begin(turn)
+        assert gc.get_freeze_count() > 0  # while it streams, no full collection walks the app
         reply = ReplyStream()
         try:
             reply.on_chunk(Chunk("Once"))
@@ -225,3 +227,38 @@ async def test_short_batches_wait_a_tick_and_the_end_shows_all_of_the_reply(endi
             assert turn.text == reply.text == "Once upon" + long + " there was"
         finally:
             live.end()
+        assert gc.get_freeze_count() == 0
+
+
+async def test_a_turn_sent_at_once_is_not_counted_again_while_its_reply_streams(
+    settings: Settings, smollm_path: Path
+) -> None:
+    """Each change to the message box schedules a context count 0.3 s later; a turn sent
+    before that (typed, Enter) is counted by its own plan, and the count that waited is
+    dropped: it fired mid-reply (a tokenization in the engine process and a layout of the
+    meter beside the decoding)."""
+    from llcuda_tui.core.chat import Phase
+    from llcuda_tui.messages import ContextPlanned
+
+    counts: list[tuple[bool, Phase]] = []
+    settings = chat_settings(settings, max_tokens=200, n_ctx=2048)
+    app = make_app(settings)
+
+    def hook(message: object) -> None:
+        if isinstance(message, ContextPlanned):
+            counts.append((message.send, app.screen.session.phase))  # type: ignore[attr-defined]
+
+    async with app.run_test(size=(120, 40), message_hook=hook) as pilot:
+        chat = await load_smollm(pilot, app)
+        await wait_for(pilot, lambda: chat.count_timer is None, 10, "the load's count")
+        prompt = chat.prompt
+        prompt.value = "Write a long story about a lighthouse keeper and a storm."
+        await focused(pilot, prompt)
+        await wait_for(pilot, lambda: chat.count_timer is not None, 10, "a count scheduled")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: chat.live.message is not None, 60, "the reply's turn")
+        assert chat.count_timer is None  # the send dropped it
+        await wait_for(pilot, lambda: not streaming(chat), 120, "the reply's end")
+        assert chat.session.last_record is not None
+        assert (True, Phase.PLANNING) in counts  # the send's own plan
+        assert not [c for c in counts if not c[0] and c[1] is not Phase.IDLE]
