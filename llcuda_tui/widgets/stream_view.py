@@ -7,12 +7,13 @@ only the new text and repaints only the lines that changed.
 
 Its height is what costs: a change of height is a layout of the screen and, in a transcript
 scrolled to its end, a repaint of every line in it (measured, bench/tui_ui_cost.py, 120x40:
-~40 ms of the UI thread each; one per new line took 33-56 % of a core at 250 tok/s, against
-6-19 % for the fixed-size panel this replaced). So it grows by ``step`` lines at a time (a
-few blank lines under the text while it streams), and up to ``max_lines`` (half the
-transcript, set by it); past that it keeps its size and shows the newest lines, which
-repaints only itself.
-The finished reply, rendered as Markdown in the same turn, has every line.
+~40 ms of the UI thread each in a long transcript, 8-13 ms with the repaint in a short one;
+one per new line took 33-56 % of a core at 250 tok/s, against 6-19 % for the fixed-size panel
+this replaced). So it has two heights: ``step`` lines (what it is mounted with, laid out
+before the first token) and, once the text outgrows that, ``max_lines`` (half the transcript,
+set by it): one layout while the reply streams, where growing ``step`` lines at a time made
+two to four. At ``max_lines`` it keeps its size and shows the newest lines, which repaints
+only itself. The finished reply, rendered as Markdown in the same turn, has every line.
 """
 
 from __future__ import annotations
@@ -58,8 +59,9 @@ def wrap_into(lines: list[str], col: int, text: str, width: int) -> int:
 
 
 class StreamView(Widget):
-    """Append-only text, soft-wrapped at word boundaries; as tall as its lines rounded up to
-    ``step``, at most ``max_lines`` (then it shows the newest ones)."""
+    """Append-only text, soft-wrapped at word boundaries; ``step`` lines tall, then
+    ``max_lines`` once its lines outgrow ``step`` (then it shows the newest ones). Without a
+    ``max_lines`` it is as tall as its lines rounded up to ``step``."""
 
     DEFAULT_CSS = """
     StreamView {
@@ -96,9 +98,11 @@ class StreamView(Widget):
         return list(self._lines)
 
     def height_for(self, n_lines: int) -> int:
-        """The height for ``n_lines`` lines: rounded up to ``step``, capped at ``max_lines``."""
-        height = -(-n_lines // self.step) * self.step
-        return min(height, self.max_lines) if self.max_lines > 0 else height
+        """The height for ``n_lines`` lines: ``step`` while they fit in it, then
+        ``max_lines`` (without one: rounded up to ``step``)."""
+        if self.max_lines > 0:
+            return min(self.step, self.max_lines) if n_lines <= self.step else self.max_lines
+        return -(-n_lines // self.step) * self.step
 
     def set_limits(self, step: int, max_lines: int) -> None:
         """New ``step`` and ``max_lines`` (the transcript was resized)."""

@@ -522,12 +522,22 @@ class ChatScreen(Screen[None]):
     @on(TextArea.Changed, "#prompt")
     def schedule_count(self) -> None:
         if self.session.phase is not Phase.STREAMING:
-            if self.count_timer is not None:
-                self.count_timer.stop()
+            self.cancel_count()
             self.count_timer = self.set_timer(COUNT_DELAY_S, self.count_now)
+
+    def cancel_count(self) -> None:
+        """Drop a count still waiting for its delay: a turn that goes out is counted by its
+        own plan, and one typed and sent within the delay would otherwise be counted again
+        while the reply streams (a tokenization in the engine and a layout of the meter beside
+        the decoding)."""
+        if self.count_timer is not None:
+            self.count_timer.stop()
+            self.count_timer = None
 
     def count_now(self) -> None:
         self.count_timer = None
+        if self.session.phase is not Phase.IDLE:  # sent meanwhile: its plan counts it
+            return
         turns = self.session.history_turns()
         text = self.prompt.value.strip()
         if text:
@@ -607,6 +617,7 @@ class ChatScreen(Screen[None]):
         self.plan_turns_to_send(turns)
 
     def plan_turns_to_send(self, turns: list[dict[str, str]]) -> None:
+        self.cancel_count()
         job = self.session.plan_job(turns)
         if job is None:  # the engine went away since the guard looked
             self.session.abandon_send()
@@ -620,11 +631,12 @@ class ChatScreen(Screen[None]):
         try:
             user_turn = session.start_reply(turns)
         except LlcudaError as exc:
+            if not had_conversation and session.conversation is not None:
+                self.refresh_conversations()  # it started a new one
             self.notify(str(exc), severity="error")
             return
-        finally:
-            if not had_conversation and session.conversation is not None:
-                self.refresh_conversations()  # the reply started a new one
+        # a new conversation joins the list when the reply ends (finish_reply): the list is
+        # rebuilt, an item per saved conversation mounted, beside the decoding otherwise
         if user_turn is not None:
             self.transcript.add(user_turn)
             self.prompt.value = ""
@@ -664,6 +676,7 @@ class ChatScreen(Screen[None]):
         self.drain_timer.pause()
         message = self.live.end()
         done = self.session.finish_reply()
+        self.refresh_conversations()  # its time, its title (a new one: now in the list)
         if done.saved is None and done.record is not None:
             if message is not None:
                 message.remove()
@@ -680,7 +693,6 @@ class ChatScreen(Screen[None]):
             self.notify(str(done.error), severity="error")
             return
         self.transcript.finish(message, done.saved)
-        self.refresh_conversations()
         record, name = done.record, done.model or "model"
         stop = record.stop_reason
         self.set_status(
